@@ -1,0 +1,13 @@
+// tessera sim (not built yet: its owner replaces this file).
+#include <cstdio>
+
+#include "cli/commands.h"
+
+namespace tessera::cli {
+
+int SimCmd(int, char**) {
+  std::fprintf(stderr, "tessera sim: not available in this build\n");
+  return 1;
+}
+
+}  // namespace tessera::cli

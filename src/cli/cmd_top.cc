@@ -1,0 +1,13 @@
+// tessera top (not built yet: its owner replaces this file).
+#include <cstdio>
+
+#include "cli/commands.h"
+
+namespace tessera::cli {
+
+int TopCmd(int, char**) {
+  std::fprintf(stderr, "tessera top: not available in this build\n");
+  return 1;
+}
+
+}  // namespace tessera::cli
