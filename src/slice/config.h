@@ -1,0 +1,67 @@
+// Slice config: the file that sets a slice's limits (contract in BRIEF "Slice config file").
+//
+// Written by `tessera run` (standalone) and the node agent (Kubernetes); read by libtessera.so in every
+// process of the slice and by `tessera slices`. Format: text, one key=value per line, '#' comments,
+// unknown keys ignored, version=1; the key `gpu` repeats, one line per GPU:
+//   gpu=<uuid> memory=<bytes> cores=<1..100>
+// The parser is C-style on purpose: it runs inside arbitrary applications (through the shim), so it never
+// throws, never allocates and works on caller-owned buffers. All functions are reentrant.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tessera::slice {
+
+inline constexpr int kMaxGpus = 16;
+inline constexpr int kUuidMax = 96;       // "GPU-" + 36 chars fits with room for MIG UUIDs
+inline constexpr int kSliceNameMax = 64;  // [a-z0-9][a-z0-9._-]{0,62} + NUL
+inline constexpr int kPathMax = 512;
+inline constexpr size_t kConfigMaxBytes = 16384;
+
+enum class CapMode : int { kHard = 0, kBurst = 1 };
+
+struct GpuLimit {
+  char uuid[kUuidMax];
+  uint64_t memory_bytes;
+  int cores;  // 1..100, default 100
+};
+
+struct SliceConfig {
+  int version;
+  char name[kSliceNameMax];
+  char region[kPathMax];
+  int priority;  // 0 high, 1 best effort (default 1)
+  CapMode cap_mode;
+  int gpu_count;
+  GpuLimit gpus[kMaxGpus];
+};
+
+// Fills cfg with defaults (version 1, priority 1, cap_mode hard, no GPUs).
+void InitSliceConfig(SliceConfig* cfg);
+
+// Parses text[0..len). On error returns false and writes "line N: <field>: <problem> (allowed ...)" to err.
+// Required: version=1, slice, region, at least one gpu line. Duplicate GPU UUIDs are an error.
+bool ParseSliceConfig(const char* text, size_t len, SliceConfig* cfg, char* err, size_t errlen);
+
+// Reads and parses path. When require_trusted is set the file must be a regular file owned by root or by
+// the caller's effective uid and not writable by group or other (so an application cannot raise its own
+// limit by pointing the shim at a file it wrote). Uses only open/fstat/read/close.
+bool LoadSliceConfig(const char* path, bool require_trusted, SliceConfig* cfg, char* err, size_t errlen);
+
+// Formats cfg into buf (NUL-terminated). Returns the length, or -1 when buf is too small or cfg is invalid
+// (message in err).
+int FormatSliceConfig(const SliceConfig& cfg, char* buf, size_t buflen, char* err, size_t errlen);
+
+// Writes cfg to path atomically (temp file + rename) with mode 0644. Parent directory must exist.
+bool WriteSliceConfig(const char* path, const SliceConfig& cfg, char* err, size_t errlen);
+
+bool ValidSliceName(const char* name);
+// Index of the GPU with this UUID in cfg, or -1.
+int FindGpu(const SliceConfig& cfg, const char* uuid);
+
+// Parses a byte quantity: plain bytes, or a number with K/M/G/T (powers of 1000) or KiB/MiB/GiB/TiB
+// (powers of 1024) suffix, case-insensitive, optional 'B'. Returns false on junk or overflow.
+bool ParseBytes(const char* s, uint64_t* out);
+
+}  // namespace tessera::slice
