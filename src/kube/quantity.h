@@ -2,8 +2,8 @@
 //
 // Used by the scheduler (requests, ResourceQuota, Node capacity), the node agent (publishing extended
 // resources) and `tessera doctor`. The value is held as a signed count of nano-units in 128 bits, so every
-// quantity Kubernetes can express with up to nine fractional digits is exact; parsing refuses anything finer
-// or larger instead of rounding silently. Formatting follows the API server's canonical form (the largest
+// quantity Kubernetes can express with up to nine fractional digits is exact; anything finer is rounded up
+// to the next nano-unit as the API server does, and a value too large to hold is refused, never wrapped. Formatting follows the API server's canonical form (the largest
 // suffix of the quantity's own format that keeps the number an integer). Plain value type; not synchronised.
 #pragma once
 

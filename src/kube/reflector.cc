@@ -1,0 +1,118 @@
+#include "kube/reflector.h"
+
+#include <chrono>
+#include <cstdio>
+
+namespace tessera::kube {
+
+Reflector::Reflector(std::shared_ptr<Client> client, Resource resource, ReflectorOptions opts,
+                     ReflectorHandler handler)
+    : client_(std::move(client)), resource_(resource), opts_(std::move(opts)), handler_(std::move(handler)) {
+  auto wc = Client::Create(client_->config());
+  watch_client_ = wc.ok() ? *wc : client_;
+}
+
+Reflector::~Reflector() { Stop(); }
+
+void Reflector::Start() {
+  stop_ = false;
+  thread_ = std::thread([this] { Loop(); });
+}
+
+void Reflector::Stop() {
+  stop_ = true;
+  cv_.notify_all();
+  watch_client_->StopWatches();
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Reflector::WaitSynced(double timeout_s) {
+  std::unique_lock<std::mutex> l(mu_);
+  cv_.wait_for(l, std::chrono::duration<double>(timeout_s), [&] { return synced_.load() || stop_.load(); });
+  return synced_.load();
+}
+
+std::string Reflector::last_resource_version() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return rv_;
+}
+
+bool Reflector::ListOnce() {
+  ListOptions lo;
+  lo.label_selector = opts_.label_selector;
+  lo.field_selector = opts_.field_selector;
+  lo.limit = opts_.page_size;
+  auto res = client_->List(resource_, opts_.ns, lo);
+  if (!res) {
+    std::fprintf(stderr, "reflector %s: list failed: %s\n", resource_.plural, res.error().ToString().c_str());
+    return false;
+  }
+  if (handler_.on_replace) handler_.on_replace(res->items);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    rv_ = res->resource_version;
+    if (synced_) relists_.fetch_add(1);
+    synced_ = true;
+  }
+  cv_.notify_all();
+  return true;
+}
+
+void Reflector::Loop() {
+  double backoff = opts_.retry_backoff_s;
+  bool need_list = true;
+  while (!stop_) {
+    if (need_list) {
+      if (!ListOnce()) {
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait_for(l, std::chrono::duration<double>(backoff), [&] { return stop_.load(); });
+        backoff = std::min(backoff * 2, 8.0);
+        continue;
+      }
+      need_list = false;
+    }
+    WatchOptions wo;
+    wo.label_selector = opts_.label_selector;
+    wo.field_selector = opts_.field_selector;
+    wo.resource_version = last_resource_version();
+    wo.timeout_seconds = opts_.watch_timeout_seconds;
+    bool gone = false;
+    bool any_event = false;
+    auto st = watch_client_->Watch(resource_, opts_.ns, wo, [&](const WatchEvent& ev) {
+      if (stop_) return false;
+      if (ev.type == EventType::kError) {
+        // 410 Gone: our resourceVersion was compacted away; only a relist can recover the full state.
+        gone = ev.object.value("code", 0) == 410;
+        if (!gone)
+          std::fprintf(stderr, "reflector %s: watch error: %s\n", resource_.plural, ev.object.dump().c_str());
+        return false;
+      }
+      any_event = true;
+      std::string rv = ResourceVersionOf(ev.object);
+      if (ev.type != EventType::kBookmark && handler_.on_event) handler_.on_event(ev.type, ev.object);
+      if (!rv.empty()) {
+        std::lock_guard<std::mutex> l(mu_);
+        rv_ = rv;
+      }
+      return true;
+    });
+    if (stop_) break;
+    if (gone || (!st.ok() && st.error().Gone())) {
+      need_list = true;
+      continue;
+    }
+    if (!st.ok()) {
+      std::fprintf(stderr, "reflector %s: watch failed: %s\n", resource_.plural, st.error().ToString().c_str());
+      // A broken stream may have lost events we can't see: relist after a pause.
+      need_list = true;
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, std::chrono::duration<double>(backoff), [&] { return stop_.load(); });
+      backoff = std::min(backoff * 2, 8.0);
+      continue;
+    }
+    if (any_event) backoff = opts_.retry_backoff_s;
+    // A clean end (server-side timeout) resumes from the last resourceVersion without a relist.
+  }
+}
+
+}  // namespace tessera::kube
