@@ -1,0 +1,284 @@
+// The NVML backend. libnvidia-ml.so.1 is opened with dlopen() so the agent binary runs (and reports
+// plainly) on hosts without the driver, and so one binary serves every driver version: each entry
+// point is looked up by its versioned name and the optional ones (NUMA id) may be missing.
+#include <dlfcn.h>
+#include <nvml.h>
+
+#include <algorithm>
+#include <cctype>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "gpu/backend.h"
+
+namespace tessera::gpu {
+namespace {
+
+// Xids caused by the application rather than the card (bad kernel, page fault in user code,
+// preemption): a GPU that reports them is still fit for the next pod.
+const std::set<unsigned long long> kApplicationXids = {13, 31, 43, 45, 68, 109};
+
+struct NvmlApi {
+  decltype(&nvmlInit_v2) init = nullptr;
+  decltype(&nvmlShutdown) shutdown = nullptr;
+  decltype(&nvmlErrorString) error_string = nullptr;
+  decltype(&nvmlDeviceGetCount_v2) get_count = nullptr;
+  decltype(&nvmlDeviceGetHandleByIndex_v2) get_handle = nullptr;
+  decltype(&nvmlDeviceGetUUID) get_uuid = nullptr;
+  decltype(&nvmlDeviceGetName) get_name = nullptr;
+  decltype(&nvmlDeviceGetMemoryInfo) get_memory = nullptr;
+  decltype(&nvmlDeviceGetPciInfo_v3) get_pci = nullptr;
+  decltype(&nvmlDeviceGetNumaNodeId) get_numa = nullptr;  // optional (newer drivers)
+  decltype(&nvmlDeviceGetUtilizationRates) get_utilization = nullptr;
+  decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;  // optional
+  decltype(&nvmlEventSetCreate) event_set_create = nullptr;
+  decltype(&nvmlEventSetFree) event_set_free = nullptr;
+  decltype(&nvmlDeviceRegisterEvents) register_events = nullptr;
+  decltype(&nvmlDeviceGetSupportedEventTypes) supported_events = nullptr;
+  decltype(&nvmlEventSetWait_v2) event_wait = nullptr;
+};
+
+template <typename F>
+bool Resolve(void* lib, const char* name, F* out, bool required, std::string* missing) {
+  *out = reinterpret_cast<F>(dlsym(lib, name));
+  if (!*out && required) {
+    *missing += std::string(missing->empty() ? "" : ", ") + name;
+    return false;
+  }
+  return true;
+}
+
+std::string SysfsBusId(const char* nvml_bus_id) {
+  // NVML: "00000000:3B:00.0" (8-digit domain); sysfs: "0000:3b:00.0".
+  std::string id(nvml_bus_id);
+  if (id.size() > 12) id = id.substr(id.size() - 12);
+  std::transform(id.begin(), id.end(), id.begin(), [](unsigned char c) { return std::tolower(c); });
+  return id;
+}
+
+int NumaFromSysfs(const std::string& bus_id) {
+  std::ifstream in("/sys/bus/pci/devices/" + bus_id + "/numa_node");
+  int node = -1;
+  if (in >> node) return node < 0 ? -1 : node;
+  return -1;
+}
+
+class NvmlBackend : public Backend {
+ public:
+  explicit NvmlBackend(std::string library) : library_(std::move(library)) {}
+  ~NvmlBackend() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (events_ && api_.event_set_free) api_.event_set_free(events_);
+    if (initialised_ && api_.shutdown) api_.shutdown();
+    if (lib_) dlclose(lib_);
+  }
+
+  std::string Name() const override { return "nvml"; }
+
+  Status Init() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (initialised_) return Status::Ok();
+    if (!lib_) {
+      lib_ = dlopen(library_.c_str(), RTLD_NOW | RTLD_LOCAL);
+      if (!lib_) {
+        const char* why = dlerror();
+        return Status::Error("cannot load " + library_ + " (" + (why ? why : "unknown") +
+                             "): is the NVIDIA driver installed and its libraries visible to the agent?");
+      }
+      std::string missing;
+      bool ok = true;
+      ok &= Resolve(lib_, "nvmlInit_v2", &api_.init, true, &missing);
+      ok &= Resolve(lib_, "nvmlShutdown", &api_.shutdown, true, &missing);
+      ok &= Resolve(lib_, "nvmlErrorString", &api_.error_string, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetCount_v2", &api_.get_count, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetHandleByIndex_v2", &api_.get_handle, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetUUID", &api_.get_uuid, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetName", &api_.get_name, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetMemoryInfo", &api_.get_memory, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetPciInfo_v3", &api_.get_pci, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetUtilizationRates", &api_.get_utilization, true, &missing);
+      ok &= Resolve(lib_, "nvmlEventSetCreate", &api_.event_set_create, true, &missing);
+      ok &= Resolve(lib_, "nvmlEventSetFree", &api_.event_set_free, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceRegisterEvents", &api_.register_events, true, &missing);
+      ok &= Resolve(lib_, "nvmlDeviceGetSupportedEventTypes", &api_.supported_events, true, &missing);
+      ok &= Resolve(lib_, "nvmlEventSetWait_v2", &api_.event_wait, true, &missing);
+      Resolve(lib_, "nvmlDeviceGetNumaNodeId", &api_.get_numa, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetComputeRunningProcesses_v3", &api_.get_processes, false, &missing);
+      if (!ok) {
+        dlclose(lib_);
+        lib_ = nullptr;
+        return Status::Error(library_ + " lacks " + missing + ": the driver is too old for Tessera");
+      }
+    }
+    nvmlReturn_t rc = api_.init();
+    if (rc != NVML_SUCCESS) return Err("nvmlInit_v2", rc);
+    initialised_ = true;
+    return RegisterEventsLocked();
+  }
+
+  Status Discover(std::vector<GpuInfo>* out) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!initialised_) return Status::Error("nvml backend: Discover before Init");
+    unsigned int count = 0;
+    nvmlReturn_t rc = api_.get_count(&count);
+    if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetCount_v2", rc);
+    out->clear();
+    for (unsigned int i = 0; i < count; ++i) {
+      nvmlDevice_t dev{};
+      rc = api_.get_handle(i, &dev);
+      if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetHandleByIndex_v2(" + std::to_string(i) + ")", rc);
+      GpuInfo info;
+      info.index = static_cast<int>(i);
+      char buf[NVML_DEVICE_UUID_V2_BUFFER_SIZE] = {};
+      rc = api_.get_uuid(dev, buf, sizeof(buf));
+      if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetUUID", rc);
+      info.uuid = buf;
+      char name[NVML_DEVICE_NAME_V2_BUFFER_SIZE] = {};
+      rc = api_.get_name(dev, name, sizeof(name));
+      if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetName", rc);
+      info.model = name;
+      nvmlMemory_t mem{};
+      rc = api_.get_memory(dev, &mem);
+      if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetMemoryInfo", rc);
+      info.memory_bytes = mem.total;
+      nvmlPciInfo_t pci{};
+      if (api_.get_pci(dev, &pci) == NVML_SUCCESS) info.pci_bus_id = SysfsBusId(pci.busId);
+      unsigned int numa = 0;
+      if (api_.get_numa && api_.get_numa(dev, &numa) == NVML_SUCCESS) {
+        info.numa_node = static_cast<int>(numa);
+      } else if (!info.pci_bus_id.empty()) {
+        info.numa_node = NumaFromSysfs(info.pci_bus_id);
+      }
+      auto h = unhealthy_.find(info.uuid);
+      if (h != unhealthy_.end()) {
+        info.healthy = false;
+        info.health_reason = h->second;
+      }
+      handles_[info.uuid] = dev;
+      out->push_back(std::move(info));
+    }
+    return Status::Ok();
+  }
+
+  Status Usage(const std::string& uuid, GpuUsage* out) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = handles_.find(uuid);
+    if (it == handles_.end()) return Status::Error("nvml backend: unknown GPU " + uuid + " (Discover first)");
+    nvmlMemory_t mem{};
+    nvmlReturn_t rc = api_.get_memory(it->second, &mem);
+    if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetMemoryInfo", rc);
+    out->memory_total_bytes = mem.total;
+    out->memory_used_bytes = mem.used;
+    nvmlUtilization_t util{};
+    out->utilization_percent =
+        api_.get_utilization(it->second, &util) == NVML_SUCCESS ? static_cast<int>(util.gpu) : -1;
+    out->processes.clear();
+    if (api_.get_processes) {
+      std::vector<nvmlProcessInfo_t> procs(64);
+      unsigned int n = static_cast<unsigned int>(procs.size());
+      rc = api_.get_processes(it->second, &n, procs.data());
+      if (rc == NVML_ERROR_INSUFFICIENT_SIZE) {
+        procs.resize(n + 16);
+        n = static_cast<unsigned int>(procs.size());
+        rc = api_.get_processes(it->second, &n, procs.data());
+      }
+      if (rc == NVML_SUCCESS) {
+        for (unsigned int i = 0; i < n; ++i) {
+          out->processes.push_back(ProcessUsage{procs[i].pid, procs[i].usedGpuMemory});
+        }
+      }
+    }
+    return Status::Ok();
+  }
+
+  Status WaitHealthEvent(std::chrono::milliseconds timeout,
+                         std::optional<HealthEvent>* event) override {
+    event->reset();
+    nvmlEventSet_t set;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!initialised_) return Status::Error("nvml backend: WaitHealthEvent before Init");
+      set = events_;
+    }
+    if (!set) {
+      // No device supports critical events (e.g. some virtualised GPUs): nothing will ever arrive.
+      std::this_thread::sleep_for(timeout);
+      return Status::Ok();
+    }
+    nvmlEventData_t data{};
+    // The wait runs without mu_ so Discover/Usage stay responsive; NVML allows concurrent calls.
+    nvmlReturn_t rc = api_.event_wait(set, &data, static_cast<unsigned int>(timeout.count()));
+    if (rc == NVML_ERROR_TIMEOUT) return Status::Ok();
+    if (rc != NVML_SUCCESS) return Err("nvmlEventSetWait_v2", rc);
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string uuid;
+    for (const auto& [u, h] : handles_) {
+      if (h == data.device) uuid = u;
+    }
+    if (uuid.empty()) return Status::Ok();
+    std::string reason;
+    if (data.eventType == nvmlEventTypeXidCriticalError) {
+      if (kApplicationXids.count(data.eventData)) return Status::Ok();
+      reason = "Xid " + std::to_string(data.eventData);
+    } else if (data.eventType == nvmlEventTypeDoubleBitEccError) {
+      reason = "double-bit ECC error";
+    } else {
+      return Status::Ok();
+    }
+    unhealthy_[uuid] = reason;
+    *event = HealthEvent{uuid, false, reason};
+    return Status::Ok();
+  }
+
+ private:
+
+  Status RegisterEventsLocked() {
+    unsigned int count = 0;
+    if (api_.get_count(&count) != NVML_SUCCESS) return Status::Ok();
+    nvmlEventSet_t set{};
+    if (api_.event_set_create(&set) != NVML_SUCCESS) return Status::Ok();
+    bool any = false;
+    for (unsigned int i = 0; i < count; ++i) {
+      nvmlDevice_t dev{};
+      if (api_.get_handle(i, &dev) != NVML_SUCCESS) continue;
+      char buf[NVML_DEVICE_UUID_V2_BUFFER_SIZE] = {};
+      if (api_.get_uuid(dev, buf, sizeof(buf)) == NVML_SUCCESS) handles_[buf] = dev;
+      unsigned long long supported = 0;
+      if (api_.supported_events(dev, &supported) != NVML_SUCCESS) continue;
+      unsigned long long wanted =
+          supported & (nvmlEventTypeXidCriticalError | nvmlEventTypeDoubleBitEccError);
+      if (wanted && api_.register_events(dev, wanted, set) == NVML_SUCCESS) any = true;
+    }
+    if (any) {
+      events_ = set;
+    } else {
+      api_.event_set_free(set);
+    }
+    return Status::Ok();
+  }
+
+  Status Err(const std::string& what, nvmlReturn_t rc) const {
+    const char* s = api_.error_string ? api_.error_string(rc) : "?";
+    return Status::Error(what + " failed: " + s + " (" + std::to_string(static_cast<int>(rc)) + ")");
+  }
+
+  std::string library_;
+  std::mutex mu_;
+  void* lib_ = nullptr;
+  NvmlApi api_;
+  bool initialised_ = false;
+  nvmlEventSet_t events_ = nullptr;
+  std::map<std::string, nvmlDevice_t> handles_;
+  std::map<std::string, std::string> unhealthy_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeNvmlBackend(std::string library) {
+  return std::make_unique<NvmlBackend>(std::move(library));
+}
+
+}  // namespace tessera::gpu
