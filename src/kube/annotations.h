@@ -1,0 +1,67 @@
+// The Node and Pod annotation contract between `tessera agent` (publishes GPUs, allocates slices) and
+// `tessera scheduler` (places pods, writes assignments), plus HAMi's compatible names.
+//
+// Node (written by the agent, read by the scheduler and `tessera doctor`):
+//   annotation tessera.dev/gpus = JSON array, one entry per GPU:
+//     [{"uuid":"GPU-…","model":"A100-SXM4-40GB","memory_mib":40960,"cores":100,"numa":0,"healthy":true}, …]
+//   ("cores" may be omitted: 100.) status.capacity/allocatable["nvidia.com/gpu"] = GPUs × split count.
+//   label tessera.dev/gpu-node=true once the agent has published (informational; nothing waits on it).
+// Pod (written by the scheduler at bind time, before the Binding; read by the agent at Allocate):
+//   tessera.dev/assigned-node    node name
+//   tessera.dev/devices          JSON array indexed like spec.containers; element i is the list of GPU
+//                                slices of container i ([] when it has none):
+//                                [[{"uuid":"GPU-…","memory_mib":3276,"cores":25}], []]
+//   tessera.dev/init-devices     same shape for spec.initContainers (absent when none ask for a GPU)
+//   tessera.dev/bind-time        RFC 3339 UTC time of the bind
+//   tessera.dev/allocation-state "pending" (scheduler) → "allocated" (agent, after Allocate)
+//   hami.io/vgpu-devices-allocated, hami.io/bind-phase: HAMi's equivalents, written for compatibility.
+// Plain functions and value types; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kube/result.h"
+
+namespace tessera::kube {
+
+inline constexpr const char* kAnnoGpus = "tessera.dev/gpus";
+inline constexpr const char* kLabelGpuNode = "tessera.dev/gpu-node";
+inline constexpr const char* kAnnoAssignedNode = "tessera.dev/assigned-node";
+inline constexpr const char* kAnnoDevices = "tessera.dev/devices";
+inline constexpr const char* kAnnoInitDevices = "tessera.dev/init-devices";
+inline constexpr const char* kAnnoBindTime = "tessera.dev/bind-time";
+inline constexpr const char* kAnnoAllocationState = "tessera.dev/allocation-state";
+inline constexpr const char* kAnnoHamiDevices = "hami.io/vgpu-devices-allocated";
+inline constexpr const char* kAnnoHamiBindPhase = "hami.io/bind-phase";
+inline constexpr const char* kAnnoHamiNode = "hami.io/vgpu-node";
+inline constexpr const char* kAllocationPending = "pending";
+inline constexpr const char* kAllocationAllocated = "allocated";
+
+// One GPU as the agent publishes it.
+struct GpuInfo {
+  std::string uuid;
+  std::string model;
+  int64_t memory_mib = 0;
+  int cores = 100;
+  int numa = 0;
+  bool healthy = true;
+};
+std::string EncodeGpus(const std::vector<GpuInfo>& gpus);
+// Errors name the entry and field ("tessera.dev/gpus[1].memory_mib: must be > 0").
+Result<std::vector<GpuInfo>> DecodeGpus(const std::string& json);
+
+// One GPU slice given to a container.
+struct DeviceSlice {
+  std::string uuid;
+  int64_t memory_mib = 0;
+  int cores = 0;
+};
+using ContainerDevices = std::vector<std::vector<DeviceSlice>>;  // per container index
+std::string EncodeDevices(const ContainerDevices& d);
+Result<ContainerDevices> DecodeDevices(const std::string& json);
+// HAMi's "uuid,NVIDIA,mem,cores:;" per container, containers separated by ";".
+std::string EncodeHamiDevices(const ContainerDevices& d);
+
+}  // namespace tessera::kube

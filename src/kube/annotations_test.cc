@@ -1,0 +1,45 @@
+#include "kube/annotations.h"
+
+#include <gtest/gtest.h>
+
+namespace tessera::kube {
+namespace {
+
+TEST(AnnotationsTest, GpusRoundTripAndDefaults) {
+  std::vector<GpuInfo> g = {{"GPU-a", "A100", 40960, 100, 0, true}, {"GPU-b", "T4", 15360, 100, 1, false}};
+  auto back = DecodeGpus(EncodeGpus(g));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  ASSERT_EQ(back->size(), 2u);
+  EXPECT_EQ((*back)[1].model, "T4");
+  EXPECT_EQ((*back)[1].numa, 1);
+  EXPECT_FALSE((*back)[1].healthy);
+  auto minimal = DecodeGpus(R"([{"uuid":"GPU-x","memory_mib":1024}])");
+  ASSERT_TRUE(minimal.ok());
+  EXPECT_EQ((*minimal)[0].cores, 100);
+  EXPECT_TRUE((*minimal)[0].healthy);
+}
+
+TEST(AnnotationsTest, GpusErrorsNameTheField) {
+  auto e = DecodeGpus(R"([{"uuid":"GPU-x","memory_mib":1024},{"uuid":"GPU-y","memory_mib":0}])");
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().message, "tessera.dev/gpus[1].memory_mib: required integer > 0");
+  EXPECT_FALSE(DecodeGpus("{}").ok());
+  EXPECT_FALSE(DecodeGpus(R"([{"memory_mib":1}])").ok());
+  EXPECT_FALSE(DecodeGpus(R"([{"uuid":"g","memory_mib":1,"cores":0}])").ok());
+}
+
+TEST(AnnotationsTest, DevicesRoundTripAndHamiForm) {
+  ContainerDevices d = {{{"GPU-a", 3276, 25}}, {}, {{"GPU-a", 100, 10}, {"GPU-b", 100, 10}}};
+  std::string s = EncodeDevices(d);
+  EXPECT_EQ(s, R"([[{"cores":25,"memory_mib":3276,"uuid":"GPU-a"}],[],[{"cores":10,"memory_mib":100,"uuid":"GPU-a"},{"cores":10,"memory_mib":100,"uuid":"GPU-b"}]])");
+  auto back = DecodeDevices(s);
+  ASSERT_TRUE(back.ok());
+  ASSERT_EQ(back->size(), 3u);
+  EXPECT_EQ((*back)[2][1].uuid, "GPU-b");
+  EXPECT_EQ(EncodeHamiDevices(d), "GPU-a,NVIDIA,3276,25:;;GPU-a,NVIDIA,100,10:GPU-b,NVIDIA,100,10:;");
+  EXPECT_FALSE(DecodeDevices(R"([[{"uuid":"x","memory_mib":-1,"cores":1}]])").ok());
+  EXPECT_FALSE(DecodeDevices(R"({"0":[]})").ok());
+}
+
+}  // namespace
+}  // namespace tessera::kube
