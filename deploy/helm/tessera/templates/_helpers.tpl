@@ -1,0 +1,109 @@
+{{/* Names, labels and image references shared by every template. */}}
+
+{{- define "tessera.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tessera.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "tessera.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "tessera.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tessera
+{{- end }}
+
+{{/* Selector labels of one component: (dict "ctx" . "component" "scheduler"). */}}
+{{- define "tessera.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tessera.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tessera.componentLabels" -}}
+{{ include "tessera.labels" .ctx }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{- define "tessera.schedulerFullname" -}}
+{{- printf "%s-scheduler" (include "tessera.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tessera.agentFullname" -}}
+{{- printf "%s-agent" (include "tessera.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tessera.schedulerServiceAccount" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tessera.schedulerFullname" .) .Values.serviceAccount.schedulerName }}
+{{- else }}
+{{- required "serviceAccount.schedulerName is required when serviceAccount.create=false" .Values.serviceAccount.schedulerName }}
+{{- end }}
+{{- end }}
+
+{{- define "tessera.agentServiceAccount" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "tessera.agentFullname" .) .Values.serviceAccount.agentName }}
+{{- else }}
+{{- required "serviceAccount.agentName is required when serviceAccount.create=false" .Values.serviceAccount.agentName }}
+{{- end }}
+{{- end }}
+
+{{- define "tessera.webhookName" -}}
+{{- printf "%s-webhook" (include "tessera.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tessera.certSecretName" -}}
+{{- default (printf "%s-webhook-tls" (include "tessera.fullname" .)) .Values.webhook.certSecretName | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "tessera.leaseName" -}}
+{{- include "tessera.schedulerFullname" . }}
+{{- end }}
+
+{{/* Image reference: (dict "ctx" . "image" .Values.scheduler.image). */}}
+{{- define "tessera.image" -}}
+{{- $tag := .image.tag | default .ctx.Values.image.tag | default .ctx.Chart.AppVersion }}
+{{- printf "%s/%s:%s" .ctx.Values.image.registry .image.repository $tag }}
+{{- end }}
+
+{{- define "tessera.kubeSchedulerImage" -}}
+{{- $v := .Capabilities.KubeVersion }}
+{{- $tag := .Values.scheduler.kubeScheduler.image.tag | default (printf "v%s.%s.%s" $v.Major ($v.Minor | trimSuffix "+") (regexReplaceAll "^v?[0-9]+\\.[0-9]+\\.([0-9]+).*$" $v.Version "${1}")) }}
+{{- printf "%s:%s" .Values.scheduler.kubeScheduler.image.repository $tag }}
+{{- end }}
+
+{{/* All scheduler names: the main one then the extra profiles, deduplicated. */}}
+{{- define "tessera.schedulerNames" -}}
+{{- $names := list .Values.scheduler.name }}
+{{- range .Values.scheduler.extraNames }}{{ if not (has . $names) }}{{ $names = append $names . }}{{ end }}{{ end }}
+{{- toJson $names }}
+{{- end }}
+
+{{/* The GPU resource names as a CEL list literal, for the webhooks' matchConditions. */}}
+{{- define "tessera.gpuResourceCEL" -}}
+{{- $r := .Values.resourceNames }}
+{{- $q := list }}
+{{- range (list $r.gpu $r.memory $r.memoryPercentage $r.cores $r.priority) }}{{ $q = append $q (printf "'%s'" .) }}{{ end }}
+{{- printf "[%s]" (join ", " $q) }}
+{{- end }}
+
+{{/* CEL: the pod asks for a GPU resource in any container, init container, limit or request. */}}
+{{- define "tessera.gpuPodCEL" -}}
+{{- $names := include "tessera.gpuResourceCEL" . }}
+{{- $one := printf "(has(c.resources.limits) && c.resources.limits.exists(k, k in %s)) || (has(c.resources.requests) && c.resources.requests.exists(k, k in %s))" $names $names }}
+{{- printf "object.spec.containers.exists(c, %s) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, %s))" $one $one }}
+{{- end }}

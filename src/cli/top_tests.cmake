@@ -1,0 +1,6 @@
+# Unit tests of `tessera top` and `tessera doctor` (included from src/cli/CMakeLists.txt). The sources
+# under test are also compiled into the tessera binary through the directory's glob.
+find_package(nlohmann_json REQUIRED)
+tessera_unit_test(cli_top_test
+  SOURCES top_test.cc top_prom.cc top_model.cc top_render.cc
+  LIBS nlohmann_json::nlohmann_json)
