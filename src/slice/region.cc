@@ -1,0 +1,482 @@
+// Slice region: open/validate/rebuild, crash-safe charge accounting, dead-process reclaim.
+// No exceptions, no heap (the shim runs this inside applications).
+#include "slice/region.h"
+
+#include <cerrno>
+#include <cstdarg>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace tessera::slice {
+namespace {
+
+void SetErr(char* err, size_t errlen, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
+void SetErr(char* err, size_t errlen, const char* fmt, ...) {
+  if (!err || errlen == 0) return;
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(err, errlen, fmt, ap);
+  va_end(ap);
+}
+
+struct Fnv {
+  uint64_t h = 1469598103934665603ull;
+  void Add(const void* p, size_t n) {
+    const unsigned char* b = static_cast<const unsigned char*>(p);
+    for (size_t i = 0; i < n; ++i) {
+      h ^= b[i];
+      h *= 1099511628211ull;
+    }
+  }
+  template <typename T>
+  void AddV(const T& v) {
+    Add(&v, sizeof(v));
+  }
+};
+
+uint64_t SumGpu(const RegionHeader* h, int g) {
+  uint32_t hw = h->rows_high_water.load();
+  if (hw > kRegionMaxProcs) hw = kRegionMaxProcs;
+  uint64_t s = 0;
+  for (uint32_t i = 0; i < hw; ++i) s += h->rows[i].bytes[g].load() + h->rows[i].overhead[g].load();
+  return s;
+}
+
+void ZeroRowCounters(RegionRow* r) {
+  for (int g = 0; g < kMaxGpus; ++g) {
+    r->bytes[g].store(0);
+    r->overhead[g].store(0);
+  }
+  for (auto& s : r->limiter_spare) s.store(0);
+}
+
+void FillImmutable(RegionHeader* h, const SliceConfig& cfg) {
+  h->magic = kRegionMagic;
+  h->version = kRegionVersion;
+  h->header_size = sizeof(RegionHeader);
+  h->row_size = sizeof(RegionRow);
+  h->max_procs = kRegionMaxProcs;
+  h->gpu_count = static_cast<uint32_t>(cfg.gpu_count);
+  h->priority = cfg.priority;
+  h->cap_mode = static_cast<int32_t>(cfg.cap_mode);
+  memset(h->slice, 0, sizeof(h->slice));
+  snprintf(h->slice, sizeof(h->slice), "%s", cfg.name);
+  for (int g = 0; g < kMaxGpus; ++g) {
+    RegionGpu& dst = h->gpus[g];
+    memset(dst.uuid, 0, sizeof(dst.uuid));
+    dst.limit_bytes = 0;
+    dst.cores = 0;
+    if (g < cfg.gpu_count) {
+      snprintf(dst.uuid, sizeof(dst.uuid), "%s", cfg.gpus[g].uuid);
+      dst.limit_bytes = cfg.gpus[g].memory_bytes;
+      dst.cores = static_cast<uint32_t>(cfg.gpus[g].cores);
+      dst.cap_percent.store(static_cast<uint32_t>(cfg.gpus[g].cores));
+    }
+  }
+  h->checksum = RegionChecksum(h);
+}
+
+bool SameGpuSet(const RegionHeader* h, const SliceConfig& cfg) {
+  if (h->gpu_count != static_cast<uint32_t>(cfg.gpu_count)) return false;
+  for (int g = 0; g < cfg.gpu_count; ++g)
+    if (strncmp(h->gpus[g].uuid, cfg.gpus[g].uuid, sizeof(h->gpus[g].uuid)) != 0) return false;
+  return true;
+}
+
+bool SameLimits(const RegionHeader* h, const SliceConfig& cfg) {
+  if (h->priority != cfg.priority || h->cap_mode != static_cast<int32_t>(cfg.cap_mode)) return false;
+  for (int g = 0; g < cfg.gpu_count; ++g) {
+    if (h->gpus[g].limit_bytes != cfg.gpus[g].memory_bytes) return false;
+    if (h->gpus[g].cores != static_cast<uint32_t>(cfg.gpus[g].cores)) return false;
+  }
+  return true;
+}
+
+// Rows can be damaged without the header being damaged (a stray write): counters above any limit or
+// a free row with non-zero counters are reset rather than trusted.
+void SanitizeRows(RegionHeader* h) {
+  uint32_t hw = h->rows_high_water.load();
+  if (hw > kRegionMaxProcs) h->rows_high_water.store(kRegionMaxProcs);
+  for (int i = 0; i < kRegionMaxProcs; ++i) {
+    RegionRow& r = h->rows[i];
+    bool bad = false;
+    for (uint32_t g = 0; g < kMaxGpus; ++g) {
+      uint64_t lim = g < h->gpu_count ? h->gpus[g].limit_bytes : 0;
+      uint64_t b = r.bytes[g].load(), o = r.overhead[g].load();
+      (void)lim;  // a shrunk limit may legitimately sit below a live row: only absurd values are damage
+      if (g >= h->gpu_count && (b || o)) bad = true;
+      if (b > (1ull << 50) || o > (1ull << 50)) bad = true;
+    }
+    if (r.owner.load() == 0 || bad) {
+      if (bad && r.owner.load() != 0) r.owner.store(0);
+      ZeroRowCounters(&r);
+    }
+  }
+}
+
+}  // namespace
+
+uint64_t RegionChecksum(const RegionHeader* h) {
+  Fnv f;
+  f.AddV(h->magic);
+  f.AddV(h->version);
+  f.AddV(h->header_size);
+  f.AddV(h->row_size);
+  f.AddV(h->max_procs);
+  f.AddV(h->gpu_count);
+  f.AddV(h->priority);
+  f.AddV(h->cap_mode);
+  f.Add(h->slice, sizeof(h->slice));
+  for (int g = 0; g < kMaxGpus; ++g) {
+    f.Add(h->gpus[g].uuid, sizeof(h->gpus[g].uuid));
+    f.AddV(h->gpus[g].limit_bytes);
+    f.AddV(h->gpus[g].cores);
+  }
+  return f.h;
+}
+
+bool ValidateRegion(const RegionHeader* h, char* err, size_t errlen) {
+  if (h->magic != kRegionMagic) {
+    SetErr(err, errlen, "bad magic (not a Tessera region)");
+    return false;
+  }
+  if (h->version != kRegionVersion || h->header_size != sizeof(RegionHeader) || h->row_size != sizeof(RegionRow) ||
+      h->max_procs != kRegionMaxProcs) {
+    SetErr(err, errlen, "unsupported layout (version %u, header %u bytes; this build: version %u, %zu bytes)",
+           h->version, h->header_size, kRegionVersion, sizeof(RegionHeader));
+    return false;
+  }
+  if (h->gpu_count < 1 || h->gpu_count > kMaxGpus) {
+    SetErr(err, errlen, "gpu_count %u out of range 1..%d", h->gpu_count, kMaxGpus);
+    return false;
+  }
+  if (h->checksum != RegionChecksum(h)) {
+    SetErr(err, errlen, "header checksum mismatch (corrupt)");
+    return false;
+  }
+  if (memchr(h->slice, '\0', sizeof(h->slice)) == nullptr) {
+    SetErr(err, errlen, "slice name not terminated (corrupt)");
+    return false;
+  }
+  return true;
+}
+
+static bool MapFile(int fd, bool writable, RegionHeader** out, char* err, size_t errlen) {
+  void* p = mmap(nullptr, kRegionFileSize, writable ? (PROT_READ | PROT_WRITE) : PROT_READ, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    SetErr(err, errlen, "mmap: %s", strerror(errno));
+    return false;
+  }
+  *out = static_cast<RegionHeader*>(p);
+  return true;
+}
+
+bool OpenRegionForSlice(const SliceConfig& cfg, Region* out, char* err, size_t errlen) {
+  *out = Region{};
+  int fd = open(cfg.region, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+  if (fd < 0) {
+    SetErr(err, errlen, "region %s: %s", cfg.region, strerror(errno));
+    return false;
+  }
+  while (flock(fd, LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      SetErr(err, errlen, "region %s: flock: %s", cfg.region, strerror(errno));
+      close(fd);
+      return false;
+    }
+  }
+  struct stat st;
+  bool fresh = false;
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != kRegionFileSize) {
+    // Wrong size: an older layout or a truncated file. Start over at the right size.
+    if (ftruncate(fd, 0) != 0 || ftruncate(fd, static_cast<off_t>(kRegionFileSize)) != 0) {
+      SetErr(err, errlen, "region %s: ftruncate: %s", cfg.region, strerror(errno));
+      flock(fd, LOCK_UN);
+      close(fd);
+      return false;
+    }
+    fresh = st.st_size != 0 ? false : true;
+  }
+  RegionHeader* h = nullptr;
+  if (!MapFile(fd, true, &h, err, errlen)) {
+    flock(fd, LOCK_UN);
+    close(fd);
+    return false;
+  }
+  char why[160];
+  bool valid = ValidateRegion(h, why, sizeof(why));
+  bool rebuild = !valid || strncmp(h->slice, cfg.name, sizeof(h->slice)) != 0 || !SameGpuSet(h, cfg);
+  if (rebuild) {
+    uint64_t gen = valid ? h->generation.load() : 0;
+    uint64_t rebuilds = valid ? h->rebuilds.load() : 0;
+    memset(static_cast<void*>(h), 0, kRegionFileSize);
+    FillImmutable(h, cfg);
+    h->generation.store(gen + 1);
+    h->rebuilds.store(fresh ? rebuilds : rebuilds + 1);
+  } else {
+    if (!SameLimits(h, cfg)) FillImmutable(h, cfg);  // resized in place; rows keep their charges
+    SanitizeRows(h);
+  }
+  flock(fd, LOCK_UN);
+  out->hdr = h;
+  out->fd = fd;
+  out->writable = true;
+  return true;
+}
+
+bool OpenRegion(const char* path, bool writable, Region* out, char* err, size_t errlen) {
+  *out = Region{};
+  int fd = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    SetErr(err, errlen, "region %s: %s", path, strerror(errno));
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != kRegionFileSize) {
+    SetErr(err, errlen, "region %s: size %lld, expected %zu", path, static_cast<long long>(st.st_size), kRegionFileSize);
+    close(fd);
+    return false;
+  }
+  RegionHeader* h = nullptr;
+  if (!MapFile(fd, writable, &h, err, errlen)) {
+    close(fd);
+    return false;
+  }
+  // A shared lock keeps a concurrent rebuild from showing us a half-written header.
+  while (flock(fd, LOCK_SH) != 0 && errno == EINTR) {
+  }
+  char why[160];
+  bool ok = ValidateRegion(h, why, sizeof(why));
+  flock(fd, LOCK_UN);
+  if (!ok) {
+    SetErr(err, errlen, "region %s: %s", path, why);
+    munmap(h, kRegionFileSize);
+    close(fd);
+    return false;
+  }
+  out->hdr = h;
+  out->fd = fd;
+  out->writable = writable;
+  return true;
+}
+
+void CloseRegion(Region* r) {
+  if (r->hdr) munmap(r->hdr, kRegionFileSize);
+  if (r->fd >= 0) close(r->fd);
+  *r = Region{};
+}
+
+GpuUsage ReadGpuUsage(const RegionHeader* h, int g) {
+  GpuUsage u{};
+  if (g < 0 || g >= static_cast<int>(h->gpu_count) || g >= kMaxGpus) return u;
+  u.limit_bytes = h->gpus[g].limit_bytes;
+  uint32_t hw = h->rows_high_water.load();
+  if (hw > kRegionMaxProcs) hw = kRegionMaxProcs;
+  for (uint32_t i = 0; i < hw; ++i) {
+    u.charged_bytes += h->rows[i].bytes[g].load();
+    u.overhead_bytes += h->rows[i].overhead[g].load();
+  }
+  u.used_bytes = u.charged_bytes + u.overhead_bytes;
+  u.peak_bytes = h->gpus[g].peak_bytes.load();
+  u.wall_refusals = h->gpus[g].wall_refusals.load();
+  return u;
+}
+
+int ReadProcs(const RegionHeader* h, ProcUsage* out, int max) {
+  int n = 0;
+  uint32_t hw = h->rows_high_water.load();
+  if (hw > kRegionMaxProcs) hw = kRegionMaxProcs;
+  for (uint32_t i = 0; i < hw && n < max; ++i) {
+    const RegionRow& r = h->rows[i];
+    uint64_t o = r.owner.load();
+    if (o == 0 || (o & kOwnerReclaiming)) continue;
+    ProcUsage& p = out[n++];
+    memset(&p, 0, sizeof(p));
+    p.pid = OwnerPid(o);
+    p.start_ticks = OwnerStart(o);
+    p.pidns = r.pidns.load();
+    for (uint32_t g = 0; g < h->gpu_count && g < kMaxGpus; ++g) {
+      p.overhead[g] = r.overhead[g].load();
+      p.bytes[g] = r.bytes[g].load() + p.overhead[g];
+    }
+  }
+  return n;
+}
+
+uint64_t ProcessStartTicks(int pid) {
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = '\0';
+  char* p = strrchr(buf, ')');
+  if (!p) return 0;
+  p += 2;  // ") " then field 3 (state)
+  for (int field = 3; field < 22 && *p; ++field) {
+    p = strchr(p, ' ');
+    if (!p) return 0;
+    ++p;
+  }
+  uint64_t v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+  return v;
+}
+
+bool ProcessAlive(int pid, uint32_t start_ticks) {
+  if (pid <= 0) return false;
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+  char path[64];
+  snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno != ENOENT;  // no /proc access: trust kill()
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof(buf) - 1);
+  close(fd);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  char* p = strrchr(buf, ')');
+  if (!p || p[1] != ' ') return true;
+  char state = p[2];
+  if (state == 'Z' || state == 'X' || state == 'x') return false;  // exited: the driver freed its memory
+  p += 2;
+  for (int field = 3; field < 22 && *p; ++field) {
+    p = strchr(p, ' ');
+    if (!p) return true;
+    ++p;
+  }
+  uint64_t v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+  return static_cast<uint32_t>(v & 0x7fffffffu) == start_ticks;
+}
+
+uint64_t SelfPidNamespace() {
+  struct stat st;
+  if (stat("/proc/self/ns/pid", &st) != 0) return 0;
+  return static_cast<uint64_t>(st.st_ino);
+}
+
+int ReclaimDead(RegionHeader* h) {
+  const int self = static_cast<int>(getpid());
+  const uint64_t me = PackOwner(self, ProcessStartTicks(self)) | kOwnerReclaiming;
+  const uint64_t ns = SelfPidNamespace();
+  uint32_t hw = h->rows_high_water.load();
+  if (hw > kRegionMaxProcs) hw = kRegionMaxProcs;
+  int reclaimed = 0;
+  for (uint32_t i = 0; i < hw; ++i) {
+    RegionRow& r = h->rows[i];
+    uint64_t o = r.owner.load();
+    if (o == 0) continue;
+    if (o & kOwnerReclaiming) {
+      // Another reclaimer holds it; take over only if that reclaimer died mid-way.
+      if (ProcessAlive(OwnerPid(o), OwnerStart(o))) continue;
+    } else {
+      uint64_t rns = r.pidns.load();
+      if (rns != 0 && ns != 0 && rns != ns) continue;  // other pid namespace: cannot judge
+      if (OwnerPid(o) == self || ProcessAlive(OwnerPid(o), OwnerStart(o))) continue;
+    }
+    if (!r.owner.compare_exchange_strong(o, me)) continue;
+    ZeroRowCounters(&r);
+    r.pidns.store(0);
+    r.owner.store(0);
+    h->rows_reclaimed.fetch_add(1);
+    ++reclaimed;
+  }
+  return reclaimed;
+}
+
+int ClaimRow(RegionHeader* h) {
+  const int self = static_cast<int>(getpid());
+  const uint64_t me = PackOwner(self, ProcessStartTicks(self));
+  const uint64_t ns = SelfPidNamespace();
+  for (int pass = 0; pass < 2; ++pass) {
+    for (int i = 0; i < kRegionMaxProcs; ++i) {
+      RegionRow& r = h->rows[i];
+      uint64_t expect = 0;
+      if (r.owner.load() != 0 || !r.owner.compare_exchange_strong(expect, me)) continue;
+      r.pidns.store(ns);
+      ZeroRowCounters(&r);
+      uint32_t hw = h->rows_high_water.load();
+      while (hw < static_cast<uint32_t>(i + 1) && !h->rows_high_water.compare_exchange_weak(hw, i + 1)) {
+      }
+      return i;
+    }
+    if (ReclaimDead(h) == 0) break;  // full: make room from dead processes once
+  }
+  return -1;
+}
+
+void ReleaseRow(RegionHeader* h, int row) {
+  if (row < 0 || row >= kRegionMaxProcs) return;
+  RegionRow& r = h->rows[row];
+  ZeroRowCounters(&r);
+  r.pidns.store(0);
+  r.owner.store(0);
+}
+
+ChargeOutcome TryCharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead) {
+  ChargeOutcome out{ChargeResult::kOverLimit, 0, 0};
+  if (g < 0 || g >= static_cast<int>(h->gpu_count) || row < 0 || row >= kRegionMaxProcs) return out;
+  RegionGpu& gpu = h->gpus[g];
+  const uint64_t limit = gpu.limit_bytes;
+  out.limit = limit;
+  std::atomic<uint64_t>& col = overhead ? h->rows[row].overhead[g] : h->rows[row].bytes[g];
+  if (bytes > limit) {
+    out.used_before = SumGpu(h, g);
+    gpu.wall_refusals.fetch_add(1);
+    h->wall_refusals.fetch_add(1);
+    return out;
+  }
+  // Publish first, then look: whoever publishes later sees every earlier reservation (seq_cst), so two
+  // racers cannot both pass. A racer that backs out may cause a spurious refusal of the other; the retry
+  // below tells that case (others alone leave room) from a real one.
+  for (int attempt = 0; attempt < 64; ++attempt) {
+    col.fetch_add(bytes);
+    uint64_t sum = SumGpu(h, g);
+    if (sum <= limit) {
+      uint64_t peak = gpu.peak_bytes.load();
+      while (sum > peak && !gpu.peak_bytes.compare_exchange_weak(peak, sum)) {
+      }
+      out.result = ChargeResult::kOk;
+      out.used_before = sum - bytes;
+      return out;
+    }
+    col.fetch_sub(bytes);
+    uint64_t others = SumGpu(h, g);
+    out.used_before = others;
+    if (others + bytes > limit) break;
+  }
+  gpu.wall_refusals.fetch_add(1);
+  h->wall_refusals.fetch_add(1);
+  return out;
+}
+
+void Uncharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead) {
+  if (g < 0 || g >= kMaxGpus || row < 0 || row >= kRegionMaxProcs) return;
+  std::atomic<uint64_t>& col = overhead ? h->rows[row].overhead[g] : h->rows[row].bytes[g];
+  uint64_t cur = col.load();
+  while (!col.compare_exchange_weak(cur, cur > bytes ? cur - bytes : 0)) {
+  }
+}
+
+void SetOverhead(RegionHeader* h, int row, int g, uint64_t bytes) {
+  if (g < 0 || g >= kMaxGpus || row < 0 || row >= kRegionMaxProcs) return;
+  h->rows[row].overhead[g].store(bytes);
+}
+
+int FindRegionGpu(const RegionHeader* h, const char* uuid) {
+  for (uint32_t g = 0; g < h->gpu_count && g < kMaxGpus; ++g)
+    if (strncmp(h->gpus[g].uuid, uuid, sizeof(h->gpus[g].uuid)) == 0) return static_cast<int>(g);
+  return -1;
+}
+
+}  // namespace tessera::slice
