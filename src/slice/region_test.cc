@@ -113,7 +113,7 @@ TEST_F(RegionTest, EightProcessesNeverOvershoot) {
           Uncharge(mine.hdr, row, 0, held[slot], false);
           held[slot] = 0;
         }
-        uint64_t want = (1 + rand_r(&seed) % 250) * kMiB;
+        uint64_t want = (1 + rand_r(&seed) % 400) * kMiB;  // 4 slots can pass the wall alone
         ChargeOutcome o = TryCharge(mine.hdr, row, 0, want, false);
         if (o.result == ChargeResult::kOk) {
           held[slot] = want;
