@@ -10,6 +10,12 @@ GENERATOR := $(shell command -v ninja >/dev/null 2>&1 && echo Ninja || echo "Uni
 WERROR ?= $(if $(CI),ON,OFF)
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# ccache keeps CI's fresh clones fast on a machine that built before; CCACHE_BASEDIR makes paths relative
+# so another clone location still hits.
+LAUNCHER := $(shell command -v ccache >/dev/null 2>&1 && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
+export CCACHE_BASEDIR := $(CURDIR)
+export CCACHE_DIR ?= $(HOME)/.cache/tessera/ccache
+export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: all setup build build-asan test test-unit test-asan test-integration kube demo format lint clean
 
@@ -19,7 +25,7 @@ setup:
 	@scripts/setup
 
 build: setup
-	@cmake -S . -B $(BUILD) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=$(WERROR) $(CMAKE_FLAGS) >/dev/null
+	@cmake -S . -B $(BUILD) -G "$(GENERATOR)" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTESSERA_WERROR=$(WERROR) $(LAUNCHER) $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
 build-asan: setup
