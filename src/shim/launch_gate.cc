@@ -1,0 +1,142 @@
+// Wires the Gate (launch_gate_core.h) to the real driver, the slice region and the node region.
+#include "shim/launch_gate.h"
+
+#include <dlfcn.h>
+#include <pthread.h>
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "shim/launch_gate_core.h"
+#include "shim/mps.h"
+#include "slice/config.h"
+#include "slice/node_region.h"
+#include "slice/region.h"
+
+namespace tessera::shim {
+
+bool g_launch_gate_enabled = false;
+
+namespace {
+
+Gate* g_gate = nullptr;  // leaked on purpose: the harvester may still run while statics are destroyed
+slice::Region g_region;
+
+template <typename T>
+bool Bind(void* lib, const char* name, T* out) {
+  *out = reinterpret_cast<T>(dlsym(lib, name));
+  return *out != nullptr;
+}
+
+// The gate's driver calls go straight to libcuda, never through the shim's hooks (none of these entry
+// points is hooked, and resolving them from the library handle avoids any interposed dlsym result).
+bool BindRealDriver(GateDriver* d) {
+  void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
+  if (lib == nullptr) lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+  if (lib == nullptr) return false;
+  bool ok = Bind(lib, "cuCtxGetCurrent", &d->ctx_get_current) &&
+            Bind(lib, "cuCtxSetCurrent", &d->ctx_set_current) &&
+            Bind(lib, "cuCtxGetDevice", &d->ctx_get_device) &&
+            Bind(lib, "cuEventCreate", &d->event_create) &&
+            Bind(lib, "cuEventRecord", &d->event_record) &&
+            Bind(lib, "cuEventQuery", &d->event_query) &&
+            Bind(lib, "cuStreamIsCapturing", &d->stream_is_capturing);
+  ok = ok && (Bind(lib, "cuDeviceGetUuid_v2", &d->device_get_uuid) ||
+              Bind(lib, "cuDeviceGetUuid", &d->device_get_uuid));
+  ok = ok && (Bind(lib, "cuEventElapsedTime_v2", &d->event_elapsed) ||
+              Bind(lib, "cuEventElapsedTime", &d->event_elapsed));
+  return ok;
+}
+
+void Note(const char* fmt, const char* a, const char* b = "") {
+  std::fprintf(stderr, "tessera: ");
+  std::fprintf(stderr, fmt, a, b);
+  std::fprintf(stderr, "\n");
+}
+
+void AtForkChild() {
+  if (g_gate) g_gate->ResetAfterFork();
+}
+
+}  // namespace
+
+void LaunchGateInit(const slice::SliceConfig& cfg) {
+  if (g_gate != nullptr || cfg.gpu_count <= 0) return;
+  const char* conf_path = std::getenv("TESSERA_SLICE_CONFIG");
+  if (conf_path == nullptr) conf_path = "/run/tessera/slice.conf";
+  const std::string mps_pipe = ReadConfigExtra(conf_path, "mps_pipe");
+  const bool spatial = !mps_pipe.empty();
+  if (spatial) {
+    MpsApplyClientEnv(mps_pipe, cfg.gpus[0].cores, cfg.priority);
+  } else {
+    // An inherited pipe directory would put the process under somebody else's MPS server.
+    unsetenv("CUDA_MPS_PIPE_DIRECTORY");
+    unsetenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE");
+  }
+
+  bool any_cap = false;
+  for (int i = 0; i < cfg.gpu_count; ++i) any_cap |= cfg.gpus[i].cores < 100;
+  // Time caps are replaced by the SM partition in spatial mode, and priority is then MPS's job.
+  if (spatial) return;
+
+  GateOptions opts;
+  opts.priority = cfg.priority;
+  opts.slice = cfg.name;
+  std::vector<GateGpu> gpus;
+  char err[256] = {0};
+  const bool have_region = slice::OpenRegionForSlice(cfg, &g_region, err, sizeof(err));
+  if (!have_region && any_cap) {
+    Note("compute cap of slice %s is per process only: %s", cfg.name, err);
+  }
+  bool any_node = false;
+  for (int i = 0; i < cfg.gpu_count; ++i) {
+    GateGpu g;
+    g.uuid = cfg.gpus[i].uuid;
+    g.cap.share_ppm = static_cast<int64_t>(cfg.gpus[i].cores) * 10'000;
+    g.cap.burst = cfg.cap_mode == slice::CapMode::kBurst;
+    if (have_region) {
+      const int rg = slice::FindRegionGpu(g_region.hdr, cfg.gpus[i].uuid);
+      if (rg >= 0) {
+        slice::RegionGpu& r = g_region.hdr->gpus[rg];
+        static_assert(sizeof(std::atomic<int64_t>) == sizeof(std::atomic<uint64_t>));
+        g.tat = reinterpret_cast<std::atomic<int64_t>*>(&r.limiter_spare[0]);
+        g.busy_ns = &r.busy_ns;
+        g.throttled_ns = &r.throttled_ns;
+        g.priority_waits = &r.priority_waits;
+        r.cap_percent.store(static_cast<uint32_t>(cfg.gpus[i].cores), std::memory_order_relaxed);
+      }
+    }
+    std::string nerr;
+    struct stat st;
+    if (stat(slice::kNodeRegionDir, &st) == 0) {
+      g.node = slice::NodeRegion::Open(slice::NodeRegion::PathFor(g.uuid), &nerr);
+      if (!g.node) Note("priority coordination off for %s: %s", g.uuid.c_str(), nerr.c_str());
+    }
+    any_node |= g.node != nullptr;
+    gpus.push_back(std::move(g));
+  }
+  if (!any_cap && !any_node && cfg.priority != 0) return;  // nothing to enforce: hooks stay direct
+
+  GateDriver drv{};
+  if (!BindRealDriver(&drv)) {
+    Note("compute cap and priority off: %s%s", "cannot resolve driver entry points", "");
+    return;
+  }
+  g_gate = new Gate(drv, SystemClock(), opts, std::move(gpus));
+  pthread_atfork(nullptr, nullptr, &AtForkChild);
+  g_launch_gate_enabled = true;
+}
+
+void LaunchGateBefore(CUstream stream) {
+  if (g_gate) g_gate->Before(stream);
+}
+
+void LaunchGateAfter(CUstream stream, CUresult result) {
+  if (g_gate) g_gate->After(stream, result);
+}
+
+}  // namespace tessera::shim

@@ -1,0 +1,36 @@
+// Launch gate: where the shim's kernel-submission hooks hand control to the compute limiter.
+//
+// Contract with the hook layer (src/shim hooks, owned by the memory-wall work): the hooks for
+// cuLaunchKernel(_ptsz), cuLaunchKernelEx(_ptsz), cuLaunchCooperativeKernel(_ptsz) and
+// cuGraphLaunch(_ptsz) test the plain global g_launch_gate_enabled, which is written once by
+// LaunchGateInit and never again. False: call the real driver function directly (no lock, no system
+// call, no extra work). True: LaunchGateBefore(stream) before the real call and
+// LaunchGateAfter(stream, result) after it, on the same thread. For the _ptsz variants the hook passes
+// CU_STREAM_PER_THREAD when the application passed stream 0, so the gate's timing events land on the
+// stream the kernel really runs on.
+//
+// LaunchGateInit is called once at shim initialisation, after the slice config is loaded and before
+// the application's first cuInit returns. In spatial mode it also sets the MPS client environment
+// (CUDA_MPS_PIPE_DIRECTORY, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE) from the config, so the application
+// cannot choose its own SM share. What the gate does is described in launch_gate_core.h and
+// docs/compute.md.
+//
+// Thread-safety: LaunchGateInit must run before any other thread calls into the driver;
+// Before/After are safe from any thread.
+#pragma once
+
+#include <cuda.h>
+
+namespace tessera::slice {
+struct SliceConfig;
+}
+
+namespace tessera::shim {
+
+extern bool g_launch_gate_enabled;
+
+void LaunchGateInit(const tessera::slice::SliceConfig& cfg);
+void LaunchGateBefore(CUstream stream);
+void LaunchGateAfter(CUstream stream, CUresult result);
+
+}  // namespace tessera::shim

@@ -1,0 +1,431 @@
+#include "shim/launch_gate_core.h"
+
+#include <time.h>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace tessera::shim {
+
+namespace {
+
+int64_t SysNow() { return slice::MonotonicNs(); }
+
+void SysSleep(int64_t ns) {
+  if (ns <= 0) return;
+  timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  while (nanosleep(&ts, &ts) != 0) {
+  }
+}
+
+void FormatUuid(const CUuuid& u, char out[48]) {
+  const auto* b = reinterpret_cast<const unsigned char*>(u.bytes);
+  std::snprintf(out, 48,
+                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
+                b[14], b[15]);
+}
+
+int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) * 1e6); }
+
+// Waiting granularity: short enough that a drained queue is noticed within a fraction of a 0.05 ms
+// kernel's period, long enough that a waiting thread costs little CPU.
+constexpr int64_t kPollNs = 20'000;
+constexpr int64_t kMaxCapSleepNs = 2'000'000;
+
+}  // namespace
+
+GateClock SystemClock() { return GateClock{&SysNow, &SysSleep}; }
+
+struct Gate::Cell {
+  std::atomic<uint64_t> seq{0};
+  CUevent start = nullptr;
+  CUevent end = nullptr;
+  int64_t estimate_ns = 0;
+  bool failed = false;
+  bool noted = false;  // counted in the node row's inflight
+};
+
+struct Gate::Ring {
+  CUcontext ctx = nullptr;
+  int gpu = -1;  // index into gpus_, -1: this GPU is not part of the slice
+  std::atomic<bool> dead{false};
+  std::atomic<uint64_t> tail{0};  // next cell to claim
+  std::atomic<uint64_t> head{0};  // next cell to harvest (consumer only writes)
+  std::atomic<int64_t> estimate_ns{0};
+  std::atomic<bool> has_sample{false};
+  CUevent cover = nullptr;  // consumer only: end event of the latest-ending harvested bracket
+  Cell cells[kRingCells];
+  Ring() {
+    for (uint32_t i = 0; i < kRingCells; ++i) cells[i].seq.store(i, std::memory_order_relaxed);
+  }
+  int InFlight() const {
+    return static_cast<int>(tail.load(std::memory_order_acquire) -
+                            head.load(std::memory_order_acquire));
+  }
+};
+
+struct Gate::GpuState {
+  GateGpu cfg;
+  std::atomic<int64_t> own_tat{0};
+  std::atomic<uint64_t> own_busy{0}, own_throttled{0}, own_prio{0};
+  std::atomic<int64_t>* tat = nullptr;
+  std::atomic<uint64_t>* busy = nullptr;
+  std::atomic<uint64_t>* throttled = nullptr;
+  std::atomic<uint64_t>* prio = nullptr;
+  slice::NodeRow* row = nullptr;
+  std::atomic<int64_t> measured{0};
+  bool capped() const { return !CapBucket::Uncapped(cfg.cap); }
+};
+
+namespace {
+struct ThreadState {
+  const void* gate = nullptr;
+  uint64_t generation = 0;
+  CUcontext ctx = nullptr;
+  void* ring = nullptr;
+  void* pending_ring = nullptr;
+  uint64_t pending_pos = 0;
+};
+thread_local ThreadState t_state;
+// Unique per Gate (and per fork generation), so a thread's cache never matches a gate that was
+// destroyed and another one built at the same address.
+std::atomic<uint64_t> g_next_generation{1};
+}  // namespace
+
+Gate::Gate(const GateDriver& drv, const GateClock& clock, GateOptions opts, std::vector<GateGpu> gpus)
+    : drv_(drv), clock_(clock), opts_(std::move(opts)) {
+  generation_.store(g_next_generation.fetch_add(1));
+  for (auto& r : rings_) r.store(nullptr, std::memory_order_relaxed);
+  const int64_t now = clock_.now_ns();
+  for (auto& g : gpus) {
+    auto s = std::make_unique<GpuState>();
+    s->cfg = std::move(g);
+    s->tat = s->cfg.tat ? s->cfg.tat : &s->own_tat;
+    s->busy = s->cfg.busy_ns ? s->cfg.busy_ns : &s->own_busy;
+    s->throttled = s->cfg.throttled_ns ? s->cfg.throttled_ns : &s->own_throttled;
+    s->prio = s->cfg.priority_waits ? s->cfg.priority_waits : &s->own_prio;
+    if (s->cfg.node) s->row = s->cfg.node->Join(opts_.priority, opts_.slice, now);
+    gpus_.push_back(std::move(s));
+  }
+}
+
+Gate::~Gate() {
+  StopHarvester();
+  for (auto& g : gpus_) {
+    if (g->cfg.node && g->row) g->cfg.node->Leave(g->row);
+  }
+  const int n = ring_count_.load();
+  for (int i = 0; i < n; ++i) delete rings_[i].load();
+}
+
+Gate::Ring* Gate::RingFor(CUcontext ctx) {
+  const int n = ring_count_.load(std::memory_order_acquire);
+  for (int i = n - 1; i >= 0; --i) {
+    Ring* r = rings_[i].load(std::memory_order_acquire);
+    if (r->ctx == ctx && !r->dead.load(std::memory_order_relaxed)) return r;
+  }
+  return CreateRing(ctx);
+}
+
+Gate::Ring* Gate::CreateRing(CUcontext ctx) {
+  std::lock_guard<std::mutex> lock(create_mu_);
+  const int n = ring_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    Ring* r = rings_[i].load(std::memory_order_acquire);
+    if (r->ctx == ctx && !r->dead.load(std::memory_order_relaxed)) return r;
+  }
+  if (n >= kMaxRings) return nullptr;
+  auto* r = new Ring();
+  r->ctx = ctx;
+  CUdevice dev = 0;
+  CUuuid uuid{};
+  if (drv_.ctx_get_device(&dev) == CUDA_SUCCESS && drv_.device_get_uuid(&uuid, dev) == CUDA_SUCCESS) {
+    char text[48];
+    FormatUuid(uuid, text);
+    for (size_t g = 0; g < gpus_.size(); ++g) {
+      if (gpus_[g]->cfg.uuid == text) r->gpu = static_cast<int>(g);
+    }
+  }
+  rings_[n].store(r, std::memory_order_release);
+  ring_count_.store(n + 1, std::memory_order_release);
+  return r;
+}
+
+void Gate::Wait(int64_t ns) {
+  // Fresh completions may already change the answer (a refund, a drained queue): look again first.
+  if (HarvestOnce() > 0) return;
+  clock_.sleep_ns(std::max<int64_t>(ns, 1000));
+}
+
+void Gate::Before(CUstream stream) {
+  ThreadState& ts = t_state;
+  ts.pending_ring = nullptr;
+  const uint64_t gen = generation_.load(std::memory_order_relaxed);
+  CUcontext ctx = nullptr;
+  if (drv_.ctx_get_current(&ctx) != CUDA_SUCCESS || ctx == nullptr) return;
+  Ring* ring;
+  if (ts.gate == this && ts.generation == gen && ts.ctx == ctx) {
+    ring = static_cast<Ring*>(ts.ring);
+  } else {
+    ring = RingFor(ctx);
+    ts.gate = this;
+    ts.generation = gen;
+    ts.ctx = ctx;
+    ts.ring = ring;
+  }
+  if (ring == nullptr || ring->gpu < 0) return;
+  GpuState& g = *gpus_[ring->gpu];
+  slice::NodeRegion* node = g.cfg.node.get();
+  const bool capped = g.capped() && !opts_.spatial;
+  const bool high = opts_.priority == 0;
+  int64_t now = clock_.now_ns();
+  const bool watch_high = !high && !opts_.spatial && node != nullptr && g.row != nullptr &&
+                          node->HighPriorityPresent(now, opts_.stale_ns);
+  if (!capped && !high && !watch_high) {
+    // Nothing to enforce: only tell burst neighbours that this GPU is wanted.
+    if (g.row) g.row->last_submit_ns.store(now, std::memory_order_relaxed);
+    return;
+  }
+  CUstreamCaptureStatus cap_status = CU_STREAM_CAPTURE_STATUS_NONE;
+  if (drv_.stream_is_capturing(stream, &cap_status) == CUDA_SUCCESS &&
+      cap_status != CU_STREAM_CAPTURE_STATUS_NONE) {
+    return;  // recorded into a graph: the graph's launch is what gets gated
+  }
+  if (opts_.background_harvester && !harvester_started_.load(std::memory_order_relaxed)) {
+    StartHarvester();
+  }
+
+  const int64_t wait_start = now;
+  bool waited_cap = false, waited_prio = false;
+  int64_t estimate = 0;
+  for (;;) {
+    now = clock_.now_ns();
+    if (watch_high && ring->InFlight() > 0 &&
+        node->HighPriorityActive(g.row, now, opts_.hp_linger_ns, opts_.stale_ns)) {
+      waited_prio = true;
+      Wait(kPollNs);
+      continue;
+    }
+    if (capped) {
+      const bool sampled = ring->has_sample.load(std::memory_order_acquire);
+      if (!sampled && ring->InFlight() > 0) {
+        // No measurement yet: one bracket at a time until the first one tells us the cost.
+        waited_cap = true;
+        Wait(kPollNs);
+        continue;
+      }
+      estimate = ring->estimate_ns.load(std::memory_order_relaxed);
+      Admission a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, false);
+      if (!a.admitted && g.cfg.cap.burst) {
+        const bool idle = node == nullptr ||
+                          node->OthersIdle(g.row, now, opts_.burst_idle_ns, opts_.stale_ns);
+        if (idle) a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, true);
+      }
+      if (!a.admitted) {
+        waited_cap = true;
+        Wait(std::min(a.wait_ns, kMaxCapSleepNs));
+        continue;
+      }
+    }
+    break;
+  }
+
+  // Claim a cell (Vyukov bounded queue, producer side).
+  Cell* cell = nullptr;
+  uint64_t pos = ring->tail.load(std::memory_order_relaxed);
+  for (;;) {
+    Cell& c = ring->cells[pos % kRingCells];
+    const uint64_t seq = c.seq.load(std::memory_order_acquire);
+    if (seq == pos) {
+      if (ring->tail.compare_exchange_weak(pos, pos + 1, std::memory_order_acq_rel)) {
+        cell = &c;
+        break;
+      }
+    } else if (seq < pos) {
+      Wait(kPollNs);  // ring full: kRingCells brackets in flight
+      pos = ring->tail.load(std::memory_order_relaxed);
+    } else {
+      pos = ring->tail.load(std::memory_order_relaxed);
+    }
+  }
+  if (waited_cap || waited_prio) {
+    now = clock_.now_ns();
+    g.throttled->fetch_add(static_cast<uint64_t>(now - wait_start), std::memory_order_relaxed);
+    if (waited_cap) cap_waits_.fetch_add(1, std::memory_order_relaxed);
+    if (waited_prio) {
+      prio_waits_.fetch_add(1, std::memory_order_relaxed);
+      g.prio->fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  cell->failed = false;
+  cell->estimate_ns = capped ? estimate : 0;
+  if (cell->start == nullptr) drv_.event_create(&cell->start, CU_EVENT_DEFAULT);
+  if (cell->end == nullptr) drv_.event_create(&cell->end, CU_EVENT_DEFAULT);
+  if (cell->start == nullptr || cell->end == nullptr ||
+      drv_.event_record(cell->start, stream) != CUDA_SUCCESS) {
+    cell->failed = true;
+  }
+  cell->noted = g.row != nullptr;
+  if (cell->noted) node->NoteSubmit(g.row, now);
+  tracked_.fetch_add(1, std::memory_order_relaxed);
+  ts.pending_ring = ring;
+  ts.pending_pos = pos;
+}
+
+void Gate::After(CUstream stream, CUresult result) {
+  ThreadState& ts = t_state;
+  auto* ring = static_cast<Ring*>(ts.pending_ring);
+  if (ring == nullptr) return;
+  ts.pending_ring = nullptr;
+  Cell& c = ring->cells[ts.pending_pos % kRingCells];
+  if (result != CUDA_SUCCESS) c.failed = true;
+  if (!c.failed && drv_.event_record(c.end, stream) != CUDA_SUCCESS) c.failed = true;
+  c.seq.store(ts.pending_pos + 1, std::memory_order_release);
+}
+
+int Gate::HarvestOnce() {
+  bool expected = false;
+  if (!harvesting_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return 0;
+  const int64_t now = clock_.now_ns();
+  int done = 0;
+  const int n = ring_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) done += HarvestRing(rings_[i].load(std::memory_order_acquire), now);
+  Heartbeat(now);
+  harvesting_.store(false, std::memory_order_release);
+  return done;
+}
+
+int Gate::HarvestRing(Ring* r, int64_t now) {
+  if (r->gpu < 0) return 0;
+  GpuState& g = *gpus_[r->gpu];
+  int done = 0;
+  bool ctx_set = false;
+  for (;;) {
+    const uint64_t pos = r->head.load(std::memory_order_relaxed);
+    Cell& c = r->cells[pos % kRingCells];
+    if (c.seq.load(std::memory_order_acquire) != pos + 1) break;  // not published yet
+    if (!ctx_set && !r->dead.load(std::memory_order_relaxed)) {
+      // Event calls are made with the owning context current, as the driver expects.
+      CUcontext cur = nullptr;
+      drv_.ctx_get_current(&cur);
+      if (cur != r->ctx) drv_.ctx_set_current(r->ctx);
+      ctx_set = true;
+    }
+    int64_t cost = 0;
+    // A dead ring's events belong to a destroyed context (or a parent before fork): never touch them,
+    // only retire the cells so counters return to zero.
+    if (r->dead.load(std::memory_order_relaxed)) c.failed = true;
+    if (!c.failed) {
+      const CUresult q = drv_.event_query(c.end);
+      if (q == CUDA_ERROR_NOT_READY) break;
+      if (q == CUDA_SUCCESS) {
+        float ms = 0;
+        if (r->cover == nullptr) {
+          if (drv_.event_elapsed(&ms, c.start, c.end) == CUDA_SUCCESS) cost = MsToNs(ms);
+        } else {
+          float de = 0, ds = 0;
+          if (drv_.event_elapsed(&de, r->cover, c.end) == CUDA_SUCCESS && de > 0) {
+            // Union with what was already charged: only the part after the latest charged end.
+            if (drv_.event_elapsed(&ds, r->cover, c.start) == CUDA_SUCCESS && ds >= 0) {
+              if (drv_.event_elapsed(&ms, c.start, c.end) == CUDA_SUCCESS) cost = MsToNs(ms);
+            } else {
+              cost = MsToNs(de);
+            }
+          }
+        }
+        if (r->cover == nullptr || cost > 0) std::swap(r->cover, c.end);
+      } else {
+        // The context is gone (or the event is unusable): stop using this ring.
+        r->dead.store(true, std::memory_order_relaxed);
+      }
+    }
+    cost = std::max<int64_t>(cost, 0);
+    if (g.capped() && !opts_.spatial) CapBucket::Charge(*g.tat, g.cfg.cap, now, cost - c.estimate_ns);
+    g.busy->fetch_add(static_cast<uint64_t>(cost), std::memory_order_relaxed);
+    g.measured.fetch_add(cost, std::memory_order_relaxed);
+    if (!c.failed) {
+      const int64_t est = r->estimate_ns.load(std::memory_order_relaxed);
+      const bool had = r->has_sample.load(std::memory_order_relaxed);
+      // EWMA over ~4 submissions: follows a change of kernel length within a few launches.
+      r->estimate_ns.store(had ? est + (cost - est) / 4 : cost, std::memory_order_relaxed);
+      r->has_sample.store(true, std::memory_order_release);
+    }
+    if (c.noted && g.row) g.cfg.node->NoteComplete(g.row);
+    c.seq.store(pos + kRingCells, std::memory_order_release);
+    r->head.store(pos + 1, std::memory_order_release);
+    completed_.fetch_add(1, std::memory_order_relaxed);
+    ++done;
+  }
+  return done;
+}
+
+void Gate::Heartbeat(int64_t now) {
+  for (auto& g : gpus_) {
+    if (g->cfg.node && g->row) g->cfg.node->Heartbeat(g->row, now);
+  }
+}
+
+void Gate::StartHarvester() {
+  bool expected = false;
+  if (!harvester_started_.compare_exchange_strong(expected, true)) return;
+  stop_.store(false);
+  harvester_ = std::thread([this] {
+    while (!stop_.load(std::memory_order_relaxed)) {
+      HarvestOnce();
+      // Sleep about half the expected remaining work, so completions are seen promptly without
+      // spinning: 50 us .. 1 ms.
+      int64_t sleep = 1'000'000;
+      const int n = ring_count_.load(std::memory_order_acquire);
+      for (int i = 0; i < n; ++i) {
+        Ring* r = rings_[i].load(std::memory_order_acquire);
+        if (r->InFlight() > 0) {
+          sleep = std::min(sleep, std::max<int64_t>(50'000, r->estimate_ns.load() / 2));
+        }
+      }
+      clock_.sleep_ns(sleep);
+    }
+  });
+}
+
+void Gate::StopHarvester() {
+  if (!harvester_started_.load()) return;
+  stop_.store(true);
+  if (harvester_.joinable()) harvester_.join();
+  harvester_started_.store(false);
+}
+
+void Gate::ResetAfterFork() {
+  // The thread object refers to a thread that does not exist in the child: drop it without joining.
+  if (harvester_.joinable()) harvester_.detach();
+  harvester_started_.store(false);
+  harvesting_.store(false);
+  const int n = ring_count_.load();
+  for (int i = 0; i < n; ++i) rings_[i].load()->dead.store(true);
+  generation_.store(g_next_generation.fetch_add(1));
+  const int64_t now = clock_.now_ns();
+  for (auto& g : gpus_) {
+    if (g->cfg.node) g->row = g->cfg.node->Join(opts_.priority, opts_.slice, now);
+  }
+}
+
+GateStats Gate::Stats() const {
+  GateStats s;
+  s.tracked = tracked_.load();
+  s.completed = completed_.load();
+  s.cap_waits = cap_waits_.load();
+  s.priority_waits = prio_waits_.load();
+  for (auto& g : gpus_) s.measured_ns += g->measured.load();
+  return s;
+}
+
+int64_t Gate::MeasuredNs(int gpu) const { return gpus_[gpu]->measured.load(); }
+
+int Gate::InFlightCurrent() {
+  CUcontext ctx = nullptr;
+  if (drv_.ctx_get_current(&ctx) != CUDA_SUCCESS || ctx == nullptr) return 0;
+  Ring* r = RingFor(ctx);
+  return r ? r->InFlight() : 0;
+}
+
+}  // namespace tessera::shim

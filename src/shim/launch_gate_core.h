@@ -1,0 +1,144 @@
+// Gate: the engine behind the launch gate (compute cap + latency priority), free of globals so tests
+// can drive it with a simulated GPU and a virtual clock.
+//
+// The hook layer calls Before(stream) ahead of every kernel/graph submission and After(stream, result)
+// right after it (launch_gate.h wires the globals). For a slice that needs neither a cap nor priority on
+// a GPU, Before returns after a few loads. Otherwise the submission is bracketed by two timing events
+// recorded on its stream, so what the work really cost on the GPU is measured, whatever the kernel
+// shape, stream count, graph or cooperative launch. The events live in a fixed ring per CUDA context
+// (producers: launching threads, claiming cells with one CAS; consumer: whoever holds the harvest
+// flag, normally the background harvester thread). The harvester turns completed brackets into GPU
+// time, taking the union over concurrent streams of the context, and corrects the slice's shared
+// token bucket (limiter.h) from the estimate charged at admission to the measured cost.
+//
+// Waiting happens only in Before, only outside any lock, and only when the caller must wait: the cap
+// is exhausted, or (best effort, time-sliced mode) a high-priority participant on the same GPU is
+// active and this context still has work in flight. High-priority state comes from the node region
+// (slice/node_region.h), so it works across slices and containers; a dead participant stops counting
+// once its heartbeat is stale.
+//
+// Thread-safety: Before/After may be called from any number of threads; each thread's Before/After
+// pairs must not interleave (the hook layer guarantees this). HarvestOnce may be called from any thread
+// (it is a try-lock: a second concurrent caller returns at once).
+#pragma once
+
+#include <cuda.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "shim/limiter.h"
+#include "slice/node_region.h"
+
+namespace tessera::shim {
+
+// The driver entry points the gate needs, real or simulated. All must be non-null.
+struct GateDriver {
+  CUresult (*ctx_get_current)(CUcontext*);
+  CUresult (*ctx_set_current)(CUcontext);
+  CUresult (*ctx_get_device)(CUdevice*);
+  CUresult (*device_get_uuid)(CUuuid*, CUdevice);
+  CUresult (*event_create)(CUevent*, unsigned int);
+  CUresult (*event_record)(CUevent, CUstream);
+  CUresult (*event_query)(CUevent);
+  CUresult (*event_elapsed)(float*, CUevent, CUevent);
+  CUresult (*stream_is_capturing)(CUstream, CUstreamCaptureStatus*);
+};
+
+struct GateClock {
+  int64_t (*now_ns)();
+  void (*sleep_ns)(int64_t);
+};
+GateClock SystemClock();
+
+// Settings of one GPU of the slice.
+struct GateGpu {
+  std::string uuid;  // "GPU-..." as in the slice config
+  CapParams cap;
+  // Shared state (slice region); the Gate falls back to private storage when null.
+  std::atomic<int64_t>* tat = nullptr;
+  std::atomic<uint64_t>* busy_ns = nullptr;
+  std::atomic<uint64_t>* throttled_ns = nullptr;
+  std::atomic<uint64_t>* priority_waits = nullptr;
+  // Node-wide coordination for this GPU; may be null (then priority is not enforced).
+  std::shared_ptr<slice::NodeRegion> node;
+};
+
+struct GateOptions {
+  int priority = 1;                     // 0 high, 1 best effort
+  bool spatial = false;                 // MPS: SM partition instead of time cap, no priority hold
+  std::string slice;                    // for the node region rows
+  int64_t hp_linger_ns = 2'000'000;     // a high-priority stream stays "active" this long between kernels
+  int64_t stale_ns = 200'000'000;       // heartbeats older than this are ignored
+  int64_t burst_idle_ns = 20'000'000;   // others idle this long -> a burst slice may run past its cap
+  bool background_harvester = true;     // tests drive HarvestOnce themselves
+};
+
+struct GateStats {
+  uint64_t tracked = 0;           // submissions bracketed with events
+  uint64_t completed = 0;         // brackets harvested
+  uint64_t cap_waits = 0;         // Before() calls that waited for the cap
+  uint64_t priority_waits = 0;    // Before() calls that waited for high priority
+  int64_t measured_ns = 0;        // GPU time measured, all GPUs
+};
+
+class Gate {
+ public:
+  Gate(const GateDriver& drv, const GateClock& clock, GateOptions opts, std::vector<GateGpu> gpus);
+  ~Gate();
+  Gate(const Gate&) = delete;
+  Gate& operator=(const Gate&) = delete;
+
+  void Before(CUstream stream);
+  void After(CUstream stream, CUresult result);
+
+  // Harvests completed brackets of every context; returns how many. Non-blocking try-lock.
+  int HarvestOnce();
+  // Background harvester (heartbeats + harvesting). Started lazily by Before when needed.
+  void StartHarvester();
+  void StopHarvester();
+  // After fork(): the child has no harvester thread and no usable contexts; forget them.
+  void ResetAfterFork();
+
+  GateStats Stats() const;
+  int64_t MeasuredNs(int gpu) const;
+  // Submissions of the calling thread's current context still in flight (tests, priority).
+  int InFlightCurrent();
+
+  static constexpr uint32_t kRingCells = 256;
+
+ private:
+  struct Cell;
+  struct Ring;
+  struct GpuState;
+  Ring* RingFor(CUcontext ctx);
+  Ring* CreateRing(CUcontext ctx);
+  void Wait(int64_t ns);
+  int HarvestRing(Ring* r, int64_t now);
+  void Heartbeat(int64_t now);
+
+  GateDriver drv_;
+  GateClock clock_;
+  GateOptions opts_;
+  std::vector<std::unique_ptr<GpuState>> gpus_;
+
+  static constexpr int kMaxRings = 64;
+  std::atomic<Ring*> rings_[kMaxRings];
+  std::atomic<int> ring_count_{0};
+  std::mutex create_mu_;  // ring creation only (once per context), never on the steady launch path
+
+  std::atomic<bool> harvesting_{false};
+  std::atomic<bool> harvester_started_{false};
+  std::atomic<bool> stop_{false};
+  std::thread harvester_;
+  std::atomic<uint64_t> generation_{1};
+
+  std::atomic<uint64_t> tracked_{0}, completed_{0}, cap_waits_{0}, prio_waits_{0};
+};
+
+}  // namespace tessera::shim

@@ -1,0 +1,437 @@
+// The gate against a simulated GPU and a virtual clock: kernels have exact lengths, timing events get
+// the time their stream reaches them, and sleeping advances the clock. This checks the whole loop
+// (estimate -> admission -> events -> harvest -> correction) without a GPU and without real time.
+#include "shim/launch_gate_core.h"
+
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <vector>
+
+namespace tessera::shim {
+namespace {
+
+constexpr int64_t kMs = 1'000'000;
+constexpr int64_t kUs = 1'000;
+
+// ---- simulated device -------------------------------------------------------------------------------
+struct FakeEvent {
+  bool recorded = false;
+  int64_t ts = 0;
+};
+struct Interval {
+  int64_t start, end;
+  int tag;
+};
+struct Sim {
+  int64_t now = 0;
+  bool exclusive = true;  // contexts never overlap (time-sliced GPU); streams of one context may
+  int64_t device_free = 0;
+  std::map<CUstream, int64_t> stream_free;
+  CUcontext current = reinterpret_cast<CUcontext>(0x1000);
+  unsigned char uuid_byte = 0xab;
+  std::vector<Interval> kernels;
+  std::vector<Gate*> harvesters;  // gates whose background threads we simulate
+  std::function<void()> on_tick;  // other "processes" acting while this one sleeps
+  std::vector<std::unique_ptr<FakeEvent>> events;
+
+  int64_t Launch(CUstream s, int64_t len, int tag) {
+    int64_t start = std::max(now, stream_free[s]);
+    if (exclusive) start = std::max(start, device_free);
+    const int64_t end = start + len;
+    stream_free[s] = end;
+    device_free = std::max(device_free, end);
+    kernels.push_back({start, end, tag});
+    return end;
+  }
+  // GPU time of tag (or all tags with -1) inside [a, b), union over overlapping kernels.
+  int64_t Busy(int64_t a, int64_t b, int tag = -1) const {
+    std::vector<std::pair<int64_t, int64_t>> iv;
+    for (auto& k : kernels) {
+      if (tag >= 0 && k.tag != tag) continue;
+      const int64_t s = std::max(k.start, a), e = std::min(k.end, b);
+      if (e > s) iv.push_back({s, e});
+    }
+    std::sort(iv.begin(), iv.end());
+    int64_t total = 0, cur_s = 0, cur_e = -1;
+    for (auto& [s, e] : iv) {
+      if (s > cur_e) {
+        if (cur_e > cur_s) total += cur_e - cur_s;
+        cur_s = s;
+        cur_e = e;
+      } else {
+        cur_e = std::max(cur_e, e);
+      }
+    }
+    if (cur_e > cur_s) total += cur_e - cur_s;
+    return total;
+  }
+};
+Sim* g_sim = nullptr;
+
+CUresult FCtxGetCurrent(CUcontext* c) {
+  *c = g_sim->current;
+  return CUDA_SUCCESS;
+}
+CUresult FCtxSetCurrent(CUcontext) { return CUDA_SUCCESS; }
+CUresult FCtxGetDevice(CUdevice* d) {
+  *d = 0;
+  return CUDA_SUCCESS;
+}
+CUresult FDeviceGetUuid(CUuuid* u, CUdevice) {
+  std::memset(u->bytes, g_sim->uuid_byte, sizeof(u->bytes));
+  return CUDA_SUCCESS;
+}
+CUresult FEventCreate(CUevent* e, unsigned int) {
+  g_sim->events.push_back(std::make_unique<FakeEvent>());
+  *e = reinterpret_cast<CUevent>(g_sim->events.back().get());
+  return CUDA_SUCCESS;
+}
+CUresult FEventRecord(CUevent e, CUstream s) {
+  auto* ev = reinterpret_cast<FakeEvent*>(e);
+  ev->recorded = true;
+  ev->ts = std::max(g_sim->now, g_sim->stream_free[s]);
+  return CUDA_SUCCESS;
+}
+CUresult FEventQuery(CUevent e) {
+  auto* ev = reinterpret_cast<FakeEvent*>(e);
+  return !ev->recorded || ev->ts <= g_sim->now ? CUDA_SUCCESS : CUDA_ERROR_NOT_READY;
+}
+CUresult FEventElapsed(float* ms, CUevent a, CUevent b) {
+  auto* ea = reinterpret_cast<FakeEvent*>(a);
+  auto* eb = reinterpret_cast<FakeEvent*>(b);
+  if (ea->ts > g_sim->now || eb->ts > g_sim->now) return CUDA_ERROR_NOT_READY;
+  *ms = static_cast<float>(static_cast<double>(eb->ts - ea->ts) / 1e6);
+  return CUDA_SUCCESS;
+}
+CUresult FIsCapturing(CUstream s, CUstreamCaptureStatus* st) {
+  *st = s == reinterpret_cast<CUstream>(0x99) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
+                                              : CU_STREAM_CAPTURE_STATUS_NONE;
+  return CUDA_SUCCESS;
+}
+int64_t FNow() { return g_sim->now; }
+void FSleep(int64_t ns) {
+  while (ns > 0) {
+    const int64_t step = std::min<int64_t>(ns, 10'000);
+    g_sim->now += step;
+    ns -= step;
+    if (g_sim->on_tick) g_sim->on_tick();
+    for (Gate* g : g_sim->harvesters) g->HarvestOnce();
+  }
+}
+
+GateDriver FakeDriver() {
+  return GateDriver{&FCtxGetCurrent, &FCtxSetCurrent, &FCtxGetDevice, &FDeviceGetUuid, &FEventCreate,
+                    &FEventRecord,   &FEventQuery,    &FEventElapsed, &FIsCapturing};
+}
+std::string FakeUuid(unsigned char b) {
+  char out[64];
+  std::snprintf(out, sizeof(out),
+                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b, b, b,
+                b, b, b, b, b, b, b, b, b, b, b, b, b);
+  return out;
+}
+
+struct SimTest : ::testing::Test {
+  Sim sim;
+  void SetUp() override { g_sim = &sim; }
+  void TearDown() override { g_sim = nullptr; }
+  GateGpu Gpu(int cores, std::atomic<int64_t>* tat = nullptr, bool burst = false) {
+    GateGpu g;
+    g.uuid = FakeUuid(sim.uuid_byte);
+    g.cap.share_ppm = cores * 10'000;
+    g.cap.burst = burst;
+    g.tat = tat;
+    return g;
+  }
+  GateOptions Opts(int priority = 1) {
+    GateOptions o;
+    o.priority = priority;
+    o.background_harvester = false;
+    o.slice = "test";
+    return o;
+  }
+  // One greedy submitter: launches kernels of `len` on `stream` until the clock passes `until`.
+  void Submit(Gate& g, CUstream stream, int64_t len, int tag, int64_t until) {
+    while (sim.now < until) {
+      g.Before(stream);
+      sim.Launch(stream, len, tag);
+      g.After(stream, CUDA_SUCCESS);
+      sim.now += 5 * kUs;  // host cost of a launch
+      for (Gate* h : sim.harvesters) h->HarvestOnce();
+    }
+  }
+};
+
+CUstream S(int i) { return reinterpret_cast<CUstream>(static_cast<uintptr_t>(0x10 + i)); }
+
+TEST_F(SimTest, CapHoldsForEveryShareAndKernelLength) {
+  for (int cores : {10, 25, 50, 75}) {
+    for (int64_t len : {kMs / 20, kMs / 10, 2 * kMs, 10 * kMs}) {
+      sim = Sim();
+      Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(cores)});
+      sim.harvesters = {&g};
+      Submit(g, S(0), len, 0, 12'000 * kMs);
+      // Every 1 s window after the first second: share within 3 points.
+      for (int64_t w = 1'000 * kMs; w + 1'000 * kMs <= 12'000 * kMs; w += 250 * kMs) {
+        const double share = 100.0 * sim.Busy(w, w + 1'000 * kMs) / (1'000.0 * kMs);
+        EXPECT_NEAR(share, cores, 3.0) << "cores " << cores << " len " << len << " window " << w;
+      }
+    }
+  }
+}
+
+TEST_F(SimTest, MeasuresUnionAcrossStreams) {
+  sim.exclusive = false;
+  Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(50)});
+  sim.harvesters = {&g};
+  // Two streams, kernels overlapping in time: charged as the union, not the sum.
+  int64_t until = 5'000 * kMs;
+  while (sim.now < until) {
+    for (int s = 0; s < 2; ++s) {
+      g.Before(S(s));
+      sim.Launch(S(s), 2 * kMs, 0);
+      g.After(S(s), CUDA_SUCCESS);
+    }
+    sim.now += 5 * kUs;
+  }
+  sim.now += 100 * kMs;
+  g.HarvestOnce();
+  const double union_busy = static_cast<double>(sim.Busy(0, sim.now));
+  EXPECT_NEAR(g.MeasuredNs(0) / union_busy, 1.0, 0.01);
+  EXPECT_NEAR(100.0 * sim.Busy(1'000 * kMs, 4'000 * kMs) / (3'000.0 * kMs), 50.0, 3.0);
+}
+
+TEST_F(SimTest, ProcessesOfASliceShareOneBudget) {
+  std::atomic<int64_t> shared_tat{0};
+  Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(30, &shared_tat)});
+  Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(30, &shared_tat)});
+  sim.harvesters = {&a, &b};
+  const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
+  // Alternate the two "processes" (contexts); each is greedy.
+  while (sim.now < 8'000 * kMs) {
+    sim.current = ca;
+    a.Before(S(0));
+    sim.Launch(S(0), kMs, 0);
+    a.After(S(0), CUDA_SUCCESS);
+    sim.current = cb;
+    b.Before(S(1));
+    sim.Launch(S(1), 3 * kMs, 1);
+    b.After(S(1), CUDA_SUCCESS);
+    sim.now += 5 * kUs;
+  }
+  const double share = 100.0 * sim.Busy(1'000 * kMs, 7'000 * kMs) / (6'000.0 * kMs);
+  EXPECT_NEAR(share, 30.0, 3.0);
+}
+
+TEST_F(SimTest, CapturedLaunchesAreNotGated) {
+  Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(10)});
+  for (int i = 0; i < 100; ++i) {
+    g.Before(reinterpret_cast<CUstream>(0x99));
+    g.After(reinterpret_cast<CUstream>(0x99), CUDA_SUCCESS);
+  }
+  EXPECT_EQ(sim.now, 0);
+  EXPECT_EQ(g.Stats().tracked, 0u);
+}
+
+TEST_F(SimTest, FailedLaunchIsRefunded) {
+  Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(50)});
+  sim.harvesters = {&g};
+  // Learn the cost first.
+  g.Before(S(0));
+  sim.Launch(S(0), 4 * kMs, 0);
+  g.After(S(0), CUDA_SUCCESS);
+  sim.now += 10 * kMs;
+  g.HarvestOnce();
+  const int64_t before = g.MeasuredNs(0);
+  for (int i = 0; i < 50; ++i) {
+    g.Before(S(0));
+    g.After(S(0), CUDA_ERROR_INVALID_VALUE);  // nothing ran
+  }
+  g.HarvestOnce();
+  EXPECT_EQ(g.MeasuredNs(0), before);
+  // The estimates charged for failed launches were given back: the clock moved ~ one estimate only.
+  EXPECT_LT(sim.now, 40 * kMs);
+}
+
+TEST_F(SimTest, UnlistedGpuAndUncappedBestEffortPassThrough) {
+  Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(100)});
+  GateGpu other = Gpu(10);
+  other.uuid = FakeUuid(0x11);  // the slice caps a GPU this process does not use
+  Gate h(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {other});
+  for (int i = 0; i < 100; ++i) {
+    g.Before(S(0));
+    sim.Launch(S(0), kMs, 0);
+    g.After(S(0), CUDA_SUCCESS);
+    h.Before(S(0));
+    sim.Launch(S(0), kMs, 0);
+    h.After(S(0), CUDA_SUCCESS);
+  }
+  EXPECT_EQ(g.Stats().tracked, 0u);
+  EXPECT_EQ(h.Stats().tracked, 0u);
+  EXPECT_EQ(sim.now, 0);
+}
+
+// ---- priority -----------------------------------------------------------------------------------------
+
+struct PriorityTest : SimTest {
+  std::string path;
+  std::shared_ptr<slice::NodeRegion> node;
+  void SetUp() override {
+    SimTest::SetUp();
+    char tmpl[] = "/tmp/tessera-node-XXXXXX";
+    int fd = mkstemp(tmpl);
+    ASSERT_GE(fd, 0);
+    close(fd);
+    unlink(tmpl);
+    path = tmpl;
+    std::string err;
+    node = slice::NodeRegion::Open(path, &err);
+    ASSERT_TRUE(node) << err;
+  }
+  void TearDown() override {
+    node.reset();
+    unlink(path.c_str());
+    SimTest::TearDown();
+  }
+};
+
+TEST_F(PriorityTest, BestEffortKeepsOneKernelInFlightWhileHighPriorityIsActive) {
+  sim.now = 10 * kMs;
+  GateGpu hg = Gpu(100), bg = Gpu(100);
+  hg.node = node;
+  bg.node = node;
+  Gate high(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(0), {hg});
+  Gate be(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(1), {bg});
+  sim.harvesters = {&high, &be};
+  sim.exclusive = true;
+  const CUcontext ch = reinterpret_cast<CUcontext>(0x1000), cbe = reinterpret_cast<CUcontext>(0x2000);
+  // High priority issues a 50 us kernel every 1 ms (from its own "process", also while best effort
+  // is blocked in Before); best effort floods 5 ms kernels.
+  std::vector<int64_t> waits;
+  int64_t next_high = sim.now;
+  int max_be_inflight = 0;
+  bool in_high = false;
+  sim.on_tick = [&] {
+    if (in_high || sim.now < next_high) return;
+    in_high = true;
+    const CUcontext saved = sim.current;
+    sim.current = ch;
+    high.Before(S(0));
+    const int64_t submitted = sim.now;
+    const int64_t end = sim.Launch(S(0), 50 * kUs, 0);
+    high.After(S(0), CUDA_SUCCESS);
+    waits.push_back(end - submitted - 50 * kUs);
+    next_high += kMs;
+    sim.current = saved;
+    in_high = false;
+  };
+  while (sim.now < 2'000 * kMs) {
+    sim.on_tick();
+    sim.current = cbe;
+    be.Before(S(1));
+    sim.Launch(S(1), 5 * kMs, 1);
+    be.After(S(1), CUDA_SUCCESS);
+    max_be_inflight = std::max(max_be_inflight, be.InFlightCurrent());
+    FSleep(10 * kUs);
+  }
+  sim.on_tick = nullptr;
+  ASSERT_FALSE(waits.empty());
+  std::sort(waits.begin(), waits.end());
+  // The worst case is one best-effort kernel (5 ms) plus the high-priority tenant's own kernels
+  // queued behind it (at most 5 of 50 us each), never a queue of best-effort kernels.
+  EXPECT_LE(waits.back(), 5 * kMs + 5 * 50 * kUs);
+  EXPECT_LE(max_be_inflight, 1);
+  EXPECT_GT(be.Stats().priority_waits, 0u);
+}
+
+TEST_F(PriorityTest, BestEffortRunsFreelyWithoutHighPriority) {
+  GateGpu bg = Gpu(100);
+  bg.node = node;
+  Gate be(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(1), {bg});
+  sim.harvesters = {&be};
+  for (int i = 0; i < 100; ++i) {
+    be.Before(S(1));
+    sim.Launch(S(1), 5 * kMs, 1);
+    be.After(S(1), CUDA_SUCCESS);
+  }
+  EXPECT_EQ(sim.now, 0);  // never waited
+}
+
+TEST_F(PriorityTest, KilledHighPriorityParticipantStopsHoldingOthersBack) {
+  // A real second process joins as high priority with work in flight, then dies by SIGKILL.
+  int ready[2];
+  ASSERT_EQ(pipe(ready), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string err;
+    auto n = slice::NodeRegion::Open(path, &err);
+    if (!n) _exit(1);
+    slice::NodeRow* row = n->Join(0, "video", slice::MonotonicNs());
+    n->NoteSubmit(row, slice::MonotonicNs());
+    n->Heartbeat(row, slice::MonotonicNs());
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    for (;;) pause();
+  }
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  const int64_t t0 = slice::MonotonicNs();
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int status;
+  waitpid(pid, &status, 0);
+  slice::NodeRow* me = node->Join(1, "batch", t0);
+  const int64_t stale = 200 * kMs;
+  // Right after death its claim still looks live (heartbeat fresh) ...
+  EXPECT_TRUE(node->HighPriorityActive(me, t0, 2 * kMs, stale));
+  // ... and is ignored once the heartbeat is stale, with no cleanup by anybody.
+  EXPECT_FALSE(node->HighPriorityActive(me, t0 + stale + 1, 2 * kMs, stale));
+  EXPECT_FALSE(node->HighPriorityPresent(t0 + stale + 1, stale));
+  // Its row is reclaimed by a later joiner.
+  EXPECT_EQ(node->LiveRows(t0, stale), 2);
+  std::vector<slice::NodeRow*> rows;
+  for (int i = 0; i < slice::NodeRegion::kRows - 1; ++i) {
+    rows.push_back(node->Join(1, "filler", t0 + slice::NodeRegion::kReclaimNs + 1));
+    ASSERT_NE(rows.back(), nullptr) << i;
+  }
+  close(ready[0]);
+  close(ready[1]);
+}
+
+TEST_F(PriorityTest, HighPriorityLingersBetweenPeriodicKernels) {
+  slice::NodeRow* hp = node->Join(0, "video", 0);
+  slice::NodeRow* be = node->Join(1, "batch", 0);
+  node->NoteSubmit(hp, 1 * kMs);
+  node->NoteComplete(hp);
+  node->Heartbeat(hp, 1 * kMs);
+  EXPECT_TRUE(node->HighPriorityActive(be, 2 * kMs, 2 * kMs, 200 * kMs));
+  EXPECT_FALSE(node->HighPriorityActive(be, 4 * kMs, 2 * kMs, 200 * kMs));
+  EXPECT_FALSE(node->HighPriorityActive(hp, 2 * kMs, 2 * kMs, 200 * kMs));  // never blocks itself
+  EXPECT_FALSE(node->OthersIdle(be, 2 * kMs, 20 * kMs, 200 * kMs));
+  EXPECT_TRUE(node->OthersIdle(be, 30 * kMs, 20 * kMs, 200 * kMs));
+}
+
+TEST_F(PriorityTest, CorruptFileIsRebuilt) {
+  {
+    FILE* f = std::fopen(path.c_str(), "r+");
+    ASSERT_NE(f, nullptr);
+    std::fputs("garbage garbage garbage", f);
+    std::fclose(f);
+  }
+  std::string err;
+  auto again = slice::NodeRegion::Open(path, &err);
+  ASSERT_TRUE(again) << err;
+  EXPECT_EQ(again->LiveRows(0, 200 * kMs), 0);
+  EXPECT_NE(again->Join(0, "x", 0), nullptr);
+}
+
+}  // namespace
+}  // namespace tessera::shim

@@ -1,0 +1,44 @@
+// Spatial mode: a Tessera-owned MPS control daemon per GPU, and the client settings of a slice.
+//
+// Spatial mode is opt-in per GPU. Tessera (the launcher `tessera run --spatial`, the node agent, or
+// the `tessera-mps` tool) starts one nvidia-cuda-mps-control daemon for the GPU with its own pipe and
+// log directories under /run/tessera/mps/<gpu-uuid>/, restricted to that GPU by CUDA_VISIBLE_DEVICES.
+// It never touches the GPU's compute mode, clocks or MIG layout, so processes outside Tessera keep
+// using the GPU as before (time-sliced against the MPS server). A slice opts in with the config key
+// `mps_pipe=<pipe dir>`; the shim then points the process at that daemon and gives it the SM share
+// CUDA_MPS_ACTIVE_THREAD_PERCENTAGE = cores (and CUDA_MPS_CLIENT_PRIORITY=1 for best effort), set
+// before the driver initialises so the application cannot pick its own. The memory wall still applies:
+// the shim's allocation hooks run in MPS clients exactly as in ordinary processes.
+//
+// Thread-safety: the functions here fork/exec or touch the environment; call them from one thread,
+// before other threads use CUDA (the shim calls MpsApplyClientEnv from LaunchGateInit).
+#pragma once
+
+#include <string>
+
+namespace tessera::shim {
+
+inline constexpr const char* kMpsBaseDir = "/run/tessera/mps";
+
+struct MpsPaths {
+  std::string pipe_dir;
+  std::string log_dir;
+};
+MpsPaths MpsPathsFor(const std::string& gpu_uuid, const std::string& base = kMpsBaseDir);
+
+// Starts the control daemon for the GPU unless one already answers on paths.pipe_dir.
+bool StartMpsDaemon(const std::string& gpu_uuid, const MpsPaths& paths, std::string* err);
+// Asks the daemon to quit (its server exits once clients are gone). True when it answered.
+bool StopMpsDaemon(const MpsPaths& paths, std::string* err);
+// Sends one command to the control daemon and returns its reply (e.g. "get_server_list").
+bool MpsControl(const MpsPaths& paths, const std::string& command, std::string* reply,
+                std::string* err);
+
+// The client environment for a slice process. `cores` 1..100; priority 0 high, 1 best effort.
+void MpsApplyClientEnv(const std::string& pipe_dir, int cores, int priority);
+
+// Reads one `key=value` line that SliceConfig does not carry (e.g. mps_pipe) from the trusted slice
+// config at `path` (same ownership rule as LoadSliceConfig). Empty when absent or untrusted.
+std::string ReadConfigExtra(const char* path, const char* key);
+
+}  // namespace tessera::shim

@@ -1,0 +1,215 @@
+#include "slice/node_region.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+namespace tessera::slice {
+
+namespace {
+constexpr uint64_t kMagic = 0x31474e4f444e5354ull;  // "TSNDONG1"
+constexpr uint32_t kVersion = 1;
+
+static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
+static_assert(std::atomic<int32_t>::is_always_lock_free, "shared atomics must be lock-free");
+
+// An flock held only for the few instructions of open/join/leave; released by the kernel if we die.
+class FileLock {
+ public:
+  explicit FileLock(int fd) : fd_(fd) {
+    while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
+    }
+  }
+  ~FileLock() { flock(fd_, LOCK_UN); }
+
+ private:
+  int fd_;
+};
+
+uint64_t NewNonce() {
+  std::random_device rd;
+  uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(MonotonicNs());
+  return v == 0 ? 1 : v;
+}
+}  // namespace
+
+int64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+struct NodeRegion::Header {
+  uint64_t magic;
+  uint32_t version;
+  uint32_t rows;
+  std::atomic<int32_t> high_water;       // rows at or past this index were never used
+  int32_t pad;
+  std::atomic<int64_t> hp_last_submit_ns;  // newest submission of any high-priority participant
+  std::atomic<int64_t> hp_beat_ns;         // newest heartbeat of any high-priority participant
+  char reserved[64];
+  NodeRow row[kRows];
+};
+
+std::string NodeRegion::PathFor(std::string_view gpu_uuid, std::string_view dir) {
+  std::string p(dir);
+  p += '/';
+  p += gpu_uuid;
+  return p;
+}
+
+std::unique_ptr<NodeRegion> NodeRegion::Open(const std::string& path, std::string* err) {
+  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+  if (fd < 0) {
+    if (err) *err = "node region " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  // Every container user must be able to join, whatever its umask.
+  fchmod(fd, 0666);
+  const size_t len = sizeof(Header);
+  {
+    FileLock lock(fd);
+    struct stat st;
+    if (fstat(fd, &st) != 0 || (static_cast<size_t>(st.st_size) < len && ftruncate(fd, len) != 0)) {
+      if (err) *err = "node region " + path + ": cannot size: " + std::strerror(errno);
+      close(fd);
+      return nullptr;
+    }
+    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+      if (err) *err = "node region " + path + ": mmap: " + std::strerror(errno);
+      close(fd);
+      return nullptr;
+    }
+    auto* h = static_cast<Header*>(m);
+    if (h->magic != kMagic || h->version != kVersion || h->rows != kRows) {
+      // Fresh (all zero) or foreign: rebuild. Rows of a foreign layout cannot be trusted.
+      std::memset(m, 0, len);
+      h->version = kVersion;
+      h->rows = kRows;
+      std::atomic_thread_fence(std::memory_order_release);
+      h->magic = kMagic;
+    }
+    return std::unique_ptr<NodeRegion>(new NodeRegion(fd, m, len));
+  }
+}
+
+NodeRegion::NodeRegion(int fd, void* map, size_t len) : fd_(fd), map_(map), len_(len) {}
+
+NodeRegion::~NodeRegion() {
+  munmap(map_, len_);
+  close(fd_);
+}
+
+NodeRegion::Header* NodeRegion::header() const { return static_cast<Header*>(map_); }
+
+NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) {
+  Header* h = header();
+  FileLock lock(fd_);
+  for (int i = 0; i < kRows; ++i) {
+    NodeRow& r = h->row[i];
+    uint64_t owner = r.owner.load(std::memory_order_acquire);
+    const bool stale = now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > kReclaimNs;
+    if (owner != 0 && !stale) continue;
+    r.priority.store(priority, std::memory_order_relaxed);
+    r.inflight.store(0, std::memory_order_relaxed);
+    r.last_submit_ns.store(0, std::memory_order_relaxed);
+    r.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+    r.pid.store(getpid(), std::memory_order_relaxed);
+    std::memset(r.slice, 0, sizeof(r.slice));
+    std::memcpy(r.slice, slice.data(), std::min(slice.size(), sizeof(r.slice) - 1));
+    r.owner.store(NewNonce(), std::memory_order_release);
+    int hw = h->high_water.load(std::memory_order_relaxed);
+    if (i + 1 > hw) h->high_water.store(i + 1, std::memory_order_release);
+    if (priority == 0) {
+      h->hp_beat_ns.store(now_ns, std::memory_order_relaxed);
+    }
+    return &r;
+  }
+  return nullptr;
+}
+
+void NodeRegion::Leave(NodeRow* row) {
+  if (!row) return;
+  FileLock lock(fd_);
+  row->inflight.store(0, std::memory_order_relaxed);
+  row->heartbeat_ns.store(0, std::memory_order_relaxed);
+  row->owner.store(0, std::memory_order_release);
+}
+
+void NodeRegion::Heartbeat(NodeRow* row, int64_t now_ns) {
+  row->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
+  if (row->priority.load(std::memory_order_relaxed) == 0) {
+    header()->hp_beat_ns.store(now_ns, std::memory_order_relaxed);
+  }
+}
+
+void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
+  row->inflight.fetch_add(1, std::memory_order_relaxed);
+  row->last_submit_ns.store(now_ns, std::memory_order_relaxed);
+  if (row->priority.load(std::memory_order_relaxed) == 0) {
+    header()->hp_last_submit_ns.store(now_ns, std::memory_order_relaxed);
+  }
+}
+
+void NodeRegion::NoteComplete(NodeRow* row, int n) {
+  row->inflight.fetch_sub(n, std::memory_order_relaxed);
+}
+
+bool NodeRegion::HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const {
+  return now_ns - header()->hp_beat_ns.load(std::memory_order_relaxed) <= stale_ns;
+}
+
+bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
+                                    int64_t stale_ns) const {
+  const Header* h = header();
+  // Fast exits: nobody high-priority alive, or one submitted just now (the common busy case).
+  if (now_ns - h->hp_beat_ns.load(std::memory_order_relaxed) > stale_ns) return false;
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  for (int i = 0; i < hw; ++i) {
+    const NodeRow& r = h->row[i];
+    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (r.inflight.load(std::memory_order_relaxed) > 0) return true;
+    if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < linger_ns) return true;
+  }
+  return false;
+}
+
+bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns,
+                            int64_t stale_ns) const {
+  const Header* h = header();
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  for (int i = 0; i < hw; ++i) {
+    const NodeRow& r = h->row[i];
+    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (r.inflight.load(std::memory_order_relaxed) > 0) return false;
+    if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < idle_ns) return false;
+  }
+  return true;
+}
+
+int NodeRegion::LiveRows(int64_t now_ns, int64_t stale_ns) const {
+  const Header* h = header();
+  int n = 0;
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  for (int i = 0; i < hw; ++i) {
+    const NodeRow& r = h->row[i];
+    if (r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace tessera::slice

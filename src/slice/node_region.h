@@ -1,0 +1,84 @@
+// NodeRegion: the host-wide file through which every Tessera process using one GPU coordinates
+// latency priority, across slices and containers.
+//
+// One small mmap'ed file per GPU, /run/tessera/node/<gpu-uuid> on the host (the node agent mounts the
+// directory read-write into each container at the same path). Each process that submits work to the
+// GPU joins with a row: its priority (0 high, 1 best effort), how many of its submissions are still
+// running, when it last submitted, and a heartbeat its background thread refreshes every few
+// milliseconds. Best-effort processes read the rows to learn whether high-priority work is pending.
+//
+// Crash safety: nothing is ever locked across a process's lifetime. A row whose heartbeat is older
+// than `stale_ns` is ignored (a killed high-priority process stops holding best-effort work back after
+// that long, whatever its counters say) and, once older than kReclaimNs, may be taken over by a new
+// participant. Liveness is judged by heartbeat only, because pids of other containers are not visible.
+// A file with a foreign magic or version is rebuilt (zeroed) under an flock at open.
+//
+// Thread-safety: every member that reads or writes a row uses atomics and is safe from any thread of
+// any process; Open/Join/Leave take an flock on the file briefly (never on the launch path).
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace tessera::slice {
+
+inline constexpr const char* kNodeRegionDir = "/run/tessera/node";
+
+struct NodeRow {
+  std::atomic<uint64_t> owner;           // 0 free; else a per-process nonce (never reused)
+  std::atomic<int32_t> priority;         // 0 high, 1 best effort
+  std::atomic<int32_t> inflight;         // submissions not yet seen complete
+  std::atomic<int64_t> last_submit_ns;   // CLOCK_MONOTONIC
+  std::atomic<int64_t> heartbeat_ns;     // CLOCK_MONOTONIC
+  std::atomic<int64_t> pid;              // for people reading the file; never used for liveness
+  char slice[64];
+};
+
+class NodeRegion {
+ public:
+  static constexpr int kRows = 256;
+  static constexpr int64_t kReclaimNs = 1'000'000'000;
+
+  // Opens (creating if needed, mode 0666) the file at `path`. nullptr and *err on failure.
+  static std::unique_ptr<NodeRegion> Open(const std::string& path, std::string* err);
+  // The conventional path for a GPU.
+  static std::string PathFor(std::string_view gpu_uuid, std::string_view dir = kNodeRegionDir);
+  ~NodeRegion();
+  NodeRegion(const NodeRegion&) = delete;
+  NodeRegion& operator=(const NodeRegion&) = delete;
+
+  // Takes a free (or long-stale) row. nullptr when all rows are live.
+  NodeRow* Join(int priority, std::string_view slice, int64_t now_ns);
+  void Leave(NodeRow* row);
+
+  // Participant updates: cheap, lock-free.
+  void Heartbeat(NodeRow* row, int64_t now_ns);
+  void NoteSubmit(NodeRow* row, int64_t now_ns);  // also bumps inflight
+  void NoteComplete(NodeRow* row, int n = 1);
+
+  // True while some other live high-priority participant has submissions running, or submitted within
+  // `linger_ns` (so a periodic high-priority stream keeps its claim between kernels).
+  bool HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
+                          int64_t stale_ns) const;
+  // True when a live high-priority participant exists at all (best effort then tracks its queue).
+  bool HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const;
+  // True when no other live participant submitted within `idle_ns` (burst mode may use the GPU).
+  bool OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns) const;
+
+  int LiveRows(int64_t now_ns, int64_t stale_ns) const;
+
+ private:
+  struct Header;
+  NodeRegion(int fd, void* map, size_t len);
+  Header* header() const;
+  int fd_;
+  void* map_;
+  size_t len_;
+};
+
+int64_t MonotonicNs();
+
+}  // namespace tessera::slice
