@@ -1,0 +1,212 @@
+#include "agent/slice_writer.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "slice/config.h"
+
+namespace tessera::agent {
+
+namespace fs = std::filesystem;
+using gpu::Status;
+
+std::string SliceNameForDevices(const std::vector<std::string>& device_ids) {
+  std::vector<std::string> sorted(device_ids);
+  std::sort(sorted.begin(), sorted.end());
+  std::string first = sorted.empty() ? "none" : sorted.front();
+  std::string out;
+  for (size_t i = 0; i < first.size(); ++i) {
+    char c = static_cast<char>(std::tolower(static_cast<unsigned char>(first[i])));
+    if (first.compare(i, 2, "::") == 0) {
+      out += '-';
+      ++i;
+    } else if ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_') {
+      out += c;
+    } else {
+      out += '_';
+    }
+  }
+  if (out.empty() || !std::isalnum(static_cast<unsigned char>(out[0]))) out = "s" + out;
+  if (out.size() > 63) out = out.substr(out.size() - 63);  // keep the distinguishing tail (the "-k")
+  if (!std::isalnum(static_cast<unsigned char>(out[0]))) out[0] = 's';
+  return out;
+}
+
+SliceWriter::SliceWriter(Options opts) : opts_(std::move(opts)) {}
+
+namespace {
+
+Status WriteFileAtomic(const fs::path& path, const std::string& text, mode_t mode) {
+  fs::path tmp = path;
+  tmp += ".tmp." + std::to_string(getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0) return Status::Error("cannot create " + tmp.string() + ": " + std::strerror(errno));
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return Status::Error("cannot write " + tmp.string() + ": " + std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::fchmod(fd, mode);
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    return Status::Error("cannot rename " + tmp.string() + ": " + std::strerror(errno));
+  }
+  return Status::Ok();
+}
+
+Status MakeDir(const fs::path& dir, mode_t mode) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::Error("cannot create " + dir.string() + ": " + ec.message());
+  ::chmod(dir.c_str(), mode);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status SliceWriter::Prepare() {
+  Status st = MakeDir(opts_.state_dir, 0755);
+  if (!st.ok()) return st;
+  st = MakeDir(slices_dir(), 0755);
+  if (!st.ok()) return st;
+  if (!opts_.node_region_dir.empty()) {
+    // Sticky and world-writable like /tmp: every container's shim creates its GPU's file here.
+    st = MakeDir(opts_.node_region_dir, 01777);
+    if (!st.ok()) return st;
+  }
+  return WriteFileAtomic(opts_.state_dir / "ld.so.preload", std::string(kCtrShim) + "\n", 0644);
+}
+
+Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
+                          const std::map<std::string, uint64_t>& gpu_memory_bytes,
+                          ContainerSlice* out) {
+  if (a.grants.empty()) return Status::Error("container " + a.Key() + " has no GPU grants");
+  if (a.grants.size() > static_cast<size_t>(slice::kMaxGpus)) {
+    return Status::Error("container " + a.Key() + ": at most " + std::to_string(slice::kMaxGpus) +
+                         " GPUs per slice");
+  }
+  const std::string name = SliceNameForDevices(device_ids);
+  const fs::path dir = slices_dir() / name;
+  Status st = MakeDir(dir, 0755);
+  if (!st.ok()) return st;
+  // The container's processes (any uid) create and map the region file in here.
+  st = MakeDir(dir / "region", 0777);
+  if (!st.ok()) return st;
+
+  slice::SliceConfig cfg;
+  slice::InitSliceConfig(&cfg);
+  std::snprintf(cfg.name, sizeof(cfg.name), "%s", name.c_str());
+  std::snprintf(cfg.region, sizeof(cfg.region), "%s", kCtrRegionFile);
+  cfg.priority = a.priority;
+  cfg.cap_mode = a.burst ? slice::CapMode::kBurst : slice::CapMode::kHard;
+  cfg.gpu_count = 0;
+  for (const auto& g : a.grants) {
+    auto& limit = cfg.gpus[cfg.gpu_count++];
+    std::snprintf(limit.uuid, sizeof(limit.uuid), "%s", g.uuid.c_str());
+    uint64_t bytes = static_cast<uint64_t>(g.memory_mib) << 20;
+    if (g.memory_mib == 0) {
+      auto it = gpu_memory_bytes.find(g.uuid);
+      if (it == gpu_memory_bytes.end()) {
+        return Status::Error("container " + a.Key() + ": GPU " + g.uuid + " is not on this node");
+      }
+      bytes = it->second;
+    }
+    limit.memory_bytes = bytes;
+    limit.cores = g.cores <= 0 || g.cores > 100 ? 100 : g.cores;
+  }
+  char err[256] = {};
+  const fs::path conf = dir / "slice.conf";
+  if (!slice::WriteSliceConfig(conf.c_str(), cfg, err, sizeof(err))) {
+    return Status::Error("writing " + conf.string() + ": " + err);
+  }
+
+  SliceOwner owner{a.namespace_, a.pod_name, a.pod_uid, a.container, device_ids, a.grants, false};
+  st = WriteOwner(dir, owner);
+  if (!st.ok()) return st;
+
+  out->slice = name;
+  out->dir = dir;
+  std::string uuids;
+  for (const auto& g : a.grants) uuids += (uuids.empty() ? "" : ",") + g.uuid;
+  out->envs = {{"NVIDIA_VISIBLE_DEVICES", uuids},
+               {"CUDA_VISIBLE_DEVICES", uuids},
+               {"TESSERA_SLICE_CONFIG", kCtrSliceConf}};
+  out->mounts = {{kCtrSliceConf, conf.string(), true},
+                 {kCtrRegionDir, (dir / "region").string(), false},
+                 {kCtrShim, opts_.shim_path.string(), true},
+                 {kCtrPreload, (opts_.state_dir / "ld.so.preload").string(), true}};
+  if (!opts_.node_region_dir.empty()) {
+    out->mounts.push_back({kCtrNodeDir, opts_.node_region_dir.string(), false});
+  }
+  return Status::Ok();
+}
+
+Status SliceWriter::WriteOwner(const fs::path& dir, const SliceOwner& o) {
+  nlohmann::json j = {{"namespace", o.namespace_}, {"pod", o.pod},          {"pod_uid", o.pod_uid},
+                      {"container", o.container},  {"device_ids", o.device_ids}, {"verified", o.verified}};
+  j["grants"] = nlohmann::json::array();
+  for (const auto& g : o.grants) {
+    j["grants"].push_back({{"uuid", g.uuid}, {"memory_mib", g.memory_mib}, {"cores", g.cores}});
+  }
+  return WriteFileAtomic(dir / "owner.json", j.dump() + "\n", 0644);
+}
+
+Status SliceWriter::ReadOwner(const fs::path& dir, SliceOwner* o) {
+  std::ifstream in(dir / "owner.json");
+  if (!in) return Status::Error((dir / "owner.json").string() + ": missing");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::Error((dir / "owner.json").string() + ": not JSON");
+  }
+  try {
+    o->namespace_ = j.at("namespace").get<std::string>();
+    o->pod = j.at("pod").get<std::string>();
+    o->pod_uid = j.at("pod_uid").get<std::string>();
+    o->container = j.at("container").get<std::string>();
+    o->device_ids = j.at("device_ids").get<std::vector<std::string>>();
+    o->verified = j.value("verified", false);
+    o->grants.clear();
+    for (const auto& g : j.at("grants")) {
+      o->grants.push_back(Grant{g.at("uuid").get<std::string>(), g.at("memory_mib").get<int64_t>(),
+                                g.at("cores").get<int>()});
+    }
+  } catch (const nlohmann::json::exception& e) {
+    return Status::Error((dir / "owner.json").string() + ": " + e.what());
+  }
+  return Status::Ok();
+}
+
+std::vector<fs::path> SliceWriter::ListSlices() const {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(slices_dir(), ec)) {
+    if (e.is_directory() && fs::exists(e.path() / "owner.json")) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+Status SliceWriter::Remove(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (ec) return Status::Error("cannot remove " + dir.string() + ": " + ec.message());
+  return Status::Ok();
+}
+
+}  // namespace tessera::agent

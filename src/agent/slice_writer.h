@@ -1,0 +1,96 @@
+// SliceWriter: turns a container's assignment into its slice on the host and into what the kubelet
+// must tell the runtime (mounts, environment).
+//
+// Host layout under the state dir (default /var/lib/tessera):
+//   slices/<slice>/slice.conf      the slice config (src/slice/config.h), root-owned, 0644
+//   slices/<slice>/region/         the accounting region's directory, mounted read-write
+//   slices/<slice>/owner.json      which pod/container the slice serves (for metrics and repairs)
+//   ld.so.preload                  one line: the in-container path of libtessera.so
+// <slice> is derived from the kubelet's first device ID ("GPU-ab12…::3" → "gpu-ab12…-3"): the kubelet
+// hands each device ID to one live container only, so the name is unique while the container lives,
+// and the kubelet's PodResources answer (pod/container → device IDs) leads straight to the slice it
+// got, which is what makes repairs possible after a wrong guess.
+//
+// In the container: /run/tessera/slice.conf (ro), /run/tessera/region (rw),
+// /usr/local/lib/tessera/libtessera.so (ro), /etc/ld.so.preload (ro), /run/tessera/node (rw, the
+// node-wide priority files, when configured); NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the
+// assigned GPUs by UUID and nothing else.
+//
+// Thread-safe: distinct slices may be written concurrently; one slice is written by one caller.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "agent/assignment.h"
+#include "gpu/status.h"
+
+namespace tessera::agent {
+
+inline constexpr const char* kCtrSliceConf = "/run/tessera/slice.conf";
+inline constexpr const char* kCtrRegionDir = "/run/tessera/region";
+inline constexpr const char* kCtrRegionFile = "/run/tessera/region/slice.region";
+inline constexpr const char* kCtrShim = "/usr/local/lib/tessera/libtessera.so";
+inline constexpr const char* kCtrPreload = "/etc/ld.so.preload";
+inline constexpr const char* kCtrNodeDir = "/run/tessera/node";
+
+struct Mount {
+  std::string container_path;
+  std::string host_path;
+  bool read_only = true;
+  bool operator==(const Mount&) const = default;
+};
+
+struct ContainerSlice {
+  std::string slice;                      // slice name
+  std::filesystem::path dir;              // host dir of the slice
+  std::map<std::string, std::string> envs;
+  std::vector<Mount> mounts;
+};
+
+// Who a slice serves, as recorded in owner.json.
+struct SliceOwner {
+  std::string namespace_, pod, pod_uid, container;
+  std::vector<std::string> device_ids;
+  std::vector<Grant> grants;
+  bool verified = false;  // PodResources confirmed this container holds these device IDs
+};
+
+std::string SliceNameForDevices(const std::vector<std::string>& device_ids);
+
+class SliceWriter {
+ public:
+  struct Options {
+    std::filesystem::path state_dir = "/var/lib/tessera";
+    std::filesystem::path shim_path;       // libtessera.so on the host
+    std::filesystem::path node_region_dir; // host dir for node-wide priority files; empty: none
+  };
+  explicit SliceWriter(Options opts);
+
+  // Creates the state dir, slices/ and ld.so.preload. Idempotent.
+  gpu::Status Prepare();
+
+  // Writes (or rewrites) the slice for `a` on `device_ids`. gpu_memory_bytes gives each GPU's total so a
+  // grant of 0 MiB (whole card) becomes the card's memory. Nothing is mounted from a half-written slice:
+  // slice.conf is replaced atomically, last.
+  gpu::Status Write(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
+                    const std::map<std::string, uint64_t>& gpu_memory_bytes, ContainerSlice* out);
+
+  gpu::Status WriteOwner(const std::filesystem::path& dir, const SliceOwner& owner);
+  static gpu::Status ReadOwner(const std::filesystem::path& dir, SliceOwner* owner);
+
+  // Every slice dir with an owner.json.
+  std::vector<std::filesystem::path> ListSlices() const;
+  // Removes a slice dir (the container is gone).
+  gpu::Status Remove(const std::filesystem::path& dir);
+
+  std::filesystem::path slices_dir() const { return opts_.state_dir / "slices"; }
+
+ private:
+  Options opts_;
+};
+
+}  // namespace tessera::agent
