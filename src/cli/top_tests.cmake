@@ -4,3 +4,8 @@ find_package(nlohmann_json REQUIRED)
 tessera_unit_test(cli_top_test
   SOURCES top_test.cc top_prom.cc top_model.cc top_render.cc
   LIBS nlohmann_json::nlohmann_json)
+if(TARGET tessera_slice AND TARGET tessera_kube)
+  tessera_unit_test(cli_top_local_test
+    SOURCES top_local_test.cc top_local.cc top_model.cc top_prom.cc top_fetch.cc
+    LIBS tessera_slice tessera_kube)
+endif()
