@@ -18,29 +18,29 @@ struct MetricMap {
   const char* name;
   Field field;
   bool preferred;  // tessera_* name
+  double scale;    // ratios (0..1) are shown as percent
 };
 constexpr MetricMap kMetrics[] = {
-    {"tessera_slice_memory_used_bytes", Field::kSliceUsed, true},
-    {"vGPU_device_memory_usage_in_bytes", Field::kSliceUsed, false},
-    {"tessera_slice_memory_limit_bytes", Field::kSliceLimit, true},
-    {"vGPU_device_memory_limit_in_bytes", Field::kSliceLimit, false},
-    {"tessera_slice_cap_percent", Field::kSliceCap, true},
-    {"tessera_slice_share_percent", Field::kSliceShare, true},
-    {"Device_utilization_desc_of_container", Field::kSliceShare, false},
-    {"tessera_slice_priority", Field::kSlicePriority, true},
-    {"tessera_slice_processes", Field::kSliceProcs, true},
-    {"tessera_slice_wall_refusals_total", Field::kSliceRefusals, true},
-    {"tessera_slice_throttled_seconds_total", Field::kSliceThrottled, true},
-    {"tessera_gpu_memory_used_bytes", Field::kGpuUsed, true},
-    {"HostGPUMemoryUsage", Field::kGpuUsed, false},
-    {"tessera_gpu_memory_total_bytes", Field::kGpuTotal, true},
-    {"tessera_gpu_utilization_percent", Field::kGpuUtil, true},
-    {"HostCoreUtilization", Field::kGpuUtil, false},
-    {"tessera_gpu_info", Field::kGpuInfo, true},
+    {"tessera_slice_memory_used_bytes", Field::kSliceUsed, true, 1},
+    {"vGPU_device_memory_usage_in_bytes", Field::kSliceUsed, false, 1},
+    {"tessera_slice_memory_limit_bytes", Field::kSliceLimit, true, 1},
+    {"vGPU_device_memory_limit_in_bytes", Field::kSliceLimit, false, 1},
+    {"tessera_slice_compute_cap_ratio", Field::kSliceCap, true, 100},
+    {"tessera_slice_compute_share_ratio", Field::kSliceShare, true, 100},
+    {"Device_utilization_desc_of_container", Field::kSliceShare, false, 1},
+    {"tessera_slice_priority", Field::kSlicePriority, true, 1},
+    {"tessera_slice_processes", Field::kSliceProcs, true, 1},
+    {"tessera_slice_wall_refusals_total", Field::kSliceRefusals, true, 1},
+    {"tessera_slice_throttled_seconds_total", Field::kSliceThrottled, true, 1},
+    {"tessera_gpu_memory_used_bytes", Field::kGpuUsed, true, 1},
+    {"HostGPUMemoryUsage", Field::kGpuUsed, false, 1},
+    {"tessera_gpu_memory_total_bytes", Field::kGpuTotal, true, 1},
+    {"tessera_gpu_utilization_ratio", Field::kGpuUtil, true, 100},
+    {"HostCoreUtilization", Field::kGpuUtil, false, 1},
 };
 
 std::string GpuOf(const PromSample& s) {
-  for (const char* k : {"deviceuuid", "uuid", "gpu"}) {
+  for (const char* k : {"gpu_uuid", "deviceuuid"}) {
     const std::string& v = s.Label(k);
     if (!v.empty()) return v;
   }
@@ -80,26 +80,33 @@ TopSnapshot SnapshotFromMetrics(const std::vector<PromSample>& samples, const st
     if (!m || std::isnan(smp.value)) continue;
     std::string gpu = GpuOf(smp);
     if (gpu.empty()) continue;
-    double v = smp.value;
+    double v = smp.value * m->scale;
     auto u64 = [](double d) { return d <= 0 ? uint64_t{0} : static_cast<uint64_t>(d); };
     if (m->field == Field::kGpuUsed || m->field == Field::kGpuTotal || m->field == Field::kGpuUtil ||
         m->field == Field::kGpuInfo) {
+      // Every per-GPU tessera_* series carries the model; HAMi's devicetype is "NVIDIA-<model>".
+      if (!smp.Label("model").empty()) {
+        gpus[gpu].g.model = smp.Label("model");
+      } else if (gpus[gpu].g.model.empty() && smp.Label("devicetype").rfind("NVIDIA-", 0) == 0) {
+        gpus[gpu].g.model = smp.Label("devicetype").substr(7);
+      }
       GpuAcc& a = gpus[gpu];
       a.g.uuid = gpu;
       switch (m->field) {
         case Field::kGpuUsed: Set(&a.g.used_bytes, &a.pref[0], static_cast<int64_t>(u64(v)), m->preferred); break;
         case Field::kGpuTotal: Set(&a.g.total_bytes, &a.pref[1], static_cast<int64_t>(u64(v)), m->preferred); break;
         case Field::kGpuUtil: Set(&a.g.utilization_percent, &a.pref[2], v, m->preferred); break;
-        default:
-          if (!smp.Label("model").empty()) a.g.model = smp.Label("model");
-          break;
+        default: break;
       }
       continue;
     }
-    std::string ns = smp.Label("podnamespace"), pod = smp.Label("podname"), ctr = smp.Label("ctrname");
-    std::string key = smp.Label("slice");
-    if (key.empty()) key = ns + "/" + pod + "/" + ctr;
-    if (key == "//") continue;
+    // Kubernetes identity from either naming (namespace/pod/container or HAMi's podnamespace/...); a slice
+    // with no pod (standalone) is known by its slice name. The same key for both families merges them.
+    auto first = [&](const char* a, const char* b) { return smp.Label(a).empty() ? smp.Label(b) : smp.Label(a); };
+    std::string ns = first("namespace", "podnamespace"), pod = first("pod", "podname"),
+                ctr = first("container", "ctrname");
+    std::string key = pod.empty() ? smp.Label("slice") : ns + "/" + pod + "/" + ctr;
+    if (key.empty()) continue;
     SliceAcc& a = slices[{key, gpu}];
     a.s.name = key;
     if (!ns.empty()) a.s.ns = ns;

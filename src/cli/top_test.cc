@@ -63,31 +63,33 @@ TEST(PromText, RejectsMalformedLinesWithTheLineNumber) {
   }
 }
 
+// Both families as the agent writes them (src/agent/metrics.h), in an order where the HAMi name comes
+// after the tessera_* one, plus a standalone slice known only by its slice name.
 const char* kAgentMetrics =
     "# TYPE HostGPUMemoryUsage gauge\n"
-    "HostGPUMemoryUsage{deviceidx=\"0\",deviceuuid=\"GPU-aaaa\"} 2147483648\n"
-    "HostCoreUtilization{deviceidx=\"0\",deviceuuid=\"GPU-aaaa\"} 37\n"
-    "tessera_gpu_memory_total_bytes{deviceuuid=\"GPU-aaaa\"} 17179869184\n"
-    "tessera_gpu_info{deviceuuid=\"GPU-aaaa\",model=\"Tesla T4\"} 1\n"
+    "HostGPUMemoryUsage{nodeid=\"n1\",deviceidx=\"0\",deviceuuid=\"GPU-aaaa\",devicetype=\"NVIDIA-Tesla T4\"} 2147483648\n"
+    "HostCoreUtilization{nodeid=\"n1\",deviceidx=\"0\",deviceuuid=\"GPU-aaaa\",devicetype=\"NVIDIA-Tesla T4\"} 90\n"
+    "tessera_gpu_memory_total_bytes{node=\"n1\",gpu_uuid=\"GPU-aaaa\",gpu_index=\"0\",model=\"Tesla T4\"} 17179869184\n"
+    "tessera_gpu_utilization_ratio{node=\"n1\",gpu_uuid=\"GPU-aaaa\",gpu_index=\"0\",model=\"Tesla T4\"} 0.37\n"
+    "tessera_slice_memory_used_bytes{namespace=\"default\",pod=\"worker-a\",container=\"gpu-worker\","
+    "slice=\"s1\",gpu_uuid=\"GPU-aaaa\"} 1048576\n"
     "vGPU_device_memory_usage_in_bytes{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
     "vdeviceid=\"0\",deviceuuid=\"GPU-aaaa\"} 1000\n"
     "vGPU_device_memory_limit_in_bytes{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
     "vdeviceid=\"0\",deviceuuid=\"GPU-aaaa\"} 3435973836\n"
-    "tessera_slice_memory_used_bytes{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
-    "deviceuuid=\"GPU-aaaa\"} 1048576\n"
     "Device_utilization_desc_of_container{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
     "vdeviceid=\"0\",deviceuuid=\"GPU-aaaa\"} 12\n"
-    "tessera_slice_cap_percent{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
-    "deviceuuid=\"GPU-aaaa\"} 25\n"
-    "tessera_slice_priority{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
-    "deviceuuid=\"GPU-aaaa\"} 1\n"
-    "tessera_slice_processes{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
-    "deviceuuid=\"GPU-aaaa\"} 2\n"
-    "tessera_slice_wall_refusals_total{podnamespace=\"default\",podname=\"worker-a\",ctrname=\"gpu-worker\","
-    "deviceuuid=\"GPU-aaaa\"} 4\n"
-    "tessera_slice_throttled_seconds_total{slice=\"solo\",deviceuuid=\"GPU-bbbb\"} 1.5\n"
-    "tessera_slice_memory_limit_bytes{slice=\"solo\",deviceuuid=\"GPU-bbbb\"} 2048\n"
-    "unrelated_metric{deviceuuid=\"GPU-aaaa\"} 99\n";
+    "tessera_slice_compute_cap_ratio{namespace=\"default\",pod=\"worker-a\",container=\"gpu-worker\","
+    "slice=\"s1\",gpu_uuid=\"GPU-aaaa\"} 0.25\n"
+    "tessera_slice_priority{namespace=\"default\",pod=\"worker-a\",container=\"gpu-worker\","
+    "slice=\"s1\",gpu_uuid=\"GPU-aaaa\"} 1\n"
+    "tessera_slice_processes{namespace=\"default\",pod=\"worker-a\",container=\"gpu-worker\","
+    "slice=\"s1\",gpu_uuid=\"GPU-aaaa\"} 2\n"
+    "tessera_slice_wall_refusals_total{namespace=\"default\",pod=\"worker-a\",container=\"gpu-worker\","
+    "slice=\"s1\",gpu_uuid=\"GPU-aaaa\"} 4\n"
+    "tessera_slice_throttled_seconds_total{namespace=\"\",pod=\"\",container=\"\",slice=\"solo\",gpu_uuid=\"GPU-bbbb\"} 1.5\n"
+    "tessera_slice_memory_limit_bytes{namespace=\"\",pod=\"\",container=\"\",slice=\"solo\",gpu_uuid=\"GPU-bbbb\"} 2048\n"
+    "unrelated_metric{gpu_uuid=\"GPU-aaaa\"} 99\n";
 
 TEST(TopModel, SnapshotFromAgentMetricsPrefersTesseraNames) {
   std::vector<PromSample> s;
@@ -100,7 +102,7 @@ TEST(TopModel, SnapshotFromAgentMetricsPrefersTesseraNames) {
   EXPECT_EQ(a.model, "Tesla T4");
   EXPECT_EQ(a.used_bytes, 2147483648);
   EXPECT_EQ(a.total_bytes, 17179869184);
-  EXPECT_EQ(a.utilization_percent, 37);
+  EXPECT_DOUBLE_EQ(a.utilization_percent, 37);  // tessera ratio wins over HostCoreUtilization
   EXPECT_EQ(a.slices, 1);
   EXPECT_EQ(a.allocated_bytes, 3435973836u);
   EXPECT_EQ(snap.gpus[1].uuid, "GPU-bbbb");

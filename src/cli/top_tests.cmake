@@ -9,3 +9,8 @@ if(TARGET tessera_slice AND TARGET tessera_kube)
     SOURCES top_local_test.cc top_local.cc top_model.cc top_prom.cc top_fetch.cc
     LIBS tessera_slice tessera_kube)
 endif()
+if(TARGET tessera_agent)
+  tessera_unit_test(cli_top_agent_test
+    SOURCES top_agent_test.cc top_model.cc top_prom.cc
+    LIBS tessera_agent)
+endif()
