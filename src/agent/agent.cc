@@ -1,0 +1,662 @@
+#include "agent/agent.h"
+
+#include <grpcpp/grpcpp.h>
+#include <httplib.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
+#include <fstream>
+
+#include "agent/assignment.h"
+#include "agent/inventory.h"
+#include "agent/matcher.h"
+#include "agent/proto/deviceplugin_v1beta1.grpc.pb.h"
+#include "agent/proto/podresources_v1.grpc.pb.h"
+#include "slice/config.h"
+#include "slice/region.h"
+
+namespace tessera::agent {
+
+namespace fs = std::filesystem;
+using gpu::Status;
+
+namespace {
+
+void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+void Log(const char* fmt, ...) {
+  char buf[2048];
+  va_list ap;
+  va_start(ap, fmt);
+  std::vsnprintf(buf, sizeof(buf), fmt, ap);
+  va_end(ap);
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char ts[32];
+  std::strftime(ts, sizeof(ts), "%H:%M:%S", std::gmtime(&now));
+  std::fprintf(stderr, "%s tessera-agent: %s\n", ts, buf);
+}
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+// Thin adapter from gRPC to Agent.
+class DevicePluginService final : public v1beta1::DevicePlugin::Service {
+ public:
+  explicit DevicePluginService(Agent* a) : a_(a) {}
+  grpc::Status GetDevicePluginOptions(grpc::ServerContext*, const v1beta1::Empty*,
+                                      v1beta1::DevicePluginOptions* out) override {
+    out->set_pre_start_required(false);
+    out->set_get_preferred_allocation_available(true);
+    return grpc::Status::OK;
+  }
+  grpc::Status ListAndWatch(grpc::ServerContext* ctx, const v1beta1::Empty*,
+                            grpc::ServerWriter<v1beta1::ListAndWatchResponse>* w) override {
+    a_->ListAndWatch(ctx, w);
+    return grpc::Status::OK;
+  }
+  grpc::Status GetPreferredAllocation(grpc::ServerContext*, const v1beta1::PreferredAllocationRequest* req,
+                                      v1beta1::PreferredAllocationResponse* resp) override {
+    Status st = a_->Prefer(*req, resp);
+    return st.ok() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::UNAVAILABLE, st.message());
+  }
+  grpc::Status Allocate(grpc::ServerContext*, const v1beta1::AllocateRequest* req,
+                        v1beta1::AllocateResponse* resp) override {
+    Status st = a_->Allocate(*req, resp);
+    return st.ok() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, st.message());
+  }
+  grpc::Status PreStartContainer(grpc::ServerContext*, const v1beta1::PreStartContainerRequest*,
+                                 v1beta1::PreStartContainerResponse*) override {
+    return grpc::Status::OK;
+  }
+
+ private:
+  Agent* a_;
+};
+
+class MetricsServer {
+ public:
+  httplib::Server http;
+  std::thread thread;
+};
+
+Status ValidateOptions(const AgentOptions& o) {
+  if (o.node.empty()) return Status::Error("--node: required (the Node this agent serves)");
+  if (o.split < 1 || o.split > 64) {
+    return Status::Error("--split: " + std::to_string(o.split) + " is out of range [1, 64]");
+  }
+  if (o.metrics_port < 0 || o.metrics_port > 65535) {
+    return Status::Error("--metrics-port: " + std::to_string(o.metrics_port) + " is out of range [0, 65535]");
+  }
+  if (o.resource.empty() || o.resource.find('/') == std::string::npos) {
+    return Status::Error("--resource: '" + o.resource + "' must be a domain-qualified name like nvidia.com/gpu");
+  }
+  if (o.slices.shim_path.empty()) return Status::Error("--shim: required (host path of libtessera.so)");
+  return Status::Ok();
+}
+
+Agent::Agent(AgentOptions opts, std::unique_ptr<gpu::Backend> backend, std::shared_ptr<Cluster> cluster)
+    : opts_(std::move(opts)), backend_(std::move(backend)), cluster_(std::move(cluster)),
+      writer_(opts_.slices) {}
+
+Agent::~Agent() { Stop(); }
+
+fs::path Agent::plugin_socket() const { return opts_.kubelet_dir / "device-plugins" / opts_.socket_name; }
+fs::path Agent::kubelet_socket() const { return opts_.kubelet_dir / "device-plugins" / "kubelet.sock"; }
+
+AgentCounters Agent::counters() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return counters_;
+}
+
+Status Agent::Start() {
+  Status st = ValidateOptions(opts_);
+  if (!st.ok()) return st;
+  st = backend_->Init();
+  if (!st.ok()) return Status::Error("GPU backend " + backend_->Name() + ": " + st.message());
+  std::vector<gpu::GpuInfo> gpus;
+  st = backend_->Discover(&gpus);
+  if (!st.ok()) return Status::Error("GPU discovery: " + st.message());
+  for (const auto& g : gpus) {
+    Log("GPU %d %s %s %llu MiB numa=%d %s", g.index, g.uuid.c_str(), g.model.c_str(),
+        static_cast<unsigned long long>(g.memory_bytes >> 20), g.numa_node,
+        g.healthy ? "healthy" : ("UNHEALTHY: " + g.health_reason).c_str());
+  }
+  st = writer_.Prepare();
+  if (!st.ok()) return st;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gpus_ = std::move(gpus);
+    ++devices_version_;
+    // Slices written before a restart still serve their containers: their claims stand.
+    for (const auto& dir : writer_.ListSlices()) {
+      SliceOwner o;
+      if (SliceWriter::ReadOwner(dir, &o).ok()) claimed_.insert(o.pod_uid + "/" + o.container);
+    }
+  }
+  PublishNode();
+  std::error_code ec;
+  fs::create_directories(plugin_socket().parent_path(), ec);
+  service_ = std::make_unique<DevicePluginService>(this);
+  st = ServeAndRegister();
+  if (!st.ok()) Log("%s (will retry when the kubelet's socket appears)", st.message().c_str());
+
+  if (opts_.metrics_port >= 0 && opts_.metrics_port != 0) {
+    metrics_ = std::make_unique<MetricsServer>();
+    metrics_->http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(RenderMetricsNow(), "text/plain; version=0.0.4; charset=utf-8");
+    });
+    metrics_->http.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+      res.status = registered_ ? 200 : 503;
+      res.set_content(registered_ ? "ok\n" : "not registered with the kubelet\n", "text/plain");
+    });
+    if (!metrics_->http.bind_to_port(opts_.metrics_address, opts_.metrics_port)) {
+      Stop();
+      return Status::Error("--metrics-port: cannot listen on " + opts_.metrics_address + ":" +
+                           std::to_string(opts_.metrics_port));
+    }
+    bound_metrics_port_ = opts_.metrics_port;
+    metrics_->thread = std::thread([this] { metrics_->http.listen_after_bind(); });
+  }
+  threads_.emplace_back([this] { WatchKubelet(); });
+  threads_.emplace_back([this] { FollowHealth(); });
+  threads_.emplace_back([this] { VerifyLoop(); });
+  return Status::Ok();
+}
+
+void Agent::Stop() {
+  if (stopping_.exchange(true)) return;
+  stop_cv_.notify_all();
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stream_epoch_;
+  }
+  devices_cv_.notify_all();
+  if (metrics_) {
+    metrics_->http.stop();
+    if (metrics_->thread.joinable()) metrics_->thread.join();
+  }
+  for (auto& t : threads_) {
+    if (t.joinable()) t.join();
+  }
+  threads_.clear();
+  StopServer();
+}
+
+void Agent::StopServer() {
+  std::lock_guard<std::mutex> lock(server_mu_);
+  if (!server_) return;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ++stream_epoch_;
+  }
+  devices_cv_.notify_all();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  server_->Wait();
+  server_.reset();
+  registered_ = false;
+}
+
+Status Agent::ServeAndRegister() {
+  StopServer();
+  std::lock_guard<std::mutex> lock(server_mu_);
+  const fs::path sock = plugin_socket();
+  ::unlink(sock.c_str());
+  grpc::ServerBuilder b;
+  b.AddListeningPort("unix://" + sock.string(), grpc::InsecureServerCredentials());
+  b.RegisterService(service_.get());
+  server_ = b.BuildAndStart();
+  if (!server_) return Status::Error("cannot serve the device plugin on " + sock.string());
+
+  auto channel = grpc::CreateChannel("unix://" + kubelet_socket().string(), grpc::InsecureChannelCredentials());
+  auto stub = v1beta1::Registration::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1beta1::RegisterRequest req;
+  req.set_version("v1beta1");
+  req.set_endpoint(opts_.socket_name);
+  req.set_resource_name(opts_.resource);
+  req.mutable_options()->set_get_preferred_allocation_available(true);
+  v1beta1::Empty resp;
+  grpc::Status s = stub->Register(&ctx, req, &resp);
+  if (!s.ok()) {
+    return Status::Error("registration with the kubelet at " + kubelet_socket().string() +
+                         " failed: " + s.error_message());
+  }
+  registered_ = true;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    ++counters_.registrations;
+  }
+  Log("registered %s with the kubelet (%s, split %d)", opts_.resource.c_str(), sock.c_str(), opts_.split);
+  return Status::Ok();
+}
+
+void Agent::WatchKubelet() {
+  const fs::path dir = plugin_socket().parent_path();
+  int fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  int wd = -1;
+  auto backoff = std::chrono::milliseconds(200);
+  auto next_try = std::chrono::steady_clock::now();
+  while (!stopping_) {
+    if (wd < 0 && fd >= 0) wd = inotify_add_watch(fd, dir.c_str(), IN_CREATE | IN_DELETE | IN_MOVED_TO);
+    bool kubelet_restarted = false;
+    pollfd p{fd, POLLIN, 0};
+    int n = fd >= 0 && wd >= 0 ? ::poll(&p, 1, 200) : (::usleep(200000), 0);
+    if (n > 0) {
+      alignas(inotify_event) char buf[4096];
+      ssize_t len;
+      while ((len = ::read(fd, buf, sizeof(buf))) > 0) {
+        for (char* q = buf; q < buf + len;) {
+          auto* ev = reinterpret_cast<inotify_event*>(q);
+          if (ev->len && std::string(ev->name) == "kubelet.sock" && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
+            kubelet_restarted = true;
+          }
+          if (ev->mask & IN_IGNORED) wd = -1;  // the directory itself went away
+          q += sizeof(inotify_event) + ev->len;
+        }
+      }
+    }
+    if (stopping_) break;
+    // Decide on state, not on single events: our own unlink/recreate also shows up as events.
+    std::error_code ec;
+    const bool ours_missing = !fs::exists(plugin_socket(), ec);
+    const bool kubelet_up = fs::exists(kubelet_socket(), ec);
+    if (kubelet_restarted) {
+      Log("kubelet socket recreated: the kubelet restarted; registering again");
+      registered_ = false;
+      next_try = std::chrono::steady_clock::now();
+      backoff = std::chrono::milliseconds(200);
+    }
+    if (ours_missing && registered_) {
+      Log("our socket %s was removed; serving again", plugin_socket().c_str());
+      registered_ = false;
+      next_try = std::chrono::steady_clock::now();
+    }
+    if (!registered_ && kubelet_up && std::chrono::steady_clock::now() >= next_try) {
+      Status st = ServeAndRegister();
+      if (!st.ok()) {
+        Log("%s", st.message().c_str());
+        next_try = std::chrono::steady_clock::now() + backoff;
+        backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+      } else {
+        backoff = std::chrono::milliseconds(200);
+      }
+    }
+  }
+  if (fd >= 0) ::close(fd);
+}
+
+void Agent::ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::ListAndWatchResponse>* w) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const uint64_t epoch = stream_epoch_;
+  uint64_t sent = 0;
+  while (!stopping_ && stream_epoch_ == epoch && !ctx->IsCancelled()) {
+    if (sent != devices_version_) {
+      v1beta1::ListAndWatchResponse resp;
+      for (const auto& d : PluginDevices(gpus_, opts_.split)) {
+        auto* dev = resp.add_devices();
+        dev->set_id(d.id);
+        dev->set_health(d.healthy ? "Healthy" : "Unhealthy");
+        if (d.numa >= 0) dev->mutable_topology()->add_nodes()->set_id(d.numa);
+      }
+      sent = devices_version_;
+      lock.unlock();
+      bool ok = w->Write(resp);
+      lock.lock();
+      if (!ok) return;
+      continue;
+    }
+    devices_cv_.wait_for(lock, std::chrono::seconds(1));
+  }
+}
+
+std::vector<ContainerAssignment> Agent::Candidates(Status* st) {
+  std::vector<ContainerAssignment> out;
+  auto pods = cluster_->PodsOnNode(opts_.node);
+  if (!pods.ok()) {
+    *st = Status::Error("cannot list pods on node " + opts_.node + ": " + pods.error().ToString());
+    return out;
+  }
+  for (const auto& pod : *pods) {
+    const std::string phase = pod.contains("status") ? pod["status"].value("phase", "") : "";
+    if (phase == "Succeeded" || phase == "Failed") continue;
+    std::string err;
+    auto a = ParseAssignments(pod, opts_.node, opts_.resource, &err);
+    if (!err.empty()) Log("%s", err.c_str());
+    for (auto& c : a) out.push_back(std::move(c));
+  }
+  *st = Status::Ok();
+  return out;
+}
+
+Status Agent::Prefer(const v1beta1::PreferredAllocationRequest& req,
+                     v1beta1::PreferredAllocationResponse* resp) {
+  std::lock_guard<std::mutex> alloc(alloc_mu_);
+  Status st;
+  auto candidates = Candidates(&st);
+  if (!st.ok()) return st;
+  std::set<std::string> claimed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    claimed = claimed_;
+  }
+  for (const auto& c : req.container_requests()) {
+    std::vector<std::string> avail(c.available_deviceids().begin(), c.available_deviceids().end());
+    std::vector<std::string> must(c.must_include_deviceids().begin(), c.must_include_deviceids().end());
+    auto ids = PreferDevices(candidates, claimed, avail, must, c.allocation_size());
+    auto* out = resp->add_container_responses();
+    for (const auto& id : ids) out->add_deviceids(id);
+  }
+  return Status::Ok();
+}
+
+Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateResponse* resp) {
+  std::lock_guard<std::mutex> alloc(alloc_mu_);
+  Status st;
+  auto candidates = Candidates(&st);
+  auto fail = [&](const std::string& msg) {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++counters_.allocation_failures;
+    Log("Allocate failed: %s", msg.c_str());
+    return Status::Error(msg);
+  };
+  if (!st.ok()) return fail(st.message());
+  std::map<std::string, uint64_t> memory;
+  std::set<std::string> known_devices, claimed;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
+    for (const auto& d : PluginDevices(gpus_, opts_.split)) known_devices.insert(d.id);
+    claimed = claimed_;
+  }
+  std::set<std::string> touched_pods;
+  std::vector<std::string> new_claims;
+  bool ambiguous_any = false;
+  for (const auto& creq : req.container_requests()) {
+    std::vector<std::string> ids(creq.devices_ids().begin(), creq.devices_ids().end());
+    for (const auto& id : ids) {
+      if (!known_devices.count(id)) return fail("device " + id + " is not one of this node's devices");
+    }
+    MatchResult m = MatchAllocate(candidates, claimed, ids);
+    if (!m.found) return fail(m.reason);
+    ContainerSlice slice;
+    st = writer_.Write(m.chosen, ids, memory, &slice);
+    if (!st.ok()) return fail(st.message());
+    auto* out = resp->add_container_responses();
+    for (const auto& [k, v] : slice.envs) (*out->mutable_envs())[k] = v;
+    for (const auto& mnt : slice.mounts) {
+      auto* pm = out->add_mounts();
+      pm->set_container_path(mnt.container_path);
+      pm->set_host_path(mnt.host_path);
+      pm->set_read_only(mnt.read_only);
+    }
+    claimed.insert(m.chosen.Key());
+    new_claims.push_back(m.chosen.Key());
+    touched_pods.insert(m.chosen.pod_uid);
+    ambiguous_any |= m.ambiguous;
+    Log("Allocate %s → %s/%s container %s (slice %s%s%s)", ids.front().c_str(), m.chosen.namespace_.c_str(),
+        m.chosen.pod_name.c_str(), m.chosen.container.c_str(), slice.slice.c_str(),
+        m.gpu_set_matched ? "" : ", kubelet devices off the assigned GPUs",
+        m.ambiguous ? ", ambiguous: will verify" : "");
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& k : new_claims) claimed_.insert(k);
+    counters_.allocations += new_claims.size();
+    if (ambiguous_any) ++counters_.ambiguous_matches;
+  }
+  for (const auto& uid : touched_pods) MarkAllocatedIfComplete(candidates, uid);
+  stop_cv_.notify_all();  // wake the verifier
+  return Status::Ok();
+}
+
+void Agent::MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,
+                                    const std::string& pod_uid) {
+  const ContainerAssignment* any = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& c : candidates) {
+      if (c.pod_uid != pod_uid) continue;
+      any = &c;
+      if (!claimed_.count(c.Key())) return;  // more containers of this pod still to come
+    }
+  }
+  if (!any || any->state == kStateAllocated) return;
+  auto st = cluster_->AnnotatePod(any->namespace_, any->pod_name,
+                                  {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
+  if (!st.ok()) {
+    Log("cannot mark %s/%s allocated: %s (the verifier retries)", any->namespace_.c_str(),
+        any->pod_name.c_str(), st.error().ToString().c_str());
+  }
+}
+
+void Agent::PublishNode() {
+  std::vector<gpu::GpuInfo> gpus;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gpus = gpus_;
+  }
+  auto st = cluster_->PatchNode(opts_.node, NodeMetadataPatch(gpus, opts_.split, opts_.version),
+                                NodeStatusPatch(gpus, opts_.split, opts_.resource));
+  if (!st.ok()) Log("cannot publish GPUs on node %s: %s", opts_.node.c_str(), st.error().ToString().c_str());
+}
+
+void Agent::FollowHealth() {
+  while (!stopping_) {
+    std::optional<gpu::HealthEvent> ev;
+    Status st = backend_->WaitHealthEvent(std::chrono::milliseconds(500), &ev);
+    if (!st.ok()) {
+      Log("health: %s", st.message().c_str());
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      stop_cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stopping_.load(); });
+      continue;
+    }
+    if (!ev) continue;
+    bool changed = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (auto& g : gpus_) {
+        if (g.uuid == ev->uuid && g.healthy != ev->healthy) {
+          g.healthy = ev->healthy;
+          g.health_reason = ev->healthy ? "" : ev->reason;
+          changed = true;
+        }
+      }
+      if (changed) {
+        ++devices_version_;
+        ++counters_.health_events;
+      }
+    }
+    if (!changed) continue;
+    Log("GPU %s is now %s%s%s", ev->uuid.c_str(), ev->healthy ? "healthy" : "UNHEALTHY",
+        ev->reason.empty() ? "" : ": ", ev->reason.c_str());
+    devices_cv_.notify_all();
+    PublishNode();
+  }
+}
+
+bool Agent::VerifyNow() {
+  const fs::path sock = opts_.kubelet_dir / "pod-resources" / "kubelet.sock";
+  std::error_code ec;
+  if (!fs::exists(sock, ec)) return false;
+  auto channel = grpc::CreateChannel("unix://" + sock.string(), grpc::InsecureChannelCredentials());
+  auto stub = v1::PodResourcesLister::NewStub(channel);
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::ListPodResourcesRequest req;
+  v1::ListPodResourcesResponse resp;
+  grpc::Status s = stub->List(&ctx, req, &resp);
+  if (!s.ok()) return false;
+
+  std::map<std::string, uint64_t> memory;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
+  }
+  std::set<std::string> live_slices;
+  for (const auto& pod : resp.pod_resources()) {
+    for (const auto& ctr : pod.containers()) {
+      std::vector<std::string> ids;
+      for (const auto& d : ctr.devices()) {
+        if (d.resource_name() == opts_.resource) ids.insert(ids.end(), d.device_ids().begin(), d.device_ids().end());
+      }
+      if (ids.empty()) continue;
+      const std::string name = SliceNameForDevices(ids);
+      live_slices.insert(name);
+      const fs::path dir = writer_.slices_dir() / name;
+      SliceOwner owner;
+      if (!SliceWriter::ReadOwner(dir, &owner).ok()) {
+        Log("verify: %s/%s container %s holds %s but no slice was written for it", pod.namespace_().c_str(),
+            pod.name().c_str(), ctr.name().c_str(), ids.front().c_str());
+        continue;
+      }
+      if (owner.namespace_ == pod.namespace_() && owner.pod == pod.name() && owner.container == ctr.name()) {
+        if (!owner.verified) {
+          owner.verified = true;
+          writer_.WriteOwner(dir, owner);
+          std::lock_guard<std::mutex> lock(mu_);
+          ++counters_.verified;
+        }
+        continue;
+      }
+      // The kubelet gave this slice to another container than the one it was written for: rewrite it
+      // with the assignment of the container that really holds it.
+      auto real = cluster_->GetPod(pod.namespace_(), pod.name());
+      if (!real.ok()) continue;
+      std::string err;
+      bool repaired = false;
+      for (const auto& a : ParseAssignments(*real, opts_.node, opts_.resource, &err)) {
+        if (a.container != ctr.name()) continue;
+        ContainerSlice out;
+        Status st = writer_.Write(a, ids, memory, &out);
+        if (!st.ok()) {
+          Log("repair of slice %s failed: %s", name.c_str(), st.message().c_str());
+          break;
+        }
+        SliceOwner fixed;
+        SliceWriter::ReadOwner(dir, &fixed);
+        fixed.verified = true;
+        writer_.WriteOwner(dir, fixed);
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ++counters_.repairs;
+          ++counters_.verified;
+          claimed_.insert(a.Key());
+        }
+        const std::string msg = "slice " + name + " was written for " + owner.namespace_ + "/" + owner.pod +
+                                "/" + owner.container + "; rewritten for this container";
+        Log("repair: %s/%s container %s: %s", pod.namespace_().c_str(), pod.name().c_str(),
+            ctr.name().c_str(), msg.c_str());
+        cluster_->PodEvent(*real, "Warning", "TesseraSliceRepaired", msg);
+        MarkAllocatedIfComplete(ParseAssignments(*real, opts_.node, opts_.resource, &err), a.pod_uid);
+        repaired = true;
+        break;
+      }
+      if (!repaired) Log("verify: cannot repair slice %s (pod %s/%s)", name.c_str(), pod.namespace_().c_str(), pod.name().c_str());
+    }
+  }
+  // Slices nobody holds any more: remove them once their pod is gone from the API server.
+  for (const auto& dir : writer_.ListSlices()) {
+    if (live_slices.count(dir.filename().string())) continue;
+    SliceOwner owner;
+    if (!SliceWriter::ReadOwner(dir, &owner).ok() || !owner.verified) continue;
+    auto pod = cluster_->GetPod(owner.namespace_, owner.pod);
+    bool gone = (!pod.ok() && pod.error().NotFound()) || (pod.ok() && kube::Uid(*pod) != owner.pod_uid);
+    if (!gone) continue;
+    writer_.Remove(dir);
+    std::lock_guard<std::mutex> lock(mu_);
+    claimed_.erase(owner.pod_uid + "/" + owner.container);
+  }
+  return true;
+}
+
+void Agent::VerifyLoop() {
+  bool warned = false;
+  while (!stopping_) {
+    {
+      std::unique_lock<std::mutex> lock(stop_mu_);
+      stop_cv_.wait_for(lock, std::chrono::duration<double>(opts_.verify_period_s),
+                        [this] { return stopping_.load(); });
+    }
+    if (stopping_) break;
+    bool ok = VerifyNow();
+    if (!ok && !warned) {
+      Log("the kubelet's PodResources API is unreachable: slices cannot be verified");
+    }
+    warned = !ok;
+  }
+}
+
+MetricsSnapshot Agent::Snapshot() {
+  MetricsSnapshot s;
+  s.node = opts_.node;
+  std::vector<gpu::GpuInfo> gpus;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    gpus = gpus_;
+    s.counters = counters_;
+  }
+  for (const auto& g : gpus) {
+    GpuSample gs{g.uuid, g.index, g.model, g.healthy, g.memory_bytes, 0, -1};
+    gpu::GpuUsage u;
+    if (backend_->Usage(g.uuid, &u).ok()) {
+      gs.memory_used_bytes = u.memory_used_bytes;
+      gs.utilization_percent = u.utilization_percent;
+    }
+    s.gpus.push_back(gs);
+  }
+  const int64_t now = NowNs();
+  for (const auto& dir : writer_.ListSlices()) {
+    SliceOwner owner;
+    if (!SliceWriter::ReadOwner(dir, &owner).ok()) continue;
+    slice::SliceConfig cfg;
+    char err[256];
+    if (!slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) continue;
+    SliceSample sl{owner.namespace_, owner.pod, owner.container, dir.filename().string(), {}};
+    slice::Region region;
+    const fs::path rpath = dir / "region" / "slice.region";
+    const bool have_region = slice::OpenRegion(rpath.c_str(), false, &region, err, sizeof(err));
+    for (int g = 0; g < cfg.gpu_count; ++g) {
+      SliceGpuSample x;
+      x.uuid = cfg.gpus[g].uuid;
+      x.vdevice = g;
+      x.limit_bytes = cfg.gpus[g].memory_bytes;
+      x.cap_ratio = cfg.gpus[g].cores / 100.0;
+      int rg = have_region ? slice::FindRegionGpu(region.hdr, cfg.gpus[g].uuid) : -1;
+      if (rg >= 0) {
+        slice::GpuUsage u = slice::ReadGpuUsage(region.hdr, rg);
+        const auto& rgpu = region.hdr->gpus[rg];
+        x.used_bytes = u.used_bytes;
+        x.wall_refusals = u.wall_refusals;
+        x.throttled_seconds = rgpu.throttled_ns.load() / 1e9;
+        x.priority_waits = rgpu.priority_waits.load();
+        const uint64_t busy = rgpu.busy_ns.load();
+        const std::string key = sl.slice + "/" + x.uuid;
+        std::lock_guard<std::mutex> lock(mu_);
+        auto it = busy_prev_.find(key);
+        if (it != busy_prev_.end() && now > it->second.second && busy >= it->second.first) {
+          x.share_ratio = std::min(1.0, double(busy - it->second.first) / double(now - it->second.second));
+        }
+        busy_prev_[key] = {busy, now};
+      }
+      sl.gpus.push_back(x);
+    }
+    if (have_region) slice::CloseRegion(&region);
+    s.slices.push_back(std::move(sl));
+  }
+  return s;
+}
+
+std::string Agent::RenderMetricsNow() {
+  return RenderMetrics(Snapshot(), RenderOptions{.hami_names = opts_.hami_metric_names});
+}
+
+}  // namespace tessera::agent

@@ -1,0 +1,134 @@
+// Agent: the node agent (`tessera agent`): the kubelet's device plugin for Tessera's GPU slices.
+//
+// Start() discovers the GPUs, publishes them on the Node, serves the device plugin API on
+// <kubelet-dir>/device-plugins/<socket> and registers with the kubelet, then runs four threads:
+//   - watcher: inotify on the device plugin directory; when the kubelet restarts (kubelet.sock
+//     recreated, our socket wiped) it serves again and re-registers;
+//   - health: follows the backend's health events, pushes new device lists to ListAndWatch streams and
+//     republishes the Node;
+//   - verifier: asks the kubelet's PodResources API which container holds which device IDs, confirms
+//     each slice went to the container it was written for, repairs the ones that did not, and removes
+//     slices of pods that are gone;
+//   - metrics: HTTP :<metrics-port>/metrics (see metrics.h) and /healthz.
+// Allocate() (gRPC thread) matches the request to a pod (matcher.h), writes its slice (slice_writer.h)
+// and marks the pod allocated once all its GPU containers are served. Only the matching and claiming
+// step is serialised, and only inside this process: there is no node-wide lock.
+//
+// Thread-safe; Stop() joins every thread and is called by the destructor.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "agent/cluster.h"
+#include "agent/metrics.h"
+#include "agent/slice_writer.h"
+#include "gpu/backend.h"
+
+namespace grpc {
+class Server;
+class ServerContext;
+template <class W>
+class ServerWriter;
+}  // namespace grpc
+namespace v1beta1 {
+class ListAndWatchResponse;
+class AllocateRequest;
+class AllocateResponse;
+class PreferredAllocationRequest;
+class PreferredAllocationResponse;
+}  // namespace v1beta1
+
+namespace tessera::agent {
+
+struct AgentOptions {
+  std::string node;
+  std::string resource = "nvidia.com/gpu";
+  int split = 10;                                          // devices advertised per GPU, 1..64
+  std::filesystem::path kubelet_dir = "/var/lib/kubelet";  // device-plugins/ and pod-resources/ below
+  std::string socket_name = "tessera-gpu.sock";
+  SliceWriter::Options slices;
+  int metrics_port = 9394;       // 0: no metrics server
+  std::string metrics_address = "0.0.0.0";
+  bool hami_metric_names = true;
+  double verify_period_s = 1.0;
+  std::string version = "dev";
+};
+
+// Checks ranges; the message names the flag and the allowed range.
+gpu::Status ValidateOptions(const AgentOptions& o);
+
+class Agent {
+ public:
+  Agent(AgentOptions opts, std::unique_ptr<gpu::Backend> backend, std::shared_ptr<Cluster> cluster);
+  ~Agent();
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  gpu::Status Start();
+  void Stop();
+
+  std::filesystem::path plugin_socket() const;
+  std::filesystem::path kubelet_socket() const;
+  int metrics_port() const { return bound_metrics_port_; }
+  AgentCounters counters() const;
+  bool registered() const { return registered_.load(); }
+  std::string RenderMetricsNow();
+  // One verification pass now (tests); returns false when PodResources was unreachable.
+  bool VerifyNow();
+
+  // gRPC handlers (called by the service; public so the service class stays a thin adapter).
+  void ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::ListAndWatchResponse>* w);
+  gpu::Status Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateResponse* resp);
+  gpu::Status Prefer(const v1beta1::PreferredAllocationRequest& req,
+                     v1beta1::PreferredAllocationResponse* resp);
+
+ private:
+  gpu::Status ServeAndRegister();
+  void StopServer();
+  void WatchKubelet();
+  void FollowHealth();
+  void VerifyLoop();
+  void PublishNode();
+  std::vector<ContainerAssignment> Candidates(gpu::Status* st);
+  void MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,
+                               const std::string& pod_uid);
+  MetricsSnapshot Snapshot();
+
+  AgentOptions opts_;
+  std::unique_ptr<gpu::Backend> backend_;
+  std::shared_ptr<Cluster> cluster_;
+  SliceWriter writer_;
+
+  mutable std::mutex mu_;  // guards everything below up to alloc_mu_
+  std::condition_variable devices_cv_;
+  std::vector<gpu::GpuInfo> gpus_;
+  uint64_t devices_version_ = 0;
+  uint64_t stream_epoch_ = 0;  // bumped to end ListAndWatch streams (server restart, Stop)
+  std::set<std::string> claimed_;   // ContainerAssignment::Key() served by a slice
+  AgentCounters counters_;
+  std::map<std::string, std::pair<uint64_t, int64_t>> busy_prev_;  // share: last busy_ns per slice GPU
+
+  std::mutex alloc_mu_;  // serialises match+claim (one Allocate at a time inside this agent)
+  std::mutex server_mu_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<class DevicePluginService> service_;
+  std::atomic<bool> registered_{false};
+
+  std::atomic<bool> stopping_{false};
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  std::vector<std::thread> threads_;
+  std::unique_ptr<class MetricsServer> metrics_;
+  int bound_metrics_port_ = 0;
+};
+
+}  // namespace tessera::agent
