@@ -47,6 +47,7 @@ struct GpuInfo {
   int cores = 100;
   int numa = 0;
   bool healthy = true;
+  bool operator==(const GpuInfo&) const = default;
 };
 std::string EncodeGpus(const std::vector<GpuInfo>& gpus);
 // Errors name the entry and field ("tessera.dev/gpus[1].memory_mib: must be > 0").
@@ -57,6 +58,7 @@ struct DeviceSlice {
   std::string uuid;
   int64_t memory_mib = 0;
   int cores = 0;
+  bool operator==(const DeviceSlice&) const = default;
 };
 using ContainerDevices = std::vector<std::vector<DeviceSlice>>;  // per container index
 std::string EncodeDevices(const ContainerDevices& d);

@@ -16,14 +16,30 @@ Reflector::~Reflector() { Stop(); }
 
 void Reflector::Start() {
   stop_ = false;
-  thread_ = std::thread([this] { Loop(); });
+  done_ = false;
+  thread_ = std::thread([this] {
+    Loop();
+    std::lock_guard<std::mutex> l(mu_);
+    done_ = true;
+    cv_.notify_all();
+  });
 }
 
 void Reflector::Stop() {
   stop_ = true;
   cv_.notify_all();
-  watch_client_->StopWatches();
-  if (thread_.joinable()) thread_.join();
+  if (!thread_.joinable()) return;
+  // A stop can land between registering a watch and its socket connecting, where there is nothing to
+  // shut down yet; keep knocking until the loop has noticed.
+  std::unique_lock<std::mutex> l(mu_);
+  while (!done_) {
+    l.unlock();
+    watch_client_->StopWatches();
+    l.lock();
+    cv_.wait_for(l, std::chrono::milliseconds(50), [&] { return done_; });
+  }
+  l.unlock();
+  thread_.join();
 }
 
 bool Reflector::WaitSynced(double timeout_s) {

@@ -62,6 +62,7 @@ class Reflector {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string rv_;
+  bool done_ = false;  // guarded by mu_: Loop() has returned
 };
 
 }  // namespace tessera::kube

@@ -1,0 +1,199 @@
+#include "scheduler/extender.h"
+
+#include <chrono>
+#include <cmath>
+#include <cctype>
+#include <ctime>
+
+namespace tessera::scheduler {
+
+using nlohmann::json;
+
+std::string NowRfc3339() {
+  std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char b[32];
+  std::strftime(b, sizeof b, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return b;
+}
+
+Extender::Extender(ExtenderOptions opts, ClusterView* view, std::shared_ptr<kube::Client> client, Metrics* metrics,
+                   std::function<bool()> is_leader)
+    : opts_(std::move(opts)), view_(view), client_(std::move(client)), metrics_(metrics), is_leader_(std::move(is_leader)) {}
+
+namespace {
+
+// kube-scheduler's extender types carry no JSON tags, so fields arrive as "Pod", "NodeNames", "PodName";
+// Go decodes either case, and so do we.
+const json* Field(const json& obj, const char* name) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(name);
+  if (it != obj.end() && !it->is_null()) return &*it;
+  std::string lower = name;
+  lower[0] = static_cast<char>(std::tolower(lower[0]));
+  for (auto i = obj.begin(); i != obj.end(); ++i) {
+    if (i->is_null()) continue;
+    const std::string& k = i.key();
+    if (k.size() == lower.size() &&
+        std::equal(k.begin(), k.end(), lower.begin(), [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+      return &*i;
+  }
+  return nullptr;
+}
+
+std::string StringField(const json& obj, const char* name) {
+  const json* f = Field(obj, name);
+  return f && f->is_string() ? f->get<std::string>() : "";
+}
+
+}  // namespace
+
+std::vector<std::string> Extender::Candidates(const json& args) const {
+  std::vector<std::string> out;
+  if (const json* names = Field(args, "NodeNames"); names && names->is_array()) {
+    for (const auto& n : *names)
+      if (n.is_string()) out.push_back(n.get<std::string>());
+  } else if (const json* nodes = Field(args, "Nodes"); nodes && nodes->is_object() && nodes->contains("items")) {
+    for (const auto& n : (*nodes)["items"]) out.push_back(kube::Name(n));
+  }
+  return out;
+}
+
+json Extender::Filter(const json& args) {
+  json res = {{"NodeNames", json::array()}, {"FailedNodes", json::object()}, {"Error", ""}};
+  const json* pod = Field(args, "Pod");
+  if (!pod) {
+    res["Error"] = "ExtenderArgs.Pod missing";
+    return res;
+  }
+  auto names = Candidates(args);
+  auto parsed = ParsePod(*pod, opts_.parse);
+  if (!parsed) {
+    // Nothing can fix the request by picking another node: say so on every node.
+    for (const auto& n : names) res["FailedNodes"][n] = parsed.error().message;
+    return res;
+  }
+  if (!parsed->wants_gpu || parsed->request.containers.empty()) {
+    res["NodeNames"] = names;
+    return res;
+  }
+  // Keep node objects when kube-scheduler sent them (nodeCacheCapable=false).
+  const json* full_nodes = Field(args, "NodeNames") ? nullptr : Field(args, "Nodes");
+  bool full = full_nodes && full_nodes->is_object();
+  std::unordered_map<std::string, bool> ok;
+  view_->Evaluate(*parsed, names, engine_, [&](const std::string& node, const std::string* reason, int) {
+    if (reason) res["FailedNodes"][node] = *reason;
+    else {
+      res["NodeNames"].push_back(node);
+      ok[node] = true;
+    }
+  });
+  if (full) {
+    json nodes = *full_nodes;
+    json items = json::array();
+    for (const auto& n : nodes["items"])
+      if (ok.count(kube::Name(n))) items.push_back(n);
+    nodes["items"] = std::move(items);
+    res["Nodes"] = std::move(nodes);
+    res.erase("NodeNames");
+  }
+  return res;
+}
+
+json Extender::Prioritize(const json& args) {
+  json res = json::array();
+  const json* pod = Field(args, "Pod");
+  if (!pod) return res;
+  auto names = Candidates(args);
+  auto parsed = ParsePod(*pod, opts_.parse);
+  if (!parsed || !parsed->wants_gpu || parsed->request.containers.empty()) {
+    for (const auto& n : names) res.push_back({{"Host", n}, {"Score", 0}});
+    return res;
+  }
+  view_->Evaluate(*parsed, names, engine_, [&](const std::string& node, const std::string* reason, int score) {
+    // The engine scores 0..100; kube-scheduler's extender range is 0..10 (it multiplies by the weight).
+    res.push_back({{"Host", node}, {"Score", reason ? 0 : static_cast<int>(std::lround(score / 10.0))}});
+  });
+  return res;
+}
+
+kube::Status Extender::WriteAssignment(const std::string& ns, const std::string& name, std::string rv,
+                                       const Reservation& r) {
+  json anno = {{kube::kAnnoAssignedNode, r.node},
+               {kube::kAnnoDevices, kube::EncodeDevices(r.devices)},
+               {kube::kAnnoBindTime, NowRfc3339()},
+               {kube::kAnnoAllocationState, kube::kAllocationPending},
+               {kube::kAnnoHamiNode, r.node},
+               {kube::kAnnoHamiDevices, kube::EncodeHamiDevices(r.devices)},
+               {kube::kAnnoHamiBindPhase, "allocating"}};
+  if (!r.init_devices.empty()) anno[kube::kAnnoInitDevices] = kube::EncodeDevices(r.init_devices);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    // resourceVersion in a merge patch is a precondition: a concurrent writer makes this fail with 409
+    // instead of silently interleaving two assignments.
+    json patch = {{"metadata", {{"resourceVersion", rv}, {"annotations", anno}}}};
+    auto res = client_->Patch(kube::kPods, ns, name, patch, kube::PatchType::kMerge);
+    if (res) return kube::Ok{};
+    if (!res.error().Conflict()) return res.error();
+    auto fresh = client_->Get(kube::kPods, ns, name);
+    if (!fresh) return fresh.error();
+    const json& spec = (*fresh)["spec"];
+    if (!spec.value("nodeName", "").empty()) return kube::Error{409, "AlreadyBound", "pod was bound meanwhile"};
+    std::string other = kube::Annotation(*fresh, kube::kAnnoAssignedNode);
+    if (!other.empty() && other != r.node)
+      return kube::Error{409, "Conflict", "pod was assigned to " + other + " by another writer"};
+    rv = kube::ResourceVersionOf(*fresh);
+  }
+  return kube::Error{409, "Conflict", "pod kept changing while writing its assignment"};
+}
+
+json Extender::Bind(const json& args) {
+  auto fail = [&](const std::string& reason, const std::string& msg) {
+    metrics_->CountBindFailure(reason);
+    return json{{"Error", msg}};
+  };
+  std::string ns = StringField(args, "PodNamespace");
+  std::string name = StringField(args, "PodName");
+  std::string uid = StringField(args, "PodUID");
+  std::string node = StringField(args, "Node");
+  if (name.empty() || node.empty()) return fail("BadRequest", "ExtenderBindingArgs needs podName and node");
+  if (!is_leader_()) return fail("NotLeader", "tessera scheduler: this replica is not the leader; retry");
+  auto pod = client_->Get(kube::kPods, ns, name);
+  if (!pod) return fail("PodGet", "get pod " + ns + "/" + name + ": " + pod.error().ToString());
+  if (!uid.empty() && kube::Uid(*pod) != uid) return fail("PodGone", "pod " + ns + "/" + name + " was replaced");
+  auto parsed = ParsePod(*pod, opts_.parse);
+  if (!parsed) return fail("InvalidRequest", parsed.error().message);
+  if (parsed->wants_gpu && !parsed->request.containers.empty()) {
+    auto r = view_->Reserve(*parsed, node, engine_);
+    if (!r) return fail(r.error().reason.empty() ? "Unschedulable" : r.error().reason, r.error().message);
+    if (!r->reused) {
+      auto st = WriteAssignment(ns, name, kube::ResourceVersionOf(*pod), *r);
+      if (!st) {
+        view_->Forget(parsed->uid);
+        return fail("AnnotationConflict", "write assignment: " + st.error().ToString());
+      }
+    }
+    auto b = client_->Bind(ns, name, parsed->uid, node);
+    if (!b) {
+      view_->Forget(parsed->uid);
+      // Take the annotations back so nothing holds the slice; if this fails too the next bind overwrites.
+      json undo = {{"metadata",
+                    {{"annotations",
+                      {{kube::kAnnoAssignedNode, nullptr},
+                       {kube::kAnnoDevices, nullptr},
+                       {kube::kAnnoInitDevices, nullptr},
+                       {kube::kAnnoBindTime, nullptr},
+                       {kube::kAnnoAllocationState, nullptr},
+                       {kube::kAnnoHamiNode, nullptr},
+                       {kube::kAnnoHamiDevices, nullptr},
+                       {kube::kAnnoHamiBindPhase, nullptr}}}}}};
+      if (!b.error().Conflict()) (void)client_->Patch(kube::kPods, ns, name, undo);
+      return fail("BindingFailed", "binding: " + b.error().ToString());
+    }
+  } else {
+    auto b = client_->Bind(ns, name, parsed->uid, node);
+    if (!b) return fail("BindingFailed", "binding: " + b.error().ToString());
+  }
+  metrics_->CountBind();
+  return json{{"Error", ""}};
+}
+
+}  // namespace tessera::scheduler

@@ -1,0 +1,58 @@
+// The kube-scheduler extender verbs (filter, prioritize, bind) over JSON, independent of HTTP.
+//
+// kube-scheduler calls these with nodeCacheCapable=true (node names only) for pods that ask for one of
+// the managed resources. Filter and prioritize are read-only evaluations of the ClusterView through the
+// placement engine; bind reserves a slice in the view (re-checking fit on the live state), writes the
+// assignment annotations on the pod with an optimistic-concurrency precondition (its resourceVersion),
+// then creates the Binding. Only the leader binds; any replica filters and prioritizes.
+// Thread-safe: the HTTP server calls these from many threads.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "kube/client.h"
+#include "placement/engine.h"
+#include "scheduler/metrics.h"
+#include "scheduler/request.h"
+#include "scheduler/view.h"
+
+namespace tessera::scheduler {
+
+struct ExtenderOptions {
+  ParseOptions parse;
+  std::string component = "tessera-scheduler";  // source of Events
+};
+
+class Extender {
+ public:
+  Extender(ExtenderOptions opts, ClusterView* view, std::shared_ptr<kube::Client> client, Metrics* metrics,
+           std::function<bool()> is_leader);
+
+  // ExtenderArgs -> ExtenderFilterResult.
+  nlohmann::json Filter(const nlohmann::json& args);
+  // ExtenderArgs -> HostPriorityList (scores 0..10, kube-scheduler's MaxExtenderPriority).
+  nlohmann::json Prioritize(const nlohmann::json& args);
+  // ExtenderBindingArgs -> ExtenderBindingResult.
+  nlohmann::json Bind(const nlohmann::json& args);
+
+ private:
+  std::vector<std::string> Candidates(const nlohmann::json& args) const;
+  kube::Status WriteAssignment(const std::string& ns, const std::string& name, std::string resource_version,
+                               const Reservation& r);
+
+  ExtenderOptions opts_;
+  ClusterView* view_;
+  std::shared_ptr<kube::Client> client_;
+  Metrics* metrics_;
+  std::function<bool()> is_leader_;
+  placement::Engine engine_;
+};
+
+// Current time as RFC 3339 UTC.
+std::string NowRfc3339();
+
+}  // namespace tessera::scheduler

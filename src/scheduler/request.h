@@ -1,0 +1,73 @@
+// From a Pod's JSON to the placement engine's PodRequest, with HAMi's semantics, and the validation the
+// admission webhook applies.
+//
+// Called by the extender (filter/prioritize/bind) and the webhook. Semantics (issue 4, item 2):
+//  - nvidia.com/gpu: GPUs per container; alone (no memory/cores) it means the whole card, exclusive.
+//  - nvidia.com/gpumem: MiB per GPU; nvidia.com/gpumem-percentage: % of the card (gpumem wins if both);
+//    neither: the whole card's memory. nvidia.com/gpucores: % of the card's compute (100 = exclusive).
+//  - memory or cores without nvidia.com/gpu: one GPU.
+//  - limits are read first, then requests (Kubernetes copies extended-resource limits into requests).
+//  - annotations nvidia.com/use-gputype, nouse-gputype, use-gpuuuid, nouse-gpuuuid (comma lists),
+//    nvidia.com/numa-bind, hami.io/node-scheduler-policy and hami.io/gpu-scheduler-policy.
+//  - init containers are placed too (their slices listed separately in tessera.dev/init-devices).
+// Pure functions; thread-safe.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kube/result.h"
+#include "placement/engine.h"
+
+namespace tessera::scheduler {
+
+struct ResourceNames {
+  std::string gpu = "nvidia.com/gpu";
+  std::string memory = "nvidia.com/gpumem";
+  std::string memory_percent = "nvidia.com/gpumem-percentage";
+  std::string cores = "nvidia.com/gpucores";
+  std::string priority = "nvidia.com/priority";
+  // True if `name` is one of ours (the webhook's "asks for any GPU resource").
+  bool IsOurs(const std::string& name) const {
+    return name == gpu || name == memory || name == memory_percent || name == cores || name == priority;
+  }
+};
+
+struct ParseOptions {
+  ResourceNames names;
+  placement::Policy default_node_policy = placement::Policy::kBinpack;
+  placement::Policy default_gpu_policy = placement::Policy::kSpread;
+};
+
+// Where each ContainerRequest came from.
+struct ContainerRef {
+  bool init = false;
+  int index = 0;  // into spec.containers or spec.initContainers
+};
+
+struct ParsedPod {
+  std::string ns, name, uid;
+  bool wants_gpu = false;           // any container asks for one of our resources
+  placement::PodRequest request;    // only the containers that get GPUs
+  std::vector<ContainerRef> refs;   // parallel to request.containers
+  int num_containers = 0;
+  int num_init_containers = 0;
+  bool gpu_defaulted = false;       // some container got nvidia.com/gpu=1 implicitly
+};
+
+// Parses and validates. Errors carry a message naming the container, the field, the value and the
+// allowed range, e.g. `container "w": nvidia.com/gpumem-percentage=120 is out of range (1..100)`.
+// `max_gpu_memory_mib` > 0 also rejects nvidia.com/gpumem above the largest GPU known.
+kube::Result<ParsedPod> ParsePod(const nlohmann::json& pod, const ParseOptions& opts, int64_t max_gpu_memory_mib = 0);
+
+// The pod's CPU (millicores) and host memory (MiB) requests, Kubernetes-style: max(largest init container,
+// sum of containers).
+void PodCpuMemory(const nlohmann::json& pod, int64_t* cpu_milli, int64_t* memory_mib);
+
+// True if any container (init or not) names one of our resources in limits or requests.
+bool WantsGpu(const nlohmann::json& pod, const ResourceNames& names);
+
+}  // namespace tessera::scheduler

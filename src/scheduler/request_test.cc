@@ -1,0 +1,118 @@
+#include "scheduler/request.h"
+
+#include <gtest/gtest.h>
+
+namespace tessera::scheduler {
+namespace {
+
+using nlohmann::json;
+
+json PodWith(json limits, json annotations = json::object()) {
+  return {{"metadata", {{"name", "p"}, {"namespace", "ns"}, {"uid", "u1"}, {"annotations", annotations}}},
+          {"spec", {{"containers", json::array({{{"name", "w"}, {"resources", {{"limits", limits}}}}})}}}};
+}
+
+TEST(RequestTest, SeedWorkerA) {
+  auto p = ParsePod(PodWith({{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "25"}, {"nvidia.com/gpumem-percentage", "20"}}),
+                    ParseOptions{});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  ASSERT_EQ(p->request.containers.size(), 1u);
+  const auto& c = p->request.containers[0];
+  EXPECT_EQ(c.gpus, 1);
+  EXPECT_EQ(c.memory_percent, 20);
+  EXPECT_EQ(c.memory_mib, 0);
+  EXPECT_EQ(c.cores, 25);
+  EXPECT_FALSE(c.exclusive);
+  EXPECT_EQ(p->refs[0].index, 0);
+  EXPECT_FALSE(p->refs[0].init);
+}
+
+TEST(RequestTest, OnlyGpuMeansWholeExclusiveCard) {
+  auto p = ParsePod(PodWith({{"nvidia.com/gpu", "2"}}), ParseOptions{});
+  ASSERT_TRUE(p.ok());
+  const auto& c = p->request.containers[0];
+  EXPECT_EQ(c.gpus, 2);
+  EXPECT_EQ(c.memory_percent, 100);
+  EXPECT_EQ(c.cores, 100);
+  EXPECT_TRUE(c.exclusive);
+}
+
+TEST(RequestTest, MemoryWithoutGpuMeansOneGpuAndCores100IsExclusive) {
+  auto p = ParsePod(PodWith({{"nvidia.com/gpumem", "3000"}, {"nvidia.com/gpucores", "100"}}), ParseOptions{});
+  ASSERT_TRUE(p.ok());
+  EXPECT_TRUE(p->gpu_defaulted);
+  EXPECT_EQ(p->request.containers[0].gpus, 1);
+  EXPECT_EQ(p->request.containers[0].memory_mib, 3000);
+  EXPECT_TRUE(p->request.containers[0].exclusive);
+}
+
+TEST(RequestTest, AnnotationsAndPolicies) {
+  auto p = ParsePod(PodWith({{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "1000"}},
+                            {{"nvidia.com/use-gputype", "A100, H100"},
+                             {"nvidia.com/nouse-gpuuuid", "GPU-x"},
+                             {"nvidia.com/numa-bind", "true"},
+                             {"hami.io/node-scheduler-policy", "spread"},
+                             {"hami.io/gpu-scheduler-policy", "binpack"}}),
+                    ParseOptions{});
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  const auto& c = p->request.containers[0];
+  EXPECT_EQ(c.type_include, (std::vector<std::string>{"A100", "H100"}));
+  EXPECT_EQ(c.uuid_exclude, (std::vector<std::string>{"GPU-x"}));
+  EXPECT_TRUE(c.numa_bind);
+  EXPECT_EQ(c.gpu_policy, placement::Policy::kBinpack);
+  EXPECT_EQ(p->request.node_policy, placement::Policy::kSpread);
+  auto bad = ParsePod(PodWith({{"nvidia.com/gpu", "1"}}, {{"hami.io/gpu-scheduler-policy", "fast"}}), ParseOptions{});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().message, "annotation hami.io/gpu-scheduler-policy=fast is not allowed (binpack or spread)");
+}
+
+TEST(RequestTest, RejectionsNameFieldValueAndRange) {
+  struct Case {
+    json limits;
+    std::string want;
+  } cases[] = {
+      {{{"nvidia.com/gpumem-percentage", "0"}}, "container \"w\": nvidia.com/gpumem-percentage=0 is out of range (1..100)"},
+      {{{"nvidia.com/gpumem-percentage", "101"}}, "container \"w\": nvidia.com/gpumem-percentage=101 is out of range (1..100)"},
+      {{{"nvidia.com/gpucores", "120"}}, "container \"w\": nvidia.com/gpucores=120 is out of range (0..100)"},
+      {{{"nvidia.com/gpumem", "-5"}}, "container \"w\": nvidia.com/gpumem=-5 is negative (must be >= 0)"},
+      {{{"nvidia.com/gpumem", "1.5"}}, "container \"w\": nvidia.com/gpumem=1.5 is not a whole number"},
+      {{{"nvidia.com/gpumem", "500m"}}, "container \"w\": nvidia.com/gpumem=500m is not a whole number"},
+      {{{"nvidia.com/gpu", "x"}}, "container \"w\": nvidia.com/gpu=x is not a quantity (expected a whole number)"},
+      {{{"nvidia.com/gpumem", "50000"}}, "container \"w\": nvidia.com/gpumem=50000 MiB is larger than any GPU in the cluster (1..40960 MiB)"},
+      {{{"nvidia.com/gpu", "0"}, {"nvidia.com/gpucores", "5"}}, "container \"w\": nvidia.com/gpu=0 together with GPU memory or cores (nvidia.com/gpu must be >= 1)"},
+      {{{"nvidia.com/priority", "2"}}, "container \"w\": nvidia.com/priority=2 is out of range (0 or 1)"},
+  };
+  for (const auto& c : cases) {
+    auto p = ParsePod(PodWith(c.limits), ParseOptions{}, 40960);
+    ASSERT_FALSE(p.ok()) << c.limits.dump();
+    EXPECT_EQ(p.error().message, c.want);
+  }
+}
+
+TEST(RequestTest, InitContainersAndCustomNames) {
+  json pod = {{"metadata", {{"name", "p"}}},
+              {"spec",
+               {{"initContainers", json::array({{{"name", "i"}, {"resources", {{"limits", {{"x/gpu", "1"}, {"x/mem", "100"}}}}}}})},
+                {"containers", json::array({{{"name", "a"}},
+                                            {{"name", "b"},
+                                             {"resources", {{"limits", {{"x/gpu", "2"}, {"x/mem", "200"}}},
+                                                            {"requests", {{"cpu", "500m"}, {"memory", "1Gi"}}}}}}})}}}};
+  ParseOptions o;
+  o.names.gpu = "x/gpu";
+  o.names.memory = "x/mem";
+  auto p = ParsePod(pod, o);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  ASSERT_EQ(p->request.containers.size(), 2u);
+  EXPECT_TRUE(p->refs[0].init);
+  EXPECT_EQ(p->refs[1].index, 1);
+  EXPECT_EQ(p->request.containers[1].gpus, 2);
+  EXPECT_EQ(p->num_containers, 2);
+  EXPECT_EQ(p->num_init_containers, 1);
+  EXPECT_EQ(p->request.cpu_milli, 500);
+  EXPECT_EQ(p->request.memory_mib, 1024);
+  EXPECT_TRUE(WantsGpu(pod, o.names));
+  EXPECT_FALSE(WantsGpu(pod, ResourceNames{}));
+}
+
+}  // namespace
+}  // namespace tessera::scheduler

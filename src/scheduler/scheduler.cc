@@ -1,0 +1,196 @@
+#include "scheduler/scheduler.h"
+
+#include <httplib.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+
+#include "scheduler/tls.h"
+
+namespace tessera::scheduler {
+
+using nlohmann::json;
+
+namespace {
+
+// Runs `fn` on the request body as JSON and times it under `verb`.
+template <typename F>
+void JsonHandler(Metrics* m, Metrics::Verb verb, const httplib::Request& req, httplib::Response& res, F fn) {
+  auto t0 = std::chrono::steady_clock::now();
+  json in;
+  try {
+    in = json::parse(req.body);
+  } catch (const std::exception& e) {
+    res.status = 400;
+    res.set_content(json{{"error", std::string("request body is not JSON: ") + e.what()}}.dump(), "application/json");
+    return;
+  }
+  json out = fn(in);
+  res.set_content(out.dump(), "application/json");
+  m->ObserveLatency(verb, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions opts) : opts_(std::move(opts)) {}
+
+Scheduler::~Scheduler() { Shutdown(); }
+
+void Scheduler::Shutdown() {
+  stop_ = true;
+  cv_.notify_all();
+}
+
+int Scheduler::Run() {
+  auto cfg = kube::LoadDefaultConfig(opts_.kubeconfig);
+  if (!cfg) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", cfg.error().ToString().c_str());
+    return 1;
+  }
+  auto client = kube::Client::Create(*cfg);
+  if (!client) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", client.error().ToString().c_str());
+    return 1;
+  }
+  client_ = *client;
+  auto cert = LoadOrCreateCert(opts_.tls_cert, opts_.tls_key, opts_.tls_sans);
+  if (!cert) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", cert.error().ToString().c_str());
+    return 1;
+  }
+  if (!opts_.ca_bundle_out.empty()) {
+    std::ofstream f(opts_.ca_bundle_out, std::ios::trunc);
+    f << cert->cert_pem;
+    if (!f) {
+      std::fprintf(stderr, "tessera scheduler: cannot write --ca-bundle-out %s\n", opts_.ca_bundle_out.c_str());
+      return 1;
+    }
+  }
+
+  view_ = std::make_unique<ClusterView>(opts_.parse);
+  auto add_reflector = [&](kube::Resource r, void (ClusterView::*replace)(const std::vector<json>&),
+                           void (ClusterView::*on)(kube::EventType, const json&)) {
+    kube::ReflectorHandler h;
+    ClusterView* v = view_.get();
+    h.on_replace = [v, replace](const std::vector<json>& items) { (v->*replace)(items); };
+    h.on_event = [v, on](kube::EventType t, const json& o) { (v->*on)(t, o); };
+    reflectors_.push_back(std::make_unique<kube::Reflector>(client_, r, kube::ReflectorOptions{}, std::move(h)));
+    reflectors_.back()->Start();
+  };
+  add_reflector(kube::kNodes, &ClusterView::ReplaceNodes, &ClusterView::OnNode);
+  add_reflector(kube::kPods, &ClusterView::ReplacePods, &ClusterView::OnPod);
+  add_reflector(kube::kResourceQuotas, &ClusterView::ReplaceQuotas, &ClusterView::OnQuota);
+
+  if (opts_.leader_elect) {
+    leader_ = std::make_unique<LeaderElector>(client_, opts_.leader, [this](bool v) { metrics_.SetLeader(v); });
+  } else {
+    metrics_.SetLeader(true);
+  }
+  ExtenderOptions eo;
+  eo.parse = opts_.parse;
+  eo.component = opts_.scheduler_name;
+  // Binding waits for a synced view: a new leader must see every existing assignment first.
+  auto can_bind = [this] {
+    for (const auto& r : reflectors_)
+      if (!r->Synced()) return false;
+    return leader_ ? leader_->IsLeader() : true;
+  };
+  extender_ = std::make_unique<Extender>(eo, view_.get(), client_, &metrics_, can_bind);
+  WebhookOptions wo;
+  wo.parse = opts_.parse;
+  wo.scheduler_name = opts_.scheduler_name;
+  ClusterView* v = view_.get();
+  webhook_ = std::make_unique<Webhook>(wo, [v] { return v->MaxGpuMemoryMib(); }, &metrics_);
+
+  https_ = std::make_unique<httplib::SSLServer>(opts_.tls_cert.c_str(), opts_.tls_key.c_str());
+  if (!https_->is_valid()) {
+    std::fprintf(stderr, "tessera scheduler: cannot load TLS certificate %s / key %s\n", opts_.tls_cert.c_str(),
+                 opts_.tls_key.c_str());
+    return 1;
+  }
+  int threads = opts_.threads;
+  https_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+  https_->set_keep_alive_max_count(100000);
+  https_->set_keep_alive_timeout(60);
+  https_->set_tcp_nodelay(true);
+  // httplib's default also sets SO_REUSEPORT, which would let a second scheduler share our port silently.
+  auto reuse_addr_only = [](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  };
+  https_->set_socket_options(reuse_addr_only);
+  Metrics* m = &metrics_;
+  Extender* ext = extender_.get();
+  Webhook* wh = webhook_.get();
+  https_->Post("/filter", [m, ext](const httplib::Request& q, httplib::Response& r) {
+    JsonHandler(m, Metrics::kFilter, q, r, [ext](const json& in) { return ext->Filter(in); });
+  });
+  https_->Post("/prioritize", [m, ext](const httplib::Request& q, httplib::Response& r) {
+    JsonHandler(m, Metrics::kPrioritize, q, r, [ext](const json& in) { return ext->Prioritize(in); });
+  });
+  https_->Post("/bind", [m, ext](const httplib::Request& q, httplib::Response& r) {
+    JsonHandler(m, Metrics::kBind, q, r, [ext](const json& in) { return ext->Bind(in); });
+  });
+  https_->Post("/mutate", [m, wh](const httplib::Request& q, httplib::Response& r) {
+    JsonHandler(m, Metrics::kMutate, q, r, [wh](const json& in) { return wh->Mutate(in); });
+  });
+  https_->Post("/validate", [m, wh](const httplib::Request& q, httplib::Response& r) {
+    JsonHandler(m, Metrics::kValidate, q, r, [wh](const json& in) { return wh->Validate(in); });
+  });
+  auto health = [this](const httplib::Request&, httplib::Response& r) {
+    r.status = ready_ ? 200 : 503;
+    r.set_content(ready_ ? "ok\n" : "syncing\n", "text/plain");
+  };
+  https_->Get("/healthz", health);
+
+  metrics_server_ = std::make_unique<httplib::Server>();
+  metrics_server_->set_socket_options(reuse_addr_only);
+  metrics_server_->Get("/metrics", [m, v](const httplib::Request&, httplib::Response& r) {
+    r.set_content(m->Render(*v), "text/plain; version=0.0.4; charset=utf-8");
+  });
+  metrics_server_->Get("/healthz", health);
+
+  if (!https_->bind_to_port(opts_.listen_host.c_str(), opts_.listen_port)) {
+    std::fprintf(stderr, "tessera scheduler: cannot listen on %s:%d (--listen)\n", opts_.listen_host.c_str(),
+                 opts_.listen_port);
+    return 1;
+  }
+  if (!metrics_server_->bind_to_port(opts_.metrics_host.c_str(), opts_.metrics_port)) {
+    std::fprintf(stderr, "tessera scheduler: cannot listen on %s:%d (--metrics-port)\n", opts_.metrics_host.c_str(),
+                 opts_.metrics_port);
+    return 1;
+  }
+  std::thread https_thread([this] { https_->listen_after_bind(); });
+  std::thread metrics_thread([this] { metrics_server_->listen_after_bind(); });
+
+  for (auto& r : reflectors_) {
+    while (!stop_ && !r->WaitSynced(1.0)) {
+    }
+  }
+  if (opts_.register_webhooks && !stop_) {
+    WebhookRegistration reg = opts_.webhook;
+    reg.ca_bundle_pem = cert->cert_pem;
+    auto st = RegisterWebhooks(*client_, reg, opts_.parse.names);
+    if (!st) std::fprintf(stderr, "tessera scheduler: registering webhooks: %s\n", st.error().ToString().c_str());
+  }
+  if (leader_) leader_->Start();
+  ready_ = true;
+  std::fprintf(stderr, "tessera scheduler: serving extender+webhook on https://%s:%d, metrics on :%d (%zu nodes, %zu pods)\n",
+               opts_.listen_host.c_str(), opts_.listen_port, opts_.metrics_port, view_->node_count(), view_->pod_count());
+  {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [this] { return stop_.load(); });
+  }
+  ready_ = false;
+  if (leader_) leader_->Stop();
+  https_->stop();
+  metrics_server_->stop();
+  https_thread.join();
+  metrics_thread.join();
+  for (auto& r : reflectors_) r->Stop();
+  return 0;
+}
+
+}  // namespace tessera::scheduler

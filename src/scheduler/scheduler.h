@@ -1,0 +1,74 @@
+// `tessera scheduler` as a library: wires the reflectors (Nodes, Pods, ResourceQuotas) into the
+// ClusterView, the leader elector, the extender and webhook on one HTTPS port, and the metrics on another.
+//
+// cmd_scheduler.cc parses flags into SchedulerOptions and calls Run(), which blocks until Shutdown() (from
+// a signal thread) and returns the process exit code. Tests construct it directly. Thread-safe where noted.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "kube/client.h"
+#include "kube/reflector.h"
+#include "scheduler/extender.h"
+#include "scheduler/leader.h"
+#include "scheduler/metrics.h"
+#include "scheduler/view.h"
+#include "scheduler/webhook.h"
+
+namespace httplib {
+class Server;
+}
+
+namespace tessera::scheduler {
+
+struct SchedulerOptions {
+  std::string kubeconfig;                   // empty: $KUBECONFIG, in-cluster, ~/.kube/config
+  std::string listen_host = "0.0.0.0";      // extender + webhook (HTTPS)
+  int listen_port = 8443;
+  std::string metrics_host = "0.0.0.0";
+  int metrics_port = 9395;
+  std::string tls_cert = "/var/run/tessera/tls.crt";
+  std::string tls_key = "/var/run/tessera/tls.key";
+  std::vector<std::string> tls_sans = {"localhost", "127.0.0.1"};
+  std::string ca_bundle_out;                // also write the CA bundle here (for kube-scheduler's caFile)
+  std::string scheduler_name = "tessera-scheduler";
+  ParseOptions parse;
+  bool leader_elect = true;
+  LeaderOptions leader;
+  bool register_webhooks = false;           // create/update the webhook configurations at start-up
+  WebhookRegistration webhook;
+  int threads = 32;
+};
+
+class Scheduler {
+ public:
+  explicit Scheduler(SchedulerOptions opts);
+  ~Scheduler();
+  int Run();        // blocks; 0 on clean shutdown, 1 if start-up failed
+  void Shutdown();  // thread-safe, async-signal-unsafe (call from a normal thread)
+  // True once listening and the view is synced (the /healthz answer).
+  bool Ready() const { return ready_.load(); }
+
+ private:
+  SchedulerOptions opts_;
+  std::shared_ptr<kube::Client> client_;
+  std::unique_ptr<ClusterView> view_;
+  Metrics metrics_;
+  std::unique_ptr<LeaderElector> leader_;
+  std::vector<std::unique_ptr<kube::Reflector>> reflectors_;
+  std::unique_ptr<Extender> extender_;
+  std::unique_ptr<Webhook> webhook_;
+  std::unique_ptr<httplib::Server> https_;
+  std::unique_ptr<httplib::Server> metrics_server_;
+  std::atomic<bool> ready_{false};
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+};
+
+}  // namespace tessera::scheduler

@@ -1,0 +1,540 @@
+#include "scheduler/view.h"
+
+#include <algorithm>
+#include <mutex>
+
+#include "kube/quantity.h"
+
+namespace tessera::scheduler {
+
+using nlohmann::json;
+
+namespace {
+
+int64_t QuantityField(const json& obj, const char* a, const char* b, const char* key, bool mib) {
+  if (!obj.contains(a) || !obj[a].contains(b) || !obj[a][b].is_object() || !obj[a][b].contains(key)) return 0;
+  const json& v = obj[a][b][key];
+  if (!v.is_string()) return 0;
+  auto q = kube::Quantity::Parse(v.get<std::string>());
+  if (!q) return 0;
+  return mib ? q->Value() >> 20 : q->MilliValue();
+}
+
+}  // namespace
+
+bool Holding::HasGpu() const {
+  for (const auto* l : {&devices, &init_devices})
+    for (const auto& c : *l)
+      if (!c.empty()) return true;
+  return false;
+}
+
+int64_t Holding::GpuMemoryMib() const {
+  int64_t m = 0;
+  for (const auto* l : {&devices, &init_devices})
+    for (const auto& c : *l)
+      for (const auto& s : c) m += s.memory_mib;
+  return m;
+}
+
+bool Holding::operator==(const Holding& o) const {
+  return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib &&
+         kube::EncodeDevices(devices) == kube::EncodeDevices(o.devices) &&
+         kube::EncodeDevices(init_devices) == kube::EncodeDevices(o.init_devices);
+}
+
+NodeRecord ParseNode(const json& node) {
+  NodeRecord r;
+  r.name = kube::Name(node);
+  if (node.contains("metadata") && node["metadata"].contains("labels") && node["metadata"]["labels"].is_object()) {
+    for (auto it = node["metadata"]["labels"].begin(); it != node["metadata"]["labels"].end(); ++it)
+      if (it->is_string()) r.labels.emplace_back(it.key(), it->get<std::string>());
+  }
+  r.cpu_milli = QuantityField(node, "status", "allocatable", "cpu", false);
+  r.memory_mib = QuantityField(node, "status", "allocatable", "memory", true);
+  std::string inv = kube::Annotation(node, kube::kAnnoGpus);
+  if (!inv.empty()) {
+    auto g = kube::DecodeGpus(inv);
+    if (g) r.gpus = std::move(*g);
+    else r.inventory_error = g.error().message;
+  }
+  return r;
+}
+
+ClusterView::ClusterView(ParseOptions parse_options) : parse_(std::move(parse_options)) {}
+
+// ---------------------------------------------------------------- nodes
+
+void ClusterView::SetNodeLocked(NodeRecord rec) {
+  auto it = nodes_.find(rec.name);
+  if (it != nodes_.end() && it->second == rec) return;  // heartbeats and unrelated fields: no rebuild
+  nodes_[rec.name] = std::move(rec);
+  dirty_ = true;
+}
+
+void ClusterView::RemoveNodeLocked(const std::string& name) {
+  if (nodes_.erase(name)) dirty_ = true;
+}
+
+void ClusterView::ReplaceNodes(const std::vector<json>& items) {
+  std::unique_lock l(mu_);
+  std::map<std::string, NodeRecord> fresh;
+  for (const auto& n : items) {
+    auto r = ParseNode(n);
+    fresh[r.name] = std::move(r);
+  }
+  if (fresh != nodes_) {
+    nodes_ = std::move(fresh);
+    dirty_ = true;
+  }
+}
+
+void ClusterView::OnNode(kube::EventType t, const json& node) {
+  std::unique_lock l(mu_);
+  if (t == kube::EventType::kDeleted) RemoveNodeLocked(kube::Name(node));
+  else SetNodeLocked(ParseNode(node));
+}
+
+// ---------------------------------------------------------------- pods
+
+void ClusterView::ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after) {
+  if (before == after) return;
+  ns_gpu_mib_[ns] += after.GpuMemoryMib() - before.GpuMemoryMib();
+  if (before.empty() && !dirty_ && snap_) {
+    if (!CommitLocked(after)) dirty_ = true;
+  } else {
+    dirty_ = true;  // something was released or moved: recompute from the records
+  }
+}
+
+bool ClusterView::CommitLocked(const Holding& h) {
+  if (h.empty()) return true;
+  auto idx = snap_->Find(h.node);
+  if (!idx) return true;  // not a GPU node: the snapshot doesn't track it
+  const placement::Node& n = snap_->node(*idx);
+  placement::PodRequest req;
+  placement::Assignment a;
+  req.cpu_milli = h.cpu_milli;
+  req.memory_mib = h.memory_mib;
+  for (const auto* l : {&h.devices, &h.init_devices}) {
+    for (const auto& c : *l) {
+      if (c.empty()) continue;
+      placement::ContainerRequest cr;
+      cr.gpus = static_cast<int>(c.size());
+      std::vector<placement::GpuGrant> grants;
+      for (const auto& s : c) {
+        auto g = std::find_if(n.gpus.begin(), n.gpus.end(), [&](const placement::Gpu& x) { return x.uuid == s.uuid; });
+        if (g == n.gpus.end()) return false;
+        placement::GpuGrant gr;
+        gr.gpu = static_cast<uint16_t>(g - n.gpus.begin());
+        gr.memory_mib = s.memory_mib;
+        gr.cores = s.cores;
+        gr.exclusive = s.cores >= g->cores;
+        cr.memory_mib = s.memory_mib;
+        cr.cores = s.cores;
+        cr.exclusive = gr.exclusive;
+        grants.push_back(gr);
+      }
+      req.containers.push_back(cr);
+      a.containers.push_back(std::move(grants));
+    }
+  }
+  snap_->Commit(*idx, req, a);
+  return true;
+}
+
+void ClusterView::UpsertPodLocked(const json& pod) {
+  std::string uid = kube::Uid(pod);
+  if (uid.empty()) return;
+  PodRecord fresh;
+  fresh.uid = uid;
+  fresh.ns = kube::Namespace(pod);
+  fresh.name = kube::Name(pod);
+  fresh.resource_version = kube::ResourceVersionOf(pod);
+  if (pod.contains("spec")) fresh.node_name = pod["spec"].value("nodeName", "");
+  std::string phase = pod.contains("status") ? pod["status"].value("phase", "") : "";
+  fresh.terminal = phase == "Succeeded" || phase == "Failed";
+  fresh.allocation_state = kube::Annotation(pod, kube::kAnnoAllocationState);
+  Holding h;
+  PodCpuMemory(pod, &h.cpu_milli, &h.memory_mib);
+  std::string assigned = kube::Annotation(pod, kube::kAnnoAssignedNode);
+  std::string devs = kube::Annotation(pod, kube::kAnnoDevices);
+  if (!assigned.empty() && !devs.empty()) {
+    auto d = kube::DecodeDevices(devs);
+    if (d) {
+      fresh.assigned = true;
+      h.devices = std::move(*d);
+      std::string init = kube::Annotation(pod, kube::kAnnoInitDevices);
+      if (!init.empty()) {
+        if (auto di = kube::DecodeDevices(init)) h.init_devices = std::move(*di);
+      }
+    }
+  }
+  // A pod bound elsewhere than its annotation says holds its GPU slices nowhere; trust the binding.
+  h.node = fresh.assigned && (fresh.node_name.empty() || fresh.node_name == assigned) ? assigned : fresh.node_name;
+  if (h.node != assigned) {
+    h.devices.clear();
+    h.init_devices.clear();
+  }
+  if (fresh.terminal || h.node.empty()) h = Holding{};
+  fresh.from_api = std::move(h);
+
+  auto it = pods_.find(uid);
+  Holding before;
+  if (it != pods_.end()) {
+    before = it->second.effective();
+    // Keep our assumption until the API server's copy carries an assignment (ours or a newer one) or the
+    // pod is finished; an event from before our patch must not free the slice.
+    if (it->second.assumed && !fresh.terminal && !fresh.assigned) fresh.assumed = it->second.assumed;
+  }
+  pod_keys_[fresh.ns + "/" + fresh.name] = uid;
+  Holding after = fresh.effective();
+  std::string ns = fresh.ns;
+  pods_[uid] = std::move(fresh);
+  ChangeHoldingLocked(ns, before, after);
+}
+
+void ClusterView::RemovePodLocked(const std::string& uid) {
+  auto it = pods_.find(uid);
+  if (it == pods_.end()) return;
+  Holding before = it->second.effective();
+  std::string ns = it->second.ns;
+  auto k = pod_keys_.find(ns + "/" + it->second.name);
+  if (k != pod_keys_.end() && k->second == uid) pod_keys_.erase(k);
+  pods_.erase(it);
+  ChangeHoldingLocked(ns, before, Holding{});
+}
+
+void ClusterView::ReplacePods(const std::vector<json>& items) {
+  std::unique_lock l(mu_);
+  std::unordered_map<std::string, bool> seen;
+  for (const auto& p : items) {
+    seen[kube::Uid(p)] = true;
+    UpsertPodLocked(p);
+  }
+  std::vector<std::string> gone;
+  for (const auto& [uid, rec] : pods_)
+    if (!seen.count(uid)) gone.push_back(uid);
+  for (const auto& uid : gone) RemovePodLocked(uid);
+}
+
+void ClusterView::OnPod(kube::EventType t, const json& pod) {
+  std::unique_lock l(mu_);
+  if (t == kube::EventType::kDeleted) RemovePodLocked(kube::Uid(pod));
+  else UpsertPodLocked(pod);
+}
+
+// ---------------------------------------------------------------- quotas
+
+namespace {
+std::vector<QuotaRecord> ParseQuota(const json& q, const ResourceNames& names) {
+  std::vector<QuotaRecord> out;
+  if (!q.contains("spec") || !q["spec"].contains("hard") || !q["spec"]["hard"].is_object()) return out;
+  for (const std::string& key : {"requests." + names.memory, "limits." + names.memory, names.memory}) {
+    const json& hard = q["spec"]["hard"];
+    if (!hard.contains(key) || !hard[key].is_string()) continue;
+    auto v = kube::Quantity::Parse(hard[key].get<std::string>());
+    if (!v) continue;
+    out.push_back({kube::Namespace(q), kube::Name(q), key, v->Value()});
+  }
+  return out;
+}
+}  // namespace
+
+void ClusterView::ReplaceQuotas(const std::vector<json>& items) {
+  std::unique_lock l(mu_);
+  quotas_.clear();
+  for (const auto& q : items)
+    for (auto& r : ParseQuota(q, parse_.names)) quotas_[r.ns].push_back(std::move(r));
+}
+
+void ClusterView::OnQuota(kube::EventType t, const json& q) {
+  std::unique_lock l(mu_);
+  std::string ns = kube::Namespace(q), name = kube::Name(q);
+  auto& list = quotas_[ns];
+  std::erase_if(list, [&](const QuotaRecord& r) { return r.name == name; });
+  if (t != kube::EventType::kDeleted)
+    for (auto& r : ParseQuota(q, parse_.names)) list.push_back(std::move(r));
+}
+
+std::optional<std::string> ClusterView::QuotaErrorLocked(const std::string& ns, int64_t add_mib,
+                                                         const std::string& detail) const {
+  auto it = quotas_.find(ns);
+  if (it == quotas_.end()) return std::nullopt;
+  auto used_it = ns_gpu_mib_.find(ns);
+  int64_t used = used_it == ns_gpu_mib_.end() ? 0 : used_it->second;
+  for (const auto& q : it->second) {
+    if (used + add_mib > q.hard_mib) {
+      return "exceeded quota: " + q.name + ", requested: " + q.key + "=" + std::to_string(add_mib) + detail +
+             ", used: " + q.key + "=" + std::to_string(used) + ", limited: " + q.key + "=" +
+             std::to_string(q.hard_mib) + " (MiB of GPU memory)";
+    }
+  }
+  return std::nullopt;
+}
+
+// ---------------------------------------------------------------- snapshot
+
+void ClusterView::EnsureSnapshotLocked() {
+  if (!dirty_ && snap_) return;
+  std::vector<placement::Node> nodes;
+  std::unordered_map<std::string, size_t> index;
+  for (const auto& [name, rec] : nodes_) {
+    if (rec.gpus.empty()) continue;
+    placement::Node n;
+    n.name = name;
+    n.labels = rec.labels;
+    n.cpu_milli = rec.cpu_milli;
+    n.memory_mib = rec.memory_mib;
+    for (const auto& g : rec.gpus) {
+      placement::Gpu pg;
+      pg.uuid = g.uuid;
+      pg.model = g.model;
+      pg.memory_mib = g.memory_mib;
+      pg.cores = g.cores;
+      pg.numa = g.numa;
+      pg.healthy = g.healthy;
+      n.gpus.push_back(std::move(pg));
+    }
+    index[name] = nodes.size();
+    nodes.push_back(std::move(n));
+  }
+  for (const auto& [uid, rec] : pods_) {
+    const Holding& h = rec.effective();
+    if (h.empty()) continue;
+    auto it = index.find(h.node);
+    if (it == index.end()) continue;
+    placement::Node& n = nodes[it->second];
+    n.cpu_used_milli += h.cpu_milli;
+    n.memory_used_mib += h.memory_mib;
+    for (const auto* l : {&h.devices, &h.init_devices}) {
+      for (const auto& c : *l) {
+        for (const auto& s : c) {
+          for (auto& g : n.gpus) {
+            if (g.uuid != s.uuid) continue;
+            g.used.memory_mib += s.memory_mib;
+            g.used.cores += s.cores;
+            g.used.sharers += 1;
+            if (s.cores >= g.cores) g.used.exclusive = true;
+          }
+        }
+      }
+    }
+  }
+  snap_ = std::make_unique<placement::Snapshot>(std::move(nodes));
+  dirty_ = false;
+  ++rebuilds_;
+}
+
+void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>& candidates,
+                           const placement::Engine& engine,
+                           const std::function<void(const std::string&, const std::string*, int)>& verdict) {
+  {
+    std::unique_lock l(mu_);
+    EnsureSnapshotLocked();
+  }
+  std::shared_lock l(mu_);
+  static const std::string kNoInventory =
+      "node has no GPUs published by tessera agent (annotation tessera.dev/gpus missing)";
+  // A pod whose earlier bind reserved a slice but never completed keeps that node (its own reservation
+  // would otherwise make the node look full to it).
+  std::string reserved_on;
+  if (auto it = pods_.find(pod.uid); it != pods_.end() && it->second.node_name.empty() &&
+                                     it->second.effective().HasGpu())
+    reserved_on = it->second.effective().node;
+  std::vector<uint32_t> idx;
+  std::vector<int> pos;  // candidate position of each idx entry
+  idx.reserve(candidates.size());
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    auto f = snap_->Find(candidates[i]);
+    if (f) {
+      idx.push_back(*f);
+      pos.push_back(static_cast<int>(i));
+    } else {
+      auto n = nodes_.find(candidates[i]);
+      if (n != nodes_.end() && !n->second.inventory_error.empty()) {
+        std::string why = "GPU inventory unreadable: " + n->second.inventory_error;
+        verdict(candidates[i], &why, 0);
+      } else {
+        verdict(candidates[i], &kNoInventory, 0);
+      }
+    }
+  }
+  if (idx.empty()) return;
+  placement::Evaluation ev;
+  engine.Evaluate(*snap_, pod.request, idx, &ev);
+  bool has_quota = quotas_.count(pod.ns) && !quotas_.at(pod.ns).empty();
+  for (size_t k = 0; k < ev.verdicts.size(); ++k) {
+    const auto& v = ev.verdicts[k];
+    const std::string& name = candidates[pos[k]];
+    if (name == reserved_on) {
+      verdict(name, nullptr, 100);
+      continue;
+    }
+    if (v.reason) {
+      std::string why = v.reason;
+      verdict(name, &why, 0);
+      continue;
+    }
+    if (has_quota) {
+      placement::Assignment a;
+      const char* reason = nullptr;
+      if (engine.Assign(*snap_, pod.request, idx[k], &a, &reason)) {
+        int64_t mib = 0;
+        for (const auto& c : a.containers)
+          for (const auto& g : c) mib += g.memory_mib;
+        if (auto q = QuotaErrorLocked(pod.ns, mib, "")) {
+          verdict(name, &*q, 0);
+          continue;
+        }
+      }
+    }
+    verdict(name, nullptr, v.score);
+  }
+}
+
+kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::string& node,
+                                               const placement::Engine& engine) {
+  std::unique_lock l(mu_);
+  auto it = pods_.find(pod.uid);
+  if (it != pods_.end()) {
+    const Holding& h = it->second.effective();
+    if (!it->second.node_name.empty())
+      return kube::Error{409, "AlreadyBound", "pod is already bound to " + it->second.node_name};
+    if (h.HasGpu()) {
+      if (h.node == node) return Reservation{node, h.devices, h.init_devices, true};
+      Holding before = h;
+      it->second.assumed = Holding{};  // release the stale reservation on the other node
+      ChangeHoldingLocked(it->second.ns, before, Holding{});
+    }
+  }
+  EnsureSnapshotLocked();
+  auto idx = snap_->Find(node);
+  if (!idx) return kube::Error{0, "Unschedulable", "node " + node + " has no GPUs published by tessera agent"};
+  placement::Assignment a;
+  const char* reason = nullptr;
+  if (!engine.Assign(*snap_, pod.request, *idx, &a, &reason))
+    return kube::Error{0, "Unschedulable", std::string("node ") + node + ": " + (reason ? reason : "does not fit")};
+  const placement::Node& n = snap_->node(*idx);
+  Reservation r;
+  r.node = node;
+  r.devices.assign(pod.num_containers, {});
+  bool init_gpu = false;
+  for (const auto& ref : pod.refs) init_gpu |= ref.init;
+  if (init_gpu) r.init_devices.assign(pod.num_init_containers, {});
+  int64_t mib = 0;
+  std::string detail;
+  for (size_t k = 0; k < a.containers.size() && k < pod.refs.size(); ++k) {
+    auto& dst = pod.refs[k].init ? r.init_devices[pod.refs[k].index] : r.devices[pod.refs[k].index];
+    for (const auto& g : a.containers[k]) {
+      const placement::Gpu& gpu = n.gpus[g.gpu];
+      dst.push_back({gpu.uuid, g.memory_mib, g.cores});
+      mib += g.memory_mib;
+      if (detail.empty() && pod.request.containers[k].memory_mib == 0)
+        detail = " (" + std::to_string(pod.request.containers[k].memory_percent) + "% of a " +
+                 std::to_string(gpu.memory_mib) + " MiB " + gpu.model + ")";
+    }
+  }
+  if (auto q = QuotaErrorLocked(pod.ns, mib, detail)) return kube::Error{403, "Forbidden", *q};
+  PodRecord& rec = pods_[pod.uid];
+  if (rec.uid.empty()) {
+    rec.uid = pod.uid;
+    rec.ns = pod.ns;
+    rec.name = pod.name;
+    pod_keys_[pod.ns + "/" + pod.name] = pod.uid;
+  }
+  Holding before = rec.effective();
+  Holding after{node, pod.request.cpu_milli, pod.request.memory_mib, r.devices, r.init_devices};
+  rec.assumed = after;
+  ChangeHoldingLocked(rec.ns, before, after);
+  return r;
+}
+
+void ClusterView::Forget(const std::string& uid) {
+  std::unique_lock l(mu_);
+  auto it = pods_.find(uid);
+  if (it == pods_.end() || !it->second.assumed) return;
+  Holding before = it->second.effective();
+  it->second.assumed.reset();
+  ChangeHoldingLocked(it->second.ns, before, it->second.effective());
+}
+
+std::optional<PodRecord> ClusterView::FindPod(const std::string& ns, const std::string& name) const {
+  std::shared_lock l(mu_);
+  auto k = pod_keys_.find(ns + "/" + name);
+  if (k == pod_keys_.end()) return std::nullopt;
+  auto it = pods_.find(k->second);
+  if (it == pods_.end()) return std::nullopt;
+  return it->second;
+}
+
+int64_t ClusterView::MaxGpuMemoryMib() const {
+  std::shared_lock l(mu_);
+  int64_t m = 0;
+  for (const auto& [name, n] : nodes_)
+    for (const auto& g : n.gpus) m = std::max(m, g.memory_mib);
+  return m;
+}
+
+size_t ClusterView::node_count() const {
+  std::shared_lock l(mu_);
+  return nodes_.size();
+}
+
+size_t ClusterView::pod_count() const {
+  std::shared_lock l(mu_);
+  return pods_.size();
+}
+
+std::vector<GpuAllocation> ClusterView::GpuAllocations() const {
+  std::shared_lock l(mu_);
+  std::vector<GpuAllocation> out;
+  std::unordered_map<std::string, size_t> by_uuid;
+  for (const auto& [name, n] : nodes_) {
+    for (size_t i = 0; i < n.gpus.size(); ++i) {
+      by_uuid[name + "/" + n.gpus[i].uuid] = out.size();
+      out.push_back({name, static_cast<int>(i), n.gpus[i], 0, 0, 0});
+    }
+  }
+  for (const auto& [uid, rec] : pods_) {
+    const Holding& h = rec.effective();
+    for (const auto* list : {&h.devices, &h.init_devices})
+      for (const auto& c : *list)
+        for (const auto& s : c) {
+          auto it = by_uuid.find(h.node + "/" + s.uuid);
+          if (it == by_uuid.end()) continue;
+          out[it->second].memory_mib += s.memory_mib;
+          out[it->second].cores += s.cores;
+          out[it->second].sharers += 1;
+        }
+  }
+  return out;
+}
+
+std::vector<SliceAllocation> ClusterView::SliceAllocations() const {
+  std::shared_lock l(mu_);
+  std::vector<SliceAllocation> out;
+  for (const auto& [uid, rec] : pods_) {
+    const Holding& h = rec.effective();
+    for (int init = 0; init < 2; ++init) {
+      const auto& list = init ? h.init_devices : h.devices;
+      for (size_t i = 0; i < list.size(); ++i)
+        for (const auto& s : list[i])
+          out.push_back({rec.ns, rec.name, h.node, s.uuid, (init ? "init-" : "") + std::to_string(i), s.memory_mib,
+                         s.cores});
+    }
+  }
+  return out;
+}
+
+std::vector<ClusterView::QuotaUse> ClusterView::QuotaUsage() const {
+  std::shared_lock l(mu_);
+  std::vector<QuotaUse> out;
+  for (const auto& [ns, list] : quotas_) {
+    auto u = ns_gpu_mib_.find(ns);
+    for (const auto& q : list) out.push_back({q, u == ns_gpu_mib_.end() ? 0 : u->second});
+  }
+  return out;
+}
+
+}  // namespace tessera::scheduler

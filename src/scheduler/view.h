@@ -1,0 +1,156 @@
+// ClusterView: the scheduler's picture of the cluster, rebuilt from the API server (Nodes, Pods,
+// ResourceQuotas through reflectors) plus the assignments this process has made but not yet seen come
+// back through the watch ("assumed"), and the placement Snapshot derived from both.
+//
+// The API server stays the source of truth: every piece of state here can be recomputed from a relist
+// (pods carry their assignment in annotations), which is what makes a leader takeover lossless.
+// Reserve() is the one place where a GPU slice is taken: under the view's writer lock it re-checks fit
+// on the live snapshot, asks the placement engine for GPUs, checks the namespace's GPU-memory quota and
+// commits, so concurrent binds to one node each get a distinct, fitting slice without any node lock.
+// Thread-safe: reflector callbacks, extender and webhook threads and the metrics scraper call in
+// concurrently.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "kube/annotations.h"
+#include "kube/client.h"
+#include "placement/engine.h"
+#include "scheduler/request.h"
+
+namespace tessera::scheduler {
+
+struct NodeRecord {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> labels;
+  int64_t cpu_milli = 0;
+  int64_t memory_mib = 0;
+  std::vector<kube::GpuInfo> gpus;
+  std::string inventory_error;  // the tessera.dev/gpus annotation was present but unreadable
+  bool operator==(const NodeRecord&) const = default;
+};
+
+// What a pod holds on a node (cpu/memory for any bound pod; GPU slices once assigned).
+struct Holding {
+  std::string node;
+  int64_t cpu_milli = 0;
+  int64_t memory_mib = 0;
+  kube::ContainerDevices devices;       // per spec.containers index
+  kube::ContainerDevices init_devices;  // per spec.initContainers index
+  bool empty() const { return node.empty(); }
+  bool HasGpu() const;
+  int64_t GpuMemoryMib() const;
+  bool operator==(const Holding& o) const;
+};
+
+struct PodRecord {
+  std::string uid, ns, name;
+  std::string node_name;      // spec.nodeName
+  std::string resource_version;
+  bool terminal = false;      // Succeeded/Failed: holds nothing
+  bool assigned = false;      // carries tessera.dev/assigned-node + devices
+  std::string allocation_state;
+  Holding from_api;           // what the API server's copy says it holds
+  std::optional<Holding> assumed;  // set by Reserve() until the watch confirms it
+  const Holding& effective() const { return assumed ? *assumed : from_api; }
+};
+
+struct QuotaRecord {
+  std::string ns, name;
+  std::string key;  // the hard key that limits GPU memory, e.g. "requests.nvidia.com/gpumem"
+  int64_t hard_mib = 0;
+};
+
+struct Reservation {
+  std::string node;
+  kube::ContainerDevices devices, init_devices;
+  bool reused = false;  // an earlier (unbound) reservation of this pod on this node was kept
+};
+
+// Per-GPU allocation, for metrics.
+struct GpuAllocation {
+  std::string node;
+  int index = 0;
+  kube::GpuInfo gpu;
+  int64_t memory_mib = 0;
+  int cores = 0;
+  int sharers = 0;
+};
+struct SliceAllocation {
+  std::string ns, pod, node, uuid, container;
+  int64_t memory_mib = 0;
+  int cores = 0;
+};
+
+class ClusterView {
+ public:
+  explicit ClusterView(ParseOptions parse_options);
+
+  // Reflector hooks.
+  void ReplaceNodes(const std::vector<nlohmann::json>& items);
+  void OnNode(kube::EventType t, const nlohmann::json& node);
+  void ReplacePods(const std::vector<nlohmann::json>& items);
+  void OnPod(kube::EventType t, const nlohmann::json& pod);
+  void ReplaceQuotas(const std::vector<nlohmann::json>& items);
+  void OnQuota(kube::EventType t, const nlohmann::json& quota);
+
+  // Filter + prioritize over `candidates` (node names). Nodes unknown to the view come back infeasible
+  // with a reason. `verdict(name, reason-or-null, score 0..100)` is called once per candidate.
+  void Evaluate(const ParsedPod& pod, const std::vector<std::string>& candidates, const placement::Engine& engine,
+                const std::function<void(const std::string&, const std::string*, int)>& verdict);
+
+  // Takes a slice for `pod` on `node` (see the class comment). Errors explain why the node can't.
+  kube::Result<Reservation> Reserve(const ParsedPod& pod, const std::string& node, const placement::Engine& engine);
+  // Drops an assumption that never reached the API server (patch or binding failed).
+  void Forget(const std::string& uid);
+  // Marks the assumption as written (the watch will confirm it; until then it stays assumed).
+  std::optional<PodRecord> FindPod(const std::string& ns, const std::string& name) const;
+
+  int64_t MaxGpuMemoryMib() const;
+  size_t node_count() const;
+  size_t pod_count() const;
+  uint64_t rebuilds() const { return rebuilds_; }
+
+  std::vector<GpuAllocation> GpuAllocations() const;
+  std::vector<SliceAllocation> SliceAllocations() const;
+  struct QuotaUse {
+    QuotaRecord quota;
+    int64_t used_mib = 0;
+  };
+  std::vector<QuotaUse> QuotaUsage() const;
+
+ private:
+  void SetNodeLocked(NodeRecord rec);
+  void RemoveNodeLocked(const std::string& name);
+  void UpsertPodLocked(const nlohmann::json& pod);
+  void RemovePodLocked(const std::string& uid);
+  void ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after);
+  void EnsureSnapshotLocked();
+  bool CommitLocked(const Holding& h);
+  std::optional<std::string> QuotaErrorLocked(const std::string& ns, int64_t add_mib, const std::string& detail) const;
+
+  ParseOptions parse_;
+  mutable std::shared_mutex mu_;
+  std::map<std::string, NodeRecord> nodes_;
+  std::unordered_map<std::string, PodRecord> pods_;  // by uid
+  std::unordered_map<std::string, std::string> pod_keys_;  // ns/name -> uid
+  std::map<std::string, std::vector<QuotaRecord>> quotas_;  // by namespace
+  std::unordered_map<std::string, int64_t> ns_gpu_mib_;     // GPU memory held per namespace
+  std::unique_ptr<placement::Snapshot> snap_;
+  bool dirty_ = true;
+  uint64_t rebuilds_ = 0;
+};
+
+// Parses the parts of a Node the scheduler needs.
+NodeRecord ParseNode(const nlohmann::json& node);
+
+}  // namespace tessera::scheduler

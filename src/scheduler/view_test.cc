@@ -1,0 +1,131 @@
+#include "scheduler/view.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+#include <thread>
+
+namespace tessera::scheduler {
+namespace {
+
+using nlohmann::json;
+
+json Node(const std::string& name, int gpus, int64_t mib = 16384) {
+  std::vector<kube::GpuInfo> g;
+  for (int i = 0; i < gpus; ++i) g.push_back({name + "-gpu" + std::to_string(i), "T4", mib, 100, i % 2, true});
+  return {{"metadata", {{"name", name}, {"annotations", {{kube::kAnnoGpus, kube::EncodeGpus(g)}}}}},
+          {"status", {{"allocatable", {{"cpu", "64"}, {"memory", "256Gi"}}}}}};
+}
+
+json Pod(const std::string& name, int pct, int cores) {
+  return {{"metadata", {{"name", name}, {"namespace", "default"}, {"uid", "uid-" + name}}},
+          {"spec",
+           {{"containers",
+             json::array({{{"name", "c"},
+                           {"resources",
+                            {{"limits",
+                              {{"nvidia.com/gpu", "1"},
+                               {"nvidia.com/gpumem-percentage", std::to_string(pct)},
+                               {"nvidia.com/gpucores", std::to_string(cores)}}}}}}})}}}};
+}
+
+ParsedPod Parse(const json& pod) { return *ParsePod(pod, ParseOptions{}); }
+
+TEST(ViewTest, ConcurrentReservationsOnOneNodeNeverOvercommit) {
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 2)});
+  placement::Engine engine;
+  // 2 GPUs x 100 cores, 30-core pods: at most 3 per GPU fit -> exactly 6 of 16 succeed.
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0};
+  std::mutex mu;
+  std::vector<Reservation> got;
+  for (int i = 0; i < 16; ++i) {
+    ts.emplace_back([&, i] {
+      auto r = v.Reserve(Parse(Pod("p" + std::to_string(i), 10, 30)), "n1", engine);
+      if (r) {
+        ++ok;
+        std::lock_guard<std::mutex> l(mu);
+        got.push_back(*r);
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(ok.load(), 6);
+  std::map<std::string, int> cores;
+  for (const auto& r : got) cores[r.devices[0][0].uuid] += r.devices[0][0].cores;
+  for (const auto& [uuid, c] : cores) EXPECT_LE(c, 100) << uuid;
+  for (const auto& g : v.GpuAllocations()) {
+    EXPECT_EQ(g.cores, 90);
+    EXPECT_EQ(g.sharers, 3);
+    EXPECT_EQ(g.memory_mib, 3 * 1638);  // 10% of 16384, rounded down by the engine
+  }
+}
+
+TEST(ViewTest, AssignmentsRebuiltFromPodAnnotationsAfterRestart) {
+  placement::Engine engine;
+  ClusterView first{ParseOptions{}};
+  first.ReplaceNodes({Node("n1", 1)});
+  auto r = first.Reserve(Parse(Pod("a", 50, 60)), "n1", engine);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  // A fresh process only sees what the API server has: the pod with its annotations, not yet bound.
+  json pod = Pod("a", 50, 60);
+  pod["metadata"]["annotations"] = {{kube::kAnnoAssignedNode, "n1"}, {kube::kAnnoDevices, kube::EncodeDevices(r->devices)}};
+  ClusterView second{ParseOptions{}};
+  second.ReplaceNodes({Node("n1", 1)});
+  second.ReplacePods({pod});
+  auto allocs = second.GpuAllocations();
+  ASSERT_EQ(allocs.size(), 1u);
+  EXPECT_EQ(allocs[0].cores, 60);
+  // The same pod retried on the same node keeps its slice; another pod that would overcommit is refused.
+  auto again = second.Reserve(Parse(Pod("a", 50, 60)), "n1", engine);
+  ASSERT_TRUE(again.ok());
+  EXPECT_TRUE(again->reused);
+  auto other = second.Reserve(Parse(Pod("b", 10, 50)), "n1", engine);
+  EXPECT_FALSE(other.ok());
+  // Deleting the pod frees the GPU.
+  second.OnPod(kube::EventType::kDeleted, pod);
+  EXPECT_TRUE(second.Reserve(Parse(Pod("b", 10, 50)), "n1", engine).ok());
+}
+
+TEST(ViewTest, EvaluateReportsReasonsAndForgetReleases) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  json broken = Node("bad", 1);
+  broken["metadata"]["annotations"][kube::kAnnoGpus] = "[{}]";
+  v.ReplaceNodes({Node("n1", 1), broken, {{"metadata", {{"name", "cpu-only"}}}}});
+  std::map<std::string, std::string> reasons;
+  auto record = [&](const std::string& n, const std::string* why, int) { reasons[n] = why ? *why : ""; };
+  v.Evaluate(Parse(Pod("x", 10, 100)), {"n1", "bad", "cpu-only"}, engine, record);
+  EXPECT_EQ(reasons["n1"], "");
+  EXPECT_NE(reasons["bad"].find("tessera.dev/gpus[0].uuid"), std::string::npos) << reasons["bad"];
+  EXPECT_NE(reasons["cpu-only"].find("no GPUs published"), std::string::npos);
+  auto r = v.Reserve(Parse(Pod("x", 10, 100)), "n1", engine);
+  ASSERT_TRUE(r.ok());
+  v.Evaluate(Parse(Pod("y", 10, 10)), {"n1"}, engine, record);
+  EXPECT_NE(reasons["n1"], "");  // exclusive card taken
+  v.Forget("uid-x");
+  v.Evaluate(Parse(Pod("y", 10, 10)), {"n1"}, engine, record);
+  EXPECT_EQ(reasons["n1"], "");
+}
+
+TEST(ViewTest, QuotaCountsPercentagesInMibOfTheChosenCard) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 2, 10000)});
+  v.ReplaceQuotas({{{"metadata", {{"name", "gpu-mem"}, {"namespace", "default"}}},
+                    {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "5000"}}}}}}});
+  ASSERT_TRUE(v.Reserve(Parse(Pod("a", 30, 10)), "n1", engine).ok());  // 3000 MiB
+  auto over = v.Reserve(Parse(Pod("b", 30, 10)), "n1", engine);        // +3000 > 5000
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message,
+            "exceeded quota: gpu-mem, requested: requests.nvidia.com/gpumem=3000 (30% of a 10000 MiB T4), used: "
+            "requests.nvidia.com/gpumem=3000, limited: requests.nvidia.com/gpumem=5000 (MiB of GPU memory)");
+  EXPECT_TRUE(v.Reserve(Parse(Pod("c", 20, 10)), "n1", engine).ok());  // 2000 fits exactly
+  auto q = v.QuotaUsage();
+  ASSERT_EQ(q.size(), 1u);
+  EXPECT_EQ(q[0].used_mib, 5000);
+}
+
+}  // namespace
+}  // namespace tessera::scheduler
