@@ -1,0 +1,509 @@
+// CUDA driver API hooks: allocation, release, memory info, contexts, kernel submission.
+#include <stdint.h>
+
+#include "shim/hooks.h"
+#include "shim/launch_gate.h"
+#include "shim/shim.h"
+
+namespace tessera::shim {
+namespace {
+
+// Common path for every "allocate n bytes on the current device" entry point.
+template <typename Call>
+CUresult AllocOnCurrent(uint64_t asked, const char* api, Kind kind, Call call) {
+  if (!Enforcing()) return call(nullptr);
+  int g = CurrentGpu();
+  if (g == kGpuUnknown) return call(nullptr);  // no context: the driver reports its own error
+  if (g == kGpuNotInSlice) {
+    ReportRefusal(g, asked, api, "this GPU is not part of the slice");
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  uint64_t charge = ChargeSize(asked);
+  if (!Charge(g, charge, asked, api)) return CUDA_ERROR_OUT_OF_MEMORY;
+  uint64_t key = 0;
+  CUresult r = call(&key);
+  if (r != CUDA_SUCCESS) {
+    Uncharge(g, charge);
+    return r;
+  }
+  if (!TrackAlloc(kind, key, charge, g)) {
+    // Cannot remember it, so the free could never return it: keep the wall honest by refusing.
+    ReportRefusal(g, asked, api, "allocation table full");
+    Uncharge(g, charge);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  return r;
+}
+
+// Release: forget the charge first (so a concurrent reuse of the address by another thread cannot
+// collide with our entry), put it back if the driver refuses the free.
+template <typename Call>
+CUresult FreeTracked(Kind kind, uint64_t key, Call call) {
+  uint64_t bytes = 0;
+  int g = -1;
+  bool had = key != 0 && UntrackAlloc(kind, key, &bytes, &g);
+  if (!had && kind == Kind::kDevPtr && key != 0) had = UntrackAlloc(Kind::kGraph, key, &bytes, &g);
+  CUresult r = call();
+  if (had) {
+    if (r == CUDA_SUCCESS)
+      Uncharge(g, bytes);
+    else
+      TrackAlloc(kind, key, bytes, g);
+  }
+  return r;
+}
+
+uint64_t FormatBytes(CUarray_format f) {
+  switch (f) {
+    case CU_AD_FORMAT_UNSIGNED_INT8:
+    case CU_AD_FORMAT_SIGNED_INT8:
+      return 1;
+    case CU_AD_FORMAT_UNSIGNED_INT16:
+    case CU_AD_FORMAT_SIGNED_INT16:
+    case CU_AD_FORMAT_HALF:
+      return 2;
+    case CU_AD_FORMAT_UNSIGNED_INT32:
+    case CU_AD_FORMAT_SIGNED_INT32:
+    case CU_AD_FORMAT_FLOAT:
+      return 4;
+    default:
+      return 16;  // packed/compressed formats: over-estimate; the driver's requirement corrects it
+  }
+}
+
+uint64_t Array3DBytes(const CUDA_ARRAY3D_DESCRIPTOR* d) {
+  uint64_t w = d->Width, h = d->Height ? d->Height : 1, z = d->Depth ? d->Depth : 1;
+  return w * h * z * d->NumChannels * FormatBytes(d->Format);
+}
+
+// Arrays: charge the estimate, then settle to the driver's own figure when it can tell us.
+template <typename Handle, typename Req>
+CUresult SettleArray(int g, uint64_t* charged, Handle h, Req req_fn, uint64_t asked, const char* api) {
+  if (!req_fn) return CUDA_SUCCESS;
+  CUdevice dev;
+  if (g_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS) return CUDA_SUCCESS;
+  CUDA_ARRAY_MEMORY_REQUIREMENTS req{};
+  if (req_fn(&req, h, dev) != CUDA_SUCCESS || req.size == 0) return CUDA_SUCCESS;
+  uint64_t actual = ChargeSize(req.size);
+  if (actual > *charged) {
+    if (!Charge(g, actual - *charged, asked, api)) return CUDA_ERROR_OUT_OF_MEMORY;
+  } else {
+    Uncharge(g, *charged - actual);
+  }
+  *charged = actual;
+  return CUDA_SUCCESS;
+}
+
+template <typename Handle, typename Create, typename Destroy, typename Req>
+CUresult ArrayCommon(Handle* out, uint64_t estimate, Kind kind, const char* api, Create create, Destroy destroy,
+                     Req req_fn) {
+  if (!Enforcing()) return create();
+  int g = CurrentGpu();
+  if (g == kGpuUnknown) return create();
+  if (g == kGpuNotInSlice) {
+    ReportRefusal(g, estimate, api, "this GPU is not part of the slice");
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  uint64_t charged = ChargeSize(estimate);
+  if (!Charge(g, charged, estimate, api)) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult r = create();
+  if (r != CUDA_SUCCESS) {
+    Uncharge(g, charged);
+    return r;
+  }
+  if (SettleArray(g, &charged, *out, req_fn, estimate, api) != CUDA_SUCCESS ||
+      !TrackAlloc(kind, reinterpret_cast<uint64_t>(*out), charged, g)) {
+    destroy(*out);
+    Uncharge(g, charged);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  return r;
+}
+
+template <typename Create>
+CUresult ContextCommon(CUdevice dev, const char* api, Create create) {
+  EnsureInit();
+  if (CurrentMode() != Mode::kActive) return create();
+  int g = GpuOfDevice(dev);
+  bool charged = false;
+  if (!ContextBefore(g, api, &charged)) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult r = create();
+  ContextAfter(g, charged, r);
+  return r;
+}
+
+void ClampInfo(uint64_t* free_b, uint64_t* total_b, int g) {
+  uint64_t limit = 0, used = 0;
+  SliceMemInfo(g, &limit, &used);
+  uint64_t room = limit > used ? limit - used : 0;
+  *total_b = limit;
+  if (*free_b > room) *free_b = room;
+}
+
+std::atomic<int> g_gate_init{0};
+
+}  // namespace
+}  // namespace tessera::shim
+
+using namespace tessera::shim;
+
+// ---- Start-up and contexts -----------------------------------------------------------------------------------
+
+extern "C" CUresult tsr_cuInit(unsigned int flags) {
+  EnsureInit();
+  if (!ResolveReal() || !g_real.cuInit) return CUDA_ERROR_STUB_LIBRARY;
+  CUresult r = g_real.cuInit(flags);
+  if (r == CUDA_SUCCESS && CurrentMode() == Mode::kActive) {
+    // The limiter is set up once, before the application's first cuInit returns.
+    int expect = 0;
+    if (g_gate_init.compare_exchange_strong(expect, 1)) {
+      LaunchGateInit(Config());
+      g_gate_init.store(2);
+    } else {
+      while (g_gate_init.load() != 2) sched_yield();
+    }
+  }
+  return r;
+}
+
+extern "C" CUresult tsr_cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) {
+  return ContextCommon(dev, "cuDevicePrimaryCtxRetain", [&] { return g_real.cuDevicePrimaryCtxRetain(pctx, dev); });
+}
+extern "C" CUresult tsr_cuCtxCreate_v2(CUcontext* pctx, unsigned int flags, CUdevice dev) {
+  return ContextCommon(dev, "cuCtxCreate", [&] { return g_real.cuCtxCreate_v2(pctx, flags, dev); });
+}
+extern "C" CUresult tsr_cuCtxCreate_v3(CUcontext* pctx, CUexecAffinityParam* params, int n, unsigned int flags,
+                                       CUdevice dev) {
+  return ContextCommon(dev, "cuCtxCreate_v3", [&] { return g_real.cuCtxCreate_v3(pctx, params, n, flags, dev); });
+}
+extern "C" CUresult tsr_cuCtxCreate_v4(CUcontext* pctx, CUctxCreateParams* params, unsigned int flags, CUdevice dev) {
+  return ContextCommon(dev, "cuCtxCreate_v4", [&] { return g_real.cuCtxCreate_v4(pctx, params, flags, dev); });
+}
+
+// ---- Allocation -------------------------------------------------------------------------------------------------
+
+extern "C" CUresult tsr_cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytes) {
+  return AllocOnCurrent(bytes, "cuMemAlloc", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAlloc_v2(dptr, bytes);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+extern "C" CUresult tsr_cuMemAlloc(tsr_devptr_v1* dptr, unsigned int bytes) {
+  return AllocOnCurrent(bytes, "cuMemAlloc(v1)", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAlloc(dptr, bytes);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+extern "C" CUresult tsr_cuMemAllocManaged(CUdeviceptr* dptr, size_t bytes, unsigned int flags) {
+  return AllocOnCurrent(bytes, "cuMemAllocManaged", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAllocManaged(dptr, bytes, flags);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+
+namespace {
+// Pitched allocations: the charge is made for the widest pitch the driver could pick, then settled to
+// pitch * height once the driver has chosen.
+template <typename P, typename Call>
+CUresult PitchCommon(P* dptr, uint64_t width, uint64_t height, const char* api, Call call, uint64_t* pitch_out) {
+  if (!Enforcing()) return call();
+  int g = CurrentGpu();
+  if (g == kGpuUnknown) return call();
+  uint64_t est = (width + 511) / 512 * 512 * (height ? height : 1);
+  if (g == kGpuNotInSlice) {
+    ReportRefusal(g, est, api, "this GPU is not part of the slice");
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  uint64_t charged = ChargeSize(est);
+  if (!Charge(g, charged, est, api)) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult r = call();
+  if (r != CUDA_SUCCESS) {
+    Uncharge(g, charged);
+    return r;
+  }
+  uint64_t actual = ChargeSize(*pitch_out * (height ? height : 1));
+  if (actual > charged && !Charge(g, actual - charged, est, api)) {
+    g_real.cuMemFree_v2(static_cast<CUdeviceptr>(*dptr));
+    Uncharge(g, charged);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  if (actual < charged) Uncharge(g, charged - actual);
+  if (!TrackAlloc(Kind::kDevPtr, static_cast<uint64_t>(*dptr), actual, g)) {
+    g_real.cuMemFree_v2(static_cast<CUdeviceptr>(*dptr));
+    Uncharge(g, actual);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  return r;
+}
+}  // namespace
+
+extern "C" CUresult tsr_cuMemAllocPitch_v2(CUdeviceptr* dptr, size_t* pitch, size_t width, size_t height,
+                                           unsigned int elem) {
+  uint64_t p = 0;
+  return PitchCommon(
+      dptr, width, height, "cuMemAllocPitch",
+      [&] {
+        CUresult r = g_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem);
+        if (r == CUDA_SUCCESS) p = *pitch;
+        return r;
+      },
+      &p);
+}
+extern "C" CUresult tsr_cuMemAllocPitch(tsr_devptr_v1* dptr, unsigned int* pitch, unsigned int width,
+                                        unsigned int height, unsigned int elem) {
+  uint64_t p = 0;
+  return PitchCommon(
+      dptr, width, height, "cuMemAllocPitch(v1)",
+      [&] {
+        CUresult r = g_real.cuMemAllocPitch(dptr, pitch, width, height, elem);
+        if (r == CUDA_SUCCESS) p = *pitch;
+        return r;
+      },
+      &p);
+}
+
+extern "C" CUresult tsr_cuMemFree_v2(CUdeviceptr dptr) {
+  if (!Enforcing()) return g_real.cuMemFree_v2(dptr);
+  return FreeTracked(Kind::kDevPtr, dptr, [&] { return g_real.cuMemFree_v2(dptr); });
+}
+extern "C" CUresult tsr_cuMemFree(tsr_devptr_v1 dptr) {
+  if (!Enforcing()) return g_real.cuMemFree(dptr);
+  return FreeTracked(Kind::kDevPtr, dptr, [&] { return g_real.cuMemFree(dptr); });
+}
+
+// Stream-ordered allocator. The charge is taken when the allocation is asked for and returned when its
+// free is enqueued; memory the pool keeps cached beyond that is the driver's usage and is seen by the
+// reconciler as overhead.
+extern "C" CUresult tsr_cuMemAllocAsync(CUdeviceptr* dptr, size_t bytes, CUstream stream) {
+  return AllocOnCurrent(bytes, "cuMemAllocAsync", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAllocAsync(dptr, bytes, stream);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+extern "C" CUresult tsr_cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t bytes, CUstream stream) {
+  return AllocOnCurrent(bytes, "cuMemAllocAsync", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAllocAsync_ptsz(dptr, bytes, stream);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+extern "C" CUresult tsr_cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytes, CUmemoryPool pool, CUstream stream) {
+  return AllocOnCurrent(bytes, "cuMemAllocFromPoolAsync", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAllocFromPoolAsync(dptr, bytes, pool, stream);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+extern "C" CUresult tsr_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr* dptr, size_t bytes, CUmemoryPool pool,
+                                                     CUstream stream) {
+  return AllocOnCurrent(bytes, "cuMemAllocFromPoolAsync", Kind::kDevPtr, [&](uint64_t* key) {
+    CUresult r = g_real.cuMemAllocFromPoolAsync_ptsz(dptr, bytes, pool, stream);
+    if (key && r == CUDA_SUCCESS) *key = *dptr;
+    return r;
+  });
+}
+extern "C" CUresult tsr_cuMemFreeAsync(CUdeviceptr dptr, CUstream stream) {
+  if (!Enforcing()) return g_real.cuMemFreeAsync(dptr, stream);
+  return FreeTracked(Kind::kDevPtr, dptr, [&] { return g_real.cuMemFreeAsync(dptr, stream); });
+}
+extern "C" CUresult tsr_cuMemFreeAsync_ptsz(CUdeviceptr dptr, CUstream stream) {
+  if (!Enforcing()) return g_real.cuMemFreeAsync_ptsz(dptr, stream);
+  return FreeTracked(Kind::kDevPtr, dptr, [&] { return g_real.cuMemFreeAsync_ptsz(dptr, stream); });
+}
+extern "C" CUresult tsr_cuMemPoolTrimTo(CUmemoryPool pool, size_t keep) {
+  CUresult r = g_real.cuMemPoolTrimTo(pool, keep);
+  if (r == CUDA_SUCCESS && CurrentMode() == Mode::kActive) RequestReconcile();  // cached memory went back
+  return r;
+}
+
+// Virtual memory management: physical memory is taken by cuMemCreate and given back by cuMemRelease;
+// reserving and mapping address space costs nothing.
+extern "C" CUresult tsr_cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size, const CUmemAllocationProp* prop,
+                                    unsigned long long flags) {
+  if (!Enforcing() || !prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+    return g_real.cuMemCreate(handle, size, prop, flags);
+  int g = GpuOfDevice(prop->location.id);
+  if (g == kGpuUnknown) return g_real.cuMemCreate(handle, size, prop, flags);
+  if (g == kGpuNotInSlice) {
+    ReportRefusal(g, size, "cuMemCreate", "this GPU is not part of the slice");
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  uint64_t charge = ChargeSize(size);
+  if (!Charge(g, charge, size, "cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult r = g_real.cuMemCreate(handle, size, prop, flags);
+  if (r != CUDA_SUCCESS) {
+    Uncharge(g, charge);
+    return r;
+  }
+  if (!TrackAlloc(Kind::kVmm, *handle, charge, g)) {
+    g_real.cuMemRelease(*handle);
+    Uncharge(g, charge);
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  return r;
+}
+extern "C" CUresult tsr_cuMemRelease(CUmemGenericAllocationHandle handle) {
+  if (!Enforcing()) return g_real.cuMemRelease(handle);
+  return FreeTracked(Kind::kVmm, handle, [&] { return g_real.cuMemRelease(handle); });
+}
+
+// Arrays and mipmapped arrays.
+extern "C" CUresult tsr_cuArrayCreate_v2(CUarray* arr, const CUDA_ARRAY_DESCRIPTOR* desc) {
+  uint64_t est = desc ? static_cast<uint64_t>(desc->Width) * (desc->Height ? desc->Height : 1) * desc->NumChannels *
+                            FormatBytes(desc->Format)
+                      : 0;
+  return ArrayCommon(
+      arr, est, Kind::kArray, "cuArrayCreate", [&] { return g_real.cuArrayCreate_v2(arr, desc); },
+      [](CUarray a) { g_real.cuArrayDestroy(a); }, g_real.cuArrayGetMemoryRequirements);
+}
+extern "C" CUresult tsr_cuArray3DCreate_v2(CUarray* arr, const CUDA_ARRAY3D_DESCRIPTOR* desc) {
+  uint64_t est = desc ? Array3DBytes(desc) : 0;
+  return ArrayCommon(
+      arr, est, Kind::kArray, "cuArray3DCreate", [&] { return g_real.cuArray3DCreate_v2(arr, desc); },
+      [](CUarray a) { g_real.cuArrayDestroy(a); }, g_real.cuArrayGetMemoryRequirements);
+}
+extern "C" CUresult tsr_cuArrayDestroy(CUarray arr) {
+  if (!Enforcing()) return g_real.cuArrayDestroy(arr);
+  return FreeTracked(Kind::kArray, reinterpret_cast<uint64_t>(arr), [&] { return g_real.cuArrayDestroy(arr); });
+}
+extern "C" CUresult tsr_cuMipmappedArrayCreate(CUmipmappedArray* arr, const CUDA_ARRAY3D_DESCRIPTOR* desc,
+                                               unsigned int levels) {
+  uint64_t est = 0;
+  if (desc) {
+    CUDA_ARRAY3D_DESCRIPTOR d = *desc;
+    for (unsigned l = 0; l < (levels ? levels : 1); ++l) {
+      est += Array3DBytes(&d);
+      d.Width = d.Width > 1 ? d.Width / 2 : 1;
+      if (d.Height) d.Height = d.Height > 1 ? d.Height / 2 : 1;
+      if (d.Depth && !(d.Flags & CUDA_ARRAY3D_LAYERED)) d.Depth = d.Depth > 1 ? d.Depth / 2 : 1;
+    }
+  }
+  return ArrayCommon(
+      arr, est, Kind::kMipmap, "cuMipmappedArrayCreate",
+      [&] { return g_real.cuMipmappedArrayCreate(arr, desc, levels); },
+      [](CUmipmappedArray a) { g_real.cuMipmappedArrayDestroy(a); }, g_real.cuMipmappedArrayGetMemoryRequirements);
+}
+extern "C" CUresult tsr_cuMipmappedArrayDestroy(CUmipmappedArray arr) {
+  if (!Enforcing()) return g_real.cuMipmappedArrayDestroy(arr);
+  return FreeTracked(Kind::kMipmap, reinterpret_cast<uint64_t>(arr),
+                     [&] { return g_real.cuMipmappedArrayDestroy(arr); });
+}
+
+// Graph memory nodes: the allocation is charged when the node is added (its address is fixed then) and
+// returned when a free node for it is added or when the address is freed outside the graph.
+extern "C" CUresult tsr_cuGraphAddMemAllocNode(CUgraphNode* node, CUgraph graph, const CUgraphNode* deps, size_t ndeps,
+                                               CUDA_MEM_ALLOC_NODE_PARAMS* params) {
+  if (!Enforcing() || !params || params->poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE)
+    return g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);
+  int g = GpuOfDevice(params->poolProps.location.id);
+  if (g == kGpuUnknown) return g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);
+  if (g == kGpuNotInSlice) {
+    ReportRefusal(g, params->bytesize, "cuGraphAddMemAllocNode", "this GPU is not part of the slice");
+    return CUDA_ERROR_OUT_OF_MEMORY;
+  }
+  uint64_t charge = ChargeSize(params->bytesize);
+  if (!Charge(g, charge, params->bytesize, "cuGraphAddMemAllocNode")) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult r = g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);
+  if (r != CUDA_SUCCESS) {
+    Uncharge(g, charge);
+    return r;
+  }
+  if (!TrackAlloc(Kind::kGraph, params->dptr, charge, g)) Uncharge(g, charge);
+  return r;
+}
+extern "C" CUresult tsr_cuGraphAddMemFreeNode(CUgraphNode* node, CUgraph graph, const CUgraphNode* deps, size_t ndeps,
+                                              CUdeviceptr dptr) {
+  if (!Enforcing()) return g_real.cuGraphAddMemFreeNode(node, graph, deps, ndeps, dptr);
+  return FreeTracked(Kind::kGraph, dptr, [&] { return g_real.cuGraphAddMemFreeNode(node, graph, deps, ndeps, dptr); });
+}
+
+// ---- What the application sees ------------------------------------------------------------------------------------
+
+extern "C" CUresult tsr_cuMemGetInfo_v2(size_t* free_b, size_t* total_b) {
+  CUresult r = g_real.cuMemGetInfo_v2(free_b, total_b);
+  if (r != CUDA_SUCCESS || !free_b || !total_b || CurrentMode() != Mode::kActive) return r;
+  int g = CurrentGpu();
+  if (g < 0) return r;
+  uint64_t f = *free_b, t = *total_b;
+  ClampInfo(&f, &t, g);
+  *free_b = f;
+  *total_b = t;
+  return r;
+}
+extern "C" CUresult tsr_cuMemGetInfo(unsigned int* free_b, unsigned int* total_b) {
+  CUresult r = g_real.cuMemGetInfo(free_b, total_b);
+  if (r != CUDA_SUCCESS || !free_b || !total_b || CurrentMode() != Mode::kActive) return r;
+  int g = CurrentGpu();
+  if (g < 0) return r;
+  uint64_t f = *free_b, t = *total_b;
+  ClampInfo(&f, &t, g);
+  *free_b = static_cast<unsigned int>(f > 0xffffffffu ? 0xffffffffu : f);
+  *total_b = static_cast<unsigned int>(t > 0xffffffffu ? 0xffffffffu : t);
+  return r;
+}
+extern "C" CUresult tsr_cuDeviceTotalMem_v2(size_t* bytes, CUdevice dev) {
+  CUresult r = g_real.cuDeviceTotalMem_v2(bytes, dev);
+  if (r != CUDA_SUCCESS || !bytes || CurrentMode() != Mode::kActive) return r;
+  int g = GpuOfDevice(dev);
+  if (g >= 0 && Config().gpus[g].memory_bytes < *bytes) *bytes = Config().gpus[g].memory_bytes;
+  return r;
+}
+extern "C" CUresult tsr_cuDeviceTotalMem(unsigned int* bytes, CUdevice dev) {
+  CUresult r = g_real.cuDeviceTotalMem(bytes, dev);
+  if (r != CUDA_SUCCESS || !bytes || CurrentMode() != Mode::kActive) return r;
+  int g = GpuOfDevice(dev);
+  if (g >= 0 && Config().gpus[g].memory_bytes < *bytes) *bytes = static_cast<unsigned int>(Config().gpus[g].memory_bytes);
+  return r;
+}
+
+// ---- Kernel submission: no lock, no system call unless the compute limiter is on -----------------------------------
+
+#define TSR_GATED(real_call, stream)          \
+  do {                                        \
+    if (!g_launch_gate_enabled) return real_call; \
+    LaunchGateBefore(stream);                 \
+    CUresult r_ = real_call;                  \
+    LaunchGateAfter(stream, r_);              \
+    return r_;                                \
+  } while (0)
+
+static inline CUstream PerThread(CUstream s) { return s ? s : CU_STREAM_PER_THREAD; }
+
+extern "C" CUresult tsr_cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
+                                       unsigned int by, unsigned int bz, unsigned int shmem, CUstream stream,
+                                       void** params, void** extra) {
+  TSR_GATED(g_real.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra), stream);
+}
+extern "C" CUresult tsr_cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                            unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
+                                            CUstream stream, void** params, void** extra) {
+  TSR_GATED(g_real.cuLaunchKernel_ptsz(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra), PerThread(stream));
+}
+extern "C" CUresult tsr_cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** params, void** extra) {
+  TSR_GATED(g_real.cuLaunchKernelEx(config, f, params, extra), config ? config->hStream : nullptr);
+}
+extern "C" CUresult tsr_cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** params,
+                                              void** extra) {
+  TSR_GATED(g_real.cuLaunchKernelEx_ptsz(config, f, params, extra), PerThread(config ? config->hStream : nullptr));
+}
+extern "C" CUresult tsr_cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
+                                                  unsigned int bx, unsigned int by, unsigned int bz,
+                                                  unsigned int shmem, CUstream stream, void** params) {
+  TSR_GATED(g_real.cuLaunchCooperativeKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, params), stream);
+}
+extern "C" CUresult tsr_cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy,
+                                                       unsigned int gz, unsigned int bx, unsigned int by,
+                                                       unsigned int bz, unsigned int shmem, CUstream stream,
+                                                       void** params) {
+  TSR_GATED(g_real.cuLaunchCooperativeKernel_ptsz(f, gx, gy, gz, bx, by, bz, shmem, stream, params), PerThread(stream));
+}
+extern "C" CUresult tsr_cuGraphLaunch(CUgraphExec exec, CUstream stream) {
+  TSR_GATED(g_real.cuGraphLaunch(exec, stream), stream);
+}
+extern "C" CUresult tsr_cuGraphLaunch_ptsz(CUgraphExec exec, CUstream stream) {
+  TSR_GATED(g_real.cuGraphLaunch_ptsz(exec, stream), PerThread(stream));
+}

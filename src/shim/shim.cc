@@ -1,0 +1,489 @@
+// Shim state, accounting and the reconciler. See shim.h for the model.
+#include "shim/shim.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "shim/launch_gate.h"
+#include "shim/real.h"
+
+namespace tessera::shim {
+
+std::atomic<int> g_mode{0};
+
+namespace {
+
+using slice::kMaxGpus;
+
+constexpr const char* kContainerConfig = "/run/tessera/slice.conf";
+constexpr uint64_t kDefaultCtxEstimate = 512ull << 20;  // until a context on this GPU was measured
+constexpr int kMaxOrdinals = 64;
+
+slice::SliceConfig g_cfg;
+slice::Region g_region;
+char g_fail_reason[320];
+
+std::atomic<int> g_init_state{0};  // 0 none, 1 running, 2 done
+__thread int t_in_init;
+
+std::atomic<int> g_row{-1};
+std::atomic<uint64_t> g_row_gen{0};
+std::atomic<uint64_t> g_local_bytes[kMaxGpus];     // this process's charged allocations per GPU
+std::atomic<uint64_t> g_local_overhead[kMaxGpus];  // this process's overhead (estimate or measured)
+std::atomic<int> g_ctx_charged[kMaxGpus];
+std::atomic<int64_t> g_ctx_floor_until[kMaxGpus];  // keep the estimate at least until then (ns)
+std::atomic<int> g_devmap[kMaxOrdinals];           // 0 unknown, gpu+1, or 1000 = not in slice
+
+std::atomic<int64_t> g_last_report_ns{0};
+std::atomic<uint64_t> g_suppressed{0};
+
+// Reconciler thread.
+std::atomic<int> g_thread_state{0};  // 0 not started, 1 running
+std::atomic<int> g_reconcile_req{0};
+std::atomic<int> g_stopping{0};
+std::atomic<int> g_in_nvml{0};
+
+int64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+void VWriteLine(const char* fmt, va_list ap) {
+  char buf[512];
+  int n = snprintf(buf, sizeof(buf), "tessera: ");
+  int m = vsnprintf(buf + n, sizeof(buf) - static_cast<size_t>(n) - 1, fmt, ap);
+  size_t len = static_cast<size_t>(n) + (m < 0 ? 0 : static_cast<size_t>(m));
+  if (len > sizeof(buf) - 2) len = sizeof(buf) - 2;
+  buf[len++] = '\n';
+  ssize_t w = write(2, buf, len);
+  (void)w;
+}
+
+// Rate limit: one refusal line per second per process; the next line says how many were not printed.
+bool TakeReportSlot(uint64_t* suppressed) {
+  int64_t now = NowNs();
+  int64_t last = g_last_report_ns.load();
+  if (last != 0 && now - last < 1000000000) {
+    g_suppressed.fetch_add(1);
+    return false;
+  }
+  if (!g_last_report_ns.compare_exchange_strong(last, now)) {
+    g_suppressed.fetch_add(1);
+    return false;
+  }
+  *suppressed = g_suppressed.exchange(0);
+  return true;
+}
+
+void FormatBytes(uint64_t b, char* out, size_t n) {
+  if (b >= (1ull << 30))
+    snprintf(out, n, "%.2f GiB", static_cast<double>(b) / (1ull << 30));
+  else
+    snprintf(out, n, "%.1f MiB", static_cast<double>(b) / (1ull << 20));
+}
+
+void AtForkChild() {
+  // The child is a new process: no row, no contexts, no reconciler thread. Its first CUDA use claims
+  // a fresh row (CUDA itself is unusable in a forked child until exec, but the child may exec later
+  // without it, or be a python multiprocessing worker that initialises CUDA anew).
+  g_row.store(-1);
+  g_thread_state.store(0);
+  g_reconcile_req.store(0);
+  g_in_nvml.store(0);
+  for (int g = 0; g < kMaxGpus; ++g) {
+    g_local_bytes[g].store(0);
+    g_local_overhead[g].store(0);
+    g_ctx_charged[g].store(0);
+  }
+}
+
+// Claims (or re-claims after a region rebuild) this process's row. Returns -1 when none is free.
+int EnsureRow() {
+  slice::RegionHeader* h = g_region.hdr;
+  int row = g_row.load(std::memory_order_acquire);
+  uint64_t gen = h->generation.load(std::memory_order_relaxed);
+  if (row >= 0 && gen == g_row_gen.load(std::memory_order_relaxed)) return row;
+  // Slow path: first use in this process, or the region was rebuilt under us (its rows were wiped):
+  // take a row and put back what this process holds, so the wall keeps counting it.
+  static std::atomic<int> claiming{0};
+  while (claiming.exchange(1)) sched_yield();
+  row = g_row.load();
+  gen = h->generation.load();
+  if (row < 0 || gen != g_row_gen.load()) {
+    row = slice::ClaimRow(h);
+    if (row >= 0) {
+      for (int g = 0; g < kMaxGpus; ++g) {
+        h->rows[row].bytes[g].store(g_local_bytes[g].load());
+        h->rows[row].overhead[g].store(g_local_overhead[g].load());
+      }
+    }
+    g_row_gen.store(gen);
+    g_row.store(row, std::memory_order_release);
+  }
+  claiming.store(0);
+  return row;
+}
+
+void DoInit() {
+  const char* path = nullptr;
+  struct stat st;
+  // Inside a container the mounted config wins over anything the environment says.
+  if (stat(kContainerConfig, &st) == 0) {
+    path = kContainerConfig;
+  } else {
+    path = getenv("TESSERA_SLICE_CONFIG");
+    if (path && !*path) path = nullptr;
+  }
+  if (!path) {
+    Notice("no slice config (TESSERA_SLICE_CONFIG unset, %s absent): CUDA passes through without a memory wall",
+           kContainerConfig);
+    g_mode.store(static_cast<int>(Mode::kPassThrough), std::memory_order_release);
+    return;
+  }
+  char err[256];
+  if (!slice::LoadSliceConfig(path, true, &g_cfg, err, sizeof(err))) {
+    snprintf(g_fail_reason, sizeof(g_fail_reason), "slice config unusable (%.200s)", err);
+    Notice("%s: refusing all GPU memory until it is fixed", g_fail_reason);
+    g_mode.store(static_cast<int>(Mode::kFailClosed), std::memory_order_release);
+    return;
+  }
+  if (!slice::OpenRegionForSlice(g_cfg, &g_region, err, sizeof(err))) {
+    snprintf(g_fail_reason, sizeof(g_fail_reason), "slice %.63s: accounting region unusable (%.160s)", g_cfg.name, err);
+    Notice("%s: refusing all GPU memory", g_fail_reason);
+    g_mode.store(static_cast<int>(Mode::kFailClosed), std::memory_order_release);
+    return;
+  }
+  pthread_atfork(nullptr, nullptr, &AtForkChild);
+  g_mode.store(static_cast<int>(Mode::kActive), std::memory_order_release);
+  EnsureRow();
+}
+
+// ---- Reconciler ------------------------------------------------------------------------------------------
+
+bool g_nvml_ok = false;
+bool g_nvml_tried = false;
+
+void ReconcileOnce() {
+  if (!g_nvml_tried) {
+    g_nvml_tried = true;
+    g_nvml_ok = ResolveRealNvml() && g_real_nvml.nvmlInit_v2 && g_real_nvml.nvmlInit_v2() == NVML_SUCCESS &&
+                g_real_nvml.nvmlDeviceGetHandleByUUID && g_real_nvml.nvmlDeviceGetComputeRunningProcesses_v3;
+    if (!g_nvml_ok) Notice("NVML unavailable: context overhead stays at its estimate");
+  }
+  if (!g_nvml_ok) return;
+  static nvmlProcessInfo_t infos[512];
+  const unsigned self = static_cast<unsigned>(getpid());
+  slice::RegionHeader* h = g_region.hdr;
+  int row = EnsureRow();
+  if (row < 0) return;
+  for (int g = 0; g < g_cfg.gpu_count && g < kMaxGpus; ++g) {
+    if (!g_ctx_charged[g].load()) continue;
+    nvmlDevice_t dev;
+    if (g_real_nvml.nvmlDeviceGetHandleByUUID(g_cfg.gpus[g].uuid, &dev) != NVML_SUCCESS) continue;
+    unsigned count = 512;
+    if (g_real_nvml.nvmlDeviceGetComputeRunningProcesses_v3(dev, &count, infos) != NVML_SUCCESS) continue;
+    for (unsigned i = 0; i < count && i < 512; ++i) {
+      if (infos[i].pid != self || infos[i].usedGpuMemory == static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE)) continue;
+      uint64_t used = infos[i].usedGpuMemory;
+      uint64_t tracked = g_local_bytes[g].load();
+      uint64_t overhead = used > tracked ? used - tracked : 0;
+      // Right after a context was created the driver's figure may still lag: never go under the
+      // estimate during that window.
+      if (NowNs() < g_ctx_floor_until[g].load()) {
+        uint64_t est = g_local_overhead[g].load();
+        if (overhead < est) overhead = est;
+      } else {
+        uint64_t hint = h->gpus[g].ctx_hint_bytes.load();
+        while (overhead > hint && hint < (8ull << 30) &&
+               !h->gpus[g].ctx_hint_bytes.compare_exchange_weak(hint, overhead)) {
+        }
+      }
+      g_local_overhead[g].store(overhead);
+      slice::SetOverhead(h, row, g, overhead);
+      break;
+    }
+  }
+}
+
+void* ReconcilerMain(void*) {
+  int tick = 0;
+  for (;;) {
+    timespec ts{0, 50 * 1000 * 1000};
+    nanosleep(&ts, nullptr);
+    if (g_stopping.load()) return nullptr;
+    ++tick;
+    bool req = g_reconcile_req.exchange(0) != 0;
+    if (tick % 4 == 0) slice::ReclaimDead(g_region.hdr);  // dead processes' rows: back within ~200 ms
+    if (req || tick % 2 == 0) {
+      g_in_nvml.store(1);
+      if (!g_stopping.load()) ReconcileOnce();
+      g_in_nvml.store(0);
+    }
+  }
+}
+
+void StopReconciler() {
+  // Runs from exit(): keep libnvidia-ml's own teardown from racing an NVML call in our thread.
+  g_stopping.store(1);
+  int64_t until = NowNs() + 200000000;
+  while (g_in_nvml.load() && NowNs() < until) sched_yield();
+}
+
+void StartReconciler() {
+  int expect = 0;
+  if (!g_thread_state.compare_exchange_strong(expect, 1)) return;
+  static std::atomic<int> atexit_done{0};
+  if (!atexit_done.exchange(1)) atexit(&StopReconciler);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  pthread_attr_setstacksize(&attr, 256 * 1024);
+  // The application's signals belong to its own threads.
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t t;
+  if (pthread_create(&t, &attr, &ReconcilerMain, nullptr) != 0) g_thread_state.store(0);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  pthread_attr_destroy(&attr);
+}
+
+}  // namespace
+
+void Notice(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  VWriteLine(fmt, ap);
+  va_end(ap);
+}
+
+void EnsureInit() {
+  if (g_init_state.load(std::memory_order_acquire) == 2) return;
+  if (t_in_init) return;  // re-entered from inside init (e.g. dlopen of libcuda calling back)
+  int expect = 0;
+  if (g_init_state.compare_exchange_strong(expect, 1)) {
+    t_in_init = 1;
+    DoInit();
+    t_in_init = 0;
+    g_init_state.store(2, std::memory_order_release);
+    return;
+  }
+  while (g_init_state.load(std::memory_order_acquire) != 2) sched_yield();
+}
+
+const slice::SliceConfig& Config() { return g_cfg; }
+slice::RegionHeader* RegionHdr() { return g_region.hdr; }
+
+int GpuOfDevice(CUdevice dev) {
+  if (dev < 0 || dev >= kMaxOrdinals) return kGpuUnknown;
+  int v = g_devmap[dev].load(std::memory_order_relaxed);
+  if (v != 0) return v == 1000 ? kGpuNotInSlice : v - 1;
+  CUuuid u;
+  auto get = g_real.cuDeviceGetUuid_v2 ? g_real.cuDeviceGetUuid_v2 : g_real.cuDeviceGetUuid;
+  if (!get || get(&u, dev) != CUDA_SUCCESS) return kGpuUnknown;
+  const unsigned char* b = reinterpret_cast<const unsigned char*>(u.bytes);
+  char s[64];
+  snprintf(s, sizeof(s), "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
+           b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  int g = slice::FindGpu(g_cfg, s);
+  g_devmap[dev].store(g < 0 ? 1000 : g + 1, std::memory_order_relaxed);
+  return g < 0 ? kGpuNotInSlice : g;
+}
+
+int CurrentGpu() {
+  CUdevice dev;
+  if (!g_real.cuCtxGetDevice || g_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS) return kGpuUnknown;
+  return GpuOfDevice(dev);
+}
+
+void ReportRefusal(int g, uint64_t asked, const char* api, const char* why) {
+  uint64_t suppressed = 0;
+  if (!TakeReportSlot(&suppressed)) return;
+  char a[32];
+  FormatBytes(asked, a, sizeof(a));
+  Notice("slice %s: %s of %s refused with CUDA_ERROR_OUT_OF_MEMORY: %s%s", g_cfg.name[0] ? g_cfg.name : "?", api, a,
+         why, suppressed ? " (more refusals since the last line)" : "");
+}
+
+bool Charge(int g, uint64_t bytes, uint64_t asked, const char* api) {
+  if (CurrentMode() == Mode::kFailClosed) {
+    ReportRefusal(g, asked, api, g_fail_reason);
+    return false;
+  }
+  slice::RegionHeader* h = g_region.hdr;
+  int row = EnsureRow();
+  if (row < 0) {
+    ReportRefusal(g, asked, api, "no free process row in the slice region (256 processes)");
+    return false;
+  }
+  slice::ChargeOutcome o = slice::TryCharge(h, row, g, bytes, false);
+  if (o.result != slice::ChargeResult::kOk && slice::ReclaimDead(h) > 0) o = slice::TryCharge(h, row, g, bytes, false);
+  if (o.result == slice::ChargeResult::kOk) {
+    g_local_bytes[g].fetch_add(bytes);
+    return true;
+  }
+  uint64_t suppressed = 0;
+  if (TakeReportSlot(&suppressed)) {
+    char lim[32], used[32], ask[32];
+    FormatBytes(o.limit, lim, sizeof(lim));
+    FormatBytes(o.used_before, used, sizeof(used));
+    FormatBytes(asked, ask, sizeof(ask));
+    Notice("slice %s: out of GPU memory on %s: limit %s, used %s, asked %s (%s); returning CUDA_ERROR_OUT_OF_MEMORY%s",
+           g_cfg.name, g_cfg.gpus[g].uuid, lim, used, ask, api,
+           suppressed ? " (further refusals since the last line not shown)" : "");
+  }
+  return false;
+}
+
+void Uncharge(int g, uint64_t bytes) {
+  if (g < 0 || g >= kMaxGpus) return;
+  int row = g_row.load(std::memory_order_acquire);
+  if (row < 0 || !g_region.hdr) return;
+  slice::Uncharge(g_region.hdr, row, g, bytes, false);
+  uint64_t cur = g_local_bytes[g].load();
+  while (!g_local_bytes[g].compare_exchange_weak(cur, cur > bytes ? cur - bytes : 0)) {
+  }
+}
+
+bool ContextBefore(int g, const char* api, bool* charged_estimate) {
+  *charged_estimate = false;
+  if (g < 0 || CurrentMode() != Mode::kActive) return CurrentMode() != Mode::kFailClosed || g < 0;
+  if (g_ctx_charged[g].exchange(1)) return true;  // this process already pays for a context here
+  slice::RegionHeader* h = g_region.hdr;
+  int row = EnsureRow();
+  if (row < 0) {
+    g_ctx_charged[g].store(0);
+    return true;
+  }
+  uint64_t est = h->gpus[g].ctx_hint_bytes.load();
+  if (est == 0) est = kDefaultCtxEstimate;
+  slice::ChargeOutcome o = slice::TryCharge(h, row, g, est, true);
+  if (o.result != slice::ChargeResult::kOk && slice::ReclaimDead(h) > 0) o = slice::TryCharge(h, row, g, est, true);
+  if (o.result != slice::ChargeResult::kOk) {
+    g_ctx_charged[g].store(0);
+    uint64_t suppressed = 0;
+    if (TakeReportSlot(&suppressed)) {
+      char lim[32], used[32], ask[32];
+      FormatBytes(o.limit, lim, sizeof(lim));
+      FormatBytes(o.used_before, used, sizeof(used));
+      FormatBytes(est, ask, sizeof(ask));
+      Notice("slice %s: a CUDA context on %s does not fit: limit %s, used %s, context needs about %s (%s); "
+             "returning CUDA_ERROR_OUT_OF_MEMORY",
+             g_cfg.name, g_cfg.gpus[g].uuid, lim, used, ask, api);
+    }
+    return false;
+  }
+  g_local_overhead[g].store(est);
+  g_ctx_floor_until[g].store(NowNs() + 2000000000);
+  *charged_estimate = true;
+  return true;
+}
+
+void ContextAfter(int g, bool charged_estimate, CUresult result) {
+  if (g < 0 || CurrentMode() != Mode::kActive) return;
+  if (result != CUDA_SUCCESS) {
+    if (charged_estimate) {
+      int row = g_row.load();
+      if (row >= 0) slice::SetOverhead(g_region.hdr, row, g, 0);
+      g_local_overhead[g].store(0);
+      g_ctx_charged[g].store(0);
+    }
+    return;
+  }
+  StartReconciler();
+  RequestReconcile();
+}
+
+void RequestReconcile() { g_reconcile_req.store(1); }
+
+void SliceMemInfo(int g, uint64_t* limit, uint64_t* used) {
+  slice::GpuUsage u = slice::ReadGpuUsage(g_region.hdr, g);
+  *limit = u.limit_bytes;
+  *used = u.used_bytes;
+}
+
+// ---- Allocation table ---------------------------------------------------------------------------------------
+
+namespace {
+struct Slot {
+  std::atomic<uint64_t> key;
+  std::atomic<uint64_t> val;  // bytes << 8 | gpu
+};
+constexpr uint64_t kCap = 1ull << 20;
+constexpr uint64_t kEmpty = 0;
+constexpr uint64_t kTomb = ~0ull;
+constexpr int kMaxProbe = 1 << 14;
+std::atomic<Slot*> g_table{nullptr};
+
+Slot* Table() {
+  Slot* t = g_table.load(std::memory_order_acquire);
+  if (t) return t;
+  // An anonymous mapping, not the application's heap; pages are touched only as slots are used.
+  void* p = mmap(nullptr, kCap * sizeof(Slot), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  Slot* expect = nullptr;
+  if (!g_table.compare_exchange_strong(expect, static_cast<Slot*>(p))) {
+    munmap(p, kCap * sizeof(Slot));
+    return expect;
+  }
+  return static_cast<Slot*>(p);
+}
+
+uint64_t MakeKey(Kind kind, uint64_t key) { return key ^ (static_cast<uint64_t>(kind) << 58); }
+uint64_t Mix(uint64_t k) {
+  k ^= k >> 33;
+  k *= 0xff51afd7ed558ccdull;
+  k ^= k >> 33;
+  return k;
+}
+}  // namespace
+
+bool TrackAlloc(Kind kind, uint64_t key, uint64_t bytes, int g) {
+  Slot* t = Table();
+  if (!t) return false;
+  uint64_t k = MakeKey(kind, key);
+  if (k == kEmpty || k == kTomb) k ^= 2;
+  uint64_t i = Mix(k);
+  for (int probe = 0; probe < kMaxProbe; ++probe, ++i) {
+    Slot& s = t[i & (kCap - 1)];
+    uint64_t cur = s.key.load(std::memory_order_acquire);
+    if ((cur == kEmpty || cur == kTomb) && s.key.compare_exchange_strong(cur, k)) {
+      s.val.store(bytes << 8 | static_cast<uint64_t>(g & 0xff), std::memory_order_release);
+      return true;
+    }
+  }
+  return false;
+}
+
+bool UntrackAlloc(Kind kind, uint64_t key, uint64_t* bytes, int* g) {
+  Slot* t = g_table.load(std::memory_order_acquire);
+  if (!t) return false;
+  uint64_t k = MakeKey(kind, key);
+  if (k == kEmpty || k == kTomb) k ^= 2;
+  uint64_t i = Mix(k);
+  for (int probe = 0; probe < kMaxProbe; ++probe, ++i) {
+    Slot& s = t[i & (kCap - 1)];
+    uint64_t cur = s.key.load(std::memory_order_acquire);
+    if (cur == kEmpty) return false;
+    if (cur != k) continue;
+    uint64_t v = s.val.exchange(0);
+    if (!s.key.compare_exchange_strong(cur, kTomb)) continue;  // lost a race with another free of it
+    *bytes = v >> 8;
+    *g = static_cast<int>(v & 0xff);
+    return true;
+  }
+  return false;
+}
+
+}  // namespace tessera::shim

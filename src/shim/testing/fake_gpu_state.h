@@ -1,0 +1,38 @@
+// Shared by the fake libcuda and fake libnvidia-ml test doubles: where the fake "GPU" keeps per-process
+// usage so the fake NVML can report it (like the real driver does), and the fake devices' identity.
+//
+// FAKE_GPU_STATE_DIR=<dir>: each process using the fake libcuda writes <dir>/<pid> with one line of
+// device usage in bytes per device ("123 0\n"). FAKE_CUDA_DEVICES (default 2), FAKE_CUDA_TOTAL_MIB
+// (default 16384) and FAKE_CUDA_CTX_MIB (context overhead, default 300) shape the fake GPUs.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+
+namespace tessera::fake {
+
+inline int DeviceCount() {
+  const char* s = getenv("FAKE_CUDA_DEVICES");
+  int n = s ? atoi(s) : 2;
+  return n < 1 ? 1 : (n > 8 ? 8 : n);
+}
+inline uint64_t TotalBytes() {
+  const char* s = getenv("FAKE_CUDA_TOTAL_MIB");
+  return (s ? strtoull(s, nullptr, 10) : 16384ull) << 20;
+}
+inline uint64_t CtxBytes() {
+  const char* s = getenv("FAKE_CUDA_CTX_MIB");
+  return (s ? strtoull(s, nullptr, 10) : 300ull) << 20;
+}
+inline void UuidBytes(int dev, unsigned char out[16]) {
+  for (int i = 0; i < 16; ++i) out[i] = 0;
+  out[0] = 0xfa;
+  out[1] = 0x4e;
+  out[15] = static_cast<unsigned char>(dev);
+}
+inline void UuidString(int dev, char* out, size_t n) {
+  snprintf(out, n, "GPU-fa4e0000-0000-0000-0000-0000000000%02x", dev);
+}
+
+}  // namespace tessera::fake

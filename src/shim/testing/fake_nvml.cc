@@ -1,0 +1,131 @@
+// Fake libnvidia-ml.so.1: the NVML calls the shim and `tessera run` make, answering from the fake
+// libcuda's published per-process usage (FAKE_GPU_STATE_DIR), so reconciliation with "the driver's"
+// per-process figure and GPU discovery are testable without a GPU.
+#include <dirent.h>
+#include <nvml.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cerrno>
+#include <cstdint>
+
+#include "shim/testing/fake_gpu_state.h"
+
+using namespace tessera::fake;
+
+namespace {
+struct Dev {
+  int index;
+};
+Dev g_devs[8] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
+
+int IndexOf(nvmlDevice_t d) {
+  Dev* p = reinterpret_cast<Dev*>(d);
+  if (p < g_devs || p >= g_devs + DeviceCount()) return -1;
+  return p->index;
+}
+
+// Calls fn(pid, bytes) for each live process with usage on device `dev`.
+template <typename Fn>
+void ForEachProcess(int dev, Fn fn) {
+  const char* dir = getenv("FAKE_GPU_STATE_DIR");
+  if (!dir) return;
+  DIR* d = opendir(dir);
+  if (!d) return;
+  while (dirent* e = readdir(d)) {
+    char* end = nullptr;
+    long pid = strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) continue;  // exited: driver freed it
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+    FILE* f = fopen(path, "r");
+    if (!f) continue;
+    unsigned long long v = 0;
+    bool ok = true;
+    for (int i = 0; i <= dev && ok; ++i) ok = fscanf(f, "%llu", &v) == 1;
+    fclose(f);
+    if (ok && v > 0) fn(static_cast<unsigned>(pid), static_cast<uint64_t>(v));
+  }
+  closedir(d);
+}
+}  // namespace
+
+#define FAKE extern "C" __attribute__((visibility("default")))
+
+FAKE nvmlReturn_t nvmlInit_v2() { return NVML_SUCCESS; }
+FAKE nvmlReturn_t nvmlShutdown() { return NVML_SUCCESS; }
+FAKE const char* nvmlErrorString(nvmlReturn_t) { return "fake nvml error"; }
+FAKE nvmlReturn_t nvmlSystemGetDriverVersion(char* v, unsigned int n) {
+  snprintf(v, n, "580.00.fake");
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* n) {
+  *n = static_cast<unsigned>(DeviceCount());
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t* d) {
+  if (i >= static_cast<unsigned>(DeviceCount())) return NVML_ERROR_INVALID_ARGUMENT;
+  *d = reinterpret_cast<nvmlDevice_t>(&g_devs[i]);
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetHandleByUUID(const char* uuid, nvmlDevice_t* d) {
+  for (int i = 0; i < DeviceCount(); ++i) {
+    char u[96];
+    UuidString(i, u, sizeof(u));
+    if (strcmp(u, uuid) == 0) {
+      *d = reinterpret_cast<nvmlDevice_t>(&g_devs[i]);
+      return NVML_SUCCESS;
+    }
+  }
+  return NVML_ERROR_NOT_FOUND;
+}
+FAKE nvmlReturn_t nvmlDeviceGetUUID(nvmlDevice_t d, char* uuid, unsigned int n) {
+  int i = IndexOf(d);
+  if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  UuidString(i, uuid, n);
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetName(nvmlDevice_t d, char* name, unsigned int n) {
+  if (IndexOf(d) < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  snprintf(name, n, "Fake GPU");
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t d, nvmlMemory_t* m) {
+  int i = IndexOf(d);
+  if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  uint64_t used = 0;
+  ForEachProcess(i, [&](unsigned, uint64_t b) { used += b; });
+  m->total = TotalBytes();
+  m->used = used;
+  m->free = TotalBytes() - used;
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t* m) {
+  nvmlMemory_t v1;
+  nvmlReturn_t r = nvmlDeviceGetMemoryInfo(d, &v1);
+  if (r != NVML_SUCCESS) return r;
+  m->total = v1.total;
+  m->used = v1.used;
+  m->free = v1.free;
+  m->reserved = 0;
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int* count, nvmlProcessInfo_t* out) {
+  int i = IndexOf(d);
+  if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  unsigned n = 0, cap = *count;
+  ForEachProcess(i, [&](unsigned pid, uint64_t b) {
+    if (n < cap) {
+      out[n].pid = pid;
+      out[n].usedGpuMemory = b;
+      out[n].gpuInstanceId = 0xFFFFFFFF;
+      out[n].computeInstanceId = 0xFFFFFFFF;
+    }
+    ++n;
+  });
+  *count = n;
+  return n > cap ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
+}

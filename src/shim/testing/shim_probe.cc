@@ -1,0 +1,393 @@
+// shim_probe: a CUDA driver-API program for the shim's tests. Linked directly against (fake) libcuda
+// and run with LD_PRELOAD=libtessera.so; each mode drives one interception path and prints
+// "ok <what>" / "FAIL <what>: <why>" lines; the exit code is the number of failures.
+#include <cuda.h>
+#include <dlfcn.h>
+#include <nvml.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cstdint>
+
+#include "slice/config.h"
+#include "slice/region.h"
+
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+int g_failures = 0;
+
+void Check(bool ok, const char* what, const char* fmt = "-", ...) __attribute__((format(printf, 3, 4)));
+void Check(bool ok, const char* what, const char* fmt, ...) {
+  if (ok) {
+    printf("ok %s\n", what);
+  } else {
+    ++g_failures;
+    char buf[256];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    printf("FAIL %s: %s\n", what, buf);
+  }
+  fflush(stdout);
+}
+
+tessera::slice::Region g_region;
+
+// Slice usage on GPU 0 as the region records it (charged + overhead).
+uint64_t Charged() {
+  if (!g_region.hdr) {
+    tessera::slice::SliceConfig cfg;
+    char err[256];
+    const char* p = getenv("TESSERA_SLICE_CONFIG");
+    if (!p || !tessera::slice::LoadSliceConfig(p, false, &cfg, err, sizeof(err))) return 0;
+    if (!tessera::slice::OpenRegion(cfg.region, false, &g_region, err, sizeof(err))) return 0;
+  }
+  return tessera::slice::ReadGpuUsage(g_region.hdr, 0).charged_bytes;
+}
+
+void* Sym(const char* name) {
+  static void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  return dlsym(lib, name);
+}
+
+CUcontext Setup() {
+  CUcontext ctx = nullptr;
+  CUresult r = cuInit(0);
+  if (r != CUDA_SUCCESS) {
+    printf("FAIL cuInit: %d\n", r);
+    exit(100);
+  }
+  r = cuDevicePrimaryCtxRetain(&ctx, 0);
+  if (r != CUDA_SUCCESS) {
+    printf("ctx-result %d\n", r);
+    fflush(stdout);
+    exit(r == CUDA_ERROR_OUT_OF_MEMORY ? 42 : 101);
+  }
+  cuCtxSetCurrent(ctx);
+  return ctx;
+}
+
+// Allocates `small` then frees it (charge visible and returned), then asks for `big` (must be refused).
+template <typename Alloc, typename Free>
+void AllocPath(const char* what, uint64_t small, uint64_t big, Alloc alloc, Free free_fn) {
+  uint64_t before = Charged();
+  uint64_t h = 0;
+  CUresult r = alloc(small, &h);
+  uint64_t during = Charged();
+  Check(r == CUDA_SUCCESS && during >= before + small, what, "alloc r=%d charged %llu -> %llu", r,
+        (unsigned long long)before, (unsigned long long)during);
+  if (r == CUDA_SUCCESS) {
+    r = free_fn(h);
+    uint64_t after = Charged();
+    char w[128];
+    snprintf(w, sizeof(w), "%s free", what);
+    Check(r == CUDA_SUCCESS && after == before, w, "free r=%d charged %llu", r, (unsigned long long)after);
+  }
+  uint64_t h2 = 0;
+  r = alloc(big, &h2);
+  char w[128];
+  snprintf(w, sizeof(w), "%s over the wall", what);
+  Check(r == CUDA_ERROR_OUT_OF_MEMORY && Charged() == before, w, "r=%d", r);
+  if (r == CUDA_SUCCESS) free_fn(h2);
+}
+
+int ModePaths() {
+  Setup();
+  const uint64_t small = 100 * kMiB, big = 2048 * kMiB;
+  // Direct linking: the symbol binds to the preloaded shim.
+  AllocPath("direct cuMemAlloc_v2", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = cuMemAlloc(&p, n); *h = p; return r; },
+            [](uint64_t h) { return cuMemFree(h); });
+  AllocPath("direct cuMemAllocManaged", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = cuMemAllocManaged(&p, n, CU_MEM_ATTACH_GLOBAL); *h = p; return r; },
+            [](uint64_t h) { return cuMemFree(h); });
+  AllocPath("direct cuMemAllocPitch_v2", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; size_t pitch; CUresult r = cuMemAllocPitch(&p, &pitch, 4096, n / 4096, 4); *h = p; return r; },
+            [](uint64_t h) { return cuMemFree(h); });
+  AllocPath("direct cuMemAllocAsync", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = cuMemAllocAsync(&p, n, nullptr); *h = p; return r; },
+            [](uint64_t h) { return cuMemFreeAsync(h, nullptr); });
+  AllocPath("direct cuMemAllocFromPoolAsync", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = cuMemAllocFromPoolAsync(&p, n, nullptr, nullptr); *h = p; return r; },
+            [](uint64_t h) { return cuMemFreeAsync(h, nullptr); });
+  AllocPath("direct cuMemCreate", small, big,
+            [](uint64_t n, uint64_t* h) {
+              CUmemAllocationProp prop{};
+              prop.type = CU_MEM_ALLOCATION_TYPE_PINNED;
+              prop.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+              prop.location.id = 0;
+              CUmemGenericAllocationHandle hh;
+              CUresult r = cuMemCreate(&hh, n, &prop, 0);
+              *h = hh;
+              return r;
+            },
+            [](uint64_t h) { return cuMemRelease(h); });
+  AllocPath("direct cuArrayCreate_v2", small, big,
+            [](uint64_t n, uint64_t* h) {
+              CUDA_ARRAY_DESCRIPTOR d{};
+              d.Width = 4096;
+              d.Height = n / 4096 / 4;
+              d.Format = CU_AD_FORMAT_FLOAT;
+              d.NumChannels = 1;
+              CUarray a;
+              CUresult r = cuArrayCreate(&a, &d);
+              *h = reinterpret_cast<uint64_t>(a);
+              return r;
+            },
+            [](uint64_t h) { return cuArrayDestroy(reinterpret_cast<CUarray>(h)); });
+  AllocPath("direct cuArray3DCreate_v2", small, big,
+            [](uint64_t n, uint64_t* h) {
+              CUDA_ARRAY3D_DESCRIPTOR d{};
+              d.Width = 1024;
+              d.Height = 1024;
+              d.Depth = n / (1024 * 1024 * 4);
+              d.Format = CU_AD_FORMAT_FLOAT;
+              d.NumChannels = 1;
+              CUarray a;
+              CUresult r = cuArray3DCreate(&a, &d);
+              *h = reinterpret_cast<uint64_t>(a);
+              return r;
+            },
+            [](uint64_t h) { return cuArrayDestroy(reinterpret_cast<CUarray>(h)); });
+  AllocPath("direct cuMipmappedArrayCreate", small, big,
+            [](uint64_t n, uint64_t* h) {
+              CUDA_ARRAY3D_DESCRIPTOR d{};
+              d.Width = 4096;
+              d.Height = n / 4096 / 4;
+              d.Format = CU_AD_FORMAT_FLOAT;
+              d.NumChannels = 1;
+              CUmipmappedArray a;
+              CUresult r = cuMipmappedArrayCreate(&a, &d, 1);
+              *h = reinterpret_cast<uint64_t>(a);
+              return r;
+            },
+            [](uint64_t h) { return cuMipmappedArrayDestroy(reinterpret_cast<CUmipmappedArray>(h)); });
+  AllocPath("direct cuGraphAddMemAllocNode", small, big,
+            [](uint64_t n, uint64_t* h) {
+              CUDA_MEM_ALLOC_NODE_PARAMS p{};
+              p.poolProps.allocType = CU_MEM_ALLOCATION_TYPE_PINNED;
+              p.poolProps.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+              p.poolProps.location.id = 0;
+              p.bytesize = n;
+              CUgraphNode node;
+              CUresult r = cuGraphAddMemAllocNode(&node, nullptr, nullptr, 0, &p);
+              *h = p.dptr;
+              return r;
+            },
+            [](uint64_t h) { CUgraphNode node; return cuGraphAddMemFreeNode(&node, nullptr, nullptr, 0, h); });
+
+  // dlsym on the driver's handle and on RTLD_DEFAULT.
+  using AllocFn = CUresult (*)(CUdeviceptr*, size_t);
+  using FreeFn = CUresult (*)(CUdeviceptr);
+  AllocFn a = reinterpret_cast<AllocFn>(Sym("cuMemAlloc_v2"));
+  FreeFn f = reinterpret_cast<FreeFn>(Sym("cuMemFree_v2"));
+  Check(a && reinterpret_cast<void*>(a) == dlsym(RTLD_DEFAULT, "cuMemAlloc_v2"), "dlsym(libcuda) gives the hook", "%p", (void*)a);
+  static AllocFn sa;
+  static FreeFn sf;
+  sa = a;
+  sf = f;
+  AllocPath("dlsym cuMemAlloc_v2", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = sa(&p, n); *h = p; return r; },
+            [](uint64_t h) { return sf(h); });
+  Check(dlsym(RTLD_NEXT, "getpid") == reinterpret_cast<void*>(&getpid) || dlsym(RTLD_NEXT, "getpid") != nullptr,
+        "dlsym(RTLD_NEXT) of a libc name still works", "-");
+  Check(dlsym(RTLD_DEFAULT, "no_such_symbol_tessera") == nullptr, "dlsym of a missing name is null", "-");
+
+  // cuGetProcAddress (both entry points) hands back the hook of the variant the driver chose.
+  using GPA2 = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+  using GPA1 = CUresult (*)(const char*, void**, int, cuuint64_t);
+  GPA2 gpa2 = reinterpret_cast<GPA2>(Sym("cuGetProcAddress_v2"));
+  GPA1 gpa1 = reinterpret_cast<GPA1>(Sym("cuGetProcAddress"));
+  struct Case {
+    const char* symbol;
+    int version;
+    cuuint64_t flags;
+    const char* expect;
+  } cases[] = {
+      {"cuMemAlloc", 3010, 0, "cuMemAlloc"},
+      {"cuMemAlloc", 13000, 0, "cuMemAlloc_v2"},
+      {"cuMemFree", 13000, 0, "cuMemFree_v2"},
+      {"cuMemGetInfo", 3000, 0, "cuMemGetInfo"},
+      {"cuMemGetInfo", 13000, 0, "cuMemGetInfo_v2"},
+      {"cuCtxCreate", 11040, 0, "cuCtxCreate_v3"},
+      {"cuCtxCreate", 13000, 0, "cuCtxCreate_v4"},
+      {"cuMemAllocAsync", 13000, 0, "cuMemAllocAsync"},
+      {"cuMemAllocAsync", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemAllocAsync_ptsz"},
+      {"cuMemFreeAsync", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemFreeAsync_ptsz"},
+      {"cuMemAllocFromPoolAsync", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuMemAllocFromPoolAsync_ptsz"},
+      {"cuLaunchKernel", 13000, 0, "cuLaunchKernel"},
+      {"cuLaunchKernel", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuLaunchKernel_ptsz"},
+      {"cuLaunchKernelEx", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuLaunchKernelEx_ptsz"},
+      {"cuGraphLaunch", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuGraphLaunch_ptsz"},
+      {"cuLaunchCooperativeKernel", 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, "cuLaunchCooperativeKernel_ptsz"},
+      {"cuGetProcAddress", 13000, 0, "cuGetProcAddress_v2"},
+      {"cuGetProcAddress", 11030, 0, "cuGetProcAddress"},
+      {"cuDevicePrimaryCtxRetain", 13000, 0, "cuDevicePrimaryCtxRetain"},
+  };
+  for (const Case& c : cases) {
+    for (int entry = 0; entry < 2; ++entry) {
+      void* fn = nullptr;
+      CUdriverProcAddressQueryResult st = CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND;
+      CUresult r = entry == 0 ? gpa2(c.symbol, &fn, c.version, c.flags, &st) : gpa1(c.symbol, &fn, c.version, c.flags);
+      char what[160];
+      snprintf(what, sizeof(what), "%s(%s, %d, %llu) -> %s", entry == 0 ? "cuGetProcAddress_v2" : "cuGetProcAddress",
+               c.symbol, c.version, (unsigned long long)c.flags, c.expect);
+      Check(r == CUDA_SUCCESS && fn && fn == dlsym(RTLD_DEFAULT, c.expect), what, "r=%d fn=%p hook=%p", r, fn,
+            dlsym(RTLD_DEFAULT, c.expect));
+    }
+  }
+  // Not hooked: the driver's own function comes back.
+  void* fn = nullptr;
+  gpa2("cuStreamQuery", &fn, 13000, 0, nullptr);
+  Check(fn == Sym("cuStreamQuery"), "unhooked names come back untouched", "%p", fn);
+
+  // Functions obtained through cuGetProcAddress enforce the wall, in each ABI variant.
+  using AllocV1 = CUresult (*)(unsigned int*, unsigned int);
+  using AllocAsyncFn = CUresult (*)(CUdeviceptr*, size_t, CUstream);
+  using FreeAsyncFn = CUresult (*)(CUdeviceptr, CUstream);
+  static AllocV1 v1;
+  static AllocAsyncFn aa;
+  static FreeAsyncFn fa;
+  gpa2("cuMemAlloc", reinterpret_cast<void**>(&v1), 3010, 0, nullptr);
+  gpa2("cuMemAllocAsync", reinterpret_cast<void**>(&aa), 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, nullptr);
+  gpa2("cuMemFreeAsync", reinterpret_cast<void**>(&fa), 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, nullptr);
+  using FreeV1 = CUresult (*)(unsigned int);
+  static FreeV1 v1free;
+  gpa2("cuMemFree", reinterpret_cast<void**>(&v1free), 3010, 0, nullptr);
+  AllocPath("procaddr cuMemAlloc (v1 ABI)", small, 2000 * kMiB,
+            [](uint64_t n, uint64_t* h) { unsigned int p; CUresult r = v1(&p, static_cast<unsigned>(n)); *h = p; return r; },
+            [](uint64_t h) { return v1free(static_cast<unsigned>(h)); });
+  AllocPath("procaddr cuMemAllocAsync_ptsz", small, big,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = aa(&p, n, nullptr); *h = p; return r; },
+            [](uint64_t h) { return fa(h, nullptr); });
+
+  // What the application sees.
+  size_t free_b = 0, total_b = 0;
+  cuMemGetInfo(&free_b, &total_b);
+  uint64_t limit = strtoull(getenv("PROBE_LIMIT") ? getenv("PROBE_LIMIT") : "0", nullptr, 10);
+  Check(total_b == limit && free_b <= limit, "cuMemGetInfo total = limit", "total %zu free %zu limit %llu", total_b,
+        free_b, (unsigned long long)limit);
+  size_t devtotal = 0;
+  cuDeviceTotalMem(&devtotal, 0);
+  Check(devtotal == limit, "cuDeviceTotalMem = limit", "%zu", devtotal);
+  void* nv = dlopen("libnvidia-ml.so.1", RTLD_NOW);
+  using NvInit = nvmlReturn_t (*)();
+  using NvHandle = nvmlReturn_t (*)(unsigned, nvmlDevice_t*);
+  using NvMem = nvmlReturn_t (*)(nvmlDevice_t, nvmlMemory_t*);
+  using NvMem2 = nvmlReturn_t (*)(nvmlDevice_t, nvmlMemory_v2_t*);
+  if (nv) {
+    reinterpret_cast<NvInit>(dlsym(nv, "nvmlInit_v2"))();
+    nvmlDevice_t d0, d1;
+    reinterpret_cast<NvHandle>(dlsym(nv, "nvmlDeviceGetHandleByIndex_v2"))(0, &d0);
+    reinterpret_cast<NvHandle>(dlsym(nv, "nvmlDeviceGetHandleByIndex_v2"))(1, &d1);
+    nvmlMemory_t m{};
+    reinterpret_cast<NvMem>(dlsym(nv, "nvmlDeviceGetMemoryInfo"))(d0, &m);
+    Check(m.total == limit && m.free + m.used <= limit, "nvmlDeviceGetMemoryInfo total = limit", "total %llu",
+          (unsigned long long)m.total);
+    nvmlMemory_v2_t m2{};
+    m2.version = nvmlMemory_v2;
+    reinterpret_cast<NvMem2>(dlsym(nv, "nvmlDeviceGetMemoryInfo_v2"))(d0, &m2);
+    Check(m2.total == limit, "nvmlDeviceGetMemoryInfo_v2 total = limit", "total %llu", (unsigned long long)m2.total);
+    nvmlMemory_t other{};
+    reinterpret_cast<NvMem>(dlsym(nv, "nvmlDeviceGetMemoryInfo"))(d1, &other);
+    Check(other.total > limit, "a GPU outside the slice shows its real size", "%llu", (unsigned long long)other.total);
+  } else {
+    Check(false, "load libnvidia-ml.so.1", "%s", dlerror());
+  }
+  // A GPU outside the slice: no memory there.
+  CUcontext c1;
+  CUresult r = cuCtxCreate(&c1, nullptr, 0, 1);
+  CUdeviceptr p1;
+  CUresult ra = r == CUDA_SUCCESS ? cuMemAlloc(&p1, kMiB) : r;
+  Check(ra == CUDA_ERROR_OUT_OF_MEMORY, "GPU outside the slice refuses memory", "ctx %d alloc %d", r, ra);
+  return g_failures;
+}
+
+// Launch paths reach the driver (the gate is off without a compute cap).
+extern "C" unsigned long long fakeCudaLaunchCount();
+int ModeLaunch() {
+  Setup();
+  unsigned long long before = fakeCudaLaunchCount();
+  cuLaunchKernel(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr, nullptr);
+  CUlaunchConfig cfg{};
+  cuLaunchKernelEx(&cfg, nullptr, nullptr, nullptr);
+  cuLaunchCooperativeKernel(nullptr, 1, 1, 1, 1, 1, 1, 0, nullptr, nullptr);
+  cuGraphLaunch(nullptr, nullptr);
+  using L = CUresult (*)(CUgraphExec, CUstream);
+  L gl = nullptr;
+  cuGetProcAddress("cuGraphLaunch", reinterpret_cast<void**>(&gl), 13000, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM, nullptr);
+  if (gl) gl(nullptr, nullptr);
+  Check(fakeCudaLaunchCount() == before + 5, "five launches reached the driver", "%llu", fakeCudaLaunchCount() - before);
+  return g_failures;
+}
+
+// Alloc/free rounds through cudart-style pointers; the parent watches the device's real usage.
+int ModeRace(int rounds, unsigned seed) {
+  Setup();
+  using AllocFn = CUresult (*)(CUdeviceptr*, size_t);
+  using FreeFn = CUresult (*)(CUdeviceptr);
+  AllocFn a = nullptr;
+  FreeFn f = nullptr;
+  cuGetProcAddress("cuMemAlloc", reinterpret_cast<void**>(&a), 13000, 0, nullptr);
+  cuGetProcAddress("cuMemFree", reinterpret_cast<void**>(&f), 13000, 0, nullptr);
+  CUdeviceptr held[4] = {0, 0, 0, 0};
+  int ok = 0, refused = 0;
+  for (int i = 0; i < rounds; ++i) {
+    int s = i % 4;
+    if (held[s]) {
+      f(held[s]);
+      held[s] = 0;
+    }
+    size_t n = (1 + rand_r(&seed) % 256) * kMiB;
+    CUresult r = a(&held[s], n);
+    if (r == CUDA_SUCCESS) {
+      ++ok;
+    } else {
+      held[s] = 0;
+      if (r != CUDA_ERROR_OUT_OF_MEMORY) return 1;
+      ++refused;
+    }
+  }
+  for (CUdeviceptr p : held)
+    if (p) f(p);
+  printf("race ok=%d refused=%d\n", ok, refused);
+  return 0;
+}
+
+int ModeHold(uint64_t mib) {
+  Setup();
+  CUdeviceptr p;
+  CUresult r = cuMemAlloc(&p, mib * kMiB);
+  printf("hold %d\n", r);
+  fflush(stdout);
+  for (;;) pause();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return 2;
+  if (!strcmp(argv[1], "paths")) return ModePaths();
+  if (!strcmp(argv[1], "launch")) return ModeLaunch();
+  if (!strcmp(argv[1], "race")) return ModeRace(atoi(argv[2]), static_cast<unsigned>(atoi(argv[3])));
+  if (!strcmp(argv[1], "hold")) return ModeHold(strtoull(argv[2], nullptr, 10));
+  if (!strcmp(argv[1], "ctx")) {
+    Setup();
+    printf("ctx-result 0\n");
+    return 0;
+  }
+  if (!strcmp(argv[1], "alloc")) {  // alloc <MiB>: one allocation, prints the result code
+    Setup();
+    CUdeviceptr p;
+    CUresult r = cuMemAlloc(&p, strtoull(argv[2], nullptr, 10) * kMiB);
+    printf("alloc-result %d\n", r);
+    return 0;
+  }
+  return 2;
+}
