@@ -14,3 +14,8 @@ if(TARGET tessera_agent)
     SOURCES top_agent_test.cc top_model.cc top_prom.cc
     LIBS tessera_agent)
 endif()
+if(TARGET tessera_kube)
+  tessera_unit_test(cli_doctor_test
+    SOURCES doctor_test.cc doctor_checks.cc doctor_collect.cc doctor_report.cc
+    LIBS tessera_kube)
+endif()
