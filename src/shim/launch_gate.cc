@@ -16,6 +16,9 @@
 #include "slice/config.h"
 #include "slice/node_region.h"
 #include "slice/region.h"
+#ifndef TESSERA_GATE_STANDALONE
+#include "shim/real.h"
+#endif
 
 namespace tessera::shim {
 
@@ -28,12 +31,17 @@ slice::Region g_region;
 
 template <typename T>
 bool Bind(void* lib, const char* name, T* out) {
+#ifdef TESSERA_GATE_STANDALONE
   *out = reinterpret_cast<T>(dlsym(lib, name));
+#else
+  *out = reinterpret_cast<T>(RealDlsym(lib, name));
+#endif
   return *out != nullptr;
 }
 
-// The gate's driver calls go straight to libcuda, never through the shim's hooks (none of these entry
-// points is hooked, and resolving them from the library handle avoids any interposed dlsym result).
+// The gate's driver calls go straight to libcuda, never through the shim's hooks: resolved from the
+// library handle with the C library's dlsym (RealDlsym inside the shim; the standalone build used by
+// bench/cap's capbench-direct has no hooks to avoid).
 bool BindRealDriver(GateDriver* d) {
   void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
   if (lib == nullptr) lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
@@ -44,7 +52,15 @@ bool BindRealDriver(GateDriver* d) {
             Bind(lib, "cuEventCreate", &d->event_create) &&
             Bind(lib, "cuEventRecord", &d->event_record) &&
             Bind(lib, "cuEventQuery", &d->event_query) &&
-            Bind(lib, "cuStreamIsCapturing", &d->stream_is_capturing);
+            Bind(lib, "cuStreamIsCapturing", &d->stream_is_capturing) &&
+            Bind(lib, "cuEventSynchronize", &d->event_synchronize) &&
+            Bind(lib, "cuEventDestroy_v2", &d->event_destroy) &&
+            Bind(lib, "cuStreamCreate", &d->stream_create) &&
+            Bind(lib, "cuStreamDestroy_v2", &d->stream_destroy) &&
+            Bind(lib, "cuModuleLoadData", &d->module_load_data) &&
+            Bind(lib, "cuModuleUnload", &d->module_unload) &&
+            Bind(lib, "cuModuleGetFunction", &d->module_get_function) &&
+            Bind(lib, "cuLaunchKernel", &d->launch_kernel);
   ok = ok && (Bind(lib, "cuDeviceGetUuid_v2", &d->device_get_uuid) ||
               Bind(lib, "cuDeviceGetUuid", &d->device_get_uuid));
   ok = ok && (Bind(lib, "cuEventElapsedTime_v2", &d->event_elapsed) ||
@@ -62,13 +78,29 @@ void AtForkChild() {
   if (g_gate) g_gate->ResetAfterFork();
 }
 
+const char* ConfigPath() {
+  const char* p = std::getenv("TESSERA_SLICE_CONFIG");
+  return p != nullptr ? p : "/run/tessera/slice.conf";
+}
+
+// Spatial mode must be in the environment before the driver initialises, which is earlier than
+// LaunchGateInit (that runs after the real cuInit). So at library load, if the slice's trusted config
+// names an MPS pipe, the client settings are written then. Costs one open() in processes of a slice.
+__attribute__((constructor)) void ApplySpatialAtLoad() {
+  const char* path = ConfigPath();
+  const std::string pipe = ReadConfigExtra(path, "mps_pipe");
+  if (pipe.empty()) return;
+  static slice::SliceConfig cfg;  // large: not on the stack of a constructor
+  char err[256];
+  if (!slice::LoadSliceConfig(path, true, &cfg, err, sizeof(err)) || cfg.gpu_count <= 0) return;
+  MpsApplyClientEnv(pipe, cfg.gpus[0].cores, cfg.priority);
+}
+
 }  // namespace
 
 void LaunchGateInit(const slice::SliceConfig& cfg) {
   if (g_gate != nullptr || cfg.gpu_count <= 0) return;
-  const char* conf_path = std::getenv("TESSERA_SLICE_CONFIG");
-  if (conf_path == nullptr) conf_path = "/run/tessera/slice.conf";
-  const std::string mps_pipe = ReadConfigExtra(conf_path, "mps_pipe");
+  const std::string mps_pipe = ReadConfigExtra(ConfigPath(), "mps_pipe");
   const bool spatial = !mps_pipe.empty();
   if (spatial) {
     MpsApplyClientEnv(mps_pipe, cfg.gpus[0].cores, cfg.priority);

@@ -48,6 +48,16 @@ struct GateDriver {
   CUresult (*event_query)(CUevent);
   CUresult (*event_elapsed)(float*, CUevent, CUevent);
   CUresult (*stream_is_capturing)(CUstream, CUstreamCaptureStatus*);
+  // Used once per context, by the harvester, to measure the fixed cost of a launch (see Calibrate).
+  CUresult (*event_synchronize)(CUevent);
+  CUresult (*event_destroy)(CUevent);
+  CUresult (*stream_create)(CUstream*, unsigned int);
+  CUresult (*stream_destroy)(CUstream);
+  CUresult (*module_load_data)(CUmodule*, const void*);
+  CUresult (*module_unload)(CUmodule);
+  CUresult (*module_get_function)(CUfunction*, CUmodule, const char*);
+  CUresult (*launch_kernel)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
+                            unsigned int, unsigned int, unsigned int, CUstream, void**, void**);
 };
 
 struct GateClock {
@@ -77,6 +87,7 @@ struct GateOptions {
   int64_t stale_ns = 200'000'000;       // heartbeats older than this are ignored
   int64_t burst_idle_ns = 20'000'000;   // others idle this long -> a burst slice may run past its cap
   bool background_harvester = true;     // tests drive HarvestOnce themselves
+  bool calibrate_floor = true;          // measure each context's launch floor with a no-op kernel
 };
 
 struct GateStats {
@@ -107,6 +118,12 @@ class Gate {
 
   GateStats Stats() const;
   int64_t MeasuredNs(int gpu) const;
+  // Fixed GPU-side cost of one isolated launch bracket in the calling thread's current context, as
+  // measured by Calibrate (0 until measured). Subtracted from isolated brackets so that short kernels
+  // are charged for their work, not for launch latency that a back-to-back queue would hide.
+  int64_t LaunchFloorNs();
+  // Measures the floor of every context that has none yet (the harvester calls this; tests too).
+  void CalibratePending();
   // Submissions of the calling thread's current context still in flight (tests, priority).
   int InFlightCurrent();
 
@@ -121,6 +138,7 @@ class Gate {
   void Wait(int64_t ns);
   int HarvestRing(Ring* r, int64_t now);
   void Heartbeat(int64_t now);
+  void Calibrate(Ring* r);
 
   GateDriver drv_;
   GateClock clock_;

@@ -42,13 +42,16 @@ struct Sim {
   std::function<void()> on_tick;  // other "processes" acting while this one sleeps
   std::vector<std::unique_ptr<FakeEvent>> events;
 
+  int64_t launch_overhead = 0;  // GPU time an isolated launch costs before its work starts
   int64_t Launch(CUstream s, int64_t len, int tag) {
     int64_t start = std::max(now, stream_free[s]);
     if (exclusive) start = std::max(start, device_free);
+    // A launch queued behind earlier work on its stream has its latency hidden.
+    if (start == now || start > stream_free[s]) start += launch_overhead;
     const int64_t end = start + len;
     stream_free[s] = end;
     device_free = std::max(device_free, end);
-    kernels.push_back({start, end, tag});
+    if (tag >= 0) kernels.push_back({start, end, tag});
     return end;
   }
   // GPU time of tag (or all tags with -1) inside [a, b), union over overlapping kernels.
@@ -116,6 +119,33 @@ CUresult FIsCapturing(CUstream s, CUstreamCaptureStatus* st) {
                                               : CU_STREAM_CAPTURE_STATUS_NONE;
   return CUDA_SUCCESS;
 }
+CUresult FEventSync(CUevent e) {
+  auto* ev = reinterpret_cast<FakeEvent*>(e);
+  g_sim->now = std::max(g_sim->now, ev->ts);
+  return CUDA_SUCCESS;
+}
+CUresult FEventDestroy(CUevent) { return CUDA_SUCCESS; }
+CUresult FStreamCreate(CUstream* s, unsigned int) {
+  static uintptr_t next = 0x5000;
+  *s = reinterpret_cast<CUstream>(next++);
+  return CUDA_SUCCESS;
+}
+CUresult FStreamDestroy(CUstream) { return CUDA_SUCCESS; }
+CUresult FModuleLoad(CUmodule* m, const void* image) {
+  *m = reinterpret_cast<CUmodule>(0x77);
+  return std::strstr(static_cast<const char*>(image), ".entry tessera_nop") ? CUDA_SUCCESS
+                                                                             : CUDA_ERROR_INVALID_PTX;
+}
+CUresult FModuleUnload(CUmodule) { return CUDA_SUCCESS; }
+CUresult FModuleGetFunction(CUfunction* f, CUmodule, const char*) {
+  *f = reinterpret_cast<CUfunction>(0x78);
+  return CUDA_SUCCESS;
+}
+CUresult FLaunch(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int,
+                 unsigned int, unsigned int, CUstream s, void**, void**) {
+  g_sim->Launch(s, 0, -1);
+  return CUDA_SUCCESS;
+}
 int64_t FNow() { return g_sim->now; }
 void FSleep(int64_t ns) {
   while (ns > 0) {
@@ -128,8 +158,11 @@ void FSleep(int64_t ns) {
 }
 
 GateDriver FakeDriver() {
-  return GateDriver{&FCtxGetCurrent, &FCtxSetCurrent, &FCtxGetDevice, &FDeviceGetUuid, &FEventCreate,
-                    &FEventRecord,   &FEventQuery,    &FEventElapsed, &FIsCapturing};
+  return GateDriver{&FCtxGetCurrent, &FCtxSetCurrent,    &FCtxGetDevice,  &FDeviceGetUuid,
+                    &FEventCreate,   &FEventRecord,      &FEventQuery,    &FEventElapsed,
+                    &FIsCapturing,   &FEventSync,        &FEventDestroy,  &FStreamCreate,
+                    &FStreamDestroy, &FModuleLoad,       &FModuleUnload,  &FModuleGetFunction,
+                    &FLaunch};
 }
 std::string FakeUuid(unsigned char b) {
   char out[64];
@@ -184,6 +217,29 @@ TEST_F(SimTest, CapHoldsForEveryShareAndKernelLength) {
         const double share = 100.0 * sim.Busy(w, w + 1'000 * kMs) / (1'000.0 * kMs);
         EXPECT_NEAR(share, cores, 3.0) << "cores " << cores << " len " << len << " window " << w;
       }
+    }
+  }
+}
+
+// Isolated short kernels pay a launch latency that a flat-out queue hides. The gate measures that
+// floor once per context (a no-op kernel) and charges the work, so the work rate matches the cap.
+TEST_F(SimTest, ChargesWorkNotLaunchLatency) {
+  for (bool calibrate : {false, true}) {
+    sim = Sim();
+    sim.launch_overhead = 5 * kUs;
+    Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(75)});
+    sim.harvesters = {&g};
+    g.Before(S(0));
+    sim.Launch(S(0), 100 * kUs, 0);
+    g.After(S(0), CUDA_SUCCESS);
+    if (calibrate) g.CalibratePending();
+    EXPECT_NEAR(g.LaunchFloorNs(), calibrate ? 5 * kUs : 0, 10);
+    Submit(g, S(0), 100 * kUs, 0, 6'000 * kMs);
+    const double work = 100.0 * sim.Busy(1'000 * kMs, 6'000 * kMs) / (5'000.0 * kMs);
+    if (calibrate) {
+      EXPECT_NEAR(work, 75.0, 1.0);
+    } else {
+      EXPECT_NEAR(work, 75.0 * 100 / 105, 1.0);  // the under-delivery the floor removes
     }
   }
 }
