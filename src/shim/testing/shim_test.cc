@@ -1,0 +1,295 @@
+// libtessera.so end to end against the fake driver: each test runs shim_probe (or several) with
+// LD_PRELOAD=libtessera.so and the fake libcuda/libnvidia-ml on LD_LIBRARY_PATH.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <string>
+#include <vector>
+
+#include "slice/config.h"
+#include "slice/region.h"
+
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+double Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+std::string ReadAll(int fd) {
+  std::string s;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) s.append(buf, static_cast<size_t>(n));
+  return s;
+}
+
+struct Child {
+  pid_t pid = -1;
+  int out = -1;  // stdout pipe
+  int err = -1;  // stderr pipe
+};
+
+class ShimTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(mkdtemp(dir_), nullptr);
+    state_ = std::string(dir_) + "/state";
+    mkdir(state_.c_str(), 0755);
+    config_ = std::string(dir_) + "/slice.conf";
+    WriteConfig(1024 * kMiB);
+  }
+  void TearDown() override {
+    std::string cmd = std::string("rm -rf ") + dir_;
+    ASSERT_EQ(system(cmd.c_str()), 0);
+  }
+  void WriteConfig(uint64_t limit) {
+    limit_ = limit;
+    tessera::slice::SliceConfig c;
+    tessera::slice::InitSliceConfig(&c);
+    snprintf(c.name, sizeof(c.name), "probe");
+    snprintf(c.region, sizeof(c.region), "%s/region", dir_);
+    c.gpu_count = 1;
+    snprintf(c.gpus[0].uuid, sizeof(c.gpus[0].uuid), "GPU-fa4e0000-0000-0000-0000-000000000000");
+    c.gpus[0].memory_bytes = limit;
+    c.gpus[0].cores = 100;
+    char err[256];
+    ASSERT_TRUE(tessera::slice::WriteSliceConfig(config_.c_str(), c, err, sizeof(err))) << err;
+  }
+  std::vector<std::string> Env(bool with_config) {
+    std::vector<std::string> env = {
+        std::string("LD_PRELOAD=") + TESSERA_SHIM_PATH,
+        std::string("LD_LIBRARY_PATH=") + TESSERA_FAKE_LIB_DIR,
+        "FAKE_GPU_STATE_DIR=" + state_,
+        "PROBE_LIMIT=" + std::to_string(limit_),
+        "PATH=/usr/bin:/bin",
+    };
+    if (with_config) env.push_back("TESSERA_SLICE_CONFIG=" + config_);
+    return env;
+  }
+  Child Start(const std::vector<std::string>& args, bool with_config = true) {
+    std::vector<std::string> env = Env(with_config);
+    int o[2], e[2];
+    EXPECT_EQ(pipe(o), 0);
+    EXPECT_EQ(pipe(e), 0);
+    Child c;
+    c.pid = fork();
+    if (c.pid == 0) {
+      dup2(o[1], 1);
+      dup2(e[1], 2);
+      close(o[0]);
+      close(e[0]);
+      std::vector<char*> argv, envp;
+      std::string probe = TESSERA_PROBE_PATH;
+      argv.push_back(probe.data());
+      std::vector<std::string> a = args;
+      for (auto& s : a) argv.push_back(s.data());
+      argv.push_back(nullptr);
+      for (auto& s : env) envp.push_back(s.data());
+      envp.push_back(nullptr);
+      execve(probe.c_str(), argv.data(), envp.data());
+      _exit(127);
+    }
+    close(o[1]);
+    close(e[1]);
+    c.out = o[0];
+    c.err = e[0];
+    return c;
+  }
+  // Runs to completion: exit code, stdout, stderr.
+  int Run(const std::vector<std::string>& args, std::string* out, std::string* err, bool with_config = true) {
+    Child c = Start(args, with_config);
+    *out = ReadAll(c.out);
+    *err = ReadAll(c.err);
+    close(c.out);
+    close(c.err);
+    int st = 0;
+    waitpid(c.pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  }
+  // Reads one line from a child's stdout.
+  std::string ReadLine(const Child& c) {
+    std::string line;
+    char ch;
+    while (read(c.out, &ch, 1) == 1 && ch != '\n') line += ch;
+    return line;
+  }
+  tessera::slice::GpuUsage Usage() {
+    tessera::slice::Region r;
+    char err[256];
+    tessera::slice::GpuUsage u{};
+    if (!tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), false, &r, err, sizeof(err))) return u;
+    u = tessera::slice::ReadGpuUsage(r.hdr, 0);
+    tessera::slice::CloseRegion(&r);
+    return u;
+  }
+  // What the fake GPU really holds on device 0 for all processes (the driver's truth).
+  uint64_t DeviceUsed() {
+    uint64_t sum = 0;
+    DIR* d = opendir(state_.c_str());
+    if (!d) return 0;
+    while (dirent* e = readdir(d)) {
+      char* end;
+      long pid = strtol(e->d_name, &end, 10);
+      if (pid <= 0 || *end) continue;
+      if (kill(static_cast<pid_t>(pid), 0) != 0) continue;
+      FILE* f = fopen((state_ + "/" + e->d_name).c_str(), "r");
+      if (!f) continue;
+      unsigned long long v = 0;
+      if (fscanf(f, "%llu", &v) == 1) sum += v;
+      fclose(f);
+    }
+    closedir(d);
+    return sum;
+  }
+
+  char dir_[64] = "/tmp/tessera-shim-XXXXXX";
+  std::string state_, config_;
+  uint64_t limit_ = 0;
+};
+
+int CountOccurrences(const std::string& s, const std::string& what) {
+  int n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+
+TEST_F(ShimTest, EveryInterceptionPathHoldsTheWall) {
+  std::string out, err;
+  int rc = Run({"paths"}, &out, &err);
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_EQ(CountOccurrences(out, "FAIL"), 0) << out;
+  EXPECT_GT(CountOccurrences(out, "ok "), 80) << out;
+  // One rate-limited line naming slice, limit, used and the request.
+  EXPECT_EQ(CountOccurrences(err, "out of GPU memory"), 1) << err;
+  EXPECT_NE(err.find("slice probe"), std::string::npos) << err;
+  EXPECT_NE(err.find("limit 1.00 GiB"), std::string::npos) << err;
+  EXPECT_NE(err.find("asked 2.00 GiB"), std::string::npos) << err;
+}
+
+TEST_F(ShimTest, LaunchesReachTheDriver) {
+  std::string out, err;
+  EXPECT_EQ(Run({"launch"}, &out, &err), 0) << out << err;
+}
+
+TEST_F(ShimTest, NoConfigPassesThroughAndSaysSoOnce) {
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "8000"}, &out, &err, /*with_config=*/false), 0);
+  EXPECT_NE(out.find("alloc-result 0"), std::string::npos) << out;
+  EXPECT_EQ(CountOccurrences(err, "no slice config"), 1) << err;
+}
+
+TEST_F(ShimTest, UntrustedConfigRefusesMemory) {
+  ASSERT_EQ(chmod(config_.c_str(), 0666), 0);  // anyone could raise the limit: not trusted
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "1"}, &out, &err), 0);
+  EXPECT_NE(out.find("alloc-result 2"), std::string::npos) << out;
+  EXPECT_NE(err.find("writable"), std::string::npos) << err;
+}
+
+TEST_F(ShimTest, ContextThatCannotFitGetsOutOfMemory) {
+  WriteConfig(200 * kMiB);  // below the context estimate
+  std::string out, err;
+  EXPECT_EQ(Run({"ctx"}, &out, &err), 42) << out << err;
+  EXPECT_NE(out.find("ctx-result 2"), std::string::npos) << out;
+  EXPECT_NE(err.find("context"), std::string::npos) << err;
+}
+
+TEST_F(ShimTest, DriverUsageReplacesTheContextEstimate) {
+  WriteConfig(4096 * kMiB);
+  Child c = Start({"hold", "100"});
+  EXPECT_EQ(ReadLine(c), "hold 0");
+  // The estimate (512 MiB) holds for up to 2 s, then the fake NVML's figure (300 MiB context) wins.
+  double t0 = Now();
+  uint64_t overhead = 0;
+  while (Now() - t0 < 5) {
+    overhead = Usage().overhead_bytes;
+    if (overhead == 300 * kMiB) break;
+    usleep(20000);
+  }
+  EXPECT_EQ(overhead, 300 * kMiB);
+  EXPECT_EQ(Usage().charged_bytes, 100 * kMiB);
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+  close(c.out);
+  close(c.err);
+}
+
+TEST_F(ShimTest, EightProcessesRacingNeverOvershoot) {
+  WriteConfig(8192 * kMiB);
+  std::vector<Child> kids;
+  for (int i = 0; i < 8; ++i) kids.push_back(Start({"race", "1000", std::to_string(i + 1)}));
+  uint64_t peak = 0;
+  int running = 8;
+  std::vector<int> status(8, -1);
+  std::string outs;
+  while (running > 0) {
+    uint64_t u = DeviceUsed();
+    if (u > peak) peak = u;
+    for (int i = 0; i < 8; ++i) {
+      int st;
+      if (status[i] == -1 && waitpid(kids[i].pid, &st, WNOHANG) == kids[i].pid) {
+        status[i] = WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+        outs += ReadAll(kids[i].out);
+        close(kids[i].out);
+        close(kids[i].err);
+        --running;
+      }
+    }
+  }
+  for (int s : status) EXPECT_EQ(s, 0) << outs;
+  EXPECT_LE(peak, 8192 * kMiB);
+  EXPECT_GT(peak, 0u);
+  EXPECT_NE(outs.find("refused="), std::string::npos);
+  tessera::slice::GpuUsage u = Usage();
+  EXPECT_LE(u.peak_bytes, 8192 * kMiB);
+  EXPECT_GT(u.wall_refusals, 0u) << outs;  // the race did reach the wall
+}
+
+TEST_F(ShimTest, SigkilledProcessIsReclaimedWithinOneSecond) {
+  WriteConfig(3072 * kMiB);
+  Child survivor = Start({"hold", "10"});
+  ASSERT_EQ(ReadLine(survivor), "hold 0");
+  Child victim = Start({"hold", "1200"});
+  ASSERT_EQ(ReadLine(victim), "hold 0");
+  uint64_t before = Usage().used_bytes;
+  ASSERT_GT(before, 1200 * kMiB);
+  ASSERT_EQ(kill(victim.pid, SIGKILL), 0);
+  double t0 = Now();
+  // Not reaped: a zombie's memory is already gone at the driver; the survivor's reconciler must notice.
+  while (Now() - t0 < 2 && Usage().charged_bytes > 10 * kMiB) usleep(5000);
+  double took = Now() - t0;
+  EXPECT_LT(took, 1.0);
+  EXPECT_EQ(Usage().charged_bytes, 10 * kMiB);
+  waitpid(victim.pid, nullptr, 0);
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "1200"}, &out, &err), 0);
+  EXPECT_NE(out.find("alloc-result 0"), std::string::npos) << out << err;
+  kill(survivor.pid, SIGKILL);
+  waitpid(survivor.pid, nullptr, 0);
+  for (int fd : {survivor.out, survivor.err, victim.out, victim.err}) close(fd);
+}
+
+TEST_F(ShimTest, CorruptRegionIsRebuilt) {
+  std::string region = std::string(dir_) + "/region";
+  int fd = open(region.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0666);
+  ASSERT_GE(fd, 0);
+  std::string junk(100000, '\x5a');
+  ASSERT_EQ(write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+  close(fd);
+  std::string out, err;
+  EXPECT_EQ(Run({"paths"}, &out, &err), 0) << out << err;
+}
+
+}  // namespace
