@@ -26,7 +26,7 @@ namespace {
 using slice::kMaxGpus;
 
 constexpr const char* kContainerConfig = "/run/tessera/slice.conf";
-constexpr uint64_t kDefaultCtxEstimate = 512ull << 20;  // until a context on this GPU was measured
+constexpr uint64_t kDefaultCtxEstimate = 640ull << 20;  // until a context on this GPU was measured
 constexpr int kMaxOrdinals = 64;
 
 slice::SliceConfig g_cfg;
@@ -198,15 +198,20 @@ void ReconcileOnce() {
       uint64_t used = infos[i].usedGpuMemory;
       uint64_t tracked = g_local_bytes[g].load();
       uint64_t overhead = used > tracked ? used - tracked : 0;
-      // Right after a context was created the driver's figure may still lag: never go under the
-      // estimate during that window.
+      // Right after a context was created the driver's figure may still lag: until it has shown the
+      // context once (or 2 s passed), never go under the estimate.
       if (NowNs() < g_ctx_floor_until[g].load()) {
         uint64_t est = g_local_overhead[g].load();
-        if (overhead < est) overhead = est;
-      } else {
-        uint64_t hint = h->gpus[g].ctx_hint_bytes.load();
-        while (overhead > hint && hint < (8ull << 30) &&
-               !h->gpus[g].ctx_hint_bytes.compare_exchange_weak(hint, overhead)) {
+        if (overhead == 0) {
+          overhead = est;
+        } else {
+          // First sight of this context at the driver: that is what a context costs on this GPU, the
+          // estimate the next process of the slice will charge.
+          g_ctx_floor_until[g].store(0);
+          uint64_t hint = h->gpus[g].ctx_hint_bytes.load();
+          while (overhead > hint && overhead < (8ull << 30) &&
+                 !h->gpus[g].ctx_hint_bytes.compare_exchange_weak(hint, overhead)) {
+          }
         }
       }
       g_local_overhead[g].store(overhead);

@@ -210,7 +210,7 @@ TEST_F(ShimTest, DriverUsageReplacesTheContextEstimate) {
   WriteConfig(4096 * kMiB);
   Child c = Start({"hold", "100"});
   EXPECT_EQ(ReadLine(c), "hold 0");
-  // The estimate (512 MiB) holds for up to 2 s, then the fake NVML's figure (300 MiB context) wins.
+  // The estimate (640 MiB) holds until the fake NVML shows the context (300 MiB), then that figure wins.
   double t0 = Now();
   uint64_t overhead = 0;
   while (Now() - t0 < 5) {
