@@ -129,7 +129,8 @@ func TestSchedulerBindsExtendedResource(t *testing.T) {
 func makeNode(ctx context.Context, t *testing.T, cs kubernetes.Interface, name string, taint v1.Taint, extra v1.ResourceList) string {
 	t.Helper()
 	node := &v1.Node{
-		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"foundation.tessera.dev/test": "true"}},
+		// The hostname label is what a kubelet would set; tests select their node by it.
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"foundation.tessera.dev/test": "true", v1.LabelHostname: name}},
 		Spec:       v1.NodeSpec{Taints: []v1.Taint{taint}},
 	}
 	if _, err := cs.CoreV1().Nodes().Create(ctx, node, metav1.CreateOptions{}); err != nil {
@@ -228,4 +229,84 @@ func hasCondition(p *v1.Pod, typ v1.PodConditionType, status v1.ConditionStatus,
 		}
 	}
 	return false
+}
+
+// TestAdditionalScheduler starts a second kube-scheduler with its own profile through
+// test/kube/start-scheduler (the way the scheduler tests add one with Tessera's extender) and checks that it,
+// not the default scheduler, binds a Pod that names it; --stop ends it.
+func TestAdditionalScheduler(t *testing.T) {
+	cs := clientset(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	id := suffix(t)
+	name := "foundation-" + id
+	config := filepath.Join(t.TempDir(), "scheduler.yaml")
+	if err := os.WriteFile(config, []byte(`apiVersion: kubescheduler.config.k8s.io/v1
+kind: KubeSchedulerConfiguration
+clientConnection:
+  kubeconfig: "@KUBECONFIG@"
+leaderElection:
+  leaderElect: false
+profiles:
+- schedulerName: `+name+`
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(mustEnv(t, "TESSERA_SOURCE_DIR"), "test", "kube", "start-scheduler")
+	state := mustEnv(t, "TESSERA_KUBE_STATE")
+	if out, err := exec.Command(script, "--state", state, "--name", id, "--config", config).CombinedOutput(); err != nil {
+		t.Fatalf("start-scheduler: %v\n%s", err, out)
+	}
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		if out, err := exec.Command(script, "--state", state, "--stop", id).CombinedOutput(); err != nil {
+			t.Errorf("start-scheduler --stop: %v\n%s", err, out)
+		}
+	}
+	t.Cleanup(stop)
+
+	taint := v1.Taint{Key: "foundation.tessera.dev/test", Value: id, Effect: v1.TaintEffectNoSchedule}
+	toleration := v1.Toleration{Key: taint.Key, Operator: v1.TolerationOpEqual, Value: id, Effect: v1.TaintEffectNoSchedule}
+	node := makeNode(ctx, t, cs, name+"-node", taint, nil)
+	pod := &v1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: name + "-pod", Namespace: metav1.NamespaceDefault},
+		Spec: v1.PodSpec{
+			SchedulerName: name,
+			Tolerations:   []v1.Toleration{toleration},
+			NodeSelector:  map[string]string{v1.LabelHostname: node},
+			Containers:    []v1.Container{{Name: "main", Image: "registry.invalid/foundation:never-pulled"}},
+		},
+	}
+	if _, err := cs.CoreV1().Pods(metav1.NamespaceDefault).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create pod: %v", err)
+	}
+	t.Cleanup(func() {
+		zero := int64(0)
+		_ = cs.CoreV1().Pods(metav1.NamespaceDefault).Delete(context.Background(), pod.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero})
+	})
+	bound := waitForPod(ctx, t, cs, pod.Name, "bound", func(p *v1.Pod) bool { return p.Spec.NodeName != "" })
+	if bound.Spec.NodeName != node {
+		t.Fatalf("pod bound to %q, want %q", bound.Spec.NodeName, node)
+	}
+	events, err := cs.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var by []string
+	for _, e := range events.Items {
+		if e.Reason == "Scheduled" {
+			by = append(by, e.ReportingController+e.Source.Component)
+		}
+	}
+	if len(by) != 1 || by[0] != name {
+		t.Fatalf("Scheduled events reported by %v, want exactly one by %q", by, name)
+	}
+	stop()
+	if _, err := os.Stat(filepath.Join(state, "run", "kube-scheduler-"+id+".pid")); !os.IsNotExist(err) {
+		t.Fatalf("after --stop the pid file is still there (err %v)", err)
+	}
 }
