@@ -110,6 +110,18 @@ static int g_blocks = 0;
 static float* g_out = nullptr;
 static bool g_direct = false;
 
+// The gate's counters as a JSON fragment (direct mode only).
+static std::string GateStats() {
+#ifdef CAPBENCH_DIRECT
+  if (g_direct) {
+    char buf[512];
+    tessera::shim::LaunchGateDescribe(buf, sizeof(buf));
+    return std::string(",\"gate\":") + buf;
+  }
+#endif
+  return "";
+}
+
 static void GateBefore(cudaStream_t s) {
 #ifdef CAPBENCH_DIRECT
   if (g_direct && tessera::shim::g_launch_gate_enabled) tessera::shim::LaunchGateBefore(s);
@@ -282,9 +294,9 @@ int main(int argc, char** argv) {
       wmax = std::max(wmax, per_second[s]);
     }
     std::printf("{\"mode\":\"work\",\"iters\":%d,\"launch\":\"%s\",\"streams\":%d,\"kernels\":%ld,"
-                "\"seconds\":%.3f,\"rate\":%.3f,\"window_min\":%ld,\"window_max\":%ld}\n",
+                "\"seconds\":%.3f,\"rate\":%.3f,\"window_min\":%ld,\"window_max\":%ld%s}\n",
                 a.iters, a.launch.c_str(), a.streams, in_window, elapsed, in_window / elapsed,
-                wmin, wmax);
+                wmin, wmax, GateStats().c_str());
     return 0;
   }
 
@@ -311,8 +323,8 @@ int main(int argc, char** argv) {
     std::sort(lat.begin(), lat.end());
     auto pct = [&](double p) { return lat[std::min(lat.size() - 1, static_cast<size_t>(p * lat.size()))]; };
     std::printf("{\"mode\":\"latency\",\"iters\":%d,\"samples\":%zu,\"p50_us\":%.1f,\"p99_us\":%.1f,"
-                "\"max_us\":%.1f}\n",
-                a.iters, lat.size(), pct(0.50), pct(0.99), lat.back());
+                "\"max_us\":%.1f%s}\n",
+                a.iters, lat.size(), pct(0.50), pct(0.99), lat.back(), GateStats().c_str());
     return 0;
   }
   if (a.mode == "fault") {

@@ -137,7 +137,7 @@ class Bench:
         for ms in self.args.lens:
             iters = self.calibrate(int(ms * 1000))
             base = baselines.setdefault(ms, self.group([(None, self.work(iters, S))])[0]["rate"])
-            for cap in [10, 25, 50, 75]:
+            for cap in self.args.caps:
                 for procs in [1, 2]:
                     conf = self.slice(cap, spatial=spatial, tag=f"c{cap}")
                     outs = self.group([(conf, self.work(iters, S))] * procs)
@@ -176,7 +176,7 @@ class Bench:
         oa, ob = self.group([(a, self.work(iters, S)), (b, self.work(iters, S))])
         ra, rb = oa.get("rate", 0), ob.get("rate", 0)
         ratio = ra / rb if rb else 0
-        res = {"rate_30": ra, "rate_70": rb, "share_30": round(100 * ra / base, 2),
+        res = {"raw": [oa, ob], "rate_30": ra, "rate_70": rb, "share_30": round(100 * ra / base, 2),
                "share_70": round(100 * rb / base, 2), "ratio": round(ratio, 4), "target": round(3 / 7, 4),
                "ok": abs(ratio / (3 / 7) - 1) <= 0.10}
         log(f"  tenants 30/70: shares {res['share_30']}% / {res['share_70']}%, ratio {ratio:.3f} (3:7 = 0.429)")
@@ -194,7 +194,7 @@ class Bench:
         res = {"hp_kernel_us": 50, "hp_blocks": hp_blocks, "hp_cores": hp_cores, "be_cores": be_cores,
                "alone": alone, "with_be": []}
         log(f"  latency alone: p50 {alone.get('p50_us')} us p99 {alone.get('p99_us')} us")
-        for be_ms in [0.1, 1, 5]:
+        for be_ms in self.args.be_lens:
             iters = self.calibrate(int(be_ms * 1000))
             be_solo = self.group([(None, self.work(iters, S))])[0]["rate"]
             row = {"be_kernel_ms": be_ms, "be_solo_rate": be_solo}
@@ -206,6 +206,7 @@ class Bench:
             be_conf = self.slice(be_cores, priority=1, spatial=spatial, tag="be")
             hp_conf = self.slice(hp_cores, priority=0, spatial=spatial, tag="hp")
             h, b = self.group([(hp_conf, lat), (be_conf, self.work(iters, S))])
+            row["raw"] = [h, b]
             row["tessera"] = {"p50_us": h.get("p50_us"), "p99_us": h.get("p99_us"), "max_us": h.get("max_us"),
                               "be_share": round(b.get("rate", 0) / be_solo, 3)}
             if h.get("rc") or b.get("rc"):
@@ -275,7 +276,10 @@ def main():
     ap.add_argument("--seconds", type=float, default=2.5)
     ap.add_argument("--lens", default="0.1,2,10", help="kernel lengths (ms) of the cap table")
     args = ap.parse_args()
+    ap_caps = os.environ.get("CAP_CAPS", "10,25,50,75")
     args.lens = [float(x) for x in args.lens.split(",")]
+    args.caps = [int(x) for x in ap_caps.split(",")]
+    args.be_lens = [float(x) for x in os.environ.get("CAP_BE_LENS", "0.1,1,5").split(",")]
     only = set(args.only.split(","))
     modes = args.modes.split(",")
     os.makedirs(args.out, exist_ok=True)

@@ -171,4 +171,17 @@ void LaunchGateAfter(CUstream stream, CUresult result) {
   if (g_gate) g_gate->After(stream, result);
 }
 
+int LaunchGateDescribe(char* buf, int len) {
+  if (g_gate == nullptr) return std::snprintf(buf, len, "{}");
+  const GateStats st = g_gate->Stats();
+  return std::snprintf(buf, len,
+                       "{\"tracked\":%llu,\"completed\":%llu,\"cap_waits\":%llu,\"priority_waits\":%llu,"
+                       "\"measured_ms\":%.3f,\"floor_us\":%.2f}",
+                       static_cast<unsigned long long>(st.tracked),
+                       static_cast<unsigned long long>(st.completed),
+                       static_cast<unsigned long long>(st.cap_waits),
+                       static_cast<unsigned long long>(st.priority_waits), st.measured_ns / 1e6,
+                       g_gate->LaunchFloorNs() / 1e3);
+}
+
 }  // namespace tessera::shim

@@ -32,5 +32,8 @@ extern bool g_launch_gate_enabled;
 void LaunchGateInit(const tessera::slice::SliceConfig& cfg);
 void LaunchGateBefore(CUstream stream);
 void LaunchGateAfter(CUstream stream, CUresult result);
+// One line of JSON with this process's gate counters (tracked, completed, waits, measured GPU ns, launch
+// floor) for tools and benchmarks; "{}" when the gate is off. Returns the length written.
+int LaunchGateDescribe(char* buf, int len);
 
 }  // namespace tessera::shim

@@ -122,7 +122,8 @@ class Gate {
   // measured by Calibrate (0 until measured). Subtracted from isolated brackets so that short kernels
   // are charged for their work, not for launch latency that a back-to-back queue would hide.
   int64_t LaunchFloorNs();
-  // Measures the floor of every context that has none yet (the harvester calls this; tests too).
+  // One calibration step for every context (launch floor, event-clock anchor); the harvester calls
+  // this each round, tests too.
   void CalibratePending();
   // Submissions of the calling thread's current context still in flight (tests, priority).
   int InFlightCurrent();
@@ -138,7 +139,7 @@ class Gate {
   void Wait(int64_t ns);
   int HarvestRing(Ring* r, int64_t now);
   void Heartbeat(int64_t now);
-  void Calibrate(Ring* r);
+  void Calibrate(Ring* r, int64_t now);
 
   GateDriver drv_;
   GateClock clock_;

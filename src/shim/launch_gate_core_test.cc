@@ -232,7 +232,11 @@ TEST_F(SimTest, ChargesWorkNotLaunchLatency) {
     g.Before(S(0));
     sim.Launch(S(0), 100 * kUs, 0);
     g.After(S(0), CUDA_SUCCESS);
-    if (calibrate) g.CalibratePending();
+    sim.now += kMs;
+    g.HarvestOnce();
+    if (calibrate) {
+      for (int i = 0; i < 12; ++i) g.CalibratePending();
+    }
     EXPECT_NEAR(g.LaunchFloorNs(), calibrate ? 5 * kUs : 0, 10);
     Submit(g, S(0), 100 * kUs, 0, 6'000 * kMs);
     const double work = 100.0 * sim.Busy(1'000 * kMs, 6'000 * kMs) / (5'000.0 * kMs);
@@ -473,6 +477,34 @@ TEST_F(PriorityTest, HighPriorityLingersBetweenPeriodicKernels) {
   EXPECT_FALSE(node->HighPriorityActive(hp, 2 * kMs, 2 * kMs, 200 * kMs));  // never blocks itself
   EXPECT_FALSE(node->OthersIdle(be, 2 * kMs, 20 * kMs, 200 * kMs));
   EXPECT_TRUE(node->OthersIdle(be, 30 * kMs, 20 * kMs, 200 * kMs));
+}
+
+TEST_F(PriorityTest, NestedBusyCountsOnlyIntervalsThatBeganInsideOurs) {
+  slice::NodeRow* a = node->Join(1, "a", 0);
+  slice::NodeRow* b = node->Join(1, "b", 0);
+  // b ran 2..4 ms while a's bracket 1..6 ms was preempted; a's bracket began before b's 3..8.
+  node->PublishBusy(b, 2 * kMs, 4 * kMs);
+  node->PublishBusy(a, 1 * kMs, 6 * kMs);
+  EXPECT_EQ(node->NestedBusy(a, 1 * kMs, 6 * kMs), 2 * kMs);
+  EXPECT_EQ(node->NestedBusy(b, 3 * kMs, 8 * kMs), 0);
+  EXPECT_EQ(node->NestedBusy(a, 5 * kMs, 9 * kMs), 0);
+  // The ring keeps the latest intervals only.
+  for (int i = 0; i < 2 * slice::kNodeRecent; ++i) node->PublishBusy(b, (100 + i) * kMs, (100 + i) * kMs + 10);
+  EXPECT_EQ(node->NestedBusy(a, 0, 99 * kMs), 0);
+  EXPECT_EQ(node->NestedBusy(a, 0, 1'000 * kMs), slice::kNodeRecent * 10);
+}
+
+TEST_F(PriorityTest, BestEffortHoldsEverythingWhileHighPriorityWorkIsPending) {
+  slice::NodeRow* hp = node->Join(0, "video", 0);
+  slice::NodeRow* be = node->Join(1, "batch", 0);
+  node->Heartbeat(hp, kMs);
+  node->NoteSubmit(hp, kMs);
+  EXPECT_TRUE(node->HighPriorityPending(be, 2 * kMs, 200 * kMs));
+  node->NoteComplete(hp);
+  EXPECT_FALSE(node->HighPriorityPending(be, 2 * kMs, 200 * kMs));
+  node->NoteSubmit(hp, 3 * kMs);
+  // A dead high-priority process with work "pending" stops counting once its heartbeat is stale.
+  EXPECT_FALSE(node->HighPriorityPending(be, 300 * kMs, 200 * kMs));
 }
 
 TEST_F(PriorityTest, CorruptFileIsRebuilt) {

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -15,7 +16,7 @@ namespace tessera::slice {
 
 namespace {
 constexpr uint64_t kMagic = 0x31474e4f444e5354ull;  // "TSNDONG1"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 
 static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
@@ -125,6 +126,8 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     r.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
     r.pid.store(getpid(), std::memory_order_relaxed);
     std::memset(r.slice, 0, sizeof(r.slice));
+    for (int k = 0; k < kNodeRecent; ++k) r.recent_end[k].store(0, std::memory_order_relaxed);
+    r.recent_pos.store(0, std::memory_order_relaxed);
     std::memcpy(r.slice, slice.data(), std::min(slice.size(), sizeof(r.slice) - 1));
     r.owner.store(NewNonce(), std::memory_order_release);
     int hw = h->high_water.load(std::memory_order_relaxed);
@@ -183,6 +186,47 @@ bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t
     if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < linger_ns) return true;
   }
   return false;
+}
+
+bool NodeRegion::HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const {
+  const Header* h = header();
+  if (now_ns - h->hp_beat_ns.load(std::memory_order_relaxed) > stale_ns) return false;
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  for (int i = 0; i < hw; ++i) {
+    const NodeRow& r = h->row[i];
+    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (r.inflight.load(std::memory_order_relaxed) > 0) return true;
+  }
+  return false;
+}
+
+void NodeRegion::PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns) {
+  const uint32_t i = row->recent_pos.load(std::memory_order_relaxed) % kNodeRecent;
+  // Readers accept an entry only when end is non-zero before and after reading start.
+  row->recent_end[i].store(0, std::memory_order_release);
+  row->recent_start[i].store(start_ns, std::memory_order_release);
+  row->recent_end[i].store(end_ns, std::memory_order_release);
+  row->recent_pos.store(i + 1, std::memory_order_release);
+}
+
+int64_t NodeRegion::NestedBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const {
+  const Header* h = header();
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  int64_t total = 0;
+  for (int r = 0; r < hw; ++r) {
+    const NodeRow& row = h->row[r];
+    if (&row == self) continue;
+    for (int i = 0; i < kNodeRecent; ++i) {
+      const int64_t e1 = row.recent_end[i].load(std::memory_order_acquire);
+      const int64_t s = row.recent_start[i].load(std::memory_order_acquire);
+      const int64_t e2 = row.recent_end[i].load(std::memory_order_acquire);
+      if (e1 == 0 || e1 != e2 || s <= start_ns || s >= end_ns) continue;
+      total += std::min(e1, end_ns) - s;
+    }
+  }
+  return std::min(total, end_ns - start_ns);
 }
 
 bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns,

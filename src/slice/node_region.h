@@ -27,6 +27,8 @@ namespace tessera::slice {
 
 inline constexpr const char* kNodeRegionDir = "/run/tessera/node";
 
+inline constexpr int kNodeRecent = 32;
+
 struct NodeRow {
   std::atomic<uint64_t> owner;           // 0 free; else a per-process nonce (never reused)
   std::atomic<int32_t> priority;         // 0 high, 1 best effort
@@ -35,6 +37,12 @@ struct NodeRow {
   std::atomic<int64_t> heartbeat_ns;     // CLOCK_MONOTONIC
   std::atomic<int64_t> pid;              // for people reading the file; never used for liveness
   char slice[64];
+  // The participant's latest completed GPU busy intervals in CLOCK_MONOTONIC ns (single writer: the
+  // owner's harvester). A time-sliced GPU runs one context at a time, so another participant's
+  // interval that starts inside ours was GPU time we did not get (see NestedBusy).
+  std::atomic<uint32_t> recent_pos;
+  std::atomic<int64_t> recent_start[kNodeRecent];
+  std::atomic<int64_t> recent_end[kNodeRecent];
 };
 
 class NodeRegion {
@@ -63,12 +71,20 @@ class NodeRegion {
   // `linger_ns` (so a periodic high-priority stream keeps its claim between kernels).
   bool HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
                           int64_t stale_ns) const;
+  // True while some other live high-priority participant has submissions not yet seen complete.
+  bool HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const;
   // True when a live high-priority participant exists at all (best effort then tracks its queue).
   bool HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const;
   // True when no other live participant submitted within `idle_ns` (burst mode may use the GPU).
   bool OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns) const;
 
   int LiveRows(int64_t now_ns, int64_t stale_ns) const;
+
+  // Records one completed busy interval of `row` (host monotonic ns).
+  void PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns);
+  // GPU time other participants' published intervals took inside [start, end) among those that began
+  // after `start`: on a time-sliced GPU, ours was preempted for them.
+  int64_t NestedBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const;
 
  private:
   struct Header;
