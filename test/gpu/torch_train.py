@@ -1,0 +1,76 @@
+#!/usr/bin/env python3
+"""Trains a small MLP on random data inside a slice and reports what happened as one JSON line.
+
+--steps N          train N steps (A), or
+--until FILE       train until FILE exists (B: the neighbour that must keep running), max 300 s
+--cross            after training, allocate tensors that would cross the wall and expect OutOfMemoryError,
+                   then train a few more steps (the process must survive its OOM)
+"""
+import argparse
+import json
+import math
+import os
+import time
+
+import torch
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=0)
+    ap.add_argument("--until", default="")
+    ap.add_argument("--cross", action="store_true")
+    ap.add_argument("--tag", default="")
+    a = ap.parse_args()
+    t_start = time.time()
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(1024, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096),
+                                torch.nn.ReLU(), torch.nn.Linear(4096, 10)).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.randn(512, 1024, device=dev)
+    y = torch.randint(0, 10, (512,), device=dev)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    out = {"tag": a.tag, "pid": os.getpid(), "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
+    losses, n = [], 0
+    deadline = time.time() + 300
+    while (a.steps and n < a.steps) or (a.until and not os.path.exists(a.until) and time.time() < deadline):
+        losses.append(step())
+        n += 1
+    torch.cuda.synchronize()
+    free, total = torch.cuda.mem_get_info()
+    out.update(steps=n, first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None,
+               finite=all(math.isfinite(v) for v in losses), mem_get_info_total=total, mem_get_info_free=free,
+               max_reserved=torch.cuda.max_memory_reserved())
+    if a.cross:
+        results = []
+        for label, nbytes in (("free+256MiB", free + (256 << 20)), ("limit", total), ("one_over_wall", total - (64 << 20))):
+            try:
+                t = torch.empty(nbytes // 4, dtype=torch.float32, device=dev)
+                t.fill_(1.0)
+                torch.cuda.synchronize()
+                results.append({"what": label, "bytes": nbytes, "raised": None})
+                del t
+            except torch.OutOfMemoryError as e:
+                results.append({"what": label, "bytes": nbytes, "raised": "OutOfMemoryError",
+                                "message": str(e).splitlines()[0][:160]})
+            except Exception as e:  # anything else is a failure of the wall's error path
+                results.append({"what": label, "bytes": nbytes, "raised": type(e).__name__, "message": str(e)[:160]})
+        out["cross"] = results
+        torch.cuda.empty_cache()
+        after = [step() for _ in range(20)]
+        out["steps_after_oom"] = len(after)
+        out["finite_after_oom"] = all(math.isfinite(v) for v in after)
+    out["seconds"] = round(time.time() - t_start, 2)
+    print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
