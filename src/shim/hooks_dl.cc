@@ -73,9 +73,18 @@ namespace {
 using DlsymFn = void* (*)(void*, const char*);
 DlsymFn g_libc_dlsym;
 
-void* HookForDlsym(void* handle, const char* name) {
+// True when `addr` lies in libtessera.so itself: lookups made by the shim or the limiter must get the
+// driver's function, never a hook (that would recurse through the launch gate).
+bool InsideShim(void* addr) {
+  static void* self_base = nullptr;
+  Dl_info me, caller;
+  if (!self_base && dladdr(reinterpret_cast<void*>(&FindHookByName), &me)) self_base = me.dli_fbase;
+  return self_base && dladdr(addr, &caller) && caller.dli_fbase == self_base;
+}
+
+void* HookForDlsym(void* handle, const char* name, void* caller) {
   const HookEntry* e = FindHookByName(name);
-  if (!e) return nullptr;
+  if (!e || InsideShim(caller)) return nullptr;
   if (e->real_offset == SIZE_MAX) {  // NVML: only where the library really provides it
     if (handle != RTLD_DEFAULT && handle != RTLD_NEXT && !g_libc_dlsym(handle, name)) return nullptr;
     ResolveRealNvml();
@@ -91,7 +100,7 @@ extern "C" __attribute__((visibility("default"))) void* dlsym(void* handle, cons
   if (!g_libc_dlsym) g_libc_dlsym = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34"));
   if (!g_libc_dlsym) g_libc_dlsym = reinterpret_cast<DlsymFn>(dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.2.5"));
   if (name[0] == 'c' || name[0] == 'n') {
-    if (void* hook = HookForDlsym(handle, name)) return hook;
+    if (void* hook = HookForDlsym(handle, name, __builtin_return_address(0))) return hook;
   }
   return g_libc_dlsym(handle, name);
 }

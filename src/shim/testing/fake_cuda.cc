@@ -32,6 +32,7 @@
 #undef cuArray3DCreate
 #undef cuEventDestroy
 #undef cuEventElapsedTime
+#undef cuStreamDestroy
 
 using namespace tessera::fake;
 using devptr_v1 = unsigned int;
@@ -410,6 +411,20 @@ FAKE CUresult cuStreamGetCtx(CUstream, CUcontext* c) {
   *c = t_ctx;
   return CUDA_SUCCESS;
 }
+FAKE CUresult cuStreamCreate(CUstream* s, unsigned int) {
+  *s = reinterpret_cast<CUstream>(g_next_handle.fetch_add(1));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuStreamDestroy_v2(CUstream) { return CUDA_SUCCESS; }
+FAKE CUresult cuModuleLoadData(CUmodule* m, const void*) {
+  *m = reinterpret_cast<CUmodule>(g_next_handle.fetch_add(1));
+  return CUDA_SUCCESS;
+}
+FAKE CUresult cuModuleUnload(CUmodule) { return CUDA_SUCCESS; }
+FAKE CUresult cuModuleGetFunction(CUfunction* f, CUmodule, const char*) {
+  *f = reinterpret_cast<CUfunction>(g_next_handle.fetch_add(1));
+  return CUDA_SUCCESS;
+}
 FAKE CUresult cuGetErrorString(CUresult, const char** s) {
   *s = "fake error";
   return CUDA_SUCCESS;
@@ -489,6 +504,11 @@ const Sym kSyms[] = {
     {"cuStreamIsCapturing_ptsz", reinterpret_cast<void*>(&cuStreamIsCapturing_ptsz)},
     {"cuStreamGetCtx", reinterpret_cast<void*>(&cuStreamGetCtx)},
     {"cuGetErrorString", reinterpret_cast<void*>(&cuGetErrorString)},
+    {"cuStreamCreate", reinterpret_cast<void*>(&cuStreamCreate)},
+    {"cuStreamDestroy_v2", reinterpret_cast<void*>(&cuStreamDestroy_v2)},
+    {"cuModuleLoadData", reinterpret_cast<void*>(&cuModuleLoadData)},
+    {"cuModuleUnload", reinterpret_cast<void*>(&cuModuleUnload)},
+    {"cuModuleGetFunction", reinterpret_cast<void*>(&cuModuleGetFunction)},
     {"cuGetProcAddress", nullptr},
     {"cuGetProcAddress_v2", nullptr},
 };

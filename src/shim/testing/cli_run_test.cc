@@ -1,0 +1,189 @@
+// `tessera run` and `tessera slices` (src/cli/cmd_run.cc, cmd_slices.cc) against the fake driver: slice
+// creation and joining, percentages, GPU lists, bad arguments, and the listing of live processes.
+// RunCmd execs, so every call runs in a forked child with its output captured.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+struct Result {
+  int code;
+  std::string out, err;
+};
+
+std::string Drain(int fd) {
+  std::string s;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof(buf))) > 0) s.append(buf, static_cast<size_t>(n));
+  close(fd);
+  return s;
+}
+
+// Runs fn(argc, argv) in a child; `keep` leaves it running and returns its pid in code (stdout first line
+// is read by the caller through out_fd).
+Result Call(int (*fn)(int, char**), std::vector<std::string> args) {
+  int o[2], e[2];
+  EXPECT_EQ(pipe(o), 0);
+  EXPECT_EQ(pipe(e), 0);
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(o[1], 1);
+    dup2(e[1], 2);
+    close(o[0]);
+    close(e[0]);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int rc = fn(static_cast<int>(args.size()), argv.data());
+    fflush(stdout);
+    fflush(stderr);
+    _exit(rc);
+  }
+  close(o[1]);
+  close(e[1]);
+  Result r;
+  r.out = Drain(o[0]);
+  r.err = Drain(e[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+std::string Slurp(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+class CliRunTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_NE(mkdtemp(dir_), nullptr);
+    state_ = std::string(dir_) + "/slices";
+    setenv("FAKE_GPU_STATE_DIR", dir_, 1);
+    unsetenv("TESSERA_STATE_DIR");
+  }
+  void TearDown() override { ASSERT_EQ(system((std::string("rm -rf ") + dir_).c_str()), 0); }
+  std::vector<std::string> RunArgs(std::vector<std::string> flags, std::vector<std::string> cmd) {
+    std::vector<std::string> a = {"run", "--state-dir", state_, "--shim", TESSERA_SHIM_PATH};
+    a.insert(a.end(), flags.begin(), flags.end());
+    a.push_back("--");
+    a.insert(a.end(), cmd.begin(), cmd.end());
+    return a;
+  }
+  char dir_[64] = "/tmp/tessera-cli-XXXXXX";
+  std::string state_;
+};
+
+TEST_F(CliRunTest, BadArgumentsNameTheAcceptedForms) {
+  struct Case {
+    std::vector<std::string> flags;
+    const char* mention;
+  } cases[] = {
+      {{"--memory", "2XB"}, "forms: 2GiB"},
+      {{"--memory", "0%"}, "1%..100%"},
+      {{"--memory", "101%"}, "1%..100%"},
+      {{"--memory", "1GiB", "--cores", "0"}, "1..100"},
+      {{"--memory", "1GiB", "--priority", "urgent"}, "high, best-effort"},
+      {{"--memory", "1GiB", "--gpu", "7"}, "not a GPU of this host"},
+      {{"--memory", "1GiB", "--gpu", "0,0"}, "twice"},
+      {{"--memory", "1GiB", "--slice", "Bad_Name"}, "[a-z0-9]"},
+      {{"--memory", "1TiB"}, "more than GPU"},
+      {{"--bogus", "1"}, "unexpected argument"},
+      {{}, "--memory is required"},
+  };
+  for (const Case& c : cases) {
+    Result r = Call(tessera::cli::RunCmd, RunArgs(c.flags, {"/bin/true"}));
+    EXPECT_EQ(r.code, 2) << c.mention << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.mention), std::string::npos) << r.err;
+  }
+  Result r = Call(tessera::cli::RunCmd, {"run", "--memory", "1GiB"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("no command"), std::string::npos) << r.err;
+}
+
+TEST_F(CliRunTest, CreatesASliceAndTheWallHolds) {
+  Result r = Call(tessera::cli::RunCmd,
+                  RunArgs({"--memory", "1GiB", "--slice", "s1", "--cores", "50", "--priority", "high"},
+                          {TESSERA_PROBE_PATH, "alloc", "2000"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("alloc-result 2"), std::string::npos) << r.out << r.err;
+  std::string conf = Slurp(state_ + "/s1/slice.conf");
+  EXPECT_NE(conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000000 memory=1073741824 cores=50"), std::string::npos)
+      << conf;
+  EXPECT_NE(conf.find("priority=0"), std::string::npos) << conf;
+  // Joining keeps the slice's limits; a fitting allocation succeeds.
+  r = Call(tessera::cli::RunCmd, RunArgs({"--slice", "s1"}, {TESSERA_PROBE_PATH, "alloc", "200"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("alloc-result 0"), std::string::npos) << r.out << r.err;
+}
+
+TEST_F(CliRunTest, PercentagesGpuListsAndEnvironment) {
+  Result r = Call(tessera::cli::RunCmd,
+                  RunArgs({"--memory", "25%", "--gpu", "0,GPU-fa4e0000-0000-0000-0000-000000000001", "--slice", "two"},
+                          {"/bin/sh", "-c", "echo $CUDA_VISIBLE_DEVICES; echo $TESSERA_SLICE_CONFIG; echo $LD_PRELOAD"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("GPU-fa4e0000-0000-0000-0000-000000000000,GPU-fa4e0000-0000-0000-0000-000000000001"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find(state_ + "/two/slice.conf"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find(TESSERA_SHIM_PATH), std::string::npos) << r.out;
+  std::string conf = Slurp(state_ + "/two/slice.conf");
+  EXPECT_NE(conf.find("GPU-fa4e0000-0000-0000-0000-000000000000 memory=4294967296"), std::string::npos) << conf;
+  EXPECT_NE(conf.find("GPU-fa4e0000-0000-0000-0000-000000000001 memory=4294967296"), std::string::npos) << conf;
+}
+
+TEST_F(CliRunTest, SlicesListsLiveProcesses) {
+  // A process holding memory in slice "held".
+  int o[2];
+  ASSERT_EQ(pipe(o), 0);
+  pid_t holder = fork();
+  if (holder == 0) {
+    dup2(o[1], 1);
+    close(o[0]);
+    std::vector<std::string> args =
+        RunArgs({"--memory", "2GiB", "--slice", "held"}, {TESSERA_PROBE_PATH, "hold", "300"});
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    _exit(tessera::cli::RunCmd(static_cast<int>(args.size()), argv.data()));
+  }
+  close(o[1]);
+  std::string line;
+  char ch;
+  while (read(o[0], &ch, 1) == 1 && ch != '\n') line += ch;
+  ASSERT_EQ(line, "hold 0");
+  Result r = Call(tessera::cli::SlicesCmd, {"slices", "--json", "--state-dir", state_});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"slice\":\"held\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"pid\":" + std::to_string(holder)), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"limit_bytes\":2147483648"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("\"used_bytes\":0,"), std::string::npos) << r.out;  // 300 MiB + context are counted
+  r = Call(tessera::cli::SlicesCmd, {"slices", "--state-dir", state_});
+  EXPECT_NE(r.out.find("held"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("pid " + std::to_string(holder)), std::string::npos) << r.out;
+  // Once the process is gone, the listing drops it (its row is reclaimed by the reader).
+  kill(holder, SIGKILL);
+  waitpid(holder, nullptr, 0);
+  close(o[0]);
+  r = Call(tessera::cli::SlicesCmd, {"slices", "--json", "--state-dir", state_});
+  EXPECT_EQ(r.out.find("\"pid\":" + std::to_string(holder)), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"used_bytes\":0,"), std::string::npos) << r.out;
+  r = Call(tessera::cli::SlicesCmd, {"slices", "--nope"});
+  EXPECT_EQ(r.code, 2);
+}
+
+}  // namespace
