@@ -221,6 +221,31 @@ void ReconcileOnce() {
   }
 }
 
+// One reconciliation at a time (the thread and a refused allocation may both want one).
+std::atomic<int> g_reconcile_lock{0};
+bool ReconcileLocked(bool wait) {
+  int expect = 0;
+  while (!g_reconcile_lock.compare_exchange_weak(expect, 1)) {
+    if (!wait) return false;
+    expect = 0;
+    sched_yield();
+  }
+  g_in_nvml.store(1);
+  if (!g_stopping.load()) ReconcileOnce();
+  g_in_nvml.store(0);
+  g_reconcile_lock.store(0);
+  return true;
+}
+
+// A refusal may rest on a stale overhead figure (a pool or graph cache that has since been trimmed):
+// measure again before saying no, if this process has any overhead to re-measure.
+bool RefreshOverheadForRetry(int g) {
+  if (!g_nvml_ok || g_local_overhead[g].load() == 0) return false;
+  uint64_t before = g_local_overhead[g].load();
+  if (!ReconcileLocked(true)) return false;
+  return g_local_overhead[g].load() < before;
+}
+
 void* ReconcilerMain(void*) {
   int tick = 0;
   for (;;) {
@@ -230,11 +255,7 @@ void* ReconcilerMain(void*) {
     ++tick;
     bool req = g_reconcile_req.exchange(0) != 0;
     if (tick % 4 == 0) slice::ReclaimDead(g_region.hdr);  // dead processes' rows: back within ~200 ms
-    if (req || tick % 2 == 0) {
-      g_in_nvml.store(1);
-      if (!g_stopping.load()) ReconcileOnce();
-      g_in_nvml.store(0);
-    }
+    if (req || tick % 2 == 0) ReconcileLocked(false);
   }
 }
 
@@ -334,6 +355,7 @@ bool Charge(int g, uint64_t bytes, uint64_t asked, const char* api) {
   }
   slice::ChargeOutcome o = slice::TryCharge(h, row, g, bytes, false);
   if (o.result != slice::ChargeResult::kOk && slice::ReclaimDead(h) > 0) o = slice::TryCharge(h, row, g, bytes, false);
+  if (o.result != slice::ChargeResult::kOk && RefreshOverheadForRetry(g)) o = slice::TryCharge(h, row, g, bytes, false);
   if (o.result == slice::ChargeResult::kOk) {
     g_local_bytes[g].fetch_add(bytes);
     return true;

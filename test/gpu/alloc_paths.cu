@@ -196,6 +196,9 @@ int Fill(const char* path, size_t chunk, int hold_s) {
   for (const Held& h : held) FreeOne(h, s);
   if (pool) cudaMemPoolDestroy(pool);
   cudaDeviceSynchronize();
+  // Graph allocations stay reserved by the device's graph pool until trimmed; the wall keeps counting
+  // them (the driver still holds them) until the application gives them back.
+  if (!strcmp(path, "graph")) cudaDeviceGraphMemTrim(0);
   // After freeing everything the same path must work again (the wall gave the memory back).
   Held again;
   cudaError_t e2 = AllocOne(path, chunk, s, pool ? nullptr : pool, &again, drv_err, sizeof(drv_err));
