@@ -6,6 +6,7 @@
 #include <sys/inotify.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -53,7 +54,9 @@ class DevicePluginService final : public v1beta1::DevicePlugin::Service {
   explicit DevicePluginService(Agent* a) : a_(a) {}
   grpc::Status GetDevicePluginOptions(grpc::ServerContext*, const v1beta1::Empty*,
                                       v1beta1::DevicePluginOptions* out) override {
-    out->set_pre_start_required(false);
+    // PreStartContainer comes after the kubelet recorded which container holds the devices and before
+    // the container starts: the moment to check (and repair) the slice it is about to read.
+    out->set_pre_start_required(true);
     out->set_get_preferred_allocation_available(true);
     return grpc::Status::OK;
   }
@@ -72,8 +75,9 @@ class DevicePluginService final : public v1beta1::DevicePlugin::Service {
     Status st = a_->Allocate(*req, resp);
     return st.ok() ? grpc::Status::OK : grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, st.message());
   }
-  grpc::Status PreStartContainer(grpc::ServerContext*, const v1beta1::PreStartContainerRequest*,
+  grpc::Status PreStartContainer(grpc::ServerContext*, const v1beta1::PreStartContainerRequest* req,
                                  v1beta1::PreStartContainerResponse*) override {
+    a_->PreStart(std::vector<std::string>(req->devices_ids().begin(), req->devices_ids().end()));
     return grpc::Status::OK;
   }
 
@@ -343,6 +347,8 @@ Status Agent::Prefer(const v1beta1::PreferredAllocationRequest& req,
   Status st;
   auto candidates = Candidates(&st);
   if (!st.ok()) return st;
+  PodResourcesView view;
+  if (ListPodResources(&view)) candidates = NarrowToAdmitting(candidates, view);
   std::set<std::string> claimed;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -362,6 +368,8 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
   std::lock_guard<std::mutex> alloc(alloc_mu_);
   Status st;
   auto candidates = Candidates(&st);
+  PodResourcesView view;
+  const bool have_view = ListPodResources(&view);
   auto fail = [&](const std::string& msg) {
     std::lock_guard<std::mutex> lock(mu_);
     ++counters_.allocation_failures;
@@ -385,7 +393,7 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     for (const auto& id : ids) {
       if (!known_devices.count(id)) return fail("device " + id + " is not one of this node's devices");
     }
-    MatchResult m = MatchAllocate(candidates, claimed, ids);
+    MatchResult m = MatchAllocate(have_view ? NarrowToAdmitting(candidates, view) : candidates, claimed, ids);
     if (!m.found) return fail(m.reason);
     ContainerSlice slice;
     st = writer_.Write(m.chosen, ids, memory, &slice);
@@ -483,7 +491,7 @@ void Agent::FollowHealth() {
   }
 }
 
-bool Agent::VerifyNow() {
+bool Agent::ListPodResources(PodResourcesView* view) {
   const fs::path sock = opts_.kubelet_dir / "pod-resources" / "kubelet.sock";
   std::error_code ec;
   if (!fs::exists(sock, ec)) return false;
@@ -493,74 +501,114 @@ bool Agent::VerifyNow() {
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::ListPodResourcesRequest req;
   v1::ListPodResourcesResponse resp;
-  grpc::Status s = stub->List(&ctx, req, &resp);
-  if (!s.ok()) return false;
+  if (!stub->List(&ctx, req, &resp).ok()) return false;
+  view->clear();
+  for (const auto& pod : resp.pod_resources()) {
+    auto& ctrs = (*view)[pod.namespace_() + "/" + pod.name()];
+    for (const auto& ctr : pod.containers()) {
+      auto& ids = ctrs[ctr.name()];
+      for (const auto& d : ctr.devices()) {
+        if (d.resource_name() == opts_.resource) ids.insert(ids.end(), d.device_ids().begin(), d.device_ids().end());
+      }
+      std::sort(ids.begin(), ids.end());
+      ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    }
+  }
+  return true;
+}
 
+void Agent::VerifyEntry(const std::string& ns, const std::string& pod, const std::string& container,
+                        const std::vector<std::string>& ids) {
+  const std::string name = SliceNameForDevices(ids);
+  const fs::path dir = writer_.slices_dir() / name;
+  SliceOwner owner;
+  if (!SliceWriter::ReadOwner(dir, &owner).ok()) {
+    Log("verify: %s/%s container %s holds %s but no slice was written for it", ns.c_str(), pod.c_str(),
+        container.c_str(), ids.front().c_str());
+    return;
+  }
+  if (owner.namespace_ == ns && owner.pod == pod && owner.container == container) {
+    if (!owner.verified) {
+      owner.verified = true;
+      writer_.WriteOwner(dir, owner);
+      std::lock_guard<std::mutex> lock(mu_);
+      ++counters_.verified;
+    }
+    return;
+  }
+  // The kubelet gave this slice to another container than the one it was written for: rewrite it
+  // with the assignment of the container that really holds it (same host path, so the mount the
+  // kubelet already has is right).
+  auto real = cluster_->GetPod(ns, pod);
+  if (!real.ok()) {
+    Log("verify: cannot read pod %s/%s: %s", ns.c_str(), pod.c_str(), real.error().ToString().c_str());
+    return;
+  }
   std::map<std::string, uint64_t> memory;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
   }
+  std::string err;
+  auto assignments = ParseAssignments(*real, opts_.node, opts_.resource, &err);
+  for (const auto& a : assignments) {
+    if (a.container != container) continue;
+    ContainerSlice out;
+    Status st = writer_.Write(a, ids, memory, &out);
+    if (!st.ok()) {
+      Log("repair of slice %s failed: %s", name.c_str(), st.message().c_str());
+      return;
+    }
+    SliceOwner fixed;
+    SliceWriter::ReadOwner(dir, &fixed);
+    fixed.verified = true;
+    writer_.WriteOwner(dir, fixed);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ++counters_.repairs;
+      ++counters_.verified;
+      claimed_.insert(a.Key());
+      // The container the slice was first written for has not been served after all.
+      claimed_.erase(owner.pod_uid + "/" + owner.container);
+    }
+    const std::string msg = "slice " + name + " was written for " + owner.namespace_ + "/" + owner.pod + "/" +
+                            owner.container + "; rewritten for this container";
+    Log("repair: %s/%s container %s: %s", ns.c_str(), pod.c_str(), container.c_str(), msg.c_str());
+    cluster_->PodEvent(*real, "Warning", "TesseraSliceRepaired", msg);
+    MarkAllocatedIfComplete(assignments, a.pod_uid);
+    return;
+  }
+  Log("verify: cannot repair slice %s: pod %s/%s has no assignment for container %s", name.c_str(), ns.c_str(),
+      pod.c_str(), container.c_str());
+}
+
+void Agent::PreStart(const std::vector<std::string>& request_ids) {
+  std::vector<std::string> ids(request_ids);
+  std::sort(ids.begin(), ids.end());
+  std::lock_guard<std::mutex> alloc(alloc_mu_);
+  PodResourcesView view;
+  if (!ListPodResources(&view)) return;
+  for (const auto& [pod, ctrs] : view) {
+    for (const auto& [ctr, held] : ctrs) {
+      if (held != ids) continue;
+      auto slash = pod.find('/');
+      VerifyEntry(pod.substr(0, slash), pod.substr(slash + 1), ctr, ids);
+      return;
+    }
+  }
+}
+
+bool Agent::VerifyNow() {
+  std::lock_guard<std::mutex> alloc(alloc_mu_);
+  PodResourcesView view;
+  if (!ListPodResources(&view)) return false;
   std::set<std::string> live_slices;
-  for (const auto& pod : resp.pod_resources()) {
-    for (const auto& ctr : pod.containers()) {
-      std::vector<std::string> ids;
-      for (const auto& d : ctr.devices()) {
-        if (d.resource_name() == opts_.resource) ids.insert(ids.end(), d.device_ids().begin(), d.device_ids().end());
-      }
+  for (const auto& [pod, ctrs] : view) {
+    auto slash = pod.find('/');
+    for (const auto& [ctr, ids] : ctrs) {
       if (ids.empty()) continue;
-      const std::string name = SliceNameForDevices(ids);
-      live_slices.insert(name);
-      const fs::path dir = writer_.slices_dir() / name;
-      SliceOwner owner;
-      if (!SliceWriter::ReadOwner(dir, &owner).ok()) {
-        Log("verify: %s/%s container %s holds %s but no slice was written for it", pod.namespace_().c_str(),
-            pod.name().c_str(), ctr.name().c_str(), ids.front().c_str());
-        continue;
-      }
-      if (owner.namespace_ == pod.namespace_() && owner.pod == pod.name() && owner.container == ctr.name()) {
-        if (!owner.verified) {
-          owner.verified = true;
-          writer_.WriteOwner(dir, owner);
-          std::lock_guard<std::mutex> lock(mu_);
-          ++counters_.verified;
-        }
-        continue;
-      }
-      // The kubelet gave this slice to another container than the one it was written for: rewrite it
-      // with the assignment of the container that really holds it.
-      auto real = cluster_->GetPod(pod.namespace_(), pod.name());
-      if (!real.ok()) continue;
-      std::string err;
-      bool repaired = false;
-      for (const auto& a : ParseAssignments(*real, opts_.node, opts_.resource, &err)) {
-        if (a.container != ctr.name()) continue;
-        ContainerSlice out;
-        Status st = writer_.Write(a, ids, memory, &out);
-        if (!st.ok()) {
-          Log("repair of slice %s failed: %s", name.c_str(), st.message().c_str());
-          break;
-        }
-        SliceOwner fixed;
-        SliceWriter::ReadOwner(dir, &fixed);
-        fixed.verified = true;
-        writer_.WriteOwner(dir, fixed);
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          ++counters_.repairs;
-          ++counters_.verified;
-          claimed_.insert(a.Key());
-        }
-        const std::string msg = "slice " + name + " was written for " + owner.namespace_ + "/" + owner.pod +
-                                "/" + owner.container + "; rewritten for this container";
-        Log("repair: %s/%s container %s: %s", pod.namespace_().c_str(), pod.name().c_str(),
-            ctr.name().c_str(), msg.c_str());
-        cluster_->PodEvent(*real, "Warning", "TesseraSliceRepaired", msg);
-        MarkAllocatedIfComplete(ParseAssignments(*real, opts_.node, opts_.resource, &err), a.pod_uid);
-        repaired = true;
-        break;
-      }
-      if (!repaired) Log("verify: cannot repair slice %s (pod %s/%s)", name.c_str(), pod.namespace_().c_str(), pod.name().c_str());
+      live_slices.insert(SliceNameForDevices(ids));
+      VerifyEntry(pod.substr(0, slash), pod.substr(slash + 1), ctr, ids);
     }
   }
   // Slices nobody holds any more: remove them once their pod is gone from the API server.

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "agent/cluster.h"
+#include "agent/matcher.h"
 #include "agent/metrics.h"
 #include "agent/slice_writer.h"
 #include "gpu/backend.h"
@@ -90,6 +91,8 @@ class Agent {
   gpu::Status Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateResponse* resp);
   gpu::Status Prefer(const v1beta1::PreferredAllocationRequest& req,
                      v1beta1::PreferredAllocationResponse* resp);
+  // Before a container starts: checks (and repairs) the slice of these device IDs.
+  void PreStart(const std::vector<std::string>& device_ids);
 
  private:
   gpu::Status ServeAndRegister();
@@ -97,6 +100,9 @@ class Agent {
   void WatchKubelet();
   void FollowHealth();
   void VerifyLoop();
+  bool ListPodResources(PodResourcesView* view);
+  void VerifyEntry(const std::string& ns, const std::string& pod, const std::string& container,
+                   const std::vector<std::string>& ids);
   void PublishNode();
   std::vector<ContainerAssignment> Candidates(gpu::Status* st);
   void MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,

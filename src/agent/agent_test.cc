@@ -196,6 +196,7 @@ TEST_F(AgentTest, RegistersAndAdvertisesSplitDevicesWithTopology) {
   v1beta1::DevicePluginOptions opts;
   ASSERT_TRUE(plugin_->GetDevicePluginOptions(&octx, empty, &opts).ok());
   EXPECT_TRUE(opts.get_preferred_allocation_available());
+  EXPECT_TRUE(opts.pre_start_required());
 
   grpc::ClientContext ctx;
   auto stream = plugin_->ListAndWatch(&ctx, empty);

@@ -74,6 +74,18 @@ MatchResult MatchAllocate(const std::vector<ContainerAssignment>& candidates,
   return r;
 }
 
+std::vector<ContainerAssignment> NarrowToAdmitting(const std::vector<ContainerAssignment>& candidates,
+                                                   const PodResourcesView& view) {
+  std::vector<ContainerAssignment> out;
+  for (const auto& c : candidates) {
+    auto pod = view.find(c.namespace_ + "/" + c.pod_name);
+    if (pod == view.end()) continue;
+    auto ctr = pod->second.find(c.container);
+    if (ctr == pod->second.end() || ctr->second.empty()) out.push_back(c);
+  }
+  return out.empty() ? candidates : out;
+}
+
 std::vector<std::string> PreferDevices(const std::vector<ContainerAssignment>& candidates,
                                        const std::set<std::string>& claimed,
                                        const std::vector<std::string>& available,

@@ -12,6 +12,7 @@
 // Pure and deterministic; no locking (the caller holds its own lock around claim bookkeeping).
 #pragma once
 
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -42,6 +43,17 @@ MatchResult MatchAllocate(const std::vector<ContainerAssignment>& candidates,
 // Orders containers the way the kubelet serves them: bind time, creation time, namespace/name,
 // init containers before containers, then index.
 bool KubeletOrder(const ContainerAssignment& a, const ContainerAssignment& b);
+
+// What the kubelet's PodResources API reports right now: "<namespace>/<pod>" → container → device IDs
+// of the plugin's resource (an empty list when the container holds none yet).
+using PodResourcesView = std::map<std::string, std::map<std::string, std::vector<std::string>>>;
+
+// The kubelet lists a pod in PodResources from the moment it starts admitting it, before Allocate: so
+// the pod being admitted is one that is listed while one of its GPU containers holds no devices yet.
+// Returns the candidates in that state; when there are none (PodResources unreachable, or an older
+// kubelet) it returns `candidates` unchanged so matching falls back to bind order.
+std::vector<ContainerAssignment> NarrowToAdmitting(const std::vector<ContainerAssignment>& candidates,
+                                                   const PodResourcesView& view);
 
 // For GetPreferredAllocation: the container the next Allocate of `size` devices most likely serves
 // (same rule as MatchAllocate without the GPU set), and the device IDs to prefer for it: one free ID

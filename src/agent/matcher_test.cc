@@ -98,3 +98,36 @@ TEST(GpusOfDevices, Dedup) {
 
 }  // namespace
 }  // namespace tessera::agent
+
+namespace tessera::agent {
+namespace {
+
+TEST(NarrowToAdmitting, PicksThePodTheKubeletIsAdmitting) {
+  auto a = C("1", 10, {kA25}, "c");
+  a.pod_name = "a";
+  auto b = C("2", 10, {kA40}, "c");
+  b.pod_name = "b";
+  auto two = C("3", 5, {kA25}, "first");
+  two.pod_name = "two";
+  auto two2 = C("3", 5, {kB25}, "second");
+  two2.pod_name = "two";
+  struct Case {
+    const char* name;
+    PodResourcesView view;
+    std::vector<std::string> want;  // keys
+  } cases[] = {
+      {"nothing listed: unchanged", {}, {"1/c", "2/c", "3/first", "3/second"}},
+      {"b is being admitted", {{"ns/b", {{"c", {}}}}}, {"2/c"}},
+      {"a running, b admitted", {{"ns/a", {{"c", {"GPU-a::0"}}}}, {"ns/b", {{"c", {}}}}}, {"2/c"}},
+      {"second container of a pod", {{"ns/two", {{"first", {"GPU-a::1"}}, {"second", {}}}}}, {"3/second"}},
+      {"only running pods listed: unchanged", {{"ns/a", {{"c", {"GPU-a::0"}}}}}, {"1/c", "2/c", "3/first", "3/second"}},
+  };
+  for (const auto& c : cases) {
+    std::vector<std::string> got;
+    for (const auto& x : NarrowToAdmitting({a, b, two, two2}, c.view)) got.push_back(x.Key());
+    EXPECT_EQ(got, c.want) << c.name;
+  }
+}
+
+}  // namespace
+}  // namespace tessera::agent
