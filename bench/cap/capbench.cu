@@ -205,7 +205,9 @@ int main(int argc, char** argv) {
   CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Burn, 256, 0));
   // Several waves by default, so an SM partition that is not a divisor of the SM count loses little
   // to the last, partial wave; a cooperative grid must be co-resident: one wave.
-  const int wave = prop.multiProcessorCount * std::min(per_sm, 4);
+  // Full occupancy: a kernel that leaves thread slots free would let a co-running MPS client do its
+  // work for free, and the benchmark would measure latency hiding instead of SM share.
+  const int wave = prop.multiProcessorCount * per_sm;
   g_blocks = a.blocks > 0 ? a.blocks : wave * (a.launch == "coop" ? 1 : std::max(1, a.waves));
   CHECK(cudaMalloc(&g_out, g_blocks * sizeof(float)));
 
@@ -232,9 +234,10 @@ int main(int argc, char** argv) {
       if (std::abs(ms - target_ms) / target_ms < 0.02) break;
       iters = std::max(1, static_cast<int>(iters * target_ms / ms));
     }
+    const char* pct = std::getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE");
     std::printf("{\"mode\":\"calibrate\",\"us\":%.1f,\"iters\":%d,\"measured_us\":%.1f,\"blocks\":%d,\"sms\":%d,"
-                "\"gpu\":\"%s\"}\n",
-                a.us, iters, ms * 1000, g_blocks, prop.multiProcessorCount, prop.name);
+                "\"gpu\":\"%s\",\"mps_pct\":\"%s\"}\n",
+                a.us, iters, ms * 1000, g_blocks, prop.multiProcessorCount, prop.name, pct ? pct : "");
     return 0;
   }
 

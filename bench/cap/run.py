@@ -121,6 +121,9 @@ class Bench:
         return outs
 
     def calibrate(self, us, blocks=0):
+        # The same grid everywhere (full GPU, several waves): under MPS the device reports only the
+        # client's SMs, and a grid sized from that would shrink the work instead of slowing it.
+        blocks = blocks or self.blocks
         key = (us, blocks)
         if key not in self.calib:
             argv = ["calibrate", "--us", str(us)] + (["--blocks", str(blocks)] if blocks else [])
@@ -129,7 +132,8 @@ class Bench:
 
     # ---- experiments ---------------------------------------------------------------------------------
     def work(self, iters, seconds, extra=()):
-        return ["work", "--iters", str(iters), "--seconds", str(seconds)] + list(extra)
+        grid = [] if "coop" in extra else ["--blocks", str(self.blocks)]
+        return ["work", "--iters", str(iters), "--seconds", str(seconds)] + grid + list(extra)
 
     def cap_accuracy(self, spatial, baselines):
         S = self.args.seconds
@@ -290,7 +294,8 @@ def main():
     b.compile()
     log(f"built in {time.time() - t0:.1f} s")
     info = b.group([(None, ["calibrate", "--us", "2000"])])[0]
-    b.calib[(2000, 0)] = info["iters"]
+    b.blocks = info["blocks"]
+    b.calib[(2000, b.blocks)] = info["iters"]
     b.sms = info["sms"]
     result = {"card": b.card, "driver": b.driver, "gpu_uuid": b.uuid,
               "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -308,7 +313,7 @@ def main():
                 r["mps_pipe"] = b.mps_pipe
             if "cap" in only:
                 r["accuracy"] = b.cap_accuracy(spatial, baselines)
-            if "launch" in only:
+            if "launch" in only and not spatial:  # the SM partition does not depend on the launch API
                 r["launch_kinds"] = b.launch_kinds(spatial)
             if "tenants" in only:
                 r["tenants"] = b.tenants(spatial, baselines)

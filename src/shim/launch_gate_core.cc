@@ -31,7 +31,11 @@ int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) *
 // Waiting granularity: short enough that a drained queue is noticed within a fraction of a 0.05 ms
 // kernel's period, long enough that a waiting thread costs little CPU.
 constexpr int64_t kPollNs = 20'000;
-constexpr int64_t kMaxCapSleepNs = 2'000'000;
+constexpr int64_t kMaxCapSleepNs = 3'000'000;
+constexpr int64_t kBatchNs = 1'000'000;
+// An isolated launch costs a few microseconds on current GPUs (about 3 us on an H100); a larger
+// "floor" can only come from a calibration that waited for other work.
+constexpr int64_t kMaxFloorNs = 8'000;
 
 }  // namespace
 
@@ -213,11 +217,11 @@ void Gate::Before(CUstream stream) {
   int64_t estimate = 0;
   for (;;) {
     now = clock_.now_ns();
-    // High priority pending: submit nothing (a kernel queued now would run before theirs once the
-    // running one ends). Active but idle between its kernels: at most one of ours in flight.
-    if (watch_high && (node->HighPriorityPending(g.row, now, opts_.stale_ns) ||
-                       (ring->InFlight() > 0 &&
-                        node->HighPriorityActive(g.row, now, opts_.hp_linger_ns, opts_.stale_ns)))) {
+    // While a high-priority participant lives on this GPU, best effort keeps at most one submission
+    // in flight (so high priority waits for at most one of our kernels, never a queue), and while
+    // its work is pending, submits nothing (a kernel queued now could run before theirs).
+    if (watch_high &&
+        (ring->InFlight() > 0 || node->HighPriorityPending(g.row, now, opts_.stale_ns))) {
       waited_prio = true;
       Wait(kPollNs);
       continue;
@@ -238,8 +242,11 @@ void Gate::Before(CUstream stream) {
         if (idle) a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, true);
       }
       if (!a.admitted) {
+        // Once throttled, sleep until a little credit has built up, so the next submissions go out
+        // back to back: a queued kernel's launch latency is hidden (and not charged), while an
+        // isolated one pays it. The average share is unchanged; the GPU sees ~1 ms bursts.
         waited_cap = true;
-        Wait(std::min(a.wait_ns, kMaxCapSleepNs));
+        Wait(std::min(a.wait_ns + kBatchNs, kMaxCapSleepNs));
         continue;
       }
     }
@@ -345,13 +352,15 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
           float de = 0, ds = 0;
           if (drv_.event_elapsed(&de, r->cover, c.end) == CUDA_SUCCESS && de > 0) {
             // Union with what was already charged: only the part after the latest charged end.
-            if (drv_.event_elapsed(&ds, r->cover, c.start) == CUDA_SUCCESS && ds >= 0) {
+            const int64_t floor = r->floor_ns.load(std::memory_order_relaxed);
+            if (drv_.event_elapsed(&ds, r->cover, c.start) == CUDA_SUCCESS &&
+                MsToNs(ds) > floor) {
               // Isolated: its bracket includes the launch latency that a queue would have hidden.
               if (drv_.event_elapsed(&ms, c.start, c.end) == CUDA_SUCCESS) {
-                cost = std::max<int64_t>(MsToNs(ms) - r->floor_ns.load(std::memory_order_relaxed),
-                                         MsToNs(ms) / 2);
+                cost = std::max<int64_t>(MsToNs(ms) - floor, MsToNs(ms) / 2);
               }
             } else {
+              // Queued right behind the previous bracket: its launch latency was hidden.
               cost = MsToNs(de);
             }
           }
@@ -498,16 +507,27 @@ void Gate::Calibrate(Ring* r, int64_t now) {
     if (r->calib_valid >= 8 || r->calib_tries > 400) {
       // Never more than a launch can plausibly cost: a busy GPU during calibration must not make
       // every later kernel look free.
-      if (r->calib_best > 0) r->floor_ns.store(std::min<int64_t>(r->calib_best, 20'000));
+      if (r->calib_best > 0) r->floor_ns.store(std::min<int64_t>(r->calib_best, kMaxFloorNs));
       r->calib_state = 2;
     }
-  } else if (r->calib_state == 2 && idle && now - r->anchor_host_ns > 500'000'000) {
-    // Re-anchor twice a second: elapsed times are floats in ms, precise only over short spans.
-    if (drv_.event_record(r->calib_b, r->calib_stream) == CUDA_SUCCESS &&
-        drv_.event_synchronize(r->calib_b) == CUDA_SUCCESS) {
+  } else if (r->calib_state == 2 && idle && now - r->anchor_host_ns > 200'000'000) {
+    // Five times a second: re-anchor (elapsed times are floats in ms, precise only over short spans)
+    // and take one more floor sample, so a floor first measured while the GPU was busy elsewhere comes
+    // down to the true one.
+    float ms = 0;
+    if (drv_.event_record(r->calib_a, r->calib_stream) == CUDA_SUCCESS &&
+        drv_.launch_kernel(r->calib_fn, 1, 1, 1, 32, 1, 1, 0, r->calib_stream, nullptr, nullptr) ==
+            CUDA_SUCCESS &&
+        drv_.event_record(r->calib_b, r->calib_stream) == CUDA_SUCCESS &&
+        drv_.event_synchronize(r->calib_b) == CUDA_SUCCESS &&
+        drv_.event_elapsed(&ms, r->calib_a, r->calib_b) == CUDA_SUCCESS) {
       const int64_t host = clock_.now_ns();
-      std::swap(r->calib_b, r->anchor);
-      r->anchor_host_ns = host;
+      if (r->InFlight() == 0 && r->tail.load(std::memory_order_acquire) == tail0) {
+        const int64_t ns = MsToNs(ms);
+        if (ns > 0 && ns < r->floor_ns.load()) r->floor_ns.store(ns);
+        std::swap(r->calib_b, r->anchor);
+        r->anchor_host_ns = host;
+      }
     }
   }
   if (prev != r->ctx) drv_.ctx_set_current(prev);
@@ -521,6 +541,9 @@ void Gate::CalibratePending() {
   for (int i = 0; i < n; ++i) {
     Ring* r = rings_[i].load(std::memory_order_acquire);
     if (r->gpu < 0 || r->dead.load(std::memory_order_relaxed) || r->tail.load() == 0) continue;
+    // Uncapped best effort needs neither a floor nor published intervals, and its no-op launches
+    // would only add context switches in front of high-priority work.
+    if (opts_.priority != 0 && !gpus_[r->gpu]->capped()) continue;
     Calibrate(r, now);
   }
   harvesting_.store(false, std::memory_order_release);

@@ -12,8 +12,9 @@
 // token bucket (limiter.h) from the estimate charged at admission to the measured cost.
 //
 // Waiting happens only in Before, only outside any lock, and only when the caller must wait: the cap
-// is exhausted, or (best effort, time-sliced mode) a high-priority participant on the same GPU is
-// active and this context still has work in flight. High-priority state comes from the node region
+// is exhausted, or (best effort, time-sliced mode) a high-priority participant lives on the same GPU
+// and this context still has a submission in flight, or the high-priority participant has work
+// pending. High-priority state comes from the node region
 // (slice/node_region.h), so it works across slices and containers; a dead participant stops counting
 // once its heartbeat is stale.
 //

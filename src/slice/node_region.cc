@@ -168,7 +168,8 @@ void NodeRegion::NoteComplete(NodeRow* row, int n) {
 }
 
 bool NodeRegion::HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const {
-  return now_ns - header()->hp_beat_ns.load(std::memory_order_relaxed) <= stale_ns;
+  const int64_t beat = header()->hp_beat_ns.load(std::memory_order_relaxed);
+  return beat != 0 && now_ns - beat <= stale_ns;
 }
 
 bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
@@ -190,7 +191,7 @@ bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t
 
 bool NodeRegion::HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const {
   const Header* h = header();
-  if (now_ns - h->hp_beat_ns.load(std::memory_order_relaxed) > stale_ns) return false;
+  if (!HighPriorityPresent(now_ns, stale_ns)) return false;
   const int hw = h->high_water.load(std::memory_order_acquire);
   for (int i = 0; i < hw; ++i) {
     const NodeRow& r = h->row[i];

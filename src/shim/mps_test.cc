@@ -1,0 +1,67 @@
+#include "shim/mps.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+namespace tessera::shim {
+namespace {
+
+std::string WriteConf(const std::string& text, mode_t mode) {
+  char path[] = "/tmp/tessera-mps-conf-XXXXXX";
+  int fd = mkstemp(path);
+  EXPECT_GE(fd, 0);
+  EXPECT_EQ(write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
+  close(fd);
+  chmod(path, mode);
+  return path;
+}
+
+TEST(Mps, ReadsExtraKeyFromTrustedConfig) {
+  const std::string p = WriteConf("version=1\n# mps_pipe=/nope\n  mps_pipe=/run/x/pipe  # ours\n", 0644);
+  EXPECT_EQ(ReadConfigExtra(p.c_str(), "mps_pipe"), "/run/x/pipe");
+  EXPECT_EQ(ReadConfigExtra(p.c_str(), "absent"), "");
+  unlink(p.c_str());
+}
+
+TEST(Mps, IgnoresConfigOthersCanWrite) {
+  const std::string p = WriteConf("mps_pipe=/run/evil\n", 0666);
+  EXPECT_EQ(ReadConfigExtra(p.c_str(), "mps_pipe"), "");
+  unlink(p.c_str());
+}
+
+TEST(Mps, ClientEnvComesFromTheSliceNotTheApplication) {
+  setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "100", 1);
+  MpsApplyClientEnv("/run/tessera/mps/GPU-x/pipe", 25, 1);
+  EXPECT_STREQ(getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), "25");
+  EXPECT_STREQ(getenv("CUDA_MPS_PIPE_DIRECTORY"), "/run/tessera/mps/GPU-x/pipe");
+  EXPECT_STREQ(getenv("CUDA_MPS_CLIENT_PRIORITY"), "1");
+  MpsApplyClientEnv("/p", 0, 0);
+  EXPECT_STREQ(getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"), "1");
+  EXPECT_STREQ(getenv("CUDA_MPS_CLIENT_PRIORITY"), "0");
+}
+
+TEST(Mps, PathsArePerGpu) {
+  const MpsPaths p = MpsPathsFor("GPU-abc", "/run/tessera/mps");
+  EXPECT_EQ(p.pipe_dir, "/run/tessera/mps/GPU-abc/pipe");
+  EXPECT_EQ(p.log_dir, "/run/tessera/mps/GPU-abc/log");
+}
+
+TEST(Mps, StartFailsCleanlyWithoutTheDaemonBinary) {
+  const char* old = getenv("PATH");
+  const std::string saved = old ? old : "";
+  setenv("PATH", "/nonexistent", 1);
+  std::string err;
+  char dir[] = "/tmp/tessera-mps-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  EXPECT_FALSE(StartMpsDaemon("GPU-abc", MpsPathsFor("GPU-abc", dir), &err));
+  EXPECT_NE(err.find("nvidia-cuda-mps-control"), std::string::npos) << err;
+  setenv("PATH", saved.c_str(), 1);
+}
+
+}  // namespace
+}  // namespace tessera::shim
