@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -112,12 +113,13 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
 
   bool any_cap = false;
   for (int i = 0; i < cfg.gpu_count; ++i) any_cap |= cfg.gpus[i].cores < 100;
-  // Time caps are replaced by the SM partition in spatial mode, and priority is then MPS's job.
-  if (spatial) return;
 
   GateOptions opts;
   opts.priority = cfg.priority;
   opts.slice = cfg.name;
+  opts.spatial = spatial;
+  // MPS applies one thread percentage per process (the first GPU's cores, see MpsApplyClientEnv).
+  if (spatial) opts.spatial_ppm = static_cast<int64_t>(std::clamp(cfg.gpus[0].cores, 1, 100)) * 10'000;
   std::vector<GateGpu> gpus;
   char err[256] = {0};
   const bool have_region = slice::OpenRegionForSlice(cfg, &g_region, err, sizeof(err));
@@ -151,7 +153,9 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
     any_node |= g.node != nullptr;
     gpus.push_back(std::move(g));
   }
-  if (!any_cap && !any_node && cfg.priority != 0) return;  // nothing to enforce: hooks stay direct
+  // Nothing to enforce: hooks stay direct. In spatial mode only a cap needs the gate (the SM
+  // partition is per process, so processes of one slice share the slice's budget through it).
+  if (!any_cap && (spatial || (!any_node && cfg.priority != 0))) return;
 
   GateDriver drv{};
   if (!BindRealDriver(&drv)) {

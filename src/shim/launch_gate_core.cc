@@ -168,6 +168,11 @@ Gate::Ring* Gate::CreateRing(CUcontext ctx) {
   return r;
 }
 
+int64_t Gate::Scaled(int64_t gpu_ns) const {
+  if (!opts_.spatial) return gpu_ns;
+  return static_cast<int64_t>(static_cast<__int128>(gpu_ns) * opts_.spatial_ppm / 1'000'000);
+}
+
 void Gate::Wait(int64_t ns) {
   // Fresh completions may already change the answer (a refund, a drained queue): look again first.
   if (HarvestOnce() > 0) return;
@@ -193,7 +198,7 @@ void Gate::Before(CUstream stream) {
   if (ring == nullptr || ring->gpu < 0) return;
   GpuState& g = *gpus_[ring->gpu];
   slice::NodeRegion* node = g.cfg.node.get();
-  const bool capped = g.capped() && !opts_.spatial;
+  const bool capped = g.capped();
   const bool high = opts_.priority == 0;
   int64_t now = clock_.now_ns();
   const bool watch_high = !high && !opts_.spatial && node != nullptr && g.row != nullptr &&
@@ -234,7 +239,7 @@ void Gate::Before(CUstream stream) {
         Wait(kPollNs);
         continue;
       }
-      estimate = ring->estimate_ns.load(std::memory_order_relaxed);
+      estimate = Scaled(ring->estimate_ns.load(std::memory_order_relaxed));
       Admission a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, false);
       if (!a.admitted && g.cfg.cap.burst) {
         const bool idle = node == nullptr ||
@@ -365,7 +370,7 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
             }
           }
         }
-        if (r->anchor != nullptr && cost > 0 && g.row != nullptr) {
+        if (r->anchor != nullptr && cost > 0 && g.row != nullptr && !opts_.spatial) {
           // Another participant's bracket that began inside ours ran while ours was preempted
           // (time slicing): that time was theirs, and they are charged for it.
           float as = 0, ae = 0;
@@ -383,7 +388,7 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
       }
     }
     cost = std::max<int64_t>(cost, 0);
-    if (g.capped() && !opts_.spatial) CapBucket::Charge(*g.tat, g.cfg.cap, now, cost - c.estimate_ns);
+    if (g.capped()) CapBucket::Charge(*g.tat, g.cfg.cap, now, Scaled(cost) - c.estimate_ns);
     g.busy->fetch_add(static_cast<uint64_t>(cost), std::memory_order_relaxed);
     g.measured.fetch_add(cost, std::memory_order_relaxed);
     if (!c.failed) {

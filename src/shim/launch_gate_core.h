@@ -82,7 +82,12 @@ struct GateGpu {
 
 struct GateOptions {
   int priority = 1;                     // 0 high, 1 best effort
-  bool spatial = false;                 // MPS: SM partition instead of time cap, no priority hold
+  // MPS spatial mode: each process runs on an SM partition of `spatial_ppm` of the GPU, so a bracket
+  // of t ns costs t * spatial_ppm / 1e6 of the slice's share; no priority hold (MPS client priority
+  // does that) and no time-slice preemption refunds (clients really run side by side). One process
+  // alone on its partition is never throttled; several processes of the slice share its budget.
+  bool spatial = false;
+  int64_t spatial_ppm = 1'000'000;
   std::string slice;                    // for the node region rows
   int64_t hp_linger_ns = 2'000'000;     // a high-priority stream stays "active" this long between kernels
   int64_t stale_ns = 200'000'000;       // heartbeats older than this are ignored
@@ -138,6 +143,7 @@ class Gate {
   Ring* RingFor(CUcontext ctx);
   Ring* CreateRing(CUcontext ctx);
   void Wait(int64_t ns);
+  int64_t Scaled(int64_t gpu_ns) const;
   int HarvestRing(Ring* r, int64_t now);
   void Heartbeat(int64_t now);
   void Calibrate(Ring* r, int64_t now);

@@ -293,6 +293,44 @@ TEST_F(SimTest, ProcessesOfASliceShareOneBudget) {
   EXPECT_NEAR(share, 30.0, 3.0);
 }
 
+// Spatial (MPS) mode: one process alone on its 25 % partition runs flat out; two processes of the
+// same slice, running side by side, share the slice's 25 % between them.
+TEST_F(SimTest, SpatialModeSharesThePartitionAcrossProcesses) {
+  sim.exclusive = false;
+  GateOptions o = Opts();
+  o.spatial = true;
+  o.spatial_ppm = 250'000;
+  std::atomic<int64_t> tat{0};
+  {
+    Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, o, {Gpu(25, &tat)});
+    sim.harvesters = {&a};
+    Submit(a, S(0), 2 * kMs, 0, 3'000 * kMs);
+    EXPECT_NEAR(sim.Busy(1'000 * kMs, 3'000 * kMs, 0) / (2'000.0 * kMs), 1.0, 0.02);
+  }
+  sim = Sim();
+  sim.exclusive = false;
+  tat.store(0);
+  Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, o, {Gpu(25, &tat)});
+  Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, o, {Gpu(25, &tat)});
+  sim.harvesters = {&a, &b};
+  const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
+  while (sim.now < 6'000 * kMs) {
+    sim.current = ca;
+    a.Before(S(0));
+    sim.Launch(S(0), 2 * kMs, 0);
+    a.After(S(0), CUDA_SUCCESS);
+    sim.current = cb;
+    b.Before(S(1));
+    sim.Launch(S(1), 2 * kMs, 1);
+    b.After(S(1), CUDA_SUCCESS);
+    sim.now += 5 * kUs;
+  }
+  // Partition-time of both processes together: one partition's worth, not two.
+  const double both = (sim.Busy(1'000 * kMs, 6'000 * kMs, 0) + sim.Busy(1'000 * kMs, 6'000 * kMs, 1)) /
+                      (5'000.0 * kMs);
+  EXPECT_NEAR(both, 1.0, 0.05);
+}
+
 TEST_F(SimTest, CapturedLaunchesAreNotGated) {
   Gate g(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {Gpu(10)});
   for (int i = 0; i < 100; ++i) {
