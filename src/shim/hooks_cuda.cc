@@ -18,6 +18,7 @@ CUresult AllocOnCurrent(uint64_t asked, const char* api, Kind kind, Call call) {
     ReportRefusal(g, asked, api, "this GPU is not part of the slice");
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
+  OpScope op(g);
   uint64_t charge = ChargeSize(asked);
   if (!Charge(g, charge, asked, api)) return CUDA_ERROR_OUT_OF_MEMORY;
   uint64_t key = 0;
@@ -43,6 +44,7 @@ CUresult FreeTracked(Kind kind, uint64_t key, Call call) {
   int g = -1;
   bool had = key != 0 && UntrackAlloc(kind, key, &bytes, &g);
   if (!had && kind == Kind::kDevPtr && key != 0) had = UntrackAlloc(Kind::kGraph, key, &bytes, &g);
+  OpScope op(had ? g : -1);
   CUresult r = call();
   if (had) {
     if (r == CUDA_SUCCESS)
@@ -104,6 +106,7 @@ CUresult ArrayCommon(Handle* out, uint64_t estimate, Kind kind, const char* api,
     ReportRefusal(g, estimate, api, "this GPU is not part of the slice");
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
+  OpScope op(g);
   uint64_t charged = ChargeSize(estimate);
   if (!Charge(g, charged, estimate, api)) return CUDA_ERROR_OUT_OF_MEMORY;
   CUresult r = create();
@@ -217,6 +220,7 @@ CUresult PitchCommon(P* dptr, uint64_t width, uint64_t height, const char* api, 
     ReportRefusal(g, est, api, "this GPU is not part of the slice");
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
+  OpScope op(g);
   uint64_t charged = ChargeSize(est);
   if (!Charge(g, charged, est, api)) return CUDA_ERROR_OUT_OF_MEMORY;
   CUresult r = call();
@@ -332,6 +336,7 @@ extern "C" CUresult tsr_cuMemCreate(CUmemGenericAllocationHandle* handle, size_t
     ReportRefusal(g, size, "cuMemCreate", "this GPU is not part of the slice");
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
+  OpScope op(g);
   uint64_t charge = ChargeSize(size);
   if (!Charge(g, charge, size, "cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
   CUresult r = g_real.cuMemCreate(handle, size, prop, flags);
@@ -405,6 +410,7 @@ extern "C" CUresult tsr_cuGraphAddMemAllocNode(CUgraphNode* node, CUgraph graph,
     ReportRefusal(g, params->bytesize, "cuGraphAddMemAllocNode", "this GPU is not part of the slice");
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
+  OpScope op(g);
   uint64_t charge = ChargeSize(params->bytesize);
   if (!Charge(g, charge, params->bytesize, "cuGraphAddMemAllocNode")) return CUDA_ERROR_OUT_OF_MEMORY;
   CUresult r = g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);

@@ -42,6 +42,9 @@ std::atomic<uint64_t> g_local_bytes[kMaxGpus];     // this process's charged all
 std::atomic<uint64_t> g_local_overhead[kMaxGpus];  // this process's overhead (estimate or measured)
 std::atomic<int> g_ctx_charged[kMaxGpus];
 std::atomic<int64_t> g_ctx_floor_until[kMaxGpus];  // keep the estimate at least until then (ns)
+std::atomic<uint64_t> g_ctx_size[kMaxGpus];        // the context as the driver first showed it
+std::atomic<uint64_t> g_inflight[kMaxGpus];        // allocations/frees between books and driver
+std::atomic<uint64_t> g_ops_done[kMaxGpus];        // completed allocations/frees
 std::atomic<int> g_devmap[kMaxOrdinals];           // 0 unknown, gpu+1, or 1000 = not in slice
 
 std::atomic<int64_t> g_last_report_ns{0};
@@ -105,6 +108,7 @@ void AtForkChild() {
     g_local_bytes[g].store(0);
     g_local_overhead[g].store(0);
     g_ctx_charged[g].store(0);
+    g_ctx_size[g].store(0);
   }
 }
 
@@ -191,13 +195,23 @@ void ReconcileOnce() {
     if (!g_ctx_charged[g].load()) continue;
     nvmlDevice_t dev;
     if (g_real_nvml.nvmlDeviceGetHandleByUUID(g_cfg.gpus[g].uuid, &dev) != NVML_SUCCESS) continue;
+    // A driver figure is only comparable with our books if no allocation or free of this process was
+    // half-way (charged but not yet made, or made but not yet charged) while it was taken.
+    uint64_t ops_before = g_ops_done[g].load();
+    if (g_inflight[g].load() != 0) continue;
+    uint64_t tracked = g_local_bytes[g].load();
     unsigned count = 512;
     if (g_real_nvml.nvmlDeviceGetComputeRunningProcesses_v3(dev, &count, infos) != NVML_SUCCESS) continue;
+    if (g_inflight[g].load() != 0 || g_ops_done[g].load() != ops_before || g_local_bytes[g].load() != tracked) continue;
     for (unsigned i = 0; i < count && i < 512; ++i) {
       if (infos[i].pid != self || infos[i].usedGpuMemory == static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE)) continue;
       uint64_t used = infos[i].usedGpuMemory;
-      uint64_t tracked = g_local_bytes[g].load();
       uint64_t overhead = used > tracked ? used - tracked : 0;
+      // used - tracked dips whenever a reservation is published before the driver shows it, or a free
+      // is seen by the driver before our books: the context itself never goes away while the process
+      // lives, so the overhead never drops below it.
+      uint64_t ctx = g_ctx_size[g].load();
+      if (overhead < ctx) overhead = ctx;
       // Right after a context was created the driver's figure may still lag: until it has shown the
       // context once (or 2 s passed), never go under the estimate.
       if (NowNs() < g_ctx_floor_until[g].load()) {
@@ -208,6 +222,7 @@ void ReconcileOnce() {
           // First sight of this context at the driver: that is what a context costs on this GPU, the
           // estimate the next process of the slice will charge.
           g_ctx_floor_until[g].store(0);
+          g_ctx_size[g].store(overhead);
           uint64_t hint = h->gpus[g].ctx_hint_bytes.load();
           while (overhead > hint && overhead < (8ull << 30) &&
                  !h->gpus[g].ctx_hint_bytes.compare_exchange_weak(hint, overhead)) {
@@ -433,6 +448,15 @@ void ContextAfter(int g, bool charged_estimate, CUresult result) {
 }
 
 void RequestReconcile() { g_reconcile_req.store(1); }
+
+void OpBegin(int g) {
+  if (g >= 0 && g < kMaxGpus) g_inflight[g].fetch_add(1);
+}
+void OpEnd(int g) {
+  if (g < 0 || g >= kMaxGpus) return;
+  g_ops_done[g].fetch_add(1);
+  g_inflight[g].fetch_sub(1);
+}
 
 void SliceMemInfo(int g, uint64_t* limit, uint64_t* used) {
   slice::GpuUsage u = slice::ReadGpuUsage(g_region.hdr, g);

@@ -74,6 +74,19 @@ void ReportRefusal(int g, uint64_t asked, const char* api, const char* why);
 bool ContextBefore(int g, const char* api, bool* charged_estimate);
 void ContextAfter(int g, bool charged_estimate, CUresult result);
 
+// Brackets every allocation/free from before its charge (or before the real free) until the books
+// and the driver agree again, so the reconciler only trusts a driver figure taken while nothing was
+// in flight on that GPU in this process.
+void OpBegin(int g);
+void OpEnd(int g);
+struct OpScope {
+  int g;
+  explicit OpScope(int gpu) : g(gpu) { OpBegin(g); }
+  ~OpScope() { OpEnd(g); }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+};
+
 // Asks the reconciler to measure driver usage soon (after pool trims, context changes).
 void RequestReconcile();
 

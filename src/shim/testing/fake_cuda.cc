@@ -52,6 +52,39 @@ std::unordered_map<uint64_t, std::pair<uint64_t, int>>* g_allocs;  // addr -> (b
 std::atomic<uint64_t> g_next_handle{0x1000};
 int g_ctx_count[8];
 
+// The "device": usage of all processes together, shared through FAKE_GPU_STATE_DIR/device, with its
+// peak kept exactly (a sum of per-process snapshots taken at different instants could overstate it).
+struct SharedDevice {
+  std::atomic<uint64_t> used[8];
+  std::atomic<uint64_t> peak[8];
+};
+SharedDevice* Dev() {
+  static SharedDevice* dev = [] () -> SharedDevice* {
+    const char* dir = getenv("FAKE_GPU_STATE_DIR");
+    if (!dir) return nullptr;
+    char path[512];
+    snprintf(path, sizeof(path), "%s/device", dir);
+    int fd = open(path, O_RDWR | O_CREAT, 0644);
+    if (fd < 0) return nullptr;
+    if (ftruncate(fd, 4096) != 0) return nullptr;
+    void* p = mmap(nullptr, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    return p == MAP_FAILED ? nullptr : static_cast<SharedDevice*>(p);
+  }();
+  return dev;
+}
+void DeviceAdd(int dev, uint64_t n) {
+  SharedDevice* d = Dev();
+  if (!d) return;
+  uint64_t now = d->used[dev].fetch_add(n) + n;
+  uint64_t peak = d->peak[dev].load();
+  while (now > peak && !d->peak[dev].compare_exchange_weak(peak, now)) {
+  }
+}
+void DeviceSub(int dev, uint64_t n) {
+  if (SharedDevice* d = Dev()) d->used[dev].fetch_sub(n);
+}
+
 uint64_t Counted(uint64_t bytes) {
   constexpr uint64_t kPage = 2ull << 20;
   return bytes <= (1ull << 20) ? bytes : (bytes + kPage - 1) / kPage * kPage;
@@ -86,6 +119,7 @@ CUresult Take(int dev, uint64_t bytes, uint64_t key) {
   do {
     if (cur + c > TotalBytes()) return CUDA_ERROR_OUT_OF_MEMORY;
   } while (!g_used[dev].compare_exchange_weak(cur, cur + c));
+  DeviceAdd(dev, c);
   {
     std::lock_guard<std::mutex> l(g_mu);
     if (!g_allocs) g_allocs = new std::unordered_map<uint64_t, std::pair<uint64_t, int>>();
@@ -106,6 +140,7 @@ CUresult Give(uint64_t key) {
     g_allocs->erase(it);
   }
   g_used[v.second].fetch_sub(v.first);
+  DeviceSub(v.second, v.first);
   Publish();
   return CUDA_SUCCESS;
 }
@@ -141,6 +176,7 @@ CUresult CtxCreateOn(CUcontext* pctx, CUdevice dev, bool primary) {
       return CUDA_ERROR_OUT_OF_MEMORY;
     }
     g_used[dev].fetch_add(c);
+    DeviceAdd(dev, c);
   }
   Ctx* ctx = primary ? &g_primary[dev] : new Ctx{dev};
   g_primary[dev].dev = dev;
@@ -151,6 +187,14 @@ CUresult CtxCreateOn(CUcontext* pctx, CUdevice dev, bool primary) {
 }
 
 }  // namespace
+
+// Process exit: like the real driver, everything this process held goes back.
+__attribute__((destructor)) static void FakeTeardown() {
+  for (int d = 0; d < 8; ++d) {
+    uint64_t u = g_used[d].exchange(0);
+    if (u) DeviceSub(d, u);
+  }
+}
 
 #define FAKE extern "C" __attribute__((visibility("default")))
 

@@ -39,6 +39,15 @@ void ForEachProcess(int dev, Fn fn) {
     long pid = strtol(e->d_name, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
     if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) continue;  // exited: driver freed it
+    char stat_path[64], stat_buf[512];
+    snprintf(stat_path, sizeof(stat_path), "/proc/%ld/stat", pid);
+    if (FILE* sf = fopen(stat_path, "r")) {  // a zombie holds no GPU memory either
+      size_t n = fread(stat_buf, 1, sizeof(stat_buf) - 1, sf);
+      fclose(sf);
+      stat_buf[n] = 0;
+      const char* rp = strrchr(stat_buf, ')');
+      if (rp && (rp[2] == 'Z' || rp[2] == 'X')) continue;
+    }
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
     FILE* f = fopen(path, "r");

@@ -328,7 +328,7 @@ int ModeLaunch() {
 }
 
 // Alloc/free rounds through cudart-style pointers; the parent watches the device's real usage.
-int ModeRace(int rounds, unsigned seed) {
+int ModeRace(int rounds, unsigned seed, int max_mib, int slots) {
   Setup();
   using AllocFn = CUresult (*)(CUdeviceptr*, size_t);
   using FreeFn = CUresult (*)(CUdeviceptr);
@@ -336,15 +336,16 @@ int ModeRace(int rounds, unsigned seed) {
   FreeFn f = nullptr;
   cuGetProcAddress("cuMemAlloc", reinterpret_cast<void**>(&a), 13000, 0, nullptr);
   cuGetProcAddress("cuMemFree", reinterpret_cast<void**>(&f), 13000, 0, nullptr);
-  CUdeviceptr held[4] = {0, 0, 0, 0};
+  CUdeviceptr held[16] = {};
+  if (slots < 1 || slots > 16) slots = 4;
   int ok = 0, refused = 0;
   for (int i = 0; i < rounds; ++i) {
-    int s = i % 4;
+    int s = i % slots;
     if (held[s]) {
       f(held[s]);
       held[s] = 0;
     }
-    size_t n = (1 + rand_r(&seed) % 256) * kMiB;
+    size_t n = (1 + rand_r(&seed) % max_mib) * kMiB;
     CUresult r = a(&held[s], n);
     if (r == CUDA_SUCCESS) {
       ++ok;
@@ -375,7 +376,9 @@ int main(int argc, char** argv) {
   if (argc < 2) return 2;
   if (!strcmp(argv[1], "paths")) return ModePaths();
   if (!strcmp(argv[1], "launch")) return ModeLaunch();
-  if (!strcmp(argv[1], "race")) return ModeRace(atoi(argv[2]), static_cast<unsigned>(atoi(argv[3])));
+  if (!strcmp(argv[1], "race"))  // race ROUNDS SEED [MAX_MIB] [SLOTS]
+    return ModeRace(atoi(argv[2]), static_cast<unsigned>(atoi(argv[3])), argc > 4 ? atoi(argv[4]) : 256,
+                    argc > 5 ? atoi(argv[5]) : 4);
   if (!strcmp(argv[1], "hold")) return ModeHold(strtoull(argv[2], nullptr, 10));
   if (!strcmp(argv[1], "ctx")) {
     Setup();

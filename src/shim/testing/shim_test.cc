@@ -21,6 +21,19 @@ namespace {
 
 constexpr uint64_t kMiB = 1ull << 20;
 
+// An exited, not yet reaped child: the driver has already taken its memory back.
+bool Zombie(pid_t pid) {
+  char path[64], buf[512];
+  snprintf(path, sizeof(path), "/proc/%d/stat", static_cast<int>(pid));
+  FILE* f = fopen(path, "r");
+  if (!f) return true;
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  buf[n] = 0;
+  const char* p = strrchr(buf, ')');
+  return !p || p[2] == 'Z' || p[2] == 'X';
+}
+
 double Now() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -134,7 +147,15 @@ class ShimTest : public ::testing::Test {
     tessera::slice::CloseRegion(&r);
     return u;
   }
-  // What the fake GPU really holds on device 0 for all processes (the driver's truth).
+  uint64_t DevicePeak() {
+    FILE* f = fopen((state_ + "/device").c_str(), "rb");
+    if (!f) return 0;
+    uint64_t v[16] = {};
+    size_t n = fread(v, sizeof(uint64_t), 16, f);
+    fclose(f);
+    return n >= 9 ? v[8] : 0;  // layout: used[8], peak[8]
+  }
+  // What the fake GPU holds on device 0, summed from per-process files (sampled, so only indicative).
   uint64_t DeviceUsed() {
     uint64_t sum = 0;
     DIR* d = opendir(state_.c_str());
@@ -143,7 +164,7 @@ class ShimTest : public ::testing::Test {
       char* end;
       long pid = strtol(e->d_name, &end, 10);
       if (pid <= 0 || *end) continue;
-      if (kill(static_cast<pid_t>(pid), 0) != 0) continue;
+      if (kill(static_cast<pid_t>(pid), 0) != 0 || Zombie(static_cast<pid_t>(pid))) continue;  // memory freed
       FILE* f = fopen((state_ + "/" + e->d_name).c_str(), "r");
       if (!f) continue;
       unsigned long long v = 0;
@@ -227,10 +248,13 @@ TEST_F(ShimTest, DriverUsageReplacesTheContextEstimate) {
 }
 
 TEST_F(ShimTest, EightProcessesRacingNeverOvershoot) {
-  WriteConfig(8192 * kMiB);
+  // Each process alone can ask for up to 8 x 512 MiB, so the wall is reached even when the scheduler
+  // runs the processes one after another.
+  const uint64_t limit = 6144 * kMiB;
+  WriteConfig(limit);
   std::vector<Child> kids;
-  for (int i = 0; i < 8; ++i) kids.push_back(Start({"race", "1000", std::to_string(i + 1)}));
-  uint64_t peak = 0;
+  for (int i = 0; i < 8; ++i) kids.push_back(Start({"race", "1000", std::to_string(i + 1), "512", "8"}));
+  uint64_t peak = 0;  // sampled sum (indicative only)
   int running = 8;
   std::vector<int> status(8, -1);
   std::string outs;
@@ -248,12 +272,21 @@ TEST_F(ShimTest, EightProcessesRacingNeverOvershoot) {
       }
     }
   }
-  for (int s : status) EXPECT_EQ(s, 0) << outs;
-  EXPECT_LE(peak, 8192 * kMiB);
+  // 42: the process's context did not fit in the slice any more (a clean refusal, not a failure).
+  int ran = 0;
+  for (int s : status) {
+    EXPECT_TRUE(s == 0 || s == 42) << s << outs;
+    ran += s == 0;
+  }
+  EXPECT_GE(ran, 4) << outs;
+  // The fake device's exact peak over all processes (what the GPU really held at any instant).
+  uint64_t device_peak = DevicePeak();
+  EXPECT_LE(device_peak, limit);
+  EXPECT_GT(device_peak, limit / 2);
   EXPECT_GT(peak, 0u);
   EXPECT_NE(outs.find("refused="), std::string::npos);
   tessera::slice::GpuUsage u = Usage();
-  EXPECT_LE(u.peak_bytes, 8192 * kMiB);
+  EXPECT_LE(u.peak_bytes, limit);
   EXPECT_GT(u.wall_refusals, 0u) << outs;  // the race did reach the wall
 }
 
