@@ -1,13 +1,160 @@
-// tessera scheduler (not built yet: its owner replaces this file).
+// tessera scheduler: the kube-scheduler extender, admission webhook and metrics in one process.
+// Flags only; the work is in src/scheduler (Scheduler::Run).
+#include <pthread.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
 #include <cstdio>
+#include <thread>
 
 #include "cli/commands.h"
+#ifdef TESSERA_HAVE_SCHEDULER
+#include "scheduler/scheduler.h"
+#endif
 
 namespace tessera::cli {
-
+#ifndef TESSERA_HAVE_SCHEDULER
 int SchedulerCmd(int, char**) {
-  std::fprintf(stderr, "tessera scheduler: not available in this build\n");
+  std::fprintf(stderr, "tessera scheduler: not available in this build (tessera_scheduler needs tessera_placement)\n");
   return 1;
 }
+#else
+namespace {
+
+bool SplitHostPort(const std::string& s, std::string* host, int* port) {
+  auto c = s.rfind(':');
+  if (c == std::string::npos) return false;
+  *host = s.substr(0, c);
+  if (host->empty()) *host = "0.0.0.0";
+  try {
+    *port = std::stoi(s.substr(c + 1));
+  } catch (...) {
+    return false;
+  }
+  return *port > 0 && *port < 65536;
+}
+
+std::optional<placement::Policy> Policy(const std::string& s) {
+  auto p = placement::ParsePolicy(s);
+  return p;
+}
+
+}  // namespace
+
+int SchedulerCmd(int argc, char** argv) {
+  scheduler::SchedulerOptions o;
+  CLI::App app{"tessera scheduler: kube-scheduler extender (filter/prioritize/bind), admission webhook and metrics"};
+  std::string listen = "0.0.0.0:8443";
+  std::string node_policy = "binpack", gpu_policy = "spread";
+  std::string webhook_service;
+  std::string sans;
+  app.add_option("--kubeconfig", o.kubeconfig, "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
+  app.add_option("--listen", listen, "host:port of the HTTPS extender and webhook endpoint")->capture_default_str();
+  app.add_option("--metrics-port", o.metrics_port, "port of the Prometheus metrics endpoint (plain HTTP)")
+      ->capture_default_str()->check(CLI::Range(1, 65535));
+  app.add_option("--metrics-address", o.metrics_host, "address the metrics endpoint binds")->capture_default_str();
+  app.add_option("--tls-cert", o.tls_cert, "serving certificate (PEM); created self-signed if absent")->capture_default_str();
+  app.add_option("--tls-key", o.tls_key, "its private key (PEM); created if absent")->capture_default_str();
+  app.add_option("--tls-san", sans, "comma-separated DNS names / IPs for a generated certificate")
+      ->default_str("localhost,127.0.0.1");
+  app.add_option("--ca-bundle-out", o.ca_bundle_out, "write the CA bundle (PEM) here for kube-scheduler's caFile");
+  app.add_option("--scheduler-name", o.scheduler_name, "schedulerName the webhook sets on GPU pods (hami-scheduler and default-scheduler are rewritten to it)")
+      ->capture_default_str();
+  app.add_option("--resource-gpu", o.parse.names.gpu, "resource name: GPUs per container")->capture_default_str();
+  app.add_option("--resource-memory", o.parse.names.memory, "resource name: GPU memory MiB per GPU")->capture_default_str();
+  app.add_option("--resource-memory-percentage", o.parse.names.memory_percent, "resource name: GPU memory % per GPU")
+      ->capture_default_str();
+  app.add_option("--resource-cores", o.parse.names.cores, "resource name: GPU cores % per GPU")->capture_default_str();
+  app.add_option("--resource-priority", o.parse.names.priority, "resource name: task priority")->capture_default_str();
+  app.add_option("--node-policy", node_policy, "default node policy: binpack, spread, bestfit, fgd, tessera, random")
+      ->capture_default_str();
+  app.add_option("--gpu-policy", gpu_policy, "default GPU policy inside a node: binpack or spread")->capture_default_str();
+  app.add_option("--leader-elect", o.leader_elect, "elect a leader on a Lease (only the leader binds)")->capture_default_str();
+  app.add_option("--lease-namespace", o.leader.ns, "namespace of the Lease")->capture_default_str();
+  app.add_option("--lease-name", o.leader.name, "name of the Lease")->capture_default_str();
+  app.add_option("--leader-id", o.leader.identity, "this replica's identity (default: hostname)");
+  app.add_option("--lease-duration", o.leader.lease_duration_s, "seconds")->capture_default_str()->check(CLI::Range(1.0, 3600.0));
+  app.add_option("--renew-deadline", o.leader.renew_deadline_s, "seconds")->capture_default_str()->check(CLI::Range(0.5, 3600.0));
+  app.add_option("--retry-period", o.leader.retry_period_s, "seconds")->capture_default_str()->check(CLI::Range(0.1, 600.0));
+  app.add_flag("--register-webhooks", o.register_webhooks, "create/update the Mutating/ValidatingWebhookConfigurations (caBundle = our certificate)");
+  app.add_option("--webhook-name", o.webhook.name, "name of both webhook configurations")->capture_default_str();
+  app.add_option("--webhook-url", o.webhook.url, "base URL the API server calls (e.g. https://127.0.0.1:8443)");
+  app.add_option("--webhook-service", webhook_service, "namespace/name[:port] of the Service in front of us (instead of --webhook-url)");
+  app.add_option("--node-label-selector", o.node_label_selector, "only Nodes matching this label selector are GPU candidates");
+  app.add_option("--webhook-namespace-selector", o.webhook.namespace_selector, "key=value: the webhooks apply only to namespaces with this label")
+      ->check([](const std::string& v) { return v.find('=') == std::string::npos ? std::string("expected key=value") : std::string(); });
+  app.add_option("--threads", o.threads, "HTTPS worker threads")->capture_default_str()->check(CLI::Range(2, 1024));
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;
+  }
+  if (!SplitHostPort(listen, &o.listen_host, &o.listen_port)) {
+    std::fprintf(stderr, "tessera scheduler: --listen=%s: expected host:port with port 1..65535\n", listen.c_str());
+    return 2;
+  }
+  auto np = Policy(node_policy);
+  if (!np) {
+    std::fprintf(stderr, "tessera scheduler: --node-policy=%s: allowed: binpack, spread, bestfit, fgd, tessera, random\n",
+                 node_policy.c_str());
+    return 2;
+  }
+  if (gpu_policy != "binpack" && gpu_policy != "spread") {
+    std::fprintf(stderr, "tessera scheduler: --gpu-policy=%s: allowed: binpack, spread\n", gpu_policy.c_str());
+    return 2;
+  }
+  o.parse.default_node_policy = *np;
+  o.parse.default_gpu_policy = *Policy(gpu_policy);
+  if (!sans.empty()) {
+    o.tls_sans.clear();
+    std::stringstream ss(sans);
+    std::string s;
+    while (std::getline(ss, s, ',')) if (!s.empty()) o.tls_sans.push_back(s);
+  }
+  if (!webhook_service.empty()) {
+    auto slash = webhook_service.find('/');
+    if (slash == std::string::npos) {
+      std::fprintf(stderr, "tessera scheduler: --webhook-service=%s: expected namespace/name[:port]\n", webhook_service.c_str());
+      return 2;
+    }
+    o.webhook.service_namespace = webhook_service.substr(0, slash);
+    std::string rest = webhook_service.substr(slash + 1);
+    if (auto c = rest.find(':'); c != std::string::npos) {
+      o.webhook.service_port = std::atoi(rest.c_str() + c + 1);
+      rest = rest.substr(0, c);
+    }
+    o.webhook.service_name = rest;
+  }
+  if (o.register_webhooks && o.webhook.url.empty() && o.webhook.service_name.empty()) {
+    std::fprintf(stderr, "tessera scheduler: --register-webhooks needs --webhook-url or --webhook-service\n");
+    return 2;
+  }
+  if (o.scheduler_name == "hami-scheduler" || o.scheduler_name == "default-scheduler") {
+    std::fprintf(stderr, "tessera scheduler: --scheduler-name=%s is rewritten by the webhook; pick our own name (default tessera-scheduler)\n",
+                 o.scheduler_name.c_str());
+    return 2;
+  }
+
+  // Signals go to a dedicated thread so Shutdown() runs in normal context.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  scheduler::Scheduler s(o);
+  std::thread sig([&] {
+    int got = 0;
+    sigwait(&set, &got);
+    s.Shutdown();
+  });
+  int rc = s.Run();
+  if (sig.joinable()) {
+    pthread_kill(sig.native_handle(), SIGTERM);
+    sig.join();
+  }
+  return rc;
+}
+#endif  // TESSERA_HAVE_SCHEDULER
 
 }  // namespace tessera::cli

@@ -70,18 +70,20 @@ int Scheduler::Run() {
   }
 
   view_ = std::make_unique<ClusterView>(opts_.parse);
-  auto add_reflector = [&](kube::Resource r, void (ClusterView::*replace)(const std::vector<json>&),
+  auto add_reflector = [&](kube::Resource r, const std::string& selector, void (ClusterView::*replace)(const std::vector<json>&),
                            void (ClusterView::*on)(kube::EventType, const json&)) {
     kube::ReflectorHandler h;
     ClusterView* v = view_.get();
     h.on_replace = [v, replace](const std::vector<json>& items) { (v->*replace)(items); };
     h.on_event = [v, on](kube::EventType t, const json& o) { (v->*on)(t, o); };
-    reflectors_.push_back(std::make_unique<kube::Reflector>(client_, r, kube::ReflectorOptions{}, std::move(h)));
+    kube::ReflectorOptions ro;
+    ro.label_selector = selector;
+    reflectors_.push_back(std::make_unique<kube::Reflector>(client_, r, ro, std::move(h)));
     reflectors_.back()->Start();
   };
-  add_reflector(kube::kNodes, &ClusterView::ReplaceNodes, &ClusterView::OnNode);
-  add_reflector(kube::kPods, &ClusterView::ReplacePods, &ClusterView::OnPod);
-  add_reflector(kube::kResourceQuotas, &ClusterView::ReplaceQuotas, &ClusterView::OnQuota);
+  add_reflector(kube::kNodes, opts_.node_label_selector, &ClusterView::ReplaceNodes, &ClusterView::OnNode);
+  add_reflector(kube::kPods, "", &ClusterView::ReplacePods, &ClusterView::OnPod);
+  add_reflector(kube::kResourceQuotas, "", &ClusterView::ReplaceQuotas, &ClusterView::OnQuota);
 
   if (opts_.leader_elect) {
     leader_ = std::make_unique<LeaderElector>(client_, opts_.leader, [this](bool v) { metrics_.SetLeader(v); });
@@ -113,7 +115,9 @@ int Scheduler::Run() {
   int threads = opts_.threads;
   https_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
   https_->set_keep_alive_max_count(100000);
-  https_->set_keep_alive_timeout(60);
+  // Short: httplib only notices stop() between requests, so this bounds how long a shutdown waits on
+  // idle kube-scheduler connections; a reconnect costs one TLS handshake.
+  https_->set_keep_alive_timeout(2);
   https_->set_tcp_nodelay(true);
   // httplib's default also sets SO_REUSEPORT, which would let a second scheduler share our port silently.
   auto reuse_addr_only = [](socket_t sock) {

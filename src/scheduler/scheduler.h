@@ -43,6 +43,9 @@ struct SchedulerOptions {
   bool register_webhooks = false;           // create/update the webhook configurations at start-up
   WebhookRegistration webhook;
   int threads = 32;
+  // Only Nodes matching this label selector are GPU candidates (empty: all). Lets several schedulers
+  // partition one cluster, and keeps tests on a shared control plane apart.
+  std::string node_label_selector;
 };
 
 class Scheduler {

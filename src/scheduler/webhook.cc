@@ -125,7 +125,7 @@ json Hook(const WebhookRegistration& reg, const ResourceNames& names, const std:
   else cc["service"] = {{"namespace", reg.service_namespace}, {"name", reg.service_name}, {"path", path},
                         {"port", reg.service_port}};
   if (!reg.ca_bundle_pem.empty()) cc["caBundle"] = Base64(reg.ca_bundle_pem);
-  return {{"name", hook_name},
+  json hook = {{"name", hook_name},
           {"clientConfig", cc},
           {"rules", json::array({{{"operations", {"CREATE"}},
                                   {"apiGroups", {""}},
@@ -137,6 +137,9 @@ json Hook(const WebhookRegistration& reg, const ResourceNames& names, const std:
           {"sideEffects", "None"},
           {"admissionReviewVersions", {"v1"}},
           {"timeoutSeconds", 5}};
+  if (auto eq = reg.namespace_selector.find('='); eq != std::string::npos)
+    hook["namespaceSelector"] = {{"matchLabels", {{reg.namespace_selector.substr(0, eq), reg.namespace_selector.substr(eq + 1)}}}};
+  return hook;
 }
 }  // namespace
 

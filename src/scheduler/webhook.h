@@ -55,6 +55,7 @@ struct WebhookRegistration {
   std::string service_namespace, service_name;  // ... or an in-cluster Service
   int service_port = 443;
   std::string ca_bundle_pem;
+  std::string namespace_selector;  // "key=value": only namespaces with this label (empty: all)
 };
 nlohmann::json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);
 nlohmann::json ValidatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);

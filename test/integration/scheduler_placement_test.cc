@@ -1,0 +1,162 @@
+// Placement through the real kube-scheduler + `tessera scheduler` extender on simulated GPU nodes.
+#include <gtest/gtest.h>
+
+#include <map>
+#include <set>
+
+#include "scheduler_env.h"
+
+namespace tessera::itest {
+namespace {
+
+#define NEED_KUBE(env)                                                        \
+  if (!(env).available()) GTEST_SKIP() << "TESSERA_KUBECONFIG unset (run under ctest, fixture kube)"
+
+TEST(SchedulerPlacement, SeedWorkersLandWithTheirSlices) {
+  SchedulerEnv env;
+  NEED_KUBE(env);
+  ASSERT_NO_FATAL_FAILURE(env.Start());
+  std::string node = env.AddNode("gpu", {{"T4", 15360, 0}});
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("worker-a", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "25"}, {"nvidia.com/gpumem-percentage", "20"}})).ok());
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("worker-b", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "40"}, {"nvidia.com/gpumem-percentage", "30"}})).ok());
+  std::vector<Json> pods;
+  ASSERT_TRUE(env.WaitBound({"worker-a", "worker-b"}, 20, &pods)) << env.SchedulingMessage("worker-a");
+  for (const auto& p : pods) {
+    EXPECT_EQ(p["spec"]["schedulerName"], env.scheduler_name());  // hami-scheduler rewritten by the webhook
+    EXPECT_EQ(p["spec"]["nodeName"], node);
+    EXPECT_EQ(kube::Annotation(p, kube::kAnnoAssignedNode), node);
+    EXPECT_EQ(kube::Annotation(p, kube::kAnnoAllocationState), "pending");
+    EXPECT_FALSE(kube::Annotation(p, kube::kAnnoBindTime).empty());
+    auto s = Slices(p);
+    ASSERT_EQ(s.size(), 1u);
+    EXPECT_EQ(s[0].uuid, "GPU-" + node + "-0");
+    if (kube::Name(p) == "worker-a") {
+      EXPECT_EQ(s[0].memory_mib, 15360 * 20 / 100);
+      EXPECT_EQ(s[0].cores, 25);
+    } else {
+      EXPECT_EQ(s[0].memory_mib, 15360 * 30 / 100);
+      EXPECT_EQ(s[0].cores, 40);
+    }
+  }
+  std::string m = env.Metrics();
+  EXPECT_NE(m.find("GPUDeviceSharedNum{deviceidx=\"0\",deviceuuid=\"GPU-" + node + "-0\",nodeid=\"" + node +
+                   "\",zone=\"vGPU\"} 2"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("GPUDeviceCoreAllocated{deviceidx=\"0\",deviceuuid=\"GPU-" + node + "-0\",nodeid=\"" + node +
+                   "\",zone=\"vGPU\"} 65"),
+            std::string::npos);
+  EXPECT_NE(m.find("tessera_scheduler_binds_total 2"), std::string::npos);
+}
+
+TEST(SchedulerPlacement, BinpackAndSpreadAtNodeAndGpuLevel) {
+  SchedulerEnv env;
+  NEED_KUBE(env);
+  ASSERT_NO_FATAL_FAILURE(env.Start());  // defaults: node binpack, GPU spread
+  std::string n1 = env.AddNode("n1", {{"T4", 16384, 0}, {"T4", 16384, 0}});
+  std::string n2 = env.AddNode("n2", {{"T4", 16384, 0}, {"T4", 16384, 0}});
+  Json small = {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "10"}, {"nvidia.com/gpumem", "1000"}};
+  // Node binpack + GPU spread: both on one node, different GPUs.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("bp-1", small)).ok());
+  ASSERT_TRUE(env.WaitBound({"bp-1"}, 20));
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("bp-2", small)).ok());
+  std::vector<Json> p;
+  ASSERT_TRUE(env.WaitBound({"bp-1", "bp-2"}, 20, &p));
+  EXPECT_EQ(p[0]["spec"]["nodeName"], p[1]["spec"]["nodeName"]);
+  EXPECT_NE(Slices(p[0])[0].uuid, Slices(p[1])[0].uuid);
+  std::string used = p[0]["spec"]["nodeName"];
+  // Node spread: goes to the emptier node. GPU binpack: shares the busier GPU.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("sp-1", small, {{"hami.io/node-scheduler-policy", "spread"}})).ok());
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("gb-1", small, {{"hami.io/gpu-scheduler-policy", "binpack"}})).ok());
+  ASSERT_TRUE(env.WaitBound({"sp-1", "gb-1"}, 20, &p));
+  EXPECT_NE(p[0]["spec"]["nodeName"], used);
+  EXPECT_EQ(p[1]["spec"]["nodeName"], used);  // node binpack still
+  auto gb = Slices(p[1])[0].uuid;
+  auto first = Slices(env.GetPod("bp-1"))[0].uuid, second = Slices(env.GetPod("bp-2"))[0].uuid;
+  EXPECT_TRUE(gb == first || gb == second);
+}
+
+TEST(SchedulerPlacement, TypeAndUuidFiltersExclusiveMultiGpuAndNuma) {
+  SchedulerEnv env;
+  NEED_KUBE(env);
+  ASSERT_NO_FATAL_FAILURE(env.Start());
+  std::string t4 = env.AddNode("t4", {{"Tesla-T4", 15360, 0}, {"Tesla-T4", 15360, 0}});
+  std::string a100 = env.AddNode("a100", {{"A100-SXM4-40GB", 40960, 0}, {"A100-SXM4-40GB", 40960, 0},
+                                          {"A100-SXM4-40GB", 40960, 1}, {"A100-SXM4-40GB", 40960, 1}});
+  Json small = {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "1000"}, {"nvidia.com/gpucores", "5"}};
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("want-a100", small, {{"nvidia.com/use-gputype", "A100"}})).ok());
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("not-a100", small, {{"nvidia.com/nouse-gputype", "A100"}})).ok());
+  std::string uuid = "GPU-" + a100 + "-2";
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("by-uuid", small, {{"nvidia.com/use-gpuuuid", uuid}})).ok());
+  std::vector<Json> p;
+  ASSERT_TRUE(env.WaitBound({"want-a100", "not-a100", "by-uuid"}, 20, &p)) << env.SchedulingMessage("by-uuid");
+  EXPECT_EQ(p[0]["spec"]["nodeName"], a100);
+  EXPECT_EQ(p[1]["spec"]["nodeName"], t4);
+  EXPECT_EQ(Slices(p[2])[0].uuid, uuid);
+  // No card matches: stays pending with a reason.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("want-h100", small, {{"nvidia.com/use-gputype", "H100"}})).ok());
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !env.SchedulingMessage("want-h100").empty(); }, 20));
+  EXPECT_TRUE(env.GetPod("want-h100")["spec"].value("nodeName", "").empty());
+
+  // Multi-GPU + NUMA on an H100 box with NUMA 0 = GPUs 0,1 and NUMA 1 = GPUs 2,3. GPU 0 is taken first, so
+  // two whole cards on one NUMA node exist only on NUMA 1; without numa-bind GPUs 1 and 2 would do.
+  std::string h100 = env.AddNode("h100", {{"H100", 81920, 0}, {"H100", 81920, 0}, {"H100", 81920, 1}, {"H100", 81920, 1}});
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("first", small, {{"nvidia.com/use-gpuuuid", "GPU-" + h100 + "-0"}})).ok());
+  ASSERT_TRUE(env.WaitBound({"first"}, 20));
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("numa", {{"nvidia.com/gpu", "2"}},
+                                                 {{"nvidia.com/numa-bind", "true"}, {"nvidia.com/use-gputype", "H100"}}))
+                  .ok());
+  ASSERT_TRUE(env.WaitBound({"numa"}, 20, &p)) << env.SchedulingMessage("numa");
+  auto s = Slices(p[0]);
+  ASSERT_EQ(s.size(), 2u);
+  std::set<std::string> numa1 = {"GPU-" + h100 + "-2", "GPU-" + h100 + "-3"};
+  EXPECT_TRUE(numa1.count(s[0].uuid) && numa1.count(s[1].uuid) && s[0].uuid != s[1].uuid)
+      << s[0].uuid << " " << s[1].uuid;
+  // Only nvidia.com/gpu: whole cards, exclusive.
+  EXPECT_EQ(s[0].cores, 100);
+  EXPECT_EQ(s[0].memory_mib, 81920);
+  // Those cards are exclusive now: a small pod pinned to one of them cannot share it.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("share-excl", small, {{"nvidia.com/use-gpuuuid", s[0].uuid}})).ok());
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !env.SchedulingMessage("share-excl").empty(); }, 20));
+  EXPECT_TRUE(env.GetPod("share-excl")["spec"].value("nodeName", "").empty());
+  // A second pod asking for two whole cards has nowhere to go now (only GPU 1 is free), and says why.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("numa-2", {{"nvidia.com/gpu", "2"}},
+                                                 {{"nvidia.com/numa-bind", "true"}, {"nvidia.com/use-gputype", "H100"}}))
+                  .ok());
+  std::string why;
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !(why = env.SchedulingMessage("numa-2")).empty(); }, 20));
+  EXPECT_NE(why.find("not enough GPUs"), std::string::npos) << why;
+}
+
+TEST(SchedulerPlacement, QuotaOnGpuMemoryCountsPercentagesInMib) {
+  SchedulerEnv env;
+  NEED_KUBE(env);
+  ASSERT_NO_FATAL_FAILURE(env.Start());
+  env.AddNode("q", {{"T4", 10000, 0}, {"T4", 10000, 0}});
+  Json quota = {{"apiVersion", "v1"},
+                {"kind", "ResourceQuota"},
+                {"metadata", {{"name", "gpu-mem"}}},
+                {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "5000"}}}}}};
+  ASSERT_TRUE(env.client().Create(kube::kResourceQuotas, env.ns(), quota).ok());
+  // There is no kube-controller-manager here: publish status.hard as its quota controller would, so the API
+  // server's own ResourceQuota admission enforces explicit MiB requests.
+  Json status = {{"status", {{"hard", {{"requests.nvidia.com/gpumem", "5000"}}}, {"used", {{"requests.nvidia.com/gpumem", "0"}}}}}};
+  ASSERT_TRUE(env.client().PatchStatus(kube::kResourceQuotas, env.ns(), "gpu-mem", status).ok());
+  Json pct30 = {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem-percentage", "30"}};
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("q1", pct30)).ok());
+  ASSERT_TRUE(env.WaitBound({"q1"}, 20));
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("q2", pct30)).ok());
+  std::string msg;
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !(msg = env.SchedulingMessage("q2")).empty(); }, 20));
+  EXPECT_NE(msg.find("exceeded quota: gpu-mem, requested: requests.nvidia.com/gpumem=3000"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("used: requests.nvidia.com/gpumem=3000, limited: requests.nvidia.com/gpumem=5000"),
+            std::string::npos) << msg;
+  // Kubernetes' own quota admission still applies to explicit MiB requests.
+  auto big = env.CreatePod(SchedulerEnv::GpuPod("q3", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "6000"}}));
+  ASSERT_FALSE(big.ok());
+  EXPECT_NE(big.error().message.find("exceeded quota: gpu-mem"), std::string::npos) << big.error().message;
+  EXPECT_NE(env.Metrics().find("QuotaUsed{limit=\"5000\""), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera::itest
