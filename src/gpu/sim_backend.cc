@@ -3,6 +3,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -15,8 +16,9 @@ constexpr int64_t kMaxMemoryMiB = 16ll * 1024 * 1024;  // 16 TiB: far above any 
 
 bool ValidUuid(const std::string& s) {
   if (s.size() < 5 || s.size() > 56 || s.rfind("GPU-", 0) != 0) return false;
+  // Real UUIDs are hex; simulated ones may carry a node name ("GPU-node-7-0") to stay readable.
   return std::all_of(s.begin() + 4, s.end(),
-                     [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) || c == '-'; });
+                     [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '-'; });
 }
 
 // Reads an integer field; yaml-cpp would happily turn "1.5" or "abc" into garbage otherwise.
@@ -88,7 +90,7 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   if (!st.ok()) return st;
   if (!ValidUuid(info.uuid)) {
     return Status::Error(where + ".uuid: '" + info.uuid +
-                         "' must be 'GPU-' followed by hex digits and dashes (at most 56 characters)");
+                         "' must be 'GPU-' followed by letters, digits and dashes (at most 56 characters)");
   }
   if (!g["model"]) return Status::Error(where + ".model: required");
   st = ReadString(g["model"], where + ".model", 128, &info.model);

@@ -3,7 +3,7 @@
 // The file is YAML (JSON is accepted too, YAML being its superset):
 //
 //   gpus:
-//     - uuid: GPU-5f7a2c1e-0000-4000-8000-000000000001   # required, unique, "GPU-" + hex/dashes
+//     - uuid: GPU-5f7a2c1e-0000-4000-8000-000000000001   # required, unique, "GPU-" + letters/digits/dashes
 //       model: NVIDIA A100-SXM4-80GB                     # required
 //       memory_mib: 81920                                 # required, 1..16777216
 //       numa: 0                                           # optional, -1..1023 (default -1: unknown)

@@ -69,7 +69,7 @@ TEST(SimSpec, RejectsBadInputNamingTheField) {
       {"unknown top key", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nextra: 1", "unknown key 'extra'"},
       {"missing uuid", "gpus: [{model: m, memory_mib: 1}]", "gpus[0].uuid: required"},
       {"bad uuid", "gpus: [{uuid: gpu-1, model: m, memory_mib: 1}]", "gpus[0].uuid: 'gpu-1'"},
-      {"uuid non hex", "gpus: [{uuid: GPU-xyz, model: m, memory_mib: 1}]", "must be 'GPU-'"},
+      {"uuid odd chars", "gpus: [{uuid: GPU-x_y, model: m, memory_mib: 1}]", "must be 'GPU-'"},
       {"missing model", "gpus: [{uuid: GPU-a, memory_mib: 1}]", "gpus[0].model: required"},
       {"memory zero", "gpus: [{uuid: GPU-a, model: m, memory_mib: 0}]", "memory_mib: '0' is not an integer in [1, 16777216]"},
       {"memory float", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1.5}]", "memory_mib: '1.5'"},
