@@ -67,11 +67,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "tessera.certSecretName" -}}
-{{- default (printf "%s-webhook-tls" (include "tessera.fullname" .)) .Values.webhook.certSecretName | trunc 63 | trimSuffix "-" }}
-{{- end }}
-
-{{- define "tessera.leaseName" -}}
-{{- include "tessera.schedulerFullname" . }}
+{{- default (printf "%s-scheduler-tls" (include "tessera.fullname" .)) .Values.webhook.certSecretName | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* Image reference: (dict "ctx" . "image" .Values.scheduler.image). */}}
