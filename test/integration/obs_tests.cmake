@@ -7,3 +7,13 @@ tessera_integration_test(obs_chart_lint_template_dry_run
 tessera_integration_test(obs_prometheus_scrape_agent_scheduler
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/obs_prometheus_test.sh
   TIMEOUT 300)
+# One test per doctor check; each makes its broken state on the shared control plane. They take a lock
+# so one case's cluster-wide objects (a webhook, an agent DaemonSet) never change another's diagnosis.
+foreach(check gpu-node-without-agent gpu-pod-not-isolated bound-not-allocated container-without-shim
+              version-skew webhook-unreachable)
+  string(REPLACE "-" "_" test_suffix "${check}")
+  tessera_integration_test(obs_doctor_${test_suffix}
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/obs_doctor_test.sh ${check}
+    TIMEOUT 180)
+  set_tests_properties(obs_doctor_${test_suffix} PROPERTIES RESOURCE_LOCK tessera_doctor_cluster)
+endforeach()
