@@ -83,6 +83,8 @@ int SchedulerCmd(int argc, char** argv) {
   app.add_option("--node-label-selector", o.node_label_selector, "only Nodes matching this label selector are GPU candidates");
   app.add_option("--webhook-namespace-selector", o.webhook.namespace_selector, "key=value: the webhooks apply only to namespaces with this label")
       ->check([](const std::string& v) { return v.find('=') == std::string::npos ? std::string("expected key=value") : std::string(); });
+  bool no_hami = false;
+  app.add_flag("--no-hami-metric-names", no_hami, "drop HAMi's camelCase gauges (GPUDevice*, vGPU*, QuotaUsed) from /metrics");
   app.add_option("--threads", o.threads, "HTTPS worker threads")->capture_default_str()->check(CLI::Range(2, 1024));
   try {
     app.parse(argc, argv);
@@ -103,6 +105,7 @@ int SchedulerCmd(int argc, char** argv) {
     std::fprintf(stderr, "tessera scheduler: --gpu-policy=%s: allowed: binpack, spread\n", gpu_policy.c_str());
     return 2;
   }
+  o.hami_metric_names = !no_hami;
   o.parse.default_node_policy = *np;
   o.parse.default_gpu_policy = *Policy(gpu_policy);
   if (!sans.empty()) {

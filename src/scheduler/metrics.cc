@@ -20,7 +20,7 @@ std::string Esc(const std::string& s) {
 
 std::string Num(double v) {
   char b[64];
-  std::snprintf(b, sizeof b, "%.17g", v);
+  std::snprintf(b, sizeof b, "%.15g", v);
   return b;
 }
 
@@ -49,8 +49,14 @@ void Metrics::CountBindFailure(const std::string& reason) {
 
 void Metrics::CountAdmission(bool allowed) { (allowed ? admissions_allowed_ : admissions_denied_).fetch_add(1); }
 
-std::string Metrics::Render(const ClusterView& view) const {
+std::string Metrics::Render(const ClusterView& view, bool hami_names) const {
   std::ostringstream o;
+  if (hami_names) RenderHami(view, o);
+  RenderTessera(view, o);
+  return o.str();
+}
+
+void Metrics::RenderHami(const ClusterView& view, std::ostream& o) const {
   auto gpus = view.GpuAllocations();
   auto device_gauge = [&](const char* name, const char* help, auto value, bool with_cores) {
     o << "# HELP " << name << " " << help << "\n# TYPE " << name << " gauge\n";
@@ -86,8 +92,33 @@ std::string Metrics::Render(const ClusterView& view) const {
   }
   o << "# HELP QuotaUsed GPU memory counted against a ResourceQuota (MiB)\n# TYPE QuotaUsed gauge\n";
   for (const auto& q : view.QuotaUsage()) {
-    o << "QuotaUsed{limit=\"" << q.quota.hard_mib << "\",quotaName=\"" << Esc(q.quota.key) << "\",quotanamespace=\""
+    o << "QuotaUsed{limit=\"" << q.quota.hard_mib << "\",quotaName=\"" << Esc(q.quota.resource) << "\",quotanamespace=\""
       << Esc(q.quota.ns) << "\",resourcequota=\"" << Esc(q.quota.name) << "\",zone=\"vGPU\"} " << q.used_mib << "\n";
+  }
+}
+
+void Metrics::RenderTessera(const ClusterView& view, std::ostream& o) const {
+  // The same allocation picture under clean names.
+  auto gpus = view.GpuAllocations();
+  struct G {
+    const char* name;
+    const char* help;
+    double (*value)(const GpuAllocation&);
+  };
+  const G gauges[] = {
+      {"tessera_gpu_memory_bytes", "GPU memory capacity",
+       [](const GpuAllocation& g) { return double(g.gpu.memory_mib) * 1048576.0; }},
+      {"tessera_gpu_memory_allocated_bytes", "GPU memory assigned to containers",
+       [](const GpuAllocation& g) { return double(g.memory_mib) * 1048576.0; }},
+      {"tessera_gpu_cores_allocated_ratio", "Share of the GPU's compute assigned to containers (1 = whole card)",
+       [](const GpuAllocation& g) { return g.gpu.cores > 0 ? double(g.cores) / g.gpu.cores : 0.0; }},
+      {"tessera_gpu_slices", "Containers holding a slice of the GPU", [](const GpuAllocation& g) { return double(g.sharers); }},
+  };
+  for (const auto& gg : gauges) {
+    o << "# HELP " << gg.name << " " << gg.help << "\n# TYPE " << gg.name << " gauge\n";
+    for (const auto& g : gpus)
+      o << gg.name << "{node=\"" << Esc(g.node) << "\",gpu_uuid=\"" << Esc(g.gpu.uuid) << "\",model=\"" << Esc(g.gpu.model)
+        << "\"} " << Num(gg.value(g)) << "\n";
   }
 
   o << "# HELP tessera_scheduler_extender_request_duration_seconds Time to answer one extender or webhook call\n"
@@ -130,7 +161,6 @@ std::string Metrics::Render(const ClusterView& view) const {
   o << "# HELP tessera_scheduler_snapshot_rebuilds_total Placement snapshot rebuilds from the view\n"
        "# TYPE tessera_scheduler_snapshot_rebuilds_total counter\n"
     << "tessera_scheduler_snapshot_rebuilds_total " << view.rebuilds() << "\n";
-  return o.str();
 }
 
 }  // namespace tessera::scheduler

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <map>
 #include <mutex>
+#include <ostream>
 #include <string>
 
 #include "scheduler/view.h"
@@ -29,9 +30,13 @@ class Metrics {
   void SetLeader(bool leader) { leader_.store(leader); }
   bool leader() const { return leader_.load(); }
 
-  std::string Render(const ClusterView& view) const;
+  // hami_names=false drops the HAMi-named gauges: their camelCase names are what dashboards expect, but
+  // promtool's linter reports them.
+  std::string Render(const ClusterView& view, bool hami_names = true) const;
 
  private:
+  void RenderHami(const ClusterView& view, std::ostream& o) const;
+  void RenderTessera(const ClusterView& view, std::ostream& o) const;
   static constexpr std::array<double, 14> kBuckets = {0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075,
                                                        0.01,    0.025,  0.05,  0.1,   0.25,  0.5,   1.0};
   struct Hist {

@@ -151,8 +151,9 @@ int Scheduler::Run() {
 
   metrics_server_ = std::make_unique<httplib::Server>();
   metrics_server_->set_socket_options(reuse_addr_only);
-  metrics_server_->Get("/metrics", [m, v](const httplib::Request&, httplib::Response& r) {
-    r.set_content(m->Render(*v), "text/plain; version=0.0.4; charset=utf-8");
+  bool hami = opts_.hami_metric_names;
+  metrics_server_->Get("/metrics", [m, v, hami](const httplib::Request&, httplib::Response& r) {
+    r.set_content(m->Render(*v, hami), "text/plain; version=0.0.4; charset=utf-8");
   });
   metrics_server_->Get("/healthz", health);
 

@@ -46,6 +46,7 @@ struct SchedulerOptions {
   // Only Nodes matching this label selector are GPU candidates (empty: all). Lets several schedulers
   // partition one cluster, and keeps tests on a shared control plane apart.
   std::string node_label_selector;
+  bool hami_metric_names = true;  // also export HAMi's camelCase gauges (dashboards keep working)
 };
 
 class Scheduler {

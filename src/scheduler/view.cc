@@ -235,7 +235,7 @@ std::vector<QuotaRecord> ParseQuota(const json& q, const ResourceNames& names) {
     if (!hard.contains(key) || !hard[key].is_string()) continue;
     auto v = kube::Quantity::Parse(hard[key].get<std::string>());
     if (!v) continue;
-    out.push_back({kube::Namespace(q), kube::Name(q), key, v->Value()});
+    out.push_back({kube::Namespace(q), kube::Name(q), key, names.memory, v->Value()});
   }
   return out;
 }

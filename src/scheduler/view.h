@@ -66,7 +66,8 @@ struct PodRecord {
 
 struct QuotaRecord {
   std::string ns, name;
-  std::string key;  // the hard key that limits GPU memory, e.g. "requests.nvidia.com/gpumem"
+  std::string key;       // the hard key that limits GPU memory, e.g. "requests.nvidia.com/gpumem"
+  std::string resource;  // the resource it limits, "nvidia.com/gpumem"
   int64_t hard_mib = 0;
 };
 
