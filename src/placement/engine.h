@@ -206,6 +206,10 @@ struct EngineOptions {
   // Weights of the bestfit formula: CPU and GPU.
   double bestfit_cpu_weight = 0.5;
   double bestfit_gpu_weight = 0.5;
+  // tessera: weight of the best-fit tie-break against the fragmentation growth (card-percent).
+  double tessera_fit_weight = 1e-3;
+  // tessera: weight of the GPU capacity stranded by exhausted host CPU/memory (see docs).
+  double tessera_balance_weight = 1.0;
 };
 
 class Engine {

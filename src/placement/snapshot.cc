@@ -1,0 +1,256 @@
+// Snapshot, Workload and policy names (see engine.h).
+#include <algorithm>
+#include <cctype>
+#include <numeric>
+
+#include "placement/engine.h"
+#include "placement/snapshot_impl.h"
+
+namespace tessera::placement {
+
+namespace {
+
+constexpr Policy kAll[] = {Policy::kRandom, Policy::kBinpack, Policy::kSpread,
+                           Policy::kBestFit, Policy::kFgd,     Policy::kTessera};
+
+bool IEquals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::string_view PolicyName(Policy p) {
+  switch (p) {
+    case Policy::kRandom: return "random";
+    case Policy::kBinpack: return "binpack";
+    case Policy::kSpread: return "spread";
+    case Policy::kBestFit: return "bestfit";
+    case Policy::kFgd: return "fgd";
+    case Policy::kTessera: return "tessera";
+  }
+  return "unknown";
+}
+
+std::optional<Policy> ParsePolicy(std::string_view name) {
+  for (Policy p : kAll) {
+    if (IEquals(name, PolicyName(p))) return p;
+  }
+  if (IEquals(name, "best-fit")) return Policy::kBestFit;
+  return std::nullopt;
+}
+
+std::span<const Policy> AllPolicies() { return kAll; }
+
+// ------------------------------------------------------------------------------ Workload
+
+std::shared_ptr<const Workload> Workload::Make(std::vector<TypicalRequest> requests, double coverage) {
+  auto w = std::make_shared<Workload>();
+  std::erase_if(requests, [](const TypicalRequest& r) { return !(r.weight > 0); });
+  // Most frequent first; ties by shape so the result does not depend on input order.
+  std::stable_sort(requests.begin(), requests.end(), [](const TypicalRequest& a, const TypicalRequest& b) {
+    if (a.weight != b.weight) return a.weight > b.weight;
+    if (a.gpus != b.gpus) return a.gpus < b.gpus;
+    if (a.cores != b.cores) return a.cores < b.cores;
+    if (a.cpu_milli != b.cpu_milli) return a.cpu_milli < b.cpu_milli;
+    return a.memory_mib < b.memory_mib;
+  });
+  double total = 0;
+  for (const auto& r : requests) total += r.weight;
+  if (total <= 0) return w;
+  coverage = std::clamp(coverage, 0.0, 1.0);
+  double kept = 0;
+  size_t n = 0;
+  while (n < requests.size() && (n == 0 || kept < coverage * total - 1e-12)) kept += requests[n++].weight;
+  requests.resize(n);
+  for (auto& r : requests) r.weight /= kept;
+  w->requests_ = std::move(requests);
+  return w;
+}
+
+// ------------------------------------------------------------------------------ Snapshot
+
+uint16_t Snapshot::Impl::InternModel(const std::string& m) {
+  for (size_t i = 0; i < model_names.size(); ++i) {
+    if (model_names[i] == m) return uint16_t(i);
+  }
+  model_names.push_back(m);
+  return uint16_t(model_names.size() - 1);
+}
+
+// Model filter semantics shared with request filters: case-insensitive substring.
+bool ModelMatches(std::string_view model, std::string_view pattern) {
+  if (pattern.empty()) return true;
+  if (pattern.size() > model.size()) return false;
+  for (size_t i = 0; i + pattern.size() <= model.size(); ++i) {
+    if (IEquals(model.substr(i, pattern.size()), pattern)) return true;
+  }
+  return false;
+}
+
+
+void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload> wl) {
+  nodes = std::move(in);
+  workload = std::move(wl);
+  const size_t n = nodes.size();
+  gpu_begin.assign(n + 1, 0);
+  cpu_free.resize(n);
+  mem_free.resize(n);
+  version.assign(n, 0);
+  total_free.assign(n, 0);
+  frag.assign(n, 0);
+  invalid.assign(n, nullptr);
+  by_name.clear();
+  by_name.reserve(n * 2);
+  gpus.clear();
+  total_cores = used_cores = 0;
+  max_cpu = 1;
+  max_gpu_amount = 100;
+  for (uint32_t i = 0; i < n; ++i) {
+    const Node& node = nodes[i];
+    by_name.emplace(node.name, i);
+    cpu_free[i] = node.cpu_milli - node.cpu_used_milli;
+    mem_free[i] = node.memory_mib - node.memory_used_mib;
+    max_cpu = std::max(max_cpu, node.cpu_milli);
+    if (node.gpus.size() > size_t(kMaxGpusPerNode)) invalid[i] = "node has more GPUs than the engine supports";
+    gpu_begin[i] = uint32_t(gpus.size());
+    double amount = 0;
+    for (const Gpu& g : node.gpus) {
+      GpuState s;
+      s.mem_total = g.memory_mib;
+      s.mem_free = g.memory_mib - g.used.memory_mib;
+      s.cores_total = g.cores;
+      s.cores_free = g.cores - g.used.cores;
+      s.sharers = g.used.sharers;
+      s.numa = int16_t(g.numa);
+      s.model = InternModel(g.model);
+      s.healthy = g.healthy;
+      s.exclusive = g.used.exclusive;
+      if (s.healthy && s.cores_total > 0) {
+        total_cores += s.cores_total;
+        used_cores += s.cores_total - s.cores_free;
+        amount += 100;
+      }
+      gpus.push_back(s);
+    }
+    max_gpu_amount = std::max(max_gpu_amount, amount);
+  }
+  gpu_begin[n] = uint32_t(gpus.size());
+
+  kinds.clear();
+  if (workload) {
+    double demand_total = 0, cpu_total = 0, mem_total = 0;
+    for (const auto& r : workload->requests()) {
+      demand_total += r.weight * (r.gpus * r.cores / 100.0);
+      cpu_total += r.weight * double(r.cpu_milli);
+      mem_total += r.weight * double(r.memory_mib);
+    }
+    // All CPU and memory of the workload (GPU pods' and CPU-only pods') per card-percent of GPU.
+    cpu_per_pct = demand_total > 0 ? cpu_total / (demand_total * 100) : 0;
+    mem_per_pct = demand_total > 0 ? mem_total / (demand_total * 100) : 0;
+    for (const auto& r : workload->requests()) {
+      TypicalKind k;
+      k.cpu_milli = r.cpu_milli;
+      k.memory_mib = r.memory_mib;
+      k.gpus = r.gpus;
+      k.pct = std::clamp(r.cores, 0, 100);
+      k.w_count = r.weight;
+      const double demand = demand_total > 0 ? r.weight * (r.gpus * r.cores / 100.0) / demand_total : 0;
+      k.w_mix = 0.5 * r.weight + 0.5 * demand;
+      k.model_ok.resize(model_names.size());
+      for (size_t m = 0; m < model_names.size(); ++m) {
+        bool ok = r.models.empty();
+        for (const auto& pat : r.models) ok = ok || ModelMatches(model_names[m], pat);
+        k.model_ok[m] = ok;
+      }
+      kinds.push_back(std::move(k));
+    }
+  }
+  stats.assign(n * kinds.size(), KindStat{});
+  for (uint32_t i = 0; i < n; ++i) RefreshNode(i);
+}
+
+void Snapshot::Impl::RefreshNode(uint32_t n) {
+  const GpuState* g = gpu_ptr(n);
+  const int cnt = gpu_count(n);
+  double tot = 0;
+  for (int j = 0; j < cnt; ++j) tot += g[j].Amount();
+  total_free[n] = tot;
+  double f = 0;
+  KindStat* st = stats.data() + size_t(n) * kinds.size();
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    const TypicalKind& kind = kinds[k];
+    KindStat s;
+    for (int j = 0; j < cnt; ++j) {
+      if (kind.Fits(g[j])) {
+        ++s.fit;
+      } else {
+        s.nonfit += g[j].Amount();
+      }
+    }
+    st[k] = s;
+    const bool usable = kind.gpus > 0 && cpu_free[n] >= kind.cpu_milli && s.fit >= kind.gpus;
+    f += kind.w_count * (usable ? s.nonfit : tot);
+  }
+  frag[n] = f;
+}
+
+Snapshot::Snapshot(std::vector<Node> nodes, std::shared_ptr<const Workload> workload)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->Build(std::move(nodes), std::move(workload));
+}
+Snapshot::~Snapshot() = default;
+Snapshot::Snapshot(Snapshot&&) noexcept = default;
+Snapshot& Snapshot::operator=(Snapshot&&) noexcept = default;
+Snapshot::Snapshot(const Snapshot& o) : impl_(std::make_unique<Impl>(*o.impl_)) {}
+Snapshot& Snapshot::operator=(const Snapshot& o) {
+  if (this != &o) impl_ = std::make_unique<Impl>(*o.impl_);
+  return *this;
+}
+
+size_t Snapshot::size() const { return impl_->nodes.size(); }
+const Node& Snapshot::node(uint32_t i) const { return impl_->nodes[i]; }
+std::optional<uint32_t> Snapshot::Find(std::string_view name) const {
+  auto it = impl_->by_name.find(std::string(name));
+  if (it == impl_->by_name.end()) return std::nullopt;
+  return it->second;
+}
+const std::shared_ptr<const Workload>& Snapshot::workload() const { return impl_->workload; }
+uint64_t Snapshot::version(uint32_t i) const { return impl_->version[i]; }
+int64_t Snapshot::total_gpu_cores() const { return impl_->total_cores; }
+int64_t Snapshot::used_gpu_cores() const { return impl_->used_cores; }
+double Snapshot::fragmentation(uint32_t i) const { return impl_->frag[i]; }
+
+void Snapshot::Commit(uint32_t n, const PodRequest& req, const Assignment& a) {
+  Impl& s = *impl_;
+  Node& node = s.nodes[n];
+  node.cpu_used_milli += req.cpu_milli;
+  node.memory_used_mib += req.memory_mib;
+  s.cpu_free[n] -= req.cpu_milli;
+  s.mem_free[n] -= req.memory_mib;
+  GpuState* g = s.gpu_ptr(n);
+  for (const auto& container : a.containers) {
+    for (const GpuGrant& grant : container) {
+      if (grant.gpu >= node.gpus.size()) continue;
+      Gpu& gpu = node.gpus[grant.gpu];
+      gpu.used.memory_mib += grant.memory_mib;
+      gpu.used.cores += grant.cores;
+      gpu.used.sharers += 1;
+      gpu.used.exclusive = gpu.used.exclusive || grant.exclusive;
+      GpuState& st = g[grant.gpu];
+      st.mem_free -= grant.memory_mib;
+      st.cores_free -= grant.cores;
+      st.sharers += 1;
+      st.exclusive = st.exclusive || grant.exclusive;
+      if (st.healthy && st.cores_total > 0) s.used_cores += grant.cores;
+    }
+  }
+  ++s.version[n];
+  s.RefreshNode(n);
+}
+
+}  // namespace tessera::placement
