@@ -37,9 +37,17 @@ def metric_names(expr):
 
 
 def exported_names(paths):
+    """Series names in the files, plus families declared by # TYPE (a family may have no series yet, e.g.
+    no bind has failed); a histogram family also exports <name>_bucket, _sum and _count."""
     names = set()
     for p in paths:
         for line in open(p):
+            m = re.match(r'^# TYPE ([A-Za-z_:][A-Za-z0-9_:]*) (\w+)', line)
+            if m:
+                names.add(m.group(1))
+                if m.group(2) in ("histogram", "summary"):
+                    names.update(m.group(1) + s for s in ("_bucket", "_sum", "_count"))
+                continue
             m = re.match(r'^([A-Za-z_:][A-Za-z0-9_:]*)', line)
             if m:
                 names.add(m.group(1))
@@ -95,7 +103,6 @@ def main():
         have = exported_names(sys.argv[3:])
         for title, expr in exprs:
             for n in sorted(metric_names(expr)):
-                # A histogram's _bucket/_sum/_count series come from one family.
                 if n not in have:
                     problems.append(f"{title!r} queries {n}, which no endpoint exports")
     else:
