@@ -11,6 +11,12 @@ namespace {
 
 int64_t SysNow() { return slice::MonotonicNs(); }
 
+int64_t SysCoarseNow() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
 void SysSleep(int64_t ns) {
   if (ns <= 0) return;
   timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
@@ -39,7 +45,7 @@ constexpr int64_t kMaxFloorNs = 8'000;
 
 }  // namespace
 
-GateClock SystemClock() { return GateClock{&SysNow, &SysSleep}; }
+GateClock SystemClock() { return GateClock{&SysNow, &SysSleep, &SysCoarseNow}; }
 
 struct Gate::Cell {
   std::atomic<uint64_t> seq{0};
@@ -91,6 +97,7 @@ struct Gate::GpuState {
   std::atomic<uint64_t>* prio = nullptr;
   slice::NodeRow* row = nullptr;
   std::atomic<int64_t> measured{0};
+  slice::NodeRegion::ActivityWatch watch;  // burst decisions (threads of this process race benignly)
   bool capped() const { return !CapBucket::Uncapped(cfg.cap); }
 };
 
@@ -103,7 +110,9 @@ struct ThreadState {
   void* pending_ring = nullptr;
   uint64_t pending_pos = 0;
 };
-thread_local ThreadState t_state;
+// Initial-exec: libtessera.so is loaded at start-up (LD_PRELOAD / ld.so.preload), so its TLS is
+// static and the launch path needs no __tls_get_addr call.
+__attribute__((tls_model("initial-exec"))) thread_local ThreadState t_state;
 // Unique per Gate (and per fork generation), so a thread's cache never matches a gate that was
 // destroyed and another one built at the same address.
 std::atomic<uint64_t> g_next_generation{1};
@@ -200,14 +209,20 @@ void Gate::Before(CUstream stream) {
   slice::NodeRegion* node = g.cfg.node.get();
   const bool capped = g.capped();
   const bool high = opts_.priority == 0;
-  int64_t now = clock_.now_ns();
-  const bool watch_high = !high && !opts_.spatial && node != nullptr && g.row != nullptr &&
-                          node->HighPriorityPresent(now, opts_.stale_ns);
+  // The common uncapped best-effort case: one load when no high-priority process ever joined this
+  // GPU's node region, else the coarse clock (staleness is judged in hundreds of milliseconds).
+  bool watch_high = false;
+  if (!high && !opts_.spatial && node != nullptr && g.row != nullptr) {
+    watch_high = node->HighPriorityMaybePresent() &&
+                 node->HighPriorityPresent(
+                     clock_.coarse_now_ns ? clock_.coarse_now_ns() : clock_.now_ns(), opts_.stale_ns);
+  }
   if (!capped && !high && !watch_high) {
-    // Nothing to enforce: only tell burst neighbours that this GPU is wanted.
-    if (g.row) g.row->last_submit_ns.store(now, std::memory_order_relaxed);
+    // Nothing to enforce: only let burst neighbours see that this GPU is wanted.
+    if (g.row) slice::NodeRegion::NoteUntrackedSubmit(g.row);
     return;
   }
+  int64_t now = clock_.now_ns();
   CUstreamCaptureStatus cap_status = CU_STREAM_CAPTURE_STATUS_NONE;
   if (drv_.stream_is_capturing(stream, &cap_status) == CUDA_SUCCESS &&
       cap_status != CU_STREAM_CAPTURE_STATUS_NONE) {
@@ -242,8 +257,8 @@ void Gate::Before(CUstream stream) {
       estimate = Scaled(ring->estimate_ns.load(std::memory_order_relaxed));
       Admission a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, false);
       if (!a.admitted && g.cfg.cap.burst) {
-        const bool idle = node == nullptr ||
-                          node->OthersIdle(g.row, now, opts_.burst_idle_ns, opts_.stale_ns);
+        const bool idle = node == nullptr || node->OthersIdle(g.row, now, opts_.burst_idle_ns,
+                                                              opts_.stale_ns, &g.watch);
         if (idle) a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, true);
       }
       if (!a.admitted) {

@@ -64,6 +64,9 @@ struct GateDriver {
 struct GateClock {
   int64_t (*now_ns)();
   void (*sleep_ns)(int64_t);
+  // A cheap clock good to a few ms, for the launch path's staleness checks (CLOCK_MONOTONIC costs
+  // ~70 ns in some VMs; the coarse clock ~10 ns). Null: now_ns.
+  int64_t (*coarse_now_ns)() = nullptr;
 };
 GateClock SystemClock();
 

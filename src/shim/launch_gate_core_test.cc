@@ -547,6 +547,28 @@ TEST_F(PriorityTest, BestEffortHoldsEverythingWhileHighPriorityWorkIsPending) {
   EXPECT_FALSE(node->HighPriorityPending(be, 300 * kMs, 200 * kMs));
 }
 
+TEST_F(PriorityTest, UntrackedSubmissionsKeepABurstSliceUnderItsCap) {
+  slice::NodeRow* burst = node->Join(1, "burst", 0);
+  slice::NodeRow* plain = node->Join(1, "plain", 0);
+  slice::NodeRegion::ActivityWatch watch;
+  EXPECT_TRUE(node->OthersIdle(burst, 100 * kMs, 20 * kMs, 200 * kMs, &watch));
+  slice::NodeRegion::NoteUntrackedSubmit(plain);  // no clock on that path: the watch dates it
+  EXPECT_FALSE(node->OthersIdle(burst, 110 * kMs, 20 * kMs, 200 * kMs, &watch));
+  EXPECT_FALSE(node->OthersIdle(burst, 125 * kMs, 20 * kMs, 200 * kMs, &watch));
+  EXPECT_TRUE(node->OthersIdle(burst, 131 * kMs, 20 * kMs, 200 * kMs, &watch));
+}
+
+TEST_F(PriorityTest, HighPriorityPresenceHasAOneLoadFastPath) {
+  EXPECT_FALSE(node->HighPriorityMaybePresent());
+  slice::NodeRow* be = node->Join(1, "batch", 0);
+  EXPECT_FALSE(node->HighPriorityMaybePresent());
+  slice::NodeRow* hp = node->Join(0, "video", 0);
+  EXPECT_TRUE(node->HighPriorityMaybePresent());
+  node->Leave(hp);
+  EXPECT_FALSE(node->HighPriorityMaybePresent());
+  node->Leave(be);
+}
+
 TEST_F(PriorityTest, CorruptFileIsRebuilt) {
   {
     FILE* f = std::fopen(path.c_str(), "r+");

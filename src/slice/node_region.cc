@@ -16,7 +16,7 @@ namespace tessera::slice {
 
 namespace {
 constexpr uint64_t kMagic = 0x31474e4f444e5354ull;  // "TSNDONG1"
-constexpr uint32_t kVersion = 2;
+constexpr uint32_t kVersion = 3;
 
 static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
@@ -56,6 +56,8 @@ struct NodeRegion::Header {
   int32_t pad;
   std::atomic<int64_t> hp_last_submit_ns;  // newest submission of any high-priority participant
   std::atomic<int64_t> hp_beat_ns;         // newest heartbeat of any high-priority participant
+  std::atomic<int32_t> hp_joined;          // high-priority rows joined and not left (crashes: stays up)
+  int32_t pad2;
   char reserved[64];
   NodeRow row[kRows];
 };
@@ -125,6 +127,7 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     r.last_submit_ns.store(0, std::memory_order_relaxed);
     r.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
     r.pid.store(getpid(), std::memory_order_relaxed);
+    r.submits.store(0, std::memory_order_relaxed);
     std::memset(r.slice, 0, sizeof(r.slice));
     for (int k = 0; k < kNodeRecent; ++k) r.recent_end[k].store(0, std::memory_order_relaxed);
     r.recent_pos.store(0, std::memory_order_relaxed);
@@ -134,6 +137,7 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     if (i + 1 > hw) h->high_water.store(i + 1, std::memory_order_release);
     if (priority == 0) {
       h->hp_beat_ns.store(now_ns, std::memory_order_relaxed);
+      h->hp_joined.fetch_add(1, std::memory_order_relaxed);
     }
     return &r;
   }
@@ -143,6 +147,10 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
 void NodeRegion::Leave(NodeRow* row) {
   if (!row) return;
   FileLock lock(fd_);
+  if (row->priority.load(std::memory_order_relaxed) == 0 &&
+      header()->hp_joined.load(std::memory_order_relaxed) > 0) {
+    header()->hp_joined.fetch_sub(1, std::memory_order_relaxed);
+  }
   row->inflight.store(0, std::memory_order_relaxed);
   row->heartbeat_ns.store(0, std::memory_order_relaxed);
   row->owner.store(0, std::memory_order_release);
@@ -165,6 +173,10 @@ void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
 
 void NodeRegion::NoteComplete(NodeRow* row, int n) {
   row->inflight.fetch_sub(n, std::memory_order_relaxed);
+}
+
+bool NodeRegion::HighPriorityMaybePresent() const {
+  return header()->hp_joined.load(std::memory_order_relaxed) != 0;
 }
 
 bool NodeRegion::HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const {
@@ -231,17 +243,26 @@ int64_t NodeRegion::NestedBusy(const NodeRow* self, int64_t start_ns, int64_t en
 }
 
 bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns,
-                            int64_t stale_ns) const {
+                            int64_t stale_ns, ActivityWatch* watch) const {
   const Header* h = header();
   const int hw = h->high_water.load(std::memory_order_acquire);
+  bool idle = true;
   for (int i = 0; i < hw; ++i) {
     const NodeRow& r = h->row[i];
     if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (watch != nullptr) {
+      const uint64_t c = r.submits.load(std::memory_order_relaxed);
+      if (c != watch->seen[i]) {
+        watch->seen[i] = c;
+        watch->changed_ns[i] = now_ns;
+      }
+      if (watch->changed_ns[i] != 0 && now_ns - watch->changed_ns[i] < idle_ns) idle = false;
+    }
+    if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < idle_ns) idle = false;
     if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
-    if (r.inflight.load(std::memory_order_relaxed) > 0) return false;
-    if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < idle_ns) return false;
+    if (r.inflight.load(std::memory_order_relaxed) > 0) idle = false;
   }
-  return true;
+  return idle;
 }
 
 int NodeRegion::LiveRows(int64_t now_ns, int64_t stale_ns) const {

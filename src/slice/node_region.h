@@ -36,6 +36,7 @@ struct NodeRow {
   std::atomic<int64_t> last_submit_ns;   // CLOCK_MONOTONIC
   std::atomic<int64_t> heartbeat_ns;     // CLOCK_MONOTONIC
   std::atomic<int64_t> pid;              // for people reading the file; never used for liveness
+  std::atomic<uint64_t> submits;         // bumped by every submission, even untracked ones (no clock)
   char slice[64];
   // The participant's latest completed GPU busy intervals in CLOCK_MONOTONIC ns (single writer: the
   // owner's harvester). A time-sliced GPU runs one context at a time, so another participant's
@@ -75,8 +76,22 @@ class NodeRegion {
   bool HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const;
   // True when a live high-priority participant exists at all (best effort then tracks its queue).
   bool HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const;
+  // False only when no high-priority participant has joined (or all left cleanly): one load, no
+  // clock, for the launch path of processes that enforce nothing else.
+  bool HighPriorityMaybePresent() const;
+  // Bumps the row's submission counter (the launch path's only write; no clock).
+  static void NoteUntrackedSubmit(NodeRow* row) {
+    row->submits.store(row->submits.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+  // Remembers, per row, when its submission counter last changed (the counter has no time stamp).
+  struct ActivityWatch {
+    uint64_t seen[kRows] = {};
+    int64_t changed_ns[kRows] = {};
+  };
   // True when no other live participant submitted within `idle_ns` (burst mode may use the GPU).
-  bool OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns) const;
+  // With `watch`, untracked submissions (counter changes since the watch last looked) count too.
+  bool OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns,
+                  ActivityWatch* watch = nullptr) const;
 
   int LiveRows(int64_t now_ns, int64_t stale_ns) const;
 
