@@ -138,6 +138,8 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
         slice::RegionGpu& r = g_region.hdr->gpus[rg];
         static_assert(sizeof(std::atomic<int64_t>) == sizeof(std::atomic<uint64_t>));
         g.tat = reinterpret_cast<std::atomic<int64_t>*>(&r.limiter_spare[0]);
+        g.turn_owner = &r.limiter_spare[1];
+        g.turn_until = reinterpret_cast<std::atomic<int64_t>*>(&r.limiter_spare[2]);
         g.busy_ns = &r.busy_ns;
         g.throttled_ns = &r.throttled_ns;
         g.priority_waits = &r.priority_waits;

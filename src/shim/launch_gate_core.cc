@@ -1,6 +1,7 @@
 #include "shim/launch_gate_core.h"
 
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -39,6 +40,7 @@ int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) *
 constexpr int64_t kPollNs = 20'000;
 constexpr int64_t kMaxCapSleepNs = 3'000'000;
 constexpr int64_t kBatchNs = 1'000'000;
+constexpr int64_t kTurnNs = 1'000'000;
 // An isolated launch costs a few microseconds on current GPUs (about 3 us on an H100); a larger
 // "floor" can only come from a calibration that waited for other work.
 constexpr int64_t kMaxFloorNs = 8'000;
@@ -90,6 +92,10 @@ struct Gate::Ring {
 struct Gate::GpuState {
   GateGpu cfg;
   std::atomic<int64_t> own_tat{0};
+  std::atomic<uint64_t> own_turn_owner{0};
+  std::atomic<int64_t> own_turn_until{0};
+  std::atomic<uint64_t>* turn_owner = nullptr;
+  std::atomic<int64_t>* turn_until = nullptr;
   std::atomic<uint64_t> own_busy{0}, own_throttled{0}, own_prio{0};
   std::atomic<int64_t>* tat = nullptr;
   std::atomic<uint64_t>* busy = nullptr;
@@ -113,6 +119,13 @@ struct ThreadState {
 // Initial-exec: libtessera.so is loaded at start-up (LD_PRELOAD / ld.so.preload), so its TLS is
 // static and the launch path needs no __tls_get_addr call.
 __attribute__((tls_model("initial-exec"))) thread_local ThreadState t_state;
+uint64_t NewNonce() {
+  static std::atomic<uint64_t> counter{0};
+  uint64_t v = static_cast<uint64_t>(slice::MonotonicNs()) * 0x9e3779b97f4a7c15ull ^
+               (static_cast<uint64_t>(getpid()) << 32) ^ counter.fetch_add(1);
+  return v == 0 ? 1 : v;
+}
+
 // Unique per Gate (and per fork generation), so a thread's cache never matches a gate that was
 // destroyed and another one built at the same address.
 std::atomic<uint64_t> g_next_generation{1};
@@ -121,12 +134,15 @@ std::atomic<uint64_t> g_next_generation{1};
 Gate::Gate(const GateDriver& drv, const GateClock& clock, GateOptions opts, std::vector<GateGpu> gpus)
     : drv_(drv), clock_(clock), opts_(std::move(opts)) {
   generation_.store(g_next_generation.fetch_add(1));
+  nonce_ = NewNonce();
   for (auto& r : rings_) r.store(nullptr, std::memory_order_relaxed);
   const int64_t now = clock_.now_ns();
   for (auto& g : gpus) {
     auto s = std::make_unique<GpuState>();
     s->cfg = std::move(g);
     s->tat = s->cfg.tat ? s->cfg.tat : &s->own_tat;
+    s->turn_owner = s->cfg.turn_owner ? s->cfg.turn_owner : &s->own_turn_owner;
+    s->turn_until = s->cfg.turn_until ? s->cfg.turn_until : &s->own_turn_until;
     s->busy = s->cfg.busy_ns ? s->cfg.busy_ns : &s->own_busy;
     s->throttled = s->cfg.throttled_ns ? s->cfg.throttled_ns : &s->own_throttled;
     s->prio = s->cfg.priority_waits ? s->cfg.priority_waits : &s->own_prio;
@@ -254,6 +270,17 @@ void Gate::Before(CUstream stream) {
         Wait(kPollNs);
         continue;
       }
+      // Processes of one slice take turns of kTurnNs: every switch between their contexts costs GPU
+      // time that lands in someone's bracket, so alternating kernel by kernel would charge the slice
+      // for switches. A dead owner's turn simply runs out.
+      const uint64_t owner = g.turn_owner->load(std::memory_order_acquire);
+      const int64_t until = g.turn_until->load(std::memory_order_acquire);
+      const bool turn_free = owner == 0 || owner == nonce_ || now >= until;
+      if (!turn_free) {
+        waited_cap = true;
+        Wait(std::min(until - now, kMaxCapSleepNs));
+        continue;
+      }
       estimate = Scaled(ring->estimate_ns.load(std::memory_order_relaxed));
       Admission a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, false);
       if (!a.admitted && g.cfg.cap.burst) {
@@ -268,6 +295,10 @@ void Gate::Before(CUstream stream) {
         waited_cap = true;
         Wait(std::min(a.wait_ns + kBatchNs, kMaxCapSleepNs));
         continue;
+      }
+      if (owner != nonce_ || now >= until) {
+        g.turn_owner->store(nonce_, std::memory_order_release);
+        g.turn_until->store(now + kTurnNs, std::memory_order_release);
       }
     }
     break;
@@ -468,6 +499,7 @@ void Gate::ResetAfterFork() {
   const int n = ring_count_.load();
   for (int i = 0; i < n; ++i) rings_[i].load()->dead.store(true);
   generation_.store(g_next_generation.fetch_add(1));
+  nonce_ = NewNonce();
   const int64_t now = clock_.now_ns();
   for (auto& g : gpus_) {
     if (g->cfg.node) g->row = g->cfg.node->Join(opts_.priority, opts_.slice, now);

@@ -76,6 +76,9 @@ struct GateGpu {
   CapParams cap;
   // Shared state (slice region); the Gate falls back to private storage when null.
   std::atomic<int64_t>* tat = nullptr;
+  // Which process of the slice holds the current submission turn, and until when (see Before).
+  std::atomic<uint64_t>* turn_owner = nullptr;
+  std::atomic<int64_t>* turn_until = nullptr;
   std::atomic<uint64_t>* busy_ns = nullptr;
   std::atomic<uint64_t>* throttled_ns = nullptr;
   std::atomic<uint64_t>* priority_waits = nullptr;
@@ -166,6 +169,7 @@ class Gate {
   std::atomic<bool> stop_{false};
   std::thread harvester_;
   std::atomic<uint64_t> generation_{1};
+  uint64_t nonce_ = 0;  // this process's identity in turn_owner (new after fork)
 
   std::atomic<uint64_t> tracked_{0}, completed_{0}, cap_waits_{0}, prio_waits_{0};
 };

@@ -43,9 +43,15 @@ struct Sim {
   std::vector<std::unique_ptr<FakeEvent>> events;
 
   int64_t launch_overhead = 0;  // GPU time an isolated launch costs before its work starts
+  int64_t switch_cost = 0;      // exclusive device: switching to another context's kernel
+  CUcontext last_ctx = nullptr;
   int64_t Launch(CUstream s, int64_t len, int tag) {
     int64_t start = std::max(now, stream_free[s]);
     if (exclusive) start = std::max(start, device_free);
+    if (exclusive && tag >= 0) {
+      if (last_ctx != nullptr && last_ctx != current) start += switch_cost;
+      last_ctx = current;
+    }
     // A launch queued behind earlier work on its stream has its latency hidden.
     if (start == now || start > stream_free[s]) start += launch_overhead;
     const int64_t end = start + len;
@@ -101,6 +107,8 @@ CUresult FEventRecord(CUevent e, CUstream s) {
   auto* ev = reinterpret_cast<FakeEvent*>(e);
   ev->recorded = true;
   ev->ts = std::max(g_sim->now, g_sim->stream_free[s]);
+  // On an exclusive (time-sliced) device a context's commands are processed only once it runs.
+  if (g_sim->exclusive && g_sim->switch_cost > 0) ev->ts = std::max(ev->ts, g_sim->device_free);
   return CUDA_SUCCESS;
 }
 CUresult FEventQuery(CUevent e) {
@@ -329,6 +337,53 @@ TEST_F(SimTest, SpatialModeSharesThePartitionAcrossProcesses) {
   const double both = (sim.Busy(1'000 * kMs, 6'000 * kMs, 0) + sim.Busy(1'000 * kMs, 6'000 * kMs, 1)) /
                       (5'000.0 * kMs);
   EXPECT_NEAR(both, 1.0, 0.05);
+}
+
+// Two processes of one slice take turns of ~1 ms (every switch between their contexts costs GPU time
+// that lands in a bracket); a turn never outlives its 1 ms, so a dead owner delays nobody for long.
+TEST_F(SimTest, ProcessesOfASliceTakeTurns) {
+  std::atomic<int64_t> tat{0}, until{0};
+  std::atomic<uint64_t> owner{0};
+  GateGpu ga = Gpu(50, &tat), gb = Gpu(50, &tat);
+  ga.turn_owner = gb.turn_owner = &owner;
+  ga.turn_until = gb.turn_until = &until;
+  Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {ga});
+  Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {gb});
+  sim.harvesters = {&a, &b};
+  const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
+  sim.now = 100 * kMs;
+  sim.exclusive = false;
+  sim.current = ca;
+  a.Before(S(0));
+  sim.Launch(S(0), 10 * kUs, 0);
+  a.After(S(0), CUDA_SUCCESS);
+  const uint64_t a_owner = owner.load();
+  EXPECT_NE(a_owner, 0u);
+  EXPECT_EQ(until.load(), 100 * kMs + kMs);
+  sim.now += 20 * kUs;  // the first bracket completes: the cost is known
+  a.HarvestOnce();
+  // a again within its turn: no wait.
+  a.Before(S(0));
+  sim.Launch(S(0), 10 * kUs, 0);
+  a.After(S(0), CUDA_SUCCESS);
+  EXPECT_EQ(sim.now, 100 * kMs + 20 * kUs);
+  // b waits for the end of a's turn, then holds the next one.
+  sim.current = cb;
+  b.Before(S(1));
+  sim.Launch(S(1), 10 * kUs, 1);
+  b.After(S(1), CUDA_SUCCESS);
+  EXPECT_GE(sim.now, 101 * kMs);
+  EXPECT_LT(sim.now, 103 * kMs);
+  EXPECT_NE(owner.load(), a_owner);
+  // A turn held by a process that died: at most 1 ms of delay.
+  owner.store(0x1234);
+  until.store(sim.now + kMs);
+  const int64_t t0 = sim.now;
+  sim.current = ca;
+  a.Before(S(0));
+  a.After(S(0), CUDA_SUCCESS);
+  EXPECT_LE(sim.now - t0, kMs + 50 * kUs);
+  EXPECT_EQ(owner.load(), a_owner);
 }
 
 TEST_F(SimTest, CapturedLaunchesAreNotGated) {
