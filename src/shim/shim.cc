@@ -169,6 +169,8 @@ void DoInit() {
     return;
   }
   pthread_atfork(nullptr, nullptr, &AtForkChild);
+  // Processes of the slice that died since anyone last looked must not count against this one.
+  slice::ReclaimDead(g_region.hdr);
   g_mode.store(static_cast<int>(Mode::kActive), std::memory_order_release);
   EnsureRow();
 }

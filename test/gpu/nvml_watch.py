@@ -23,7 +23,12 @@ def main():
         except (OSError, ValueError):
             pids = set()
         total = 0
-        for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h):
+        try:
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+        except pynvml.NVMLError:  # the list changed size under us: take the next sample
+            time.sleep(0.002)
+            continue
+        for p in procs:
             if p.pid in pids and p.usedGpuMemory is not None:
                 total += p.usedGpuMemory
                 per_pid[p.pid] = max(per_pid.get(p.pid, 0), p.usedGpuMemory)

@@ -70,7 +70,7 @@ PY
   local usage; usage=$("$SLICECTL" usage "$cfg")
   record multi8_watch "$w"
   record multi8_slice "$usage"
-  verdict=$(python3 - "$w" $limit "$usage" "$WORK"/multi8.* <<'PY'
+  verdict=$(python3 - "$w" $limit "$usage" "$WORK"/multi8.[0-9]* <<'PY'
 import json, sys
 w = json.loads(sys.argv[1]); limit = int(sys.argv[2]); usage = json.loads(sys.argv[3])
 got = []
