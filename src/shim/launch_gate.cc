@@ -47,21 +47,18 @@ bool BindRealDriver(GateDriver* d) {
   void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
   if (lib == nullptr) lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
   if (lib == nullptr) return false;
-  bool ok = Bind(lib, "cuCtxGetCurrent", &d->ctx_get_current) &&
-            Bind(lib, "cuCtxSetCurrent", &d->ctx_set_current) &&
-            Bind(lib, "cuCtxGetDevice", &d->ctx_get_device) &&
-            Bind(lib, "cuEventCreate", &d->event_create) &&
-            Bind(lib, "cuEventRecord", &d->event_record) &&
-            Bind(lib, "cuEventQuery", &d->event_query) &&
-            Bind(lib, "cuStreamIsCapturing", &d->stream_is_capturing) &&
-            Bind(lib, "cuEventSynchronize", &d->event_synchronize) &&
-            Bind(lib, "cuEventDestroy_v2", &d->event_destroy) &&
-            Bind(lib, "cuStreamCreate", &d->stream_create) &&
-            Bind(lib, "cuStreamDestroy_v2", &d->stream_destroy) &&
-            Bind(lib, "cuModuleLoadData", &d->module_load_data) &&
-            Bind(lib, "cuModuleUnload", &d->module_unload) &&
-            Bind(lib, "cuModuleGetFunction", &d->module_get_function) &&
-            Bind(lib, "cuLaunchKernel", &d->launch_kernel);
+  bool ok =
+      Bind(lib, "cuCtxGetCurrent", &d->ctx_get_current) &&
+      Bind(lib, "cuCtxSetCurrent", &d->ctx_set_current) && Bind(lib, "cuCtxGetDevice", &d->ctx_get_device) &&
+      Bind(lib, "cuEventCreate", &d->event_create) && Bind(lib, "cuEventRecord", &d->event_record) &&
+      Bind(lib, "cuEventQuery", &d->event_query) &&
+      Bind(lib, "cuStreamIsCapturing", &d->stream_is_capturing) &&
+      Bind(lib, "cuEventSynchronize", &d->event_synchronize) &&
+      Bind(lib, "cuEventDestroy_v2", &d->event_destroy) && Bind(lib, "cuStreamCreate", &d->stream_create) &&
+      Bind(lib, "cuStreamDestroy_v2", &d->stream_destroy) &&
+      Bind(lib, "cuModuleLoadData", &d->module_load_data) && Bind(lib, "cuModuleUnload", &d->module_unload) &&
+      Bind(lib, "cuModuleGetFunction", &d->module_get_function) &&
+      Bind(lib, "cuLaunchKernel", &d->launch_kernel);
   ok = ok && (Bind(lib, "cuDeviceGetUuid_v2", &d->device_get_uuid) ||
               Bind(lib, "cuDeviceGetUuid", &d->device_get_uuid));
   ok = ok && (Bind(lib, "cuEventElapsedTime_v2", &d->event_elapsed) ||
@@ -180,14 +177,13 @@ void LaunchGateAfter(CUstream stream, CUresult result) {
 int LaunchGateDescribe(char* buf, int len) {
   if (g_gate == nullptr) return std::snprintf(buf, len, "{}");
   const GateStats st = g_gate->Stats();
-  return std::snprintf(buf, len,
-                       "{\"tracked\":%llu,\"completed\":%llu,\"cap_waits\":%llu,\"priority_waits\":%llu,"
-                       "\"measured_ms\":%.3f,\"floor_us\":%.2f}",
-                       static_cast<unsigned long long>(st.tracked),
-                       static_cast<unsigned long long>(st.completed),
-                       static_cast<unsigned long long>(st.cap_waits),
-                       static_cast<unsigned long long>(st.priority_waits), st.measured_ns / 1e6,
-                       g_gate->LaunchFloorNs() / 1e3);
+  return std::snprintf(
+      buf, len,
+      "{\"tracked\":%llu,\"completed\":%llu,\"cap_waits\":%llu,\"priority_waits\":%llu,"
+      "\"measured_ms\":%.3f,\"floor_us\":%.2f}",
+      static_cast<unsigned long long>(st.tracked), static_cast<unsigned long long>(st.completed),
+      static_cast<unsigned long long>(st.cap_waits), static_cast<unsigned long long>(st.priority_waits),
+      st.measured_ns / 1e6, g_gate->LaunchFloorNs() / 1e3);
 }
 
 }  // namespace tessera::shim

@@ -27,10 +27,9 @@ void SysSleep(int64_t ns) {
 
 void FormatUuid(const CUuuid& u, char out[48]) {
   const auto* b = reinterpret_cast<const unsigned char*>(u.bytes);
-  std::snprintf(out, 48,
-                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13],
-                b[14], b[15]);
+  std::snprintf(out, 48, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
+                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
+                b[15]);
 }
 
 int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) * 1e6); }
@@ -84,8 +83,7 @@ struct Gate::Ring {
     for (uint32_t i = 0; i < kRingCells; ++i) cells[i].seq.store(i, std::memory_order_relaxed);
   }
   int InFlight() const {
-    return static_cast<int>(tail.load(std::memory_order_acquire) -
-                            head.load(std::memory_order_acquire));
+    return static_cast<int>(tail.load(std::memory_order_acquire) - head.load(std::memory_order_acquire));
   }
 };
 
@@ -230,8 +228,8 @@ void Gate::Before(CUstream stream) {
   bool watch_high = false;
   if (!high && !opts_.spatial && node != nullptr && g.row != nullptr) {
     watch_high = node->HighPriorityMaybePresent() &&
-                 node->HighPriorityPresent(
-                     clock_.coarse_now_ns ? clock_.coarse_now_ns() : clock_.now_ns(), opts_.stale_ns);
+                 node->HighPriorityPresent(clock_.coarse_now_ns ? clock_.coarse_now_ns() : clock_.now_ns(),
+                                           opts_.stale_ns);
   }
   if (!capped && !high && !watch_high) {
     // Nothing to enforce: only let burst neighbours see that this GPU is wanted.
@@ -256,8 +254,7 @@ void Gate::Before(CUstream stream) {
     // While a high-priority participant lives on this GPU, best effort keeps at most one submission
     // in flight (so high priority waits for at most one of our kernels, never a queue), and while
     // its work is pending, submits nothing (a kernel queued now could run before theirs).
-    if (watch_high &&
-        (ring->InFlight() > 0 || node->HighPriorityPending(g.row, now, opts_.stale_ns))) {
+    if (watch_high && (ring->InFlight() > 0 || node->HighPriorityPending(g.row, now, opts_.stale_ns))) {
       waited_prio = true;
       Wait(kPollNs);
       continue;
@@ -284,8 +281,8 @@ void Gate::Before(CUstream stream) {
       estimate = Scaled(ring->estimate_ns.load(std::memory_order_relaxed));
       Admission a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, false);
       if (!a.admitted && g.cfg.cap.burst) {
-        const bool idle = node == nullptr || node->OthersIdle(g.row, now, opts_.burst_idle_ns,
-                                                              opts_.stale_ns, &g.watch);
+        const bool idle =
+            node == nullptr || node->OthersIdle(g.row, now, opts_.burst_idle_ns, opts_.stale_ns, &g.watch);
         if (idle) a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, true);
       }
       if (!a.admitted) {
@@ -396,16 +393,15 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
         float ms = 0;
         if (r->cover == nullptr) {
           if (drv_.event_elapsed(&ms, c.start, c.end) == CUDA_SUCCESS) {
-            cost = std::max<int64_t>(MsToNs(ms) - r->floor_ns.load(std::memory_order_relaxed),
-                                     MsToNs(ms) / 2);
+            cost =
+                std::max<int64_t>(MsToNs(ms) - r->floor_ns.load(std::memory_order_relaxed), MsToNs(ms) / 2);
           }
         } else {
           float de = 0, ds = 0;
           if (drv_.event_elapsed(&de, r->cover, c.end) == CUDA_SUCCESS && de > 0) {
             // Union with what was already charged: only the part after the latest charged end.
             const int64_t floor = r->floor_ns.load(std::memory_order_relaxed);
-            if (drv_.event_elapsed(&ds, r->cover, c.start) == CUDA_SUCCESS &&
-                MsToNs(ds) > floor) {
+            if (drv_.event_elapsed(&ds, r->cover, c.start) == CUDA_SUCCESS && MsToNs(ds) > floor) {
               // Isolated: its bracket includes the launch latency that a queue would have hidden.
               if (drv_.event_elapsed(&ms, c.start, c.end) == CUDA_SUCCESS) {
                 cost = std::max<int64_t>(MsToNs(ms) - floor, MsToNs(ms) / 2);

@@ -57,8 +57,8 @@ struct GateDriver {
   CUresult (*module_load_data)(CUmodule*, const void*);
   CUresult (*module_unload)(CUmodule);
   CUresult (*module_get_function)(CUfunction*, CUmodule, const char*);
-  CUresult (*launch_kernel)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int,
-                            unsigned int, unsigned int, unsigned int, CUstream, void**, void**);
+  CUresult (*launch_kernel)(CUfunction, unsigned int, unsigned int, unsigned int, unsigned int, unsigned int,
+                            unsigned int, unsigned int, CUstream, void**, void**);
 };
 
 struct GateClock {
@@ -87,27 +87,27 @@ struct GateGpu {
 };
 
 struct GateOptions {
-  int priority = 1;                     // 0 high, 1 best effort
+  int priority = 1;  // 0 high, 1 best effort
   // MPS spatial mode: each process runs on an SM partition of `spatial_ppm` of the GPU, so a bracket
   // of t ns costs t * spatial_ppm / 1e6 of the slice's share; no priority hold (MPS client priority
   // does that) and no time-slice preemption refunds (clients really run side by side). One process
   // alone on its partition is never throttled; several processes of the slice share its budget.
   bool spatial = false;
   int64_t spatial_ppm = 1'000'000;
-  std::string slice;                    // for the node region rows
-  int64_t hp_linger_ns = 2'000'000;     // a high-priority stream stays "active" this long between kernels
-  int64_t stale_ns = 200'000'000;       // heartbeats older than this are ignored
-  int64_t burst_idle_ns = 20'000'000;   // others idle this long -> a burst slice may run past its cap
-  bool background_harvester = true;     // tests drive HarvestOnce themselves
-  bool calibrate_floor = true;          // measure each context's launch floor with a no-op kernel
+  std::string slice;                   // for the node region rows
+  int64_t hp_linger_ns = 2'000'000;    // a high-priority stream stays "active" this long between kernels
+  int64_t stale_ns = 200'000'000;      // heartbeats older than this are ignored
+  int64_t burst_idle_ns = 20'000'000;  // others idle this long -> a burst slice may run past its cap
+  bool background_harvester = true;    // tests drive HarvestOnce themselves
+  bool calibrate_floor = true;         // measure each context's launch floor with a no-op kernel
 };
 
 struct GateStats {
-  uint64_t tracked = 0;           // submissions bracketed with events
-  uint64_t completed = 0;         // brackets harvested
-  uint64_t cap_waits = 0;         // Before() calls that waited for the cap
-  uint64_t priority_waits = 0;    // Before() calls that waited for high priority
-  int64_t measured_ns = 0;        // GPU time measured, all GPUs
+  uint64_t tracked = 0;         // submissions bracketed with events
+  uint64_t completed = 0;       // brackets harvested
+  uint64_t cap_waits = 0;       // Before() calls that waited for the cap
+  uint64_t priority_waits = 0;  // Before() calls that waited for high priority
+  int64_t measured_ns = 0;      // GPU time measured, all GPUs
 };
 
 class Gate {

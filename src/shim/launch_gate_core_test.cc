@@ -123,8 +123,8 @@ CUresult FEventElapsed(float* ms, CUevent a, CUevent b) {
   return CUDA_SUCCESS;
 }
 CUresult FIsCapturing(CUstream s, CUstreamCaptureStatus* st) {
-  *st = s == reinterpret_cast<CUstream>(0x99) ? CU_STREAM_CAPTURE_STATUS_ACTIVE
-                                              : CU_STREAM_CAPTURE_STATUS_NONE;
+  *st =
+      s == reinterpret_cast<CUstream>(0x99) ? CU_STREAM_CAPTURE_STATUS_ACTIVE : CU_STREAM_CAPTURE_STATUS_NONE;
   return CUDA_SUCCESS;
 }
 CUresult FEventSync(CUevent e) {
@@ -142,7 +142,7 @@ CUresult FStreamDestroy(CUstream) { return CUDA_SUCCESS; }
 CUresult FModuleLoad(CUmodule* m, const void* image) {
   *m = reinterpret_cast<CUmodule>(0x77);
   return std::strstr(static_cast<const char*>(image), ".entry tessera_nop") ? CUDA_SUCCESS
-                                                                             : CUDA_ERROR_INVALID_PTX;
+                                                                            : CUDA_ERROR_INVALID_PTX;
 }
 CUresult FModuleUnload(CUmodule) { return CUDA_SUCCESS; }
 CUresult FModuleGetFunction(CUfunction* f, CUmodule, const char*) {
@@ -166,17 +166,15 @@ void FSleep(int64_t ns) {
 }
 
 GateDriver FakeDriver() {
-  return GateDriver{&FCtxGetCurrent, &FCtxSetCurrent,    &FCtxGetDevice,  &FDeviceGetUuid,
-                    &FEventCreate,   &FEventRecord,      &FEventQuery,    &FEventElapsed,
-                    &FIsCapturing,   &FEventSync,        &FEventDestroy,  &FStreamCreate,
-                    &FStreamDestroy, &FModuleLoad,       &FModuleUnload,  &FModuleGetFunction,
-                    &FLaunch};
+  return GateDriver{&FCtxGetCurrent,     &FCtxSetCurrent, &FCtxGetDevice,  &FDeviceGetUuid, &FEventCreate,
+                    &FEventRecord,       &FEventQuery,    &FEventElapsed,  &FIsCapturing,   &FEventSync,
+                    &FEventDestroy,      &FStreamCreate,  &FStreamDestroy, &FModuleLoad,    &FModuleUnload,
+                    &FModuleGetFunction, &FLaunch};
 }
 std::string FakeUuid(unsigned char b) {
   char out[64];
-  std::snprintf(out, sizeof(out),
-                "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b, b, b,
-                b, b, b, b, b, b, b, b, b, b, b, b, b);
+  std::snprintf(out, sizeof(out), "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                b, b, b, b, b, b, b, b, b, b, b, b, b, b, b, b);
   return out;
 }
 
@@ -334,8 +332,8 @@ TEST_F(SimTest, SpatialModeSharesThePartitionAcrossProcesses) {
     sim.now += 5 * kUs;
   }
   // Partition-time of both processes together: one partition's worth, not two.
-  const double both = (sim.Busy(1'000 * kMs, 6'000 * kMs, 0) + sim.Busy(1'000 * kMs, 6'000 * kMs, 1)) /
-                      (5'000.0 * kMs);
+  const double both =
+      (sim.Busy(1'000 * kMs, 6'000 * kMs, 0) + sim.Busy(1'000 * kMs, 6'000 * kMs, 1)) / (5'000.0 * kMs);
   EXPECT_NEAR(both, 1.0, 0.05);
 }
 
@@ -584,7 +582,8 @@ TEST_F(PriorityTest, NestedBusyCountsOnlyIntervalsThatBeganInsideOurs) {
   EXPECT_EQ(node->NestedBusy(b, 3 * kMs, 8 * kMs), 0);
   EXPECT_EQ(node->NestedBusy(a, 5 * kMs, 9 * kMs), 0);
   // The ring keeps the latest intervals only.
-  for (int i = 0; i < 2 * slice::kNodeRecent; ++i) node->PublishBusy(b, (100 + i) * kMs, (100 + i) * kMs + 10);
+  for (int i = 0; i < 2 * slice::kNodeRecent; ++i)
+    node->PublishBusy(b, (100 + i) * kMs, (100 + i) * kMs + 10);
   EXPECT_EQ(node->NestedBusy(a, 0, 99 * kMs), 0);
   EXPECT_EQ(node->NestedBusy(a, 0, 1'000 * kMs), slice::kNodeRecent * 10);
 }

@@ -11,8 +11,8 @@ int64_t CapBucket::WallCost(int64_t gpu_ns, int64_t share_ppm) {
   return static_cast<int64_t>(v);
 }
 
-Admission CapBucket::TryAdmit(std::atomic<int64_t>& tat, const CapParams& p, int64_t now,
-                              int64_t estimate_ns, bool others_idle) {
+Admission CapBucket::TryAdmit(std::atomic<int64_t>& tat, const CapParams& p, int64_t now, int64_t estimate_ns,
+                              bool others_idle) {
   if (Uncapped(p)) return {true, 0};
   const int64_t cost = WallCost(std::max<int64_t>(estimate_ns, 0), p.share_ppm);
   int64_t cur = tat.load(std::memory_order_relaxed);

@@ -42,8 +42,8 @@ class CapBucket {
 
   // Admit one submission whose estimated GPU cost is `estimate_ns`, charging the estimate when
   // admitted. `others_idle` is only consulted in burst mode.
-  static Admission TryAdmit(std::atomic<int64_t>& tat, const CapParams& p, int64_t now,
-                            int64_t estimate_ns, bool others_idle);
+  static Admission TryAdmit(std::atomic<int64_t>& tat, const CapParams& p, int64_t now, int64_t estimate_ns,
+                            bool others_idle);
 
   // Add (or, for a correction, remove) GPU time measured after the fact.
   static void Charge(std::atomic<int64_t>& tat, const CapParams& p, int64_t now, int64_t gpu_ns);

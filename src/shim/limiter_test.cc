@@ -101,7 +101,7 @@ TEST(CapBucket, ConcurrentAdmissionIsExact) {
   std::atomic<int64_t> tat{0};
   CapParams p;
   p.share_ppm = 250'000;
-  p.credit_ns = 400 * kMs;           // 400 ms of wall credit = 100 ms of GPU at 25 %
+  p.credit_ns = 400 * kMs;          // 400 ms of wall credit = 100 ms of GPU at 25 %
   const int64_t now = 1'000 * kMs;  // frozen clock: only banked time can be admitted
   std::atomic<int> admitted{0};
   std::vector<std::thread> th;

@@ -95,8 +95,7 @@ MpsPaths MpsPathsFor(const std::string& gpu_uuid, const std::string& base) {
   return MpsPaths{base + "/" + gpu_uuid + "/pipe", base + "/" + gpu_uuid + "/log"};
 }
 
-bool MpsControl(const MpsPaths& paths, const std::string& command, std::string* reply,
-                std::string* err) {
+bool MpsControl(const MpsPaths& paths, const std::string& command, std::string* reply, std::string* err) {
   return RunControl(paths, nullptr, false, command + "\n", reply, err);
 }
 

@@ -31,8 +31,7 @@ bool StartMpsDaemon(const std::string& gpu_uuid, const MpsPaths& paths, std::str
 // Asks the daemon to quit (its server exits once clients are gone). True when it answered.
 bool StopMpsDaemon(const MpsPaths& paths, std::string* err);
 // Sends one command to the control daemon and returns its reply (e.g. "get_server_list").
-bool MpsControl(const MpsPaths& paths, const std::string& command, std::string* reply,
-                std::string* err);
+bool MpsControl(const MpsPaths& paths, const std::string& command, std::string* reply, std::string* err);
 
 // The client environment for a slice process. `cores` 1..100; priority 0 high, 1 best effort.
 void MpsApplyClientEnv(const std::string& pipe_dir, int cores, int priority);

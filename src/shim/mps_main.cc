@@ -16,8 +16,10 @@ int main(int argc, char** argv) {
   }
   std::string verb = argv[1], gpu, base = tessera::shim::kMpsBaseDir;
   for (int i = 2; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--gpu") == 0) gpu = argv[i + 1];
-    else if (std::strcmp(argv[i], "--base") == 0) base = argv[i + 1];
+    if (std::strcmp(argv[i], "--gpu") == 0)
+      gpu = argv[i + 1];
+    else if (std::strcmp(argv[i], "--base") == 0)
+      base = argv[i + 1];
     else {
       std::fprintf(stderr, "tessera-mps: unknown flag %s (allowed: --gpu, --base)\n", argv[i]);
       return 2;

@@ -7,8 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <random>
 
@@ -52,7 +52,7 @@ struct NodeRegion::Header {
   uint64_t magic;
   uint32_t version;
   uint32_t rows;
-  std::atomic<int32_t> high_water;       // rows at or past this index were never used
+  std::atomic<int32_t> high_water;  // rows at or past this index were never used
   int32_t pad;
   std::atomic<int64_t> hp_last_submit_ns;  // newest submission of any high-priority participant
   std::atomic<int64_t> hp_beat_ns;         // newest heartbeat of any high-priority participant
@@ -171,9 +171,7 @@ void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
   }
 }
 
-void NodeRegion::NoteComplete(NodeRow* row, int n) {
-  row->inflight.fetch_sub(n, std::memory_order_relaxed);
-}
+void NodeRegion::NoteComplete(NodeRow* row, int n) { row->inflight.fetch_sub(n, std::memory_order_relaxed); }
 
 bool NodeRegion::HighPriorityMaybePresent() const {
   return header()->hp_joined.load(std::memory_order_relaxed) != 0;
@@ -242,8 +240,8 @@ int64_t NodeRegion::NestedBusy(const NodeRow* self, int64_t start_ns, int64_t en
   return std::min(total, end_ns - start_ns);
 }
 
-bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns,
-                            int64_t stale_ns, ActivityWatch* watch) const {
+bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns,
+                            ActivityWatch* watch) const {
   const Header* h = header();
   const int hw = h->high_water.load(std::memory_order_acquire);
   bool idle = true;

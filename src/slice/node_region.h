@@ -30,13 +30,13 @@ inline constexpr const char* kNodeRegionDir = "/run/tessera/node";
 inline constexpr int kNodeRecent = 32;
 
 struct NodeRow {
-  std::atomic<uint64_t> owner;           // 0 free; else a per-process nonce (never reused)
-  std::atomic<int32_t> priority;         // 0 high, 1 best effort
-  std::atomic<int32_t> inflight;         // submissions not yet seen complete
-  std::atomic<int64_t> last_submit_ns;   // CLOCK_MONOTONIC
-  std::atomic<int64_t> heartbeat_ns;     // CLOCK_MONOTONIC
-  std::atomic<int64_t> pid;              // for people reading the file; never used for liveness
-  std::atomic<uint64_t> submits;         // bumped by every submission, even untracked ones (no clock)
+  std::atomic<uint64_t> owner;          // 0 free; else a per-process nonce (never reused)
+  std::atomic<int32_t> priority;        // 0 high, 1 best effort
+  std::atomic<int32_t> inflight;        // submissions not yet seen complete
+  std::atomic<int64_t> last_submit_ns;  // CLOCK_MONOTONIC
+  std::atomic<int64_t> heartbeat_ns;    // CLOCK_MONOTONIC
+  std::atomic<int64_t> pid;             // for people reading the file; never used for liveness
+  std::atomic<uint64_t> submits;        // bumped by every submission, even untracked ones (no clock)
   char slice[64];
   // The participant's latest completed GPU busy intervals in CLOCK_MONOTONIC ns (single writer: the
   // owner's harvester). A time-sliced GPU runs one context at a time, so another participant's
@@ -70,8 +70,7 @@ class NodeRegion {
 
   // True while some other live high-priority participant has submissions running, or submitted within
   // `linger_ns` (so a periodic high-priority stream keeps its claim between kernels).
-  bool HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
-                          int64_t stale_ns) const;
+  bool HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns, int64_t stale_ns) const;
   // True while some other live high-priority participant has submissions not yet seen complete.
   bool HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const;
   // True when a live high-priority participant exists at all (best effort then tracks its queue).
