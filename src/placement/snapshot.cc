@@ -103,6 +103,7 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
   version.assign(n, 0);
   total_free.assign(n, 0);
   frag.assign(n, 0);
+  frag_mix.assign(n, 0);
   invalid.assign(n, nullptr);
   by_name.clear();
   by_name.reserve(n * 2);
@@ -180,7 +181,7 @@ void Snapshot::Impl::RefreshNode(uint32_t n) {
   double tot = 0;
   for (int j = 0; j < cnt; ++j) tot += g[j].Amount();
   total_free[n] = tot;
-  double f = 0;
+  double f = 0, fm = 0;
   KindStat* st = stats.data() + size_t(n) * kinds.size();
   for (size_t k = 0; k < kinds.size(); ++k) {
     const TypicalKind& kind = kinds[k];
@@ -195,8 +196,11 @@ void Snapshot::Impl::RefreshNode(uint32_t n) {
     st[k] = s;
     const bool usable = kind.gpus > 0 && cpu_free[n] >= kind.cpu_milli && s.fit >= kind.gpus;
     f += kind.w_count * (usable ? s.nonfit : tot);
+    const bool usable_mix = usable && mem_free[n] >= kind.memory_mib;
+    fm += kind.w_mix * (usable_mix ? s.nonfit : tot);
   }
-  frag[n] = f;
+  frag[n] = tot > 0 ? f : 0;
+  frag_mix[n] = tot > 0 ? fm : 0;
 }
 
 Snapshot::Snapshot(std::vector<Node> nodes, std::shared_ptr<const Workload> workload)

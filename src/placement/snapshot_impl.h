@@ -70,7 +70,8 @@ struct Snapshot::Impl {
   std::vector<int64_t> mem_free;
   std::vector<uint64_t> version;
   std::vector<double> total_free;   // sum of Amount() over the node's GPUs
-  std::vector<double> frag;         // expected fragmentation (fgd weights)
+  std::vector<double> frag;         // expected fragmentation (fgd weights, CPU checked)
+  std::vector<double> frag_mix;     // the same with tessera's weights, CPU and memory checked
   std::vector<const char*> invalid; // node-level reason it can never host GPU pods, or nullptr
   std::unordered_map<std::string, uint32_t> by_name;
   std::vector<std::string> model_names;
