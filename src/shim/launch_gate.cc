@@ -72,6 +72,15 @@ void Note(const char* fmt, const char* a, const char* b = "") {
   std::fprintf(stderr, "\n");
 }
 
+// At exit, before libcuda's own teardown (registered earlier, so run later): stop the harvester so
+// it never touches a context being destroyed, and leave the node rows so a departing high-priority
+// process stops holding best effort back at once instead of after the 200 ms staleness.
+void AtExit() {
+  if (g_gate == nullptr) return;
+  g_launch_gate_enabled = false;
+  g_gate->Shutdown();
+}
+
 void AtForkChild() {
   if (g_gate) g_gate->ResetAfterFork();
 }
@@ -163,6 +172,7 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
   }
   g_gate = new Gate(drv, SystemClock(), opts, std::move(gpus));
   pthread_atfork(nullptr, nullptr, &AtForkChild);
+  std::atexit(&AtExit);
   g_launch_gate_enabled = true;
 }
 

@@ -150,10 +150,7 @@ Gate::Gate(const GateDriver& drv, const GateClock& clock, GateOptions opts, std:
 }
 
 Gate::~Gate() {
-  StopHarvester();
-  for (auto& g : gpus_) {
-    if (g->cfg.node && g->row) g->cfg.node->Leave(g->row);
-  }
+  if (!shut_down_.load()) Shutdown();
   const int n = ring_count_.load();
   for (int i = 0; i < n; ++i) delete rings_[i].load();
 }
@@ -205,6 +202,7 @@ void Gate::Wait(int64_t ns) {
 void Gate::Before(CUstream stream) {
   ThreadState& ts = t_state;
   ts.pending_ring = nullptr;
+  if (shut_down_.load(std::memory_order_relaxed)) return;
   const uint64_t gen = generation_.load(std::memory_order_relaxed);
   CUcontext ctx = nullptr;
   if (drv_.ctx_get_current(&ctx) != CUDA_SUCCESS || ctx == nullptr) return;
@@ -485,6 +483,14 @@ void Gate::StopHarvester() {
   stop_.store(true);
   if (harvester_.joinable()) harvester_.join();
   harvester_started_.store(false);
+}
+
+void Gate::Shutdown() {
+  shut_down_.store(true, std::memory_order_release);
+  StopHarvester();
+  for (auto& g : gpus_) {
+    if (g->cfg.node && g->row) g->cfg.node->Leave(g->row);
+  }
 }
 
 void Gate::ResetAfterFork() {

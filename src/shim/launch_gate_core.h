@@ -125,6 +125,8 @@ class Gate {
   // Background harvester (heartbeats + harvesting). Started lazily by Before when needed.
   void StartHarvester();
   void StopHarvester();
+  // Stops the harvester and leaves the node regions; the gate then only passes launches through.
+  void Shutdown();
   // After fork(): the child has no harvester thread and no usable contexts; forget them.
   void ResetAfterFork();
 
@@ -167,6 +169,7 @@ class Gate {
   std::atomic<bool> harvesting_{false};
   std::atomic<bool> harvester_started_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<bool> shut_down_{false};
   std::thread harvester_;
   std::atomic<uint64_t> generation_{1};
   uint64_t nonce_ = 0;  // this process's identity in turn_owner (new after fork)

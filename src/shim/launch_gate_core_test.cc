@@ -623,6 +623,18 @@ TEST_F(PriorityTest, HighPriorityPresenceHasAOneLoadFastPath) {
   node->Leave(be);
 }
 
+TEST_F(PriorityTest, ShutdownReleasesBestEffortAtOnce) {
+  GateGpu hg = Gpu(100);
+  hg.node = node;
+  Gate high(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(0), {hg});
+  EXPECT_TRUE(node->HighPriorityMaybePresent());
+  high.Shutdown();
+  EXPECT_FALSE(node->HighPriorityMaybePresent());
+  high.Before(S(0));  // passes straight through after shutdown
+  high.After(S(0), CUDA_SUCCESS);
+  EXPECT_EQ(high.Stats().tracked, 0u);
+}
+
 TEST_F(PriorityTest, CorruptFileIsRebuilt) {
   {
     FILE* f = std::fopen(path.c_str(), "r+");
