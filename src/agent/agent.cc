@@ -383,6 +383,17 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
     for (const auto& d : PluginDevices(gpus_, opts_.split)) known_devices.insert(d.id);
+    // A container the kubelet lists without devices is being (re)admitted: whatever an earlier
+    // Allocate did for it did not stick (the kubelet dropped the pod after a later failure), so it is
+    // not served, whatever our bookkeeping says.
+    if (have_view) {
+      for (const auto& c : candidates) {
+        auto pod = view.find(c.namespace_ + "/" + c.pod_name);
+        if (pod == view.end()) continue;
+        auto ctr = pod->second.find(c.container);
+        if (ctr != pod->second.end() && ctr->second.empty()) claimed_.erase(c.Key());
+      }
+    }
     claimed = claimed_;
   }
   std::set<std::string> touched_pods;
@@ -454,6 +465,8 @@ void Agent::PublishNode() {
   }
   auto st = cluster_->PatchNode(opts_.node, NodeMetadataPatch(gpus, opts_.split, opts_.version),
                                 NodeStatusPatch(gpus, opts_.split, opts_.resource));
+  published_ = st.ok();
+  last_publish_ns_ = NowNs();
   if (!st.ok()) Log("cannot publish GPUs on node %s: %s", opts_.node.c_str(), st.error().ToString().c_str());
 }
 
@@ -615,7 +628,14 @@ bool Agent::VerifyNow() {
   for (const auto& dir : writer_.ListSlices()) {
     if (live_slices.count(dir.filename().string())) continue;
     SliceOwner owner;
-    if (!SliceWriter::ReadOwner(dir, &owner).ok() || !owner.verified) continue;
+    if (!SliceWriter::ReadOwner(dir, &owner).ok()) continue;
+    if (!owner.verified) {
+      // Written by an Allocate whose admission the kubelet then abandoned: nobody ever held it.
+      std::error_code ec;
+      auto age = fs::file_time_type::clock::now() - fs::last_write_time(dir / "owner.json", ec);
+      if (!ec && age > std::chrono::minutes(2)) writer_.Remove(dir);
+      continue;
+    }
     auto pod = cluster_->GetPod(owner.namespace_, owner.pod);
     bool gone = (!pod.ok() && pod.error().NotFound()) || (pod.ok() && kube::Uid(*pod) != owner.pod_uid);
     if (!gone) continue;
@@ -635,6 +655,9 @@ void Agent::VerifyLoop() {
                         [this] { return stopping_.load(); });
     }
     if (stopping_) break;
+    // Republish after a failure (the Node may not exist yet) and now and then, so a manual edit of the
+    // annotation does not mislead the scheduler for long.
+    if (!published_ || NowNs() - last_publish_ns_ > 60'000'000'000) PublishNode();
     bool ok = VerifyNow();
     if (!ok && !warned) {
       Log("the kubelet's PodResources API is unreachable: slices cannot be verified");

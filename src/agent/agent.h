@@ -18,6 +18,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <filesystem>
 #include <map>
@@ -128,6 +129,8 @@ class Agent {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<class DevicePluginService> service_;
   std::atomic<bool> registered_{false};
+  std::atomic<bool> published_{false};
+  std::atomic<int64_t> last_publish_ns_{0};  // steady clock
 
   std::atomic<bool> stopping_{false};
   std::mutex stop_mu_;

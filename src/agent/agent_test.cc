@@ -409,3 +409,51 @@ TEST(AgentOptions, Validation) {
 
 }  // namespace
 }  // namespace tessera::agent
+
+namespace tessera::agent {
+namespace {
+
+// The kubelet abandons a pod after its first container was allocated (a later container failed) and
+// admits it again: the first container must be served again, not refused as "already served".
+TEST_F(AgentTest, ReadmissionAfterAnAbandonedAllocationIsServed) {
+  json pod = Pod("two", "u9", 10, R"([[{"uuid":"GPU-aaaa","memory_mib":100,"cores":10}],[{"uuid":"GPU-bbbb","memory_mib":200,"cores":20}]])");
+  pod["spec"]["containers"].push_back({{"name", "second"}, {"resources", {{"limits", {{"nvidia.com/gpu", "1"}}}}}});
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    cluster_->pods = {pod};
+  }
+  auto set_view = [&](bool first_holds) {
+    std::lock_guard<std::mutex> l(kubelet_.mu);
+    kubelet_.pod_resources.Clear();
+    auto* p = kubelet_.pod_resources.add_pod_resources();
+    p->set_name("two");
+    p->set_namespace_("default");
+    auto* c0 = p->add_containers();
+    c0->set_name("main");
+    if (first_holds) {
+      auto* d = c0->add_devices();
+      d->set_resource_name("nvidia.com/gpu");
+      d->add_device_ids("GPU-aaaa::0");
+    }
+    p->add_containers()->set_name("second");
+  };
+  auto allocate = [&](const char* id) {
+    v1beta1::AllocateRequest req;
+    req.add_container_requests()->add_devices_ids(id);
+    v1beta1::AllocateResponse resp;
+    grpc::ClientContext ctx;
+    auto s = plugin_->Allocate(&ctx, req, &resp);
+    return s.ok() ? resp.container_responses(0).envs().at("NVIDIA_VISIBLE_DEVICES") : "error: " + s.error_message();
+  };
+  set_view(false);
+  EXPECT_EQ(allocate("GPU-aaaa::0"), "GPU-aaaa");
+  // Admission abandoned; the kubelet starts over: both containers listed without devices.
+  set_view(false);
+  EXPECT_EQ(allocate("GPU-aaaa::1"), "GPU-aaaa");
+  set_view(true);
+  EXPECT_EQ(allocate("GPU-bbbb::1"), "GPU-bbbb");
+  EXPECT_EQ(cluster_->State("two"), "allocated");
+}
+
+}  // namespace
+}  // namespace tessera::agent
