@@ -83,7 +83,7 @@ echo "== every optional part on"
 name=full
 render $name --set scheduler.replicas=2 --set metrics.serviceMonitor.enabled=true \
   --set metrics.serviceMonitor.labels.release=kube-prometheus-stack \
-  --set grafanaDashboard.enabled=true --set agent.hamiMetricNames=false --set agent.backend=sim \
+  --set grafanaDashboard.enabled=true --set metrics.hamiMetricNames=false --set agent.backend=sim \
   --set agent.simConfig=/etc/tessera/gpus.yaml --set-string 'webhook.namespaceSelector.matchLabels.gpu=allowed' \
   --set 'agent.gpuNodeLabels[0].key=feature.node.kubernetes.io/pci-10de.present' \
   --set 'agent.gpuNodeLabels[0].value=true' --set scheduler.nodePolicy=spread
@@ -92,7 +92,7 @@ expect $name '^kind: PodDisruptionBudget' "a PDB with 2 replicas"
 expect $name 'replicas: 2' "2 scheduler replicas"
 expect $name 'leaderElect: true' "leader election on"
 expect $name 'tessera\.json:' "the dashboard ConfigMap"
-expect $name -- '--no-hami-metric-names' "HAMi names off"
+[ "$(grep -c -- '- --no-hami-metric-names' "$work/$name.yaml")" = 2 ] || obs_fail "HAMi names off in agent and scheduler"
 [ "$(grep -c '^kind: ServiceMonitor' "$work/$name.yaml")" = 2 ] || obs_fail "two ServiceMonitors"
 dry_run $name
 

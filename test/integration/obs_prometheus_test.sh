@@ -2,7 +2,8 @@
 # Metrics end to end (issue 8, items 1-3): a real `tessera agent` (simulated GPUs, registered with the
 # kubelet device-manager harness) allocates a slice with a known memory limit to a pod, a real
 # `tessera scheduler` watches the same cluster, and the Debian Prometheus scrapes both. The test reads
-# the slice's limit back through Prometheus' query API, runs `promtool check metrics` on both endpoints,
+# the slice's limit back through Prometheus' query API, runs `promtool check metrics` on both endpoints
+# (with HAMi's camelCase names only those names may draw lint notes; without them, none at all),
 # runs every dashboard query through Prometheus, and reads the slice with `tessera top --endpoint`.
 set -euo pipefail
 . "$(dirname "$0")/obs_lib.sh"
@@ -48,6 +49,7 @@ agent_port=$(free_port)
 start_bg "$root/agent.log" "$TESSERA" agent --node "$node" --kubeconfig "$TESSERA_KUBECONFIG" --backend sim \
   --sim-config "$root/gpus.yaml" --kubelet-dir "$root" --state-dir "$root/state" --shim "$root/libtessera.so" \
   --node-region-dir "$root/node" --split 4 --metrics-port "$agent_port" --metrics-address 127.0.0.1
+agent_pid=$BG_PID
 show_log_on_failure "$root/agent.log"
 agent_url="http://127.0.0.1:$agent_port/metrics"
 poll 60 "agent metrics" curl -sf "$agent_url"
@@ -115,8 +117,22 @@ check_metrics() {  # check_metrics NAME URL
 }
 check_metrics agent "$agent_url"
 check_metrics scheduler "$sched_url"
-# Without HAMi's names the agent is clean outright: a second agent process on a copy of the config proves it.
-"$TESSERA" agent --help | grep -q -- '--no-hami-metric-names' || obs_fail "agent lacks --no-hami-metric-names"
+# Without HAMi's names the scheduler passes promtool outright (a second process, checked strictly); the
+# agent is checked the same way at the end, after a restart without them.
+strict_port=$(free_port)
+strict_https=$(free_port)
+start_bg "$root/scheduler2.log" "$TESSERA" scheduler --kubeconfig "$TESSERA_KUBECONFIG" \
+  --listen "127.0.0.1:$strict_https" --metrics-port "$strict_port" --metrics-address 127.0.0.1 \
+  --tls-cert "$root/tls2.crt" --tls-key "$root/tls2.key" --leader-elect=false --node-label-selector "obs-prom=$id" \
+  --no-hami-metric-names
+strict_pid=$BG_PID
+show_log_on_failure "$root/scheduler2.log"
+poll 60 "second scheduler /healthz" curl -sf "http://127.0.0.1:$strict_port/healthz"
+curl -sf "http://127.0.0.1:$strict_port/metrics" >"$root/scheduler-strict.prom"
+"$PROMTOOL" check metrics <"$root/scheduler-strict.prom" ||
+  obs_fail "promtool check metrics: scheduler without HAMi names is not clean"
+grep -q '^GPUDevice' "$root/scheduler-strict.prom" && obs_fail "--no-hami-metric-names still exports GPUDevice*"
+kill "$strict_pid"
 
 echo "== Prometheus scrapes both and reads the slice's limit back"
 prom_port=$(free_port)
@@ -168,4 +184,17 @@ assert g and g[0]["model"] == "NVIDIA L40S" and g[0]["memory_total_bytes"] == 46
 PY
 "$TESSERA" top --endpoint "127.0.0.1:$agent_port" --once --no-color | tee "$root/top.txt" | grep -q "default/$pod/worker" ||
   { cat "$root/top.txt" >&2; obs_fail "tessera top --once did not list the slice"; }
+echo "== the agent restarted without HAMi names: same slice, promtool clean"
+kill "$agent_pid"
+wait "$agent_pid" 2>/dev/null || true
+start_bg "$root/agent2.log" "$TESSERA" agent --node "$node" --kubeconfig "$TESSERA_KUBECONFIG" --backend sim \
+  --sim-config "$root/gpus.yaml" --kubelet-dir "$root" --state-dir "$root/state" --shim "$root/libtessera.so" \
+  --node-region-dir "$root/node" --split 4 --metrics-port "$agent_port" --metrics-address 127.0.0.1 \
+  --no-hami-metric-names
+show_log_on_failure "$root/agent2.log"
+poll 60 "the restarted agent to export the slice limit again" has_limit
+curl -sf "$agent_url" >"$root/agent-strict.prom"
+"$PROMTOOL" check metrics <"$root/agent-strict.prom" ||
+  obs_fail "promtool check metrics: agent without HAMi names is not clean"
+grep -q '^vGPU_' "$root/agent-strict.prom" && obs_fail "--no-hami-metric-names still exports vGPU_*"
 echo "ok"
