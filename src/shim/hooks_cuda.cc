@@ -467,49 +467,44 @@ extern "C" CUresult tsr_cuDeviceTotalMem(unsigned int* bytes, CUdevice dev) {
 }
 
 // ---- Kernel submission: no lock, no system call unless the compute limiter is on -----------------------------------
+// Each hook is two tail calls with the hook's own arguments: with the gate off it is a load, a branch and a
+// jump to the driver, with no stack frame of its own; the gated path lives out of line.
 
-#define TSR_GATED(real_call, stream)          \
-  do {                                        \
-    if (!g_launch_gate_enabled) return real_call; \
-    LaunchGateBefore(stream);                 \
-    CUresult r_ = real_call;                  \
-    LaunchGateAfter(stream, r_);              \
-    return r_;                                \
-  } while (0)
+namespace {
+inline CUstream PerThread(CUstream s) { return s ? s : CU_STREAM_PER_THREAD; }
+}  // namespace
 
-static inline CUstream PerThread(CUstream s) { return s ? s : CU_STREAM_PER_THREAD; }
+#define TSR_LAUNCH_HOOK(name, gate_stream, PARAMS, ARGS)                            \
+  namespace {                                                                       \
+  __attribute__((noinline)) CUresult Gated_##name PARAMS {                          \
+    CUstream s_ = gate_stream;                                                      \
+    LaunchGateBefore(s_);                                                           \
+    CUresult r_ = g_real.name ARGS;                                                 \
+    LaunchGateAfter(s_, r_);                                                        \
+    return r_;                                                                      \
+  }                                                                                 \
+  }                                                                                 \
+  extern "C" CUresult tsr_##name PARAMS {                                           \
+    if (__builtin_expect(g_launch_gate_enabled, 0)) return Gated_##name ARGS;       \
+    return g_real.name ARGS;                                                        \
+  }
 
-extern "C" CUresult tsr_cuLaunchKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx,
-                                       unsigned int by, unsigned int bz, unsigned int shmem, CUstream stream,
-                                       void** params, void** extra) {
-  TSR_GATED(g_real.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra), stream);
-}
-extern "C" CUresult tsr_cuLaunchKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
-                                            unsigned int bx, unsigned int by, unsigned int bz, unsigned int shmem,
-                                            CUstream stream, void** params, void** extra) {
-  TSR_GATED(g_real.cuLaunchKernel_ptsz(f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra), PerThread(stream));
-}
-extern "C" CUresult tsr_cuLaunchKernelEx(const CUlaunchConfig* config, CUfunction f, void** params, void** extra) {
-  TSR_GATED(g_real.cuLaunchKernelEx(config, f, params, extra), config ? config->hStream : nullptr);
-}
-extern "C" CUresult tsr_cuLaunchKernelEx_ptsz(const CUlaunchConfig* config, CUfunction f, void** params,
-                                              void** extra) {
-  TSR_GATED(g_real.cuLaunchKernelEx_ptsz(config, f, params, extra), PerThread(config ? config->hStream : nullptr));
-}
-extern "C" CUresult tsr_cuLaunchCooperativeKernel(CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz,
-                                                  unsigned int bx, unsigned int by, unsigned int bz,
-                                                  unsigned int shmem, CUstream stream, void** params) {
-  TSR_GATED(g_real.cuLaunchCooperativeKernel(f, gx, gy, gz, bx, by, bz, shmem, stream, params), stream);
-}
-extern "C" CUresult tsr_cuLaunchCooperativeKernel_ptsz(CUfunction f, unsigned int gx, unsigned int gy,
-                                                       unsigned int gz, unsigned int bx, unsigned int by,
-                                                       unsigned int bz, unsigned int shmem, CUstream stream,
-                                                       void** params) {
-  TSR_GATED(g_real.cuLaunchCooperativeKernel_ptsz(f, gx, gy, gz, bx, by, bz, shmem, stream, params), PerThread(stream));
-}
-extern "C" CUresult tsr_cuGraphLaunch(CUgraphExec exec, CUstream stream) {
-  TSR_GATED(g_real.cuGraphLaunch(exec, stream), stream);
-}
-extern "C" CUresult tsr_cuGraphLaunch_ptsz(CUgraphExec exec, CUstream stream) {
-  TSR_GATED(g_real.cuGraphLaunch_ptsz(exec, stream), PerThread(stream));
-}
+#define TSR_KERNEL_PARAMS                                                                                    \
+  (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,          \
+   unsigned int bz, unsigned int shmem, CUstream stream, void** params, void** extra)
+#define TSR_KERNEL_ARGS (f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra)
+#define TSR_COOP_PARAMS                                                                                      \
+  (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,          \
+   unsigned int bz, unsigned int shmem, CUstream stream, void** params)
+#define TSR_COOP_ARGS (f, gx, gy, gz, bx, by, bz, shmem, stream, params)
+#define TSR_EX_PARAMS (const CUlaunchConfig* config, CUfunction f, void** params, void** extra)
+#define TSR_EX_ARGS (config, f, params, extra)
+
+TSR_LAUNCH_HOOK(cuLaunchKernel, stream, TSR_KERNEL_PARAMS, TSR_KERNEL_ARGS)
+TSR_LAUNCH_HOOK(cuLaunchKernel_ptsz, PerThread(stream), TSR_KERNEL_PARAMS, TSR_KERNEL_ARGS)
+TSR_LAUNCH_HOOK(cuLaunchCooperativeKernel, stream, TSR_COOP_PARAMS, TSR_COOP_ARGS)
+TSR_LAUNCH_HOOK(cuLaunchCooperativeKernel_ptsz, PerThread(stream), TSR_COOP_PARAMS, TSR_COOP_ARGS)
+TSR_LAUNCH_HOOK(cuLaunchKernelEx, config ? config->hStream : nullptr, TSR_EX_PARAMS, TSR_EX_ARGS)
+TSR_LAUNCH_HOOK(cuLaunchKernelEx_ptsz, PerThread(config ? config->hStream : nullptr), TSR_EX_PARAMS, TSR_EX_ARGS)
+TSR_LAUNCH_HOOK(cuGraphLaunch, stream, (CUgraphExec exec, CUstream stream), (exec, stream))
+TSR_LAUNCH_HOOK(cuGraphLaunch_ptsz, PerThread(stream), (CUgraphExec exec, CUstream stream), (exec, stream))

@@ -62,7 +62,10 @@ void* RealDlsym(void* handle, const char* name) {
 
 bool ResolveReal() {
   return Once(g_cuda_state, [] {
-    void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL);
+    // Usually the application (or cudart) has loaded the driver already; taking that handle lazily
+    // avoids forcing every relocation of libcuda at start-up.
+    void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    if (!lib) lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_GLOBAL);
     if (!lib) return false;
     RealCuda r{};
 #define TSR_HOOK(name, ret, params) Bind(lib, #name, &r.name);
@@ -75,7 +78,8 @@ bool ResolveReal() {
 
 bool ResolveRealNvml() {
   return Once(g_nvml_state, [] {
-    void* lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_GLOBAL);
+    void* lib = dlopen("libnvidia-ml.so.1", RTLD_LAZY | RTLD_NOLOAD);
+    if (!lib) lib = dlopen("libnvidia-ml.so.1", RTLD_LAZY | RTLD_GLOBAL);
     if (!lib) return false;
     RealNvml r{};
     Bind(lib, "nvmlInit_v2", &r.nvmlInit_v2);

@@ -8,7 +8,8 @@ watch_start() {  # NAME: sample the driver's per-process usage of the pids liste
   python3 "$ROOT/test/gpu/nvml_watch.py" "$(gpu_uuid 0)" "$WATCH_PIDS" "$WATCH_STOP" > "$WATCH_OUT" &
   WATCH_PID=$!
 }
-watch_stop() { touch "$WATCH_STOP"; wait "$WATCH_PID"; cat "$WATCH_OUT"; }
+# Call as a plain command (not inside $(...): a subshell cannot wait for the sampler), then read $WATCH_OUT.
+watch_stop() { touch "$WATCH_STOP"; wait "$WATCH_PID"; }
 
 section_mem() {
   local limit=$((2 * GiB)) cfg out p verdict
@@ -66,7 +67,8 @@ PY
     pids+=($!); echo $! >> "$WATCH_PIDS"
   done
   wait "${pids[@]}"
-  local w; w=$(watch_stop)
+  watch_stop
+  local w; w=$(cat "$WATCH_OUT")
   local usage; usage=$("$SLICECTL" usage "$cfg")
   record multi8_watch "$w"
   record multi8_slice "$usage"

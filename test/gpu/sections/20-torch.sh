@@ -19,7 +19,8 @@ section_torch() {
     wait $pida
     touch "$WORK/a.done"
     wait $pidb
-    w=$(watch_stop)
+    watch_stop
+    w=$(cat "$WATCH_OUT")
     va=$(tail -1 "$WORK/torch_a.json"); vb=$(tail -1 "$WORK/torch_b.json")
     log "torch $mode A: $va"
     log "torch $mode B: $vb"
