@@ -316,12 +316,14 @@ Status Client::Delete(const Resource& r, const std::string& ns, const std::strin
 }
 
 Status Client::Bind(const std::string& ns, const std::string& pod, const std::string& pod_uid,
-                    const std::string& node) {
+                    const std::string& node, const Json& annotations, const std::string& resource_version) {
   Json b = {{"apiVersion", "v1"},
             {"kind", "Binding"},
             {"metadata", {{"name", pod}, {"namespace", ns}}},
             {"target", {{"apiVersion", "v1"}, {"kind", "Node"}, {"name", node}}}};
   if (!pod_uid.empty()) b["metadata"]["uid"] = pod_uid;
+  if (!resource_version.empty()) b["metadata"]["resourceVersion"] = resource_version;
+  if (annotations.is_object() && !annotations.empty()) b["metadata"]["annotations"] = annotations;
   auto res = Request("POST", ResourcePath(kPods, ns, pod) + "/binding", b.dump());
   if (!res) return res.error();
   return Ok{};

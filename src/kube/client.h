@@ -94,8 +94,11 @@ class Client {
                            PatchType type = PatchType::kMerge);
   Status Delete(const Resource& r, const std::string& ns, const std::string& name);
 
-  // POST pods/<name>/binding with a v1 Binding to `node`.
-  Status Bind(const std::string& ns, const std::string& pod, const std::string& pod_uid, const std::string& node);
+  // POST pods/<name>/binding with a v1 Binding to `node`. The API server copies the Binding's annotations onto
+  // the pod in the same write, and a non-empty resource_version is a precondition (409 if the pod changed),
+  // so an assignment and its binding land together or not at all.
+  Status Bind(const std::string& ns, const std::string& pod, const std::string& pod_uid, const std::string& node,
+              const Json& annotations = Json::object(), const std::string& resource_version = "");
   // Creates a core/v1 Event about `involved` (an object with apiVersion/kind/metadata). Best effort.
   Status RecordEvent(const Json& involved, const std::string& type, const std::string& reason,
                      const std::string& message, const std::string& component);

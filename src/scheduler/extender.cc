@@ -67,6 +67,7 @@ json Extender::Filter(const json& args) {
   }
   auto names = Candidates(args);
   auto parsed = ParsePod(*pod, opts_.parse);
+  if (parsed) Remember(*pod);
   if (!parsed) {
     // Nothing can fix the request by picking another node: say so on every node.
     for (const auto& n : names) res["FailedNodes"][n] = parsed.error().message;
@@ -116,8 +117,8 @@ json Extender::Prioritize(const json& args) {
   return res;
 }
 
-kube::Status Extender::WriteAssignment(const std::string& ns, const std::string& name, std::string rv,
-                                       const Reservation& r) {
+kube::Status Extender::BindWithAssignment(const std::string& ns, const std::string& name, const std::string& uid,
+                                          std::string rv, const Reservation& r) {
   json anno = {{kube::kAnnoAssignedNode, r.node},
                {kube::kAnnoDevices, kube::EncodeDevices(r.devices)},
                {kube::kAnnoBindTime, NowRfc3339()},
@@ -127,22 +128,42 @@ kube::Status Extender::WriteAssignment(const std::string& ns, const std::string&
                {kube::kAnnoHamiBindPhase, "allocating"}};
   if (!r.init_devices.empty()) anno[kube::kAnnoInitDevices] = kube::EncodeDevices(r.init_devices);
   for (int attempt = 0; attempt < 4; ++attempt) {
-    // resourceVersion in a merge patch is a precondition: a concurrent writer makes this fail with 409
-    // instead of silently interleaving two assignments.
-    json patch = {{"metadata", {{"resourceVersion", rv}, {"annotations", anno}}}};
-    auto res = client_->Patch(kube::kPods, ns, name, patch, kube::PatchType::kMerge);
-    if (res) return kube::Ok{};
-    if (!res.error().Conflict()) return res.error();
+    auto st = client_->Bind(ns, name, uid, r.node, anno, rv);
+    if (st) return st;
+    if (!st.error().Conflict()) return st.error();
+    // Changed since we read it (labels, status, another writer): look again. Already bound or assigned
+    // elsewhere means someone else won; otherwise retry on the fresh resourceVersion.
     auto fresh = client_->Get(kube::kPods, ns, name);
     if (!fresh) return fresh.error();
-    const json& spec = (*fresh)["spec"];
-    if (!spec.value("nodeName", "").empty()) return kube::Error{409, "AlreadyBound", "pod was bound meanwhile"};
+    if (!(*fresh)["spec"].value("nodeName", "").empty())
+      return kube::Error{409, "AlreadyBound", "pod was bound meanwhile to " + (*fresh)["spec"].value("nodeName", "")};
     std::string other = kube::Annotation(*fresh, kube::kAnnoAssignedNode);
     if (!other.empty() && other != r.node)
       return kube::Error{409, "Conflict", "pod was assigned to " + other + " by another writer"};
     rv = kube::ResourceVersionOf(*fresh);
   }
-  return kube::Error{409, "Conflict", "pod kept changing while writing its assignment"};
+  return kube::Error{409, "Conflict", "pod kept changing while binding it"};
+}
+
+void Extender::Remember(const json& pod) {
+  std::string uid = kube::Uid(pod);
+  if (uid.empty()) return;
+  std::lock_guard<std::mutex> l(cache_mu_);
+  if (pod_cache_.emplace(uid, pod).second) cache_order_.push_back(uid);
+  else pod_cache_[uid] = pod;
+  while (cache_order_.size() > 20000) {
+    pod_cache_.erase(cache_order_.front());
+    cache_order_.pop_front();
+  }
+}
+
+std::optional<json> Extender::Recall(const std::string& uid) {
+  std::lock_guard<std::mutex> l(cache_mu_);
+  auto it = pod_cache_.find(uid);
+  if (it == pod_cache_.end()) return std::nullopt;
+  json pod = std::move(it->second);
+  pod_cache_.erase(it);
+  return pod;
 }
 
 json Extender::Bind(const json& args) {
@@ -156,7 +177,9 @@ json Extender::Bind(const json& args) {
   std::string node = StringField(args, "Node");
   if (name.empty() || node.empty()) return fail("BadRequest", "ExtenderBindingArgs needs podName and node");
   if (!is_leader_()) return fail("NotLeader", "tessera scheduler: this replica is not the leader; retry");
-  auto pod = client_->Get(kube::kPods, ns, name);
+  kube::Result<json> pod = kube::Error{};
+  if (auto cached = Recall(uid); cached && kube::Name(*cached) == name) pod = std::move(*cached);
+  else pod = client_->Get(kube::kPods, ns, name);
   if (!pod) return fail("PodGet", "get pod " + ns + "/" + name + ": " + pod.error().ToString());
   if (!uid.empty() && kube::Uid(*pod) != uid) return fail("PodGone", "pod " + ns + "/" + name + " was replaced");
   auto parsed = ParsePod(*pod, opts_.parse);
@@ -164,29 +187,10 @@ json Extender::Bind(const json& args) {
   if (parsed->wants_gpu && !parsed->request.containers.empty()) {
     auto r = view_->Reserve(*parsed, node, engine_);
     if (!r) return fail(r.error().reason.empty() ? "Unschedulable" : r.error().reason, r.error().message);
-    if (!r->reused) {
-      auto st = WriteAssignment(ns, name, kube::ResourceVersionOf(*pod), *r);
-      if (!st) {
-        view_->Forget(parsed->uid);
-        return fail("AnnotationConflict", "write assignment: " + st.error().ToString());
-      }
-    }
-    auto b = client_->Bind(ns, name, parsed->uid, node);
-    if (!b) {
+    auto st = BindWithAssignment(ns, name, parsed->uid, kube::ResourceVersionOf(*pod), *r);
+    if (!st) {
       view_->Forget(parsed->uid);
-      // Take the annotations back so nothing holds the slice; if this fails too the next bind overwrites.
-      json undo = {{"metadata",
-                    {{"annotations",
-                      {{kube::kAnnoAssignedNode, nullptr},
-                       {kube::kAnnoDevices, nullptr},
-                       {kube::kAnnoInitDevices, nullptr},
-                       {kube::kAnnoBindTime, nullptr},
-                       {kube::kAnnoAllocationState, nullptr},
-                       {kube::kAnnoHamiNode, nullptr},
-                       {kube::kAnnoHamiDevices, nullptr},
-                       {kube::kAnnoHamiBindPhase, nullptr}}}}}};
-      if (!b.error().Conflict()) (void)client_->Patch(kube::kPods, ns, name, undo);
-      return fail("BindingFailed", "binding: " + b.error().ToString());
+      return fail(st.error().reason.empty() ? "BindingFailed" : st.error().reason, "binding: " + st.error().ToString());
     }
   } else {
     auto b = client_->Bind(ns, name, parsed->uid, node);

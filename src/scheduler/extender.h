@@ -5,11 +5,18 @@
 // placement engine; bind reserves a slice in the view (re-checking fit on the live state), writes the
 // assignment annotations on the pod with an optimistic-concurrency precondition (its resourceVersion),
 // then creates the Binding. Only the leader binds; any replica filters and prioritizes.
+// The annotations travel in the Binding itself (the API server applies them to the pod in the same write,
+// preconditioned on the pod's resourceVersion): a pod is never bound without its assignment, and a
+// concurrent change to the pod fails the bind with 409 instead of interleaving.
 // Thread-safe: the HTTP server calls these from many threads.
 #pragma once
 
 #include <functional>
+#include <deque>
 #include <memory>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -41,8 +48,8 @@ class Extender {
 
  private:
   std::vector<std::string> Candidates(const nlohmann::json& args) const;
-  kube::Status WriteAssignment(const std::string& ns, const std::string& name, std::string resource_version,
-                               const Reservation& r);
+  kube::Status BindWithAssignment(const std::string& ns, const std::string& name, const std::string& uid,
+                                  std::string resource_version, const Reservation& r);
 
   ExtenderOptions opts_;
   ClusterView* view_;
@@ -50,6 +57,14 @@ class Extender {
   Metrics* metrics_;
   std::function<bool()> is_leader_;
   placement::Engine engine_;
+
+  // The pod objects kube-scheduler sent to filter, by uid, so bind (which gets only names) skips a GET.
+  // Stale entries are harmless: the annotation patch carries the cached resourceVersion as a precondition.
+  void Remember(const nlohmann::json& pod);
+  std::optional<nlohmann::json> Recall(const std::string& uid);
+  std::mutex cache_mu_;
+  std::unordered_map<std::string, nlohmann::json> pod_cache_;
+  std::deque<std::string> cache_order_;
 };
 
 // Current time as RFC 3339 UTC.
