@@ -194,10 +194,11 @@ void CheckPods(Context& c) {
           "bound to node " + node + age_text + " but never allocated (allocation-state pending): " +
               (agent ? "the agent there runs but the kubelet has not asked it for this pod's devices"
                      : "no ready Tessera agent runs on that node"),
-          agent ? "check that the agent is registered with the kubelet (kubectl describe node " + node +
-                      " shows nvidia.com/gpu capacity) and its logs; the pod starts by itself once Allocate happens"
-                : "start the agent on " + node + " (see the gpu-node-without-agent finding); the pod then starts by "
-                  "itself, nothing needs cleaning up");
+          (agent ? "check that the agent is registered with the kubelet (kubectl describe node " + node +
+                       " shows nvidia.com/gpu capacity) and read its logs"
+                 : "start the agent on " + node + " (see the gpu-node-without-agent finding)") +
+              std::string("; the kubelet allocates when it starts the pod's containers. If the pod already failed "
+                          "admission (reason UnexpectedAdmissionError), delete it and its controller recreates it"));
   }
 }
 

@@ -153,7 +153,7 @@ bound-not-allocated)
   pod "obs-doc-fresh-$id" "$n" tessera-scheduler \
     "{tessera.dev/devices: '$devices', tessera.dev/allocation-state: pending, tessera.dev/bind-time: '$(bind_time 0)'}"
   doctor --node "$n" --no-probe --proc-root "$work/noproc" --allocation-grace 120
-  finding bound-not-allocated "pod/default/obs-doc-stuck-$id" "never allocated" "no ready Tessera agent" "nothing needs cleaning up"
+  finding bound-not-allocated "pod/default/obs-doc-stuck-$id" "never allocated" "no ready Tessera agent" "UnexpectedAdmissionError"
   no_finding bound-not-allocated "pod/default/obs-doc-fresh-$id"
   # The agent allocates it: the finding is gone.
   K annotate pod -n default "obs-doc-stuck-$id" --overwrite tessera.dev/allocation-state=allocated >/dev/null
