@@ -311,4 +311,100 @@ TEST_F(AgentIntegration, TwoNumaNodesBurstWithAgentKilledOnce) {
   ExpectNoMismatches(b);
 }
 
+// The node side of the 1,000-pod test: 1,000 pods with mixed requests, assigned as tessera-scheduler
+// would, onto 50 simulated nodes (4 GPUs on NUMA 0/1 each, a real agent and kubelet device manager
+// each), admitted by all 50 "kubelets" at once while one agent is SIGKILLed and restarted; afterwards
+// every container's slice equals its pod's assignment and every pod is marked allocated.
+TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
+  const int kNodes = 50, kPodsPerNode = 20, kVictim = 7;
+  const std::string id = AgentRandomId();
+  std::vector<std::unique_ptr<AgentSimNode>> nodes(kNodes);
+  auto t0 = std::chrono::steady_clock::now();
+  {
+    std::vector<std::future<void>> starts;
+    for (int n = 0; n < kNodes; ++n) {
+      starts.push_back(std::async(std::launch::async, [&, n] {
+        const std::string prefix = "d" + std::to_string(100 + n) + id.substr(0, 4);
+        nodes[n] = std::make_unique<AgentSimNode>(kube_, "agent-k-" + id + "-" + std::to_string(n),
+                                                  Gpus(prefix, {0, 0, 1, 1}));
+      }));
+    }
+    for (auto& f : starts) f.get();
+  }
+  for (auto& n : nodes) ASSERT_EQ(n->error(), "") << n->name();
+  for (auto& n : nodes) ASSERT_TRUE(n->WaitRegistered(120)) << n->name() << n->AgentLogTail();
+  double t_nodes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  auto shape = [&](int n, int i) {
+    const std::string prefix = "d" + std::to_string(100 + n) + id.substr(0, 4);
+    const std::string node = nodes[n]->name(), name = "k" + id + "-" + std::to_string(n) + "-" + std::to_string(i);
+    switch (i % 5) {
+      case 0: return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
+      case 1: return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
+      case 2: return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
+      case 3: return BoundPod(name, node, {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
+      default: return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 0, 100)}});
+    }
+  };
+  // Shapes vary the requests (one whole card per pod in five); capacity is the scheduler's concern, not
+  // checked here.
+  {
+    std::vector<std::future<void>> creates;
+    for (int n = 0; n < kNodes; ++n) {
+      creates.push_back(std::async(std::launch::async, [&, n] {
+        for (int i = 0; i < kPodsPerNode; ++i) {
+          auto r = kube_->Create(tessera::kube::kPods, "default", shape(n, i));
+          EXPECT_TRUE(r.ok()) << r.error().ToString();
+        }
+      }));
+    }
+    for (auto& f : creates) f.get();
+    for (int n = 0; n < kNodes; ++n) {
+      for (int i = 0; i < kPodsPerNode; ++i) pods_.push_back("k" + id + "-" + std::to_string(n) + "-" + std::to_string(i));
+    }
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  std::vector<std::future<std::string>> admits;
+  for (int n = 0; n < kNodes; ++n) {
+    admits.push_back(std::async(std::launch::async, [&, n]() -> std::string {
+      AgentSimNode& node = *nodes[n];
+      std::string err;
+      if (n != kVictim) {
+        int got = node.AdmitBound(120, &err);
+        return got == kPodsPerNode ? "" : node.name() + ": admitted " + std::to_string(got) + ": " + err;
+      }
+      // The victim: half the pods, SIGKILL its agent, restart it, the rest.
+      int got = 0;
+      for (int i = 0; i < kPodsPerNode / 2; ++i) {
+        int status = 0;
+        node.Admit("default", "k" + id + "-" + std::to_string(n) + "-" + std::to_string(i), &status);
+        got += status == 200;
+      }
+      node.KillAgent(SIGKILL);
+      node.StartAgent();
+      got += node.AdmitBound(120, &err);
+      return got == kPodsPerNode ? "" : node.name() + ": admitted " + std::to_string(got) + ": " + err;
+    }));
+  }
+  for (auto& f : admits) {
+    std::string e = f.get();
+    EXPECT_EQ(e, "");
+  }
+  double t_admit = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  size_t containers = 0;
+  for (auto& n : nodes) {
+    for (const auto& [k, a] : n->admitted()) containers += a.value("containers", json::array()).size();
+    auto bad = n->Mismatches();
+    for (const auto& m : bad) ADD_FAILURE() << m;
+  }
+  std::printf("50 nodes up and registered in %.1f s; %d pods (%zu containers) admitted by 50 kubelets in %.1f s "
+              "with one agent SIGKILLed\n", t_nodes, kNodes * kPodsPerNode, containers, t_admit);
+  const std::string victim = nodes[kVictim]->Metrics();
+  std::istringstream lines(victim);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.rfind("tessera_agent_", 0) == 0) std::printf("victim %s\n", line.c_str());
+  }
+}
+
 }  // namespace
