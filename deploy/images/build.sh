@@ -13,7 +13,7 @@ apt-get install -y --no-install-recommends \
   libcli11-dev zlib1g-dev
 cuda=/opt/cuda/include
 mkdir -p "$cuda" /tmp/wheels
-python3 -m pip download --quiet --no-deps --break-system-packages -d /tmp/wheels \
+python3 -m pip download --quiet --no-deps -d /tmp/wheels \
   nvidia-cuda-runtime==13.0.96 nvidia-nvml-dev==13.0.87
 for w in /tmp/wheels/*.whl; do unzip -q -o "$w" -d /tmp/wheels/x; done
 cp -r /tmp/wheels/x/nvidia/cu13/include/. "$cuda"/
