@@ -48,6 +48,8 @@ std::atomic<uint64_t> g_inflight[kMaxGpus];        // allocations/frees between 
 std::atomic<uint64_t> g_ops_done[kMaxGpus];        // completed allocations/frees
 std::atomic<int> g_devmap[kMaxOrdinals];           // 0 unknown, gpu+1, or 1000 = not in slice
 
+std::atomic<int> g_claiming{0};        // EnsureRow's slow path
+std::atomic<int> g_reconcile_lock{0};  // one reconciliation at a time
 std::atomic<int64_t> g_last_report_ns{0};
 std::atomic<uint64_t> g_suppressed{0};
 
@@ -102,6 +104,9 @@ void AtForkChild() {
   // a fresh row (CUDA itself is unusable in a forked child until exec, but the child may exec later
   // without it, or be a python multiprocessing worker that initialises CUDA anew).
   g_row.store(-1);
+  // Locks another thread of the parent held at fork() would never be released here.
+  g_claiming.store(0);
+  g_reconcile_lock.store(0);
   g_thread_state.store(0);
   g_reconcile_req.store(0);
   g_in_nvml.store(0);
@@ -110,6 +115,7 @@ void AtForkChild() {
     g_local_overhead[g].store(0);
     g_ctx_charged[g].store(0);
     g_ctx_size[g].store(0);
+    g_inflight[g].store(0);
   }
 }
 
@@ -121,8 +127,7 @@ int EnsureRow() {
   if (row >= 0 && gen == g_row_gen.load(std::memory_order_relaxed)) return row;
   // Slow path: first use in this process, or the region was rebuilt under us (its rows were wiped):
   // take a row and put back what this process holds, so the wall keeps counting it.
-  static std::atomic<int> claiming{0};
-  while (claiming.exchange(1)) sched_yield();
+  while (g_claiming.exchange(1)) sched_yield();
   row = g_row.load();
   gen = h->generation.load();
   if (row < 0 || gen != g_row_gen.load()) {
@@ -136,7 +141,7 @@ int EnsureRow() {
     g_row_gen.store(gen);
     g_row.store(row, std::memory_order_release);
   }
-  claiming.store(0);
+  g_claiming.store(0);
   return row;
 }
 
@@ -240,7 +245,6 @@ void ReconcileOnce() {
 }
 
 // One reconciliation at a time (the thread and a refused allocation may both want one).
-std::atomic<int> g_reconcile_lock{0};
 bool ReconcileLocked(bool wait) {
   int expect = 0;
   while (!g_reconcile_lock.compare_exchange_weak(expect, 1)) {

@@ -5,6 +5,7 @@
 #include <dlfcn.h>
 #include <nvml.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ uint64_t Charged() {
     char err[256];
     const char* p = getenv("TESSERA_SLICE_CONFIG");
     if (!p || !tessera::slice::LoadSliceConfig(p, false, &cfg, err, sizeof(err))) return 0;
-    if (!tessera::slice::OpenRegion(cfg.region, false, &g_region, err, sizeof(err))) return 0;
+    if (!tessera::slice::OpenRegion(cfg.region, true, &g_region, err, sizeof(err))) return 0;
   }
   return tessera::slice::ReadGpuUsage(g_region.hdr, 0).charged_bytes;
 }
@@ -361,6 +362,32 @@ int ModeRace(int rounds, unsigned seed, int max_mib, int slots) {
   return 0;
 }
 
+// fork(): the child is a new process of the slice with its own row; the parent's charges are untouched.
+int ModeFork() {
+  Setup();
+  CUdeviceptr p;
+  Check(cuMemAlloc(&p, 100 * kMiB) == CUDA_SUCCESS, "parent alloc");
+  uint64_t parent_charged = Charged();
+  pid_t kid = fork();
+  if (kid == 0) {
+    CUdeviceptr q;
+    CUresult r = cuMemAlloc(&q, 50 * kMiB);
+    int procs = 0;
+    tessera::slice::ProcUsage rows[8];
+    procs = tessera::slice::ReadProcs(g_region.hdr, rows, 8);
+    bool ok = r == CUDA_SUCCESS && Charged() == parent_charged + 50 * kMiB && procs == 2;
+    _exit(ok ? 0 : 1);
+  }
+  int st = 0;
+  waitpid(kid, &st, 0);
+  Check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "child charged in its own row", "status %d", st);
+  tessera::slice::ReclaimDead(g_region.hdr);
+  Check(Charged() == parent_charged, "child's charge gone with it, parent's kept", "%llu vs %llu",
+        (unsigned long long)Charged(), (unsigned long long)parent_charged);
+  Check(cuMemFree(p) == CUDA_SUCCESS && Charged() == 0, "parent free");
+  return g_failures;
+}
+
 int ModeHold(uint64_t mib) {
   Setup();
   CUdeviceptr p;
@@ -376,6 +403,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return 2;
   if (!strcmp(argv[1], "paths")) return ModePaths();
   if (!strcmp(argv[1], "launch")) return ModeLaunch();
+  if (!strcmp(argv[1], "fork")) return ModeFork();
   if (!strcmp(argv[1], "race"))  // race ROUNDS SEED [MAX_MIB] [SLOTS]
     return ModeRace(atoi(argv[2]), static_cast<unsigned>(atoi(argv[3])), argc > 4 ? atoi(argv[4]) : 256,
                     argc > 5 ? atoi(argv[5]) : 4);

@@ -204,6 +204,11 @@ TEST_F(ShimTest, LaunchesReachTheDriver) {
   EXPECT_EQ(Run({"launch"}, &out, &err), 0) << out << err;
 }
 
+TEST_F(ShimTest, ForkedChildIsItsOwnProcessOfTheSlice) {
+  std::string out, err;
+  EXPECT_EQ(Run({"fork"}, &out, &err), 0) << out << err;
+}
+
 TEST_F(ShimTest, NoConfigPassesThroughAndSaysSoOnce) {
   std::string out, err;
   EXPECT_EQ(Run({"alloc", "8000"}, &out, &err, /*with_config=*/false), 0);
