@@ -4,6 +4,11 @@
 tessera_integration_test(obs_chart_lint_template_dry_run
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/obs_chart_test.sh
   TIMEOUT 300)
+# The chart's KubeSchedulerConfiguration, certificate and scheduler arguments, run for real: a HAMi-style
+# pod is bound through kube-scheduler and the extender over HTTPS.
+tessera_integration_test(obs_chart_scheduler_binds_through_extender
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/obs_chart_scheduler_test.sh
+  TIMEOUT 300)
 tessera_integration_test(obs_prometheus_scrape_agent_scheduler
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/obs_prometheus_test.sh
   TIMEOUT 300)
