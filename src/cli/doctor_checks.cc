@@ -253,6 +253,8 @@ void CheckVersions(Context& c) {
     if (chart.rfind("tessera-", 0) == 0) note(chart.substr(8), ref + " chart " + chart);
     images(At(ds, {"spec", "template", "spec"}), ref, "tessera");
   }
+  // Each agent stamps its own version on its Node: this also covers agents run outside the chart.
+  for (const Json& n : c.in.nodes) note(Anno(n, "tessera.dev/agent-version"), "node/" + Str(n, {"metadata", "name"}) + " agent");
   // Running pods show a rollout that has not finished (old agents left on some nodes).
   for (const Json& p : c.in.pods) {
     if (Terminated(p)) continue;

@@ -221,6 +221,14 @@ TEST(DoctorChecks, VersionSkew) {
   EXPECT_NE(f[0].problem.find("0.0.9 (daemonset/tessera-system/tessera-agent image"), std::string::npos)
       << f[0].problem;
   EXPECT_NE(f[0].problem.find("0.1.0 ("), std::string::npos);
+  // An agent that stamped an older version on its Node is skew too.
+  in = Healthy();
+  in.nodes[0]["metadata"]["annotations"]["tessera.dev/agent-version"] = "0.0.7";
+  f = Only(RunChecks(in, {}), "version-skew");
+  ASSERT_EQ(f.size(), 1u);
+  EXPECT_NE(f[0].problem.find("0.0.7 (node/gpu-1 agent)"), std::string::npos) << f[0].problem;
+  in.nodes[0]["metadata"]["annotations"]["tessera.dev/agent-version"] = "0.1.0";
+  EXPECT_TRUE(Only(RunChecks(in, {}), "version-skew").empty());
   // An agent pod still on the old image after the DaemonSet moved on is skew too.
   in = Healthy();
   in.pods.push_back(AgentPod("gpu-2", true, "ghcr.io/tessera-gpu/tessera-agent:0.0.8"));
