@@ -24,7 +24,10 @@ ReplayResult Replay(const std::vector<TraceNode>& tnodes, const std::vector<Trac
                     uint64_t seed, const ReplayOptions& opts) {
   const auto start = std::chrono::steady_clock::now();
   ReplayResult out;
-  Snapshot snap(ToNodes(tnodes), TypicalWorkload(pods, opts.typical_coverage));
+  // fgd keeps the artifact's popular kinds only; tessera weighs every kind the list has (rare
+  // multi-card requests are exactly the ones fragmentation hurts most).
+  const double coverage = policy == Policy::kTessera ? 1.0 : opts.typical_coverage;
+  Snapshot snap(ToNodes(tnodes), TypicalWorkload(pods, coverage));
   const Engine engine(opts.engine);
   const int64_t capacity_milli = snap.total_gpu_cores() * 10;
   const std::vector<uint32_t> order = ArrivalOrder(pods, capacity_milli, opts.inflation, seed);

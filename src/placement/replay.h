@@ -30,7 +30,8 @@ struct ReplayResult {
 
 struct ReplayOptions {
   double inflation = 1.3;        // arrivals up to this share of GPU capacity
-  double typical_coverage = 0.95;  // share of pods whose kinds form the typical workload
+  double typical_coverage = 0.95;  // fgd: share of pods whose kinds form the typical workload
+                                   // (the artifact's 95 %); tessera always uses all kinds
   EngineOptions engine;
   // Called every few hundred pods with (pods done, pods total); may be empty.
   std::function<void(uint64_t, uint64_t)> progress;
