@@ -44,6 +44,11 @@ args = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"
 open(f"{work}/args", "w").write("\n".join(args) + "\n")
 PY
 
+# The chart's ServiceAccount and the scheduler's ClusterRole(Binding), for real; a kubeconfig with its token.
+chart_sa_kubeconfig "obs-cfg-$id" scheduler "$work" create pods --subresource=binding
+chart_sa_cannot patch pods
+chart_sa_cannot create secrets
+
 # tessera scheduler with the chart's own arguments, the certificate paths and the API access swapped.
 mapfile -t args <"$work/args"
 run_args=()
@@ -56,7 +61,7 @@ for a in "${args[@]}"; do
   *) run_args+=("$a") ;;
   esac
 done
-start_bg "$work/tessera-scheduler.log" "$TESSERA" "${run_args[@]}" --kubeconfig "$TESSERA_KUBECONFIG" \
+start_bg "$work/tessera-scheduler.log" "$TESSERA" "${run_args[@]}" --kubeconfig "$work/scheduler.kubeconfig" \
   --metrics-address 127.0.0.1 --node-label-selector "obs-cfg=$id"
 show_log_on_failure "$work/tessera-scheduler.log"
 poll 60 "tessera scheduler /healthz" curl -sf "http://127.0.0.1:$metrics_port/healthz"

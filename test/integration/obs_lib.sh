@@ -57,3 +57,53 @@ start_bg() {
 show_log_on_failure() {
   on_exit "[ \$? -eq 0 ] || { echo '---- $1 ----' >&2; tail -n 40 '$1' >&2; }"
 }
+
+# chart_sa_kubeconfig RELEASE COMPONENT OUTDIR CAN-I-ARGS...: applies, for real, the ServiceAccount,
+# ClusterRole and ClusterRoleBinding that the chart renders for COMPONENT (agent or scheduler) of RELEASE
+# in namespace default, writes OUTDIR/COMPONENT.kubeconfig holding a token of that ServiceAccount (from the
+# TokenRequest API), and waits until `kubectl auth can-i CAN-I-ARGS` says yes for it (RBAC is applied
+# asynchronously). Everything is removed at exit. Sets CHART_SA to the ServiceAccount's name.
+chart_sa_kubeconfig() {
+  local release=$1 component=$2 out=$3
+  shift 3
+  "$HELM" template "$release" "$TESSERA_SOURCE_DIR/deploy/helm/tessera" --namespace default \
+    --kube-version "$TESSERA_KUBE_VERSION" >"$out/$component-chart.yaml"
+  python3 - "$out/$component-chart.yaml" "$component" "$out/$component-rbac.yaml" <<'PY'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+suffix = "tessera-" + sys.argv[2]
+rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
+        and d["metadata"]["name"].endswith(suffix)]
+assert sorted(d["kind"] for d in rbac) == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"], rbac
+yaml.safe_dump_all(rbac, open(sys.argv[3], "w"))
+PY
+  "${KUBECTL[@]}" apply -f "$out/$component-rbac.yaml" >/dev/null
+  on_exit "'${KUBECTL[0]}' --kubeconfig '$TESSERA_KUBECONFIG' delete -f '$out/$component-rbac.yaml' --ignore-not-found --wait=false >/dev/null 2>&1"
+  CHART_SA=$(python3 -c 'import sys,yaml; print(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d["kind"]=="ServiceAccount")["metadata"]["name"])' "$out/$component-rbac.yaml")
+  local token server
+  token=$("${KUBECTL[@]}" create token -n default "$CHART_SA" --duration 1h)
+  server=$("${KUBECTL[@]}" config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
+  "${KUBECTL[@]}" config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' |
+    base64 -d >"$out/$component-ca.crt"
+  if [ ! -s "$out/$component-ca.crt" ]; then
+    cp "$("${KUBECTL[@]}" config view --raw --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')" \
+      "$out/$component-ca.crt"
+  fi
+  cat >"$out/$component.kubeconfig" <<KC
+apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "$server", certificate-authority: "$out/$component-ca.crt"}}]
+users: [{name: u, user: {token: "$token"}}]
+contexts: [{name: c, context: {cluster: c, user: u, namespace: default}}]
+current-context: c
+KC
+  _can_i() { [ "$("${KUBECTL[@]}" auth can-i "$@" --as "system:serviceaccount:default:$CHART_SA" 2>/dev/null)" = yes ]; }
+  poll 30 "the chart's $component role to be in force" _can_i "$@"
+}
+
+# cannot SA-ARGS...: the ServiceAccount CHART_SA may NOT do this.
+chart_sa_cannot() {
+  local answer
+  answer=$("${KUBECTL[@]}" auth can-i "$@" --as "system:serviceaccount:default:$CHART_SA" 2>/dev/null || true)
+  [ "$answer" = no ] || obs_fail "the chart's ServiceAccount $CHART_SA may $* ($answer): more than it needs"
+}

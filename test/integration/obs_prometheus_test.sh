@@ -5,6 +5,7 @@
 # the slice's limit back through Prometheus' query API, runs `promtool check metrics` on both endpoints
 # (with HAMi's camelCase names only those names may draw lint notes; without them, none at all),
 # runs every dashboard query through Prometheus, and reads the slice with `tessera top --endpoint`.
+# The agent runs under the chart's own ServiceAccount and ClusterRole (least privilege, proven sufficient).
 set -euo pipefail
 . "$(dirname "$0")/obs_lib.sh"
 PROMETHEUS=${PROMETHEUS:-/usr/bin/prometheus}
@@ -45,8 +46,12 @@ show_log_on_failure "$root/harness.out"
 poll 60 "the harness to be ready" grep -q '^ready http://' "$root/harness.out"
 harness=$(sed -n 's/^ready //p' "$root/harness.out" | head -1)
 
+# The agent runs as the chart's agent ServiceAccount, with exactly the chart's ClusterRole.
+chart_sa_kubeconfig "obs-prom-$id" agent "$root" patch nodes --subresource=status
+chart_sa_cannot create pods --subresource=binding
+chart_sa_cannot get secrets
 agent_port=$(free_port)
-start_bg "$root/agent.log" "$TESSERA" agent --node "$node" --kubeconfig "$TESSERA_KUBECONFIG" --backend sim \
+start_bg "$root/agent.log" "$TESSERA" agent --node "$node" --kubeconfig "$root/agent.kubeconfig" --backend sim \
   --sim-config "$root/gpus.yaml" --kubelet-dir "$root" --state-dir "$root/state" --shim "$root/libtessera.so" \
   --node-region-dir "$root/node" --split 4 --metrics-port "$agent_port" --metrics-address 127.0.0.1
 agent_pid=$BG_PID
@@ -187,7 +192,7 @@ PY
 echo "== the agent restarted without HAMi names: same slice, promtool clean"
 kill "$agent_pid"
 wait "$agent_pid" 2>/dev/null || true
-start_bg "$root/agent2.log" "$TESSERA" agent --node "$node" --kubeconfig "$TESSERA_KUBECONFIG" --backend sim \
+start_bg "$root/agent2.log" "$TESSERA" agent --node "$node" --kubeconfig "$root/agent.kubeconfig" --backend sim \
   --sim-config "$root/gpus.yaml" --kubelet-dir "$root" --state-dir "$root/state" --shim "$root/libtessera.so" \
   --node-region-dir "$root/node" --split 4 --metrics-port "$agent_port" --metrics-address 127.0.0.1 \
   --no-hami-metric-names
