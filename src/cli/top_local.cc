@@ -5,7 +5,11 @@
 #include <time.h>
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "slice/config.h"
 #include "slice/region.h"
@@ -35,7 +39,7 @@ int64_t MonotonicMs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-void ReadSlice(const std::string& slice_dir, TopSnapshot* snap, std::vector<std::string>* warnings) {
+void ReadSliceRows(const std::string& slice_dir, TopSnapshot* snap, std::vector<std::string>* warnings) {
   std::string conf = slice_dir + "/slice.conf";
   if (!IsFile(conf)) return;
   slice::SliceConfig cfg;
@@ -88,6 +92,32 @@ void ReadSlice(const std::string& slice_dir, TopSnapshot* snap, std::vector<std:
     snap->slices.push_back(std::move(s));
   }
   slice::CloseRegion(&region);
+}
+
+// On a node the agent leaves owner.json beside each slice: the pod and container it serves. Rows then carry
+// the same "<namespace>/<pod>/<container>" name as when read from the agent's metrics.
+void ApplyOwner(const std::string& slice_dir, size_t first_row, TopSnapshot* snap) {
+  std::ifstream in(slice_dir + "/owner.json");
+  if (!in) return;
+  std::stringstream ss;
+  ss << in.rdbuf();
+  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  if (!j.is_object() || !j.value("pod", nlohmann::json()).is_string()) return;
+  std::string ns = j.value("namespace", ""), pod = j.value("pod", ""), ctr = j.value("container", "");
+  if (pod.empty()) return;
+  for (size_t i = first_row; i < snap->slices.size(); ++i) {
+    TopSlice& s = snap->slices[i];
+    s.ns = ns;
+    s.pod = pod;
+    s.container = ctr;
+    s.name = ns + "/" + pod + "/" + ctr;
+  }
+}
+
+void ReadSlice(const std::string& slice_dir, TopSnapshot* snap, std::vector<std::string>* warnings) {
+  size_t first_row = snap->slices.size();
+  ReadSliceRows(slice_dir, snap, warnings);
+  ApplyOwner(slice_dir, first_row, snap);
 }
 
 }  // namespace

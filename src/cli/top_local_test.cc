@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "cli/top_fetch.h"
@@ -106,6 +107,22 @@ TEST_F(TopLocal, FindsTheRegionUnderTheNodeLayout) {
   EXPECT_EQ(snap.slices[0].limit_bytes, 512u << 20);
   EXPECT_EQ(snap.slices[0].process_count, 0);
   EXPECT_GE(snap.slices[0].throttled_seconds, 0);  // read from the region, not the config-only fallback
+}
+
+TEST_F(TopLocal, NamesSlicesByTheirPodOnANode) {
+  WriteSlice("s-1", root_ + "/s-1/region/slice.region", 1 << 20, 50, 1);
+  std::ofstream(root_ + "/s-1/owner.json")
+      << R"({"namespace":"ml","pod":"trainer-0","pod_uid":"u","container":"main","device_ids":[],"verified":true})";
+  std::vector<std::string> warnings;
+  TopSnapshot snap = ReadLocalSnapshot({root_}, &warnings);
+  ASSERT_EQ(snap.slices.size(), 1u);
+  EXPECT_EQ(snap.slices[0].name, "ml/trainer-0/main");
+  EXPECT_EQ(snap.slices[0].pod, "trainer-0");
+  // A broken owner.json leaves the slice under its own name.
+  std::ofstream(root_ + "/s-1/owner.json") << "{not json";
+  snap = ReadLocalSnapshot({root_}, &warnings);
+  ASSERT_EQ(snap.slices.size(), 1u);
+  EXPECT_EQ(snap.slices[0].name, "s-1");
 }
 
 TEST_F(TopLocal, BrokenConfigIsAWarningNotAFailure) {

@@ -189,6 +189,16 @@ assert g and g[0]["model"] == "NVIDIA L40S" and g[0]["memory_total_bytes"] == 46
 PY
 "$TESSERA" top --endpoint "127.0.0.1:$agent_port" --once --no-color | tee "$root/top.txt" | grep -q "default/$pod/worker" ||
   { cat "$root/top.txt" >&2; obs_fail "tessera top --once did not list the slice"; }
+echo "== tessera top on the node reads the same slice from the agent's state directory"
+"$TESSERA" top --slices-dir "$root/state/slices" --json >"$root/top-local.json"
+python3 - "$root/top-local.json" "$pod" "$limit_bytes" "$uuid" <<'PY' || obs_fail "local tessera top did not show the slice"
+import json, sys
+top = json.load(open(sys.argv[1]))
+s = [x for x in top["slices"] if x.get("pod") == sys.argv[2]]
+assert len(s) == 1 and s[0]["memory_limit_bytes"] == int(sys.argv[3]) and s[0]["gpu"] == sys.argv[4], top
+assert s[0]["cap_percent"] == 25 and s[0]["name"] == "default/" + sys.argv[2] + "/worker", s
+PY
+
 echo "== the agent restarted without HAMi names: same slice, promtool clean"
 kill "$agent_pid"
 wait "$agent_pid" 2>/dev/null || true
