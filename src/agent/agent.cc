@@ -34,10 +34,12 @@ void Log(const char* fmt, ...) {
   va_start(ap, fmt);
   std::vsnprintf(buf, sizeof(buf), fmt, ap);
   va_end(ap);
-  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  auto tp = std::chrono::system_clock::now();
+  auto now = std::chrono::system_clock::to_time_t(tp);
+  int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(tp.time_since_epoch()).count() % 1000);
   char ts[32];
   std::strftime(ts, sizeof(ts), "%H:%M:%S", std::gmtime(&now));
-  std::fprintf(stderr, "%s tessera-agent: %s\n", ts, buf);
+  std::fprintf(stderr, "%s.%03d tessera-agent: %s\n", ts, ms, buf);
 }
 
 int64_t NowNs() {
@@ -172,6 +174,7 @@ Status Agent::Start() {
   threads_.emplace_back([this] { WatchKubelet(); });
   threads_.emplace_back([this] { FollowHealth(); });
   threads_.emplace_back([this] { VerifyLoop(); });
+  threads_.emplace_back([this] { MarkLoop(); });
   return Status::Ok();
 }
 
@@ -183,6 +186,7 @@ void Agent::Stop() {
     ++stream_epoch_;
   }
   devices_cv_.notify_all();
+  mark_cv_.notify_all();
   if (metrics_) {
     metrics_->http.stop();
     if (metrics_->thread.joinable()) metrics_->thread.join();
@@ -322,14 +326,15 @@ void Agent::ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::L
   }
 }
 
-std::vector<ContainerAssignment> Agent::Candidates(Status* st) {
+std::vector<ContainerAssignment> Agent::Candidates(bool fresh, Status* st, std::set<std::string>* seen) {
   std::vector<ContainerAssignment> out;
-  auto pods = cluster_->PodsOnNode(opts_.node);
+  auto pods = cluster_->PodsOnNode(opts_.node, fresh);
   if (!pods.ok()) {
     *st = Status::Error("cannot list pods on node " + opts_.node + ": " + pods.error().ToString());
     return out;
   }
   for (const auto& pod : *pods) {
+    if (seen) seen->insert(kube::Namespace(pod) + "/" + kube::Name(pod));
     const std::string phase = pod.contains("status") ? pod["status"].value("phase", "") : "";
     if (phase == "Succeeded" || phase == "Failed") continue;
     std::string err;
@@ -341,14 +346,33 @@ std::vector<ContainerAssignment> Agent::Candidates(Status* st) {
   return out;
 }
 
+std::vector<ContainerAssignment> Agent::CandidatesFor(const PodResourcesView* view, Status* st, bool* fresh) {
+  std::set<std::string> seen;
+  *fresh = false;
+  auto candidates = Candidates(false, st, &seen);
+  if (!st->ok() || !view) return candidates;
+  for (const auto& [pod, ctrs] : *view) {
+    if (!seen.count(pod)) {
+      // The kubelet has a pod our cache has not seen yet: a watch lag. Read from etcd.
+      *fresh = true;
+      return Candidates(true, st, nullptr);
+    }
+  }
+  return candidates;
+}
+
 Status Agent::Prefer(const v1beta1::PreferredAllocationRequest& req,
                      v1beta1::PreferredAllocationResponse* resp) {
+  const int64_t t0 = NowNs();
+  struct Done { int64_t t0; ~Done() { if (std::getenv("TESSERA_AGENT_TRACE")) Log("Prefer %.1f ms", (NowNs() - t0) / 1e6); } } done{t0};
   std::lock_guard<std::mutex> alloc(alloc_mu_);
   Status st;
-  auto candidates = Candidates(&st);
-  if (!st.ok()) return st;
   PodResourcesView view;
-  if (ListPodResources(&view)) candidates = NarrowToAdmitting(candidates, view);
+  const bool have_view = ListPodResources(&view);
+  bool fresh = false;
+  auto candidates = CandidatesFor(have_view ? &view : nullptr, &st, &fresh);
+  if (!st.ok()) return st;
+  if (have_view) candidates = NarrowToAdmitting(candidates, view);
   std::set<std::string> claimed;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -365,11 +389,13 @@ Status Agent::Prefer(const v1beta1::PreferredAllocationRequest& req,
 }
 
 Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateResponse* resp) {
+  const int64_t t0 = NowNs();
   std::lock_guard<std::mutex> alloc(alloc_mu_);
   Status st;
-  auto candidates = Candidates(&st);
   PodResourcesView view;
   const bool have_view = ListPodResources(&view);
+  bool fresh = false;
+  auto candidates = CandidatesFor(have_view ? &view : nullptr, &st, &fresh);
   auto fail = [&](const std::string& msg) {
     std::lock_guard<std::mutex> lock(mu_);
     ++counters_.allocation_failures;
@@ -405,6 +431,13 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
       if (!known_devices.count(id)) return fail("device " + id + " is not one of this node's devices");
     }
     MatchResult m = MatchAllocate(have_view ? NarrowToAdmitting(candidates, view) : candidates, claimed, ids);
+    if (!m.found && !fresh) {
+      // The watch cache may not have the pod yet: ask etcd.
+      fresh = true;
+      candidates = Candidates(true, &st, nullptr);
+      if (!st.ok()) return fail(st.message());
+      m = MatchAllocate(have_view ? NarrowToAdmitting(candidates, view) : candidates, claimed, ids);
+    }
     if (!m.found) return fail(m.reason);
     ContainerSlice slice;
     st = writer_.Write(m.chosen, ids, memory, &slice);
@@ -421,8 +454,9 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     new_claims.push_back(m.chosen.Key());
     touched_pods.insert(m.chosen.pod_uid);
     ambiguous_any |= m.ambiguous;
-    Log("Allocate %s → %s/%s container %s (slice %s%s%s)", ids.front().c_str(), m.chosen.namespace_.c_str(),
-        m.chosen.pod_name.c_str(), m.chosen.container.c_str(), slice.slice.c_str(),
+    Log("Allocate %s → %s/%s container %s in %.1f ms (slice %s%s%s)", ids.front().c_str(),
+        m.chosen.namespace_.c_str(), m.chosen.pod_name.c_str(), m.chosen.container.c_str(), (NowNs() - t0) / 1e6,
+        slice.slice.c_str(),
         m.gpu_set_matched ? "" : ", kubelet devices off the assigned GPUs",
         m.ambiguous ? ", ambiguous: will verify" : "");
   }
@@ -440,20 +474,35 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
 void Agent::MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,
                                     const std::string& pod_uid) {
   const ContainerAssignment* any = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    for (const auto& c : candidates) {
-      if (c.pod_uid != pod_uid) continue;
-      any = &c;
-      if (!claimed_.count(c.Key())) return;  // more containers of this pod still to come
-    }
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& c : candidates) {
+    if (c.pod_uid != pod_uid) continue;
+    any = &c;
+    if (!claimed_.count(c.Key())) return;  // more containers of this pod still to come
   }
   if (!any || any->state == kStateAllocated) return;
-  auto st = cluster_->AnnotatePod(any->namespace_, any->pod_name,
-                                  {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
-  if (!st.ok()) {
-    Log("cannot mark %s/%s allocated: %s (the verifier retries)", any->namespace_.c_str(),
-        any->pod_name.c_str(), st.error().ToString().c_str());
+  // Patched by the marker thread: the kubelet does not wait on it, so Allocate does not either.
+  mark_queue_.push_back({any->namespace_, any->pod_name});
+  mark_cv_.notify_all();
+}
+
+void Agent::MarkLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    if (mark_queue_.empty()) {
+      mark_cv_.wait_for(lock, std::chrono::seconds(1));
+      continue;
+    }
+    auto [ns, name] = mark_queue_.front();
+    mark_queue_.pop_front();
+    lock.unlock();
+    auto st = cluster_->AnnotatePod(ns, name, {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
+    lock.lock();
+    if (!st.ok() && !st.error().NotFound()) {
+      Log("cannot mark %s/%s allocated: %s (retrying)", ns.c_str(), name.c_str(), st.error().ToString().c_str());
+      mark_queue_.push_back({ns, name});
+      mark_cv_.wait_for(lock, std::chrono::seconds(1));
+    }
   }
 }
 
@@ -508,7 +557,15 @@ bool Agent::ListPodResources(PodResourcesView* view) {
   const fs::path sock = opts_.kubelet_dir / "pod-resources" / "kubelet.sock";
   std::error_code ec;
   if (!fs::exists(sock, ec)) return false;
-  auto channel = grpc::CreateChannel("unix://" + sock.string(), grpc::InsecureChannelCredentials());
+  std::shared_ptr<grpc::Channel> channel;
+  {
+    // One channel for the agent's life: it reconnects by itself when the kubelet restarts.
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!podres_channel_) {
+      podres_channel_ = grpc::CreateChannel("unix://" + sock.string(), grpc::InsecureChannelCredentials());
+    }
+    channel = podres_channel_;
+  }
   auto stub = v1::PodResourcesLister::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -596,6 +653,8 @@ void Agent::VerifyEntry(const std::string& ns, const std::string& pod, const std
 }
 
 void Agent::PreStart(const std::vector<std::string>& request_ids) {
+  const int64_t t0 = NowNs();
+  struct Done { int64_t t0; ~Done() { if (std::getenv("TESSERA_AGENT_TRACE")) Log("PreStart %.1f ms", (NowNs() - t0) / 1e6); } } done{t0};
   std::vector<std::string> ids(request_ids);
   std::sort(ids.begin(), ids.end());
   std::lock_guard<std::mutex> alloc(alloc_mu_);

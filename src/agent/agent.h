@@ -1,7 +1,7 @@
 // Agent: the node agent (`tessera agent`): the kubelet's device plugin for Tessera's GPU slices.
 //
 // Start() discovers the GPUs, publishes them on the Node, serves the device plugin API on
-// <kubelet-dir>/device-plugins/<socket> and registers with the kubelet, then runs four threads:
+// <kubelet-dir>/device-plugins/<socket> and registers with the kubelet, then runs these threads:
 //   - watcher: inotify on the device plugin directory; when the kubelet restarts (kubelet.sock
 //     recreated, our socket wiped) it serves again and re-registers;
 //   - health: follows the backend's health events, pushes new device lists to ListAndWatch streams and
@@ -9,7 +9,8 @@
 //   - verifier: asks the kubelet's PodResources API which container holds which device IDs, confirms
 //     each slice went to the container it was written for, repairs the ones that did not, and removes
 //     slices of pods that are gone;
-//   - metrics: HTTP :<metrics-port>/metrics (see metrics.h) and /healthz.
+//   - metrics: HTTP :<metrics-port>/metrics (see metrics.h) and /healthz;
+//   - marker: patches pods allocation-state=allocated (retrying on API errors).
 // Allocate() (gRPC thread) matches the request to a pod (matcher.h), writes its slice (slice_writer.h)
 // and marks the pod allocated once all its GPU containers are served. Only the matching and claiming
 // step is serialised, and only inside this process: there is no node-wide lock.
@@ -20,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -36,6 +38,7 @@
 #include "gpu/backend.h"
 
 namespace grpc {
+class Channel;
 class Server;
 class ServerContext;
 template <class W>
@@ -101,11 +104,15 @@ class Agent {
   void WatchKubelet();
   void FollowHealth();
   void VerifyLoop();
+  void MarkLoop();
   bool ListPodResources(PodResourcesView* view);
   void VerifyEntry(const std::string& ns, const std::string& pod, const std::string& container,
                    const std::vector<std::string>& ids);
   void PublishNode();
-  std::vector<ContainerAssignment> Candidates(gpu::Status* st);
+  // GPU containers of pods on this node; *seen gets "<ns>/<name>" of every pod listed (GPU or not).
+  std::vector<ContainerAssignment> Candidates(bool fresh, gpu::Status* st, std::set<std::string>* seen);
+  // Candidates, read again from etcd when the cached list lacks a pod the kubelet already lists.
+  std::vector<ContainerAssignment> CandidatesFor(const PodResourcesView* view, gpu::Status* st, bool* fresh);
   void MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,
                                const std::string& pod_uid);
   MetricsSnapshot Snapshot();
@@ -123,6 +130,9 @@ class Agent {
   std::set<std::string> claimed_;   // ContainerAssignment::Key() served by a slice
   AgentCounters counters_;
   std::map<std::string, std::pair<uint64_t, int64_t>> busy_prev_;  // share: last busy_ns per slice GPU
+  std::deque<std::pair<std::string, std::string>> mark_queue_;       // pods to mark allocated (ns, name)
+  std::condition_variable mark_cv_;
+  std::shared_ptr<grpc::Channel> podres_channel_;
 
   std::mutex alloc_mu_;  // serialises match+claim (one Allocate at a time inside this agent)
   std::mutex server_mu_;

@@ -15,6 +15,7 @@
 #include "agent/proto/podresources_v1.grpc.pb.h"
 #include "gpu/sim_backend.h"
 #include "slice/config.h"
+#include "slice/region.h"
 
 namespace tessera::agent {
 namespace {
@@ -39,8 +40,10 @@ class FakeCluster : public Cluster {
   json node_patch, node_status;
   std::vector<std::string> events;
 
-  kube::Result<std::vector<json>> PodsOnNode(const std::string& node) override {
+  int fresh_lists = 0;
+  kube::Result<std::vector<json>> PodsOnNode(const std::string& node, bool fresh) override {
     std::lock_guard<std::mutex> l(mu);
+    fresh_lists += fresh;
     std::vector<json> out;
     for (const auto& p : pods) {
       if (p["spec"].value("nodeName", "") == node) out.push_back(p);
@@ -271,7 +274,7 @@ TEST_F(AgentTest, PreferredAllocationAndAllocateServeTheOldestMatchingPod) {
   ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), true, &cfg, err, sizeof(err))) << err;
   EXPECT_EQ(cfg.gpus[0].memory_bytes, 16384ull << 20);
   EXPECT_EQ(cfg.gpus[0].cores, 25);
-  EXPECT_EQ(cluster_->State("early"), "allocated");
+  EXPECT_TRUE(Eventually([&] { return cluster_->State("early") == "allocated"; }));
   EXPECT_EQ(cluster_->State("late"), "pending");
 
   // The next request goes to the other pod; nothing is left after that.
@@ -281,7 +284,11 @@ TEST_F(AgentTest, PreferredAllocationAndAllocateServeTheOldestMatchingPod) {
   grpc::ClientContext actx2;
   ASSERT_TRUE(plugin_->Allocate(&actx2, areq2, &aresp2).ok());
   EXPECT_EQ(aresp2.container_responses(0).envs().at("NVIDIA_VISIBLE_DEVICES"), "GPU-aaaa");
-  EXPECT_EQ(cluster_->State("late"), "allocated");
+  EXPECT_TRUE(Eventually([&] { return cluster_->State("late") == "allocated"; }));
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    EXPECT_EQ(cluster_->fresh_lists, 0);  // the watch cache knew both pods
+  }
   v1beta1::AllocateResponse aresp3;
   grpc::ClientContext actx3;
   v1beta1::AllocateRequest areq3;
@@ -289,6 +296,10 @@ TEST_F(AgentTest, PreferredAllocationAndAllocateServeTheOldestMatchingPod) {
   auto s3 = plugin_->Allocate(&actx3, areq3, &aresp3);
   EXPECT_FALSE(s3.ok());
   EXPECT_NE(s3.error_message().find("no pod bound to this node is waiting"), std::string::npos);
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    EXPECT_EQ(cluster_->fresh_lists, 1);  // asked etcd before giving up
+  }
   EXPECT_EQ(agent_->counters().allocations, 2u);
   EXPECT_EQ(agent_->counters().allocation_failures, 1u);
 
@@ -452,7 +463,52 @@ TEST_F(AgentTest, ReadmissionAfterAnAbandonedAllocationIsServed) {
   EXPECT_EQ(allocate("GPU-aaaa::1"), "GPU-aaaa");
   set_view(true);
   EXPECT_EQ(allocate("GPU-bbbb::1"), "GPU-bbbb");
-  EXPECT_EQ(cluster_->State("two"), "allocated");
+  EXPECT_TRUE(Eventually([&] { return cluster_->State("two") == "allocated"; }));
+}
+
+}  // namespace
+}  // namespace tessera::agent
+
+namespace tessera::agent {
+namespace {
+
+// Usage comes from the slice's accounting region, as the shim in the container writes it.
+TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    cluster_->pods = {Pod("user", "u5", 10, R"([[{"uuid":"GPU-bbbb","memory_mib":4096,"cores":30}]])")};
+  }
+  v1beta1::AllocateRequest req;
+  req.add_container_requests()->add_devices_ids("GPU-bbbb::2");
+  v1beta1::AllocateResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(plugin_->Allocate(&ctx, req, &resp).ok());
+  const fs::path dir = root_ / "state" / "slices" / "gpu-bbbb-2";
+  // What the shim does inside the container, with the host path of the mounted region directory.
+  slice::SliceConfig cfg;
+  char err[256];
+  ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) << err;
+  std::snprintf(cfg.region, sizeof(cfg.region), "%s", (dir / "region" / "slice.region").c_str());
+  slice::Region region;
+  ASSERT_TRUE(slice::OpenRegionForSlice(cfg, &region, err, sizeof(err))) << err;
+  int row = slice::ClaimRow(region.hdr);
+  ASSERT_GE(row, 0);
+  ASSERT_EQ(slice::TryCharge(region.hdr, row, 0, 1ull << 30, false).result, slice::ChargeResult::kOk);
+  region.hdr->gpus[0].throttled_ns.store(2'500'000'000);
+  region.hdr->gpus[0].priority_waits.store(3);
+  const std::string text = agent_->RenderMetricsNow();
+  slice::ReleaseRow(region.hdr, row);
+  slice::CloseRegion(&region);
+  EXPECT_NE(text.find("vGPU_device_memory_usage_in_bytes{podnamespace=\"default\",podname=\"user\",ctrname=\"main\","
+                      "vdeviceid=\"0\",deviceuuid=\"GPU-bbbb\"} 1073741824"),
+            std::string::npos)
+      << text;
+  const std::string labels = "{namespace=\"default\",pod=\"user\",container=\"main\",slice=\"gpu-bbbb-2\",gpu_uuid=\"GPU-bbbb\"}";
+  EXPECT_NE(text.find("tessera_slice_memory_used_bytes" + labels + " 1073741824"), std::string::npos);
+  EXPECT_NE(text.find("tessera_slice_memory_limit_bytes" + labels + " 4294967296"), std::string::npos);
+  EXPECT_NE(text.find("tessera_slice_throttled_seconds_total" + labels + " 2.5"), std::string::npos);
+  EXPECT_NE(text.find("tessera_slice_priority_waits_total" + labels + " 3"), std::string::npos);
+  EXPECT_NE(text.find("tessera_slice_compute_cap_ratio" + labels + " 0.3"), std::string::npos);
 }
 
 }  // namespace

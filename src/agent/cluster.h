@@ -1,7 +1,7 @@
 // Cluster: what the node agent needs from the API server, behind a small interface.
 //
-// The agent reads the pods bound to its node (at every Allocate, so a pod the kubelet already saw is
-// never missed because a watch lagged), reads one pod, patches pod annotations, and publishes its GPUs
+// The agent reads the pods bound to its node (at every Allocate, from the API server's watch cache and,
+// when that does not know the pod yet, with a quorum read: a pod the kubelet already saw is never missed), reads one pod, patches pod annotations, and publishes its GPUs
 // on its Node. KubeCluster does that through src/kube; unit tests use an in-memory fake. Implementations
 // are thread-safe.
 #pragma once
@@ -19,8 +19,9 @@ namespace tessera::agent {
 class Cluster {
  public:
   virtual ~Cluster() = default;
-  // Every pod with spec.nodeName == node (a quorum read).
-  virtual kube::Result<std::vector<nlohmann::json>> PodsOnNode(const std::string& node) = 0;
+  // Every pod with spec.nodeName == node. fresh: a quorum read from etcd; otherwise from the API server's
+  // watch cache, which already holds every pod the kubelet (a watcher of the same cache) has seen.
+  virtual kube::Result<std::vector<nlohmann::json>> PodsOnNode(const std::string& node, bool fresh) = 0;
   virtual kube::Result<nlohmann::json> GetPod(const std::string& ns, const std::string& name) = 0;
   // Merge patch of metadata.annotations.
   virtual kube::Status AnnotatePod(const std::string& ns, const std::string& name,
@@ -33,6 +34,8 @@ class Cluster {
                         const std::string& message) = 0;
 };
 
-std::shared_ptr<Cluster> MakeKubeCluster(std::shared_ptr<kube::Client> client);
+// With a non-empty `node`, pods bound to it are kept in a watch-fed cache (kube::Reflector) that
+// PodsOnNode(node, false) answers from once synced.
+std::shared_ptr<Cluster> MakeKubeCluster(std::shared_ptr<kube::Client> client, const std::string& node = "");
 
 }  // namespace tessera::agent

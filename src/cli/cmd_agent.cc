@@ -105,7 +105,7 @@ int AgentCmd(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  agent::Agent a(o, std::move(gpus), agent::MakeKubeCluster(*client));
+  agent::Agent a(o, std::move(gpus), agent::MakeKubeCluster(*client, o.node));
   if (gpu::Status st = a.Start(); !st.ok()) {
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
     return 1;

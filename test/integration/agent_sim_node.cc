@@ -134,7 +134,7 @@ AgentSimNode::~AgentSimNode() {
   Reap(&harness_, SIGTERM);
   if (opts_.create_node) kube_->Delete(kube::kNodes, "", node_);
   std::error_code ec;
-  fs::remove_all(root_, ec);
+  if (!std::getenv("AGENT_ITEST_KEEP")) fs::remove_all(root_, ec);
 }
 
 void AgentSimNode::StartHarness() {
@@ -244,7 +244,12 @@ std::vector<std::string> AgentSimNode::Mismatches() {
   std::vector<std::string> out;
   for (const auto& [key, answer] : admitted_) {
     auto slash = key.find('/');
-    auto pod = kube_->Get(kube::kPods, key.substr(0, slash), key.substr(slash + 1));
+    kube::Result<Json> pod = kube::Error{};
+    // The agent marks pods allocated right after Allocate, off the kubelet's path: give it a moment.
+    Poll(10, [&] {
+      pod = kube_->Get(kube::kPods, key.substr(0, slash), key.substr(slash + 1));
+      return pod.ok() && kube::Annotation(*pod, kube::kAnnoAllocationState) == kube::kAllocationAllocated;
+    });
     if (!pod.ok()) {
       out.push_back(key + ": " + pod.error().ToString());
       continue;
