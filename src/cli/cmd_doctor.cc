@@ -12,10 +12,6 @@
 #include "kube/client.h"
 #include "kube/config.h"
 
-#ifndef TESSERA_VERSION
-#define TESSERA_VERSION "dev"
-#endif
-
 namespace tessera::cli {
 
 int DoctorCmd(int argc, char** argv) {
@@ -28,7 +24,6 @@ int DoctorCmd(int argc, char** argv) {
   std::string probe_ns = "default";
   bool json = false, no_probe = false;
   DoctorOptions opt;
-  opt.cli_version = TESSERA_VERSION;
   std::vector<std::string> names;
   std::vector<std::string> labels;
   app.add_option("--kubeconfig", kubeconfig, "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");

@@ -25,7 +25,6 @@ struct DoctorOptions {
   std::vector<std::pair<std::string, std::string>> gpu_node_labels{
       {"nvidia.com/gpu.present", "true"}, {"feature.node.kubernetes.io/pci-10de.present", "true"}};
   int64_t allocation_grace_s = 60;  // how long a bound pod may wait for its allocation
-  std::string cli_version;          // this binary's version, compared with what is installed
 };
 
 // A process on this host that uses a GPU (has a GPU device open).
