@@ -24,21 +24,26 @@ hami_name="obs-hami-$id"
 "$HELM" template "obs-cfg-$id" "$chart" --namespace default --kube-version "$TESSERA_KUBE_VERSION" \
   --set scheduler.name="$main_name" --set "scheduler.extraNames={$hami_name}" \
   --set scheduler.port="$https_port" >"$work/chart.yaml"
+objects_json "$work/chart.yaml" "$work/chart.json"
 python3 - "$work" <<'PY'
-import base64, sys, yaml
+import base64, json, sys
 work = sys.argv[1]
-docs = [d for d in yaml.safe_load_all(open(f"{work}/chart.yaml")) if d]
+docs = json.load(open(f"{work}/chart.json"))
 cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-scheduler-config"))
 sec = next(d for d in docs if d["kind"] == "Secret")
 for k in ("tls.crt", "tls.key"):
     open(f"{work}/{k}", "wb").write(base64.b64decode(sec["data"][k]))
-cfg = yaml.safe_load(cm["data"]["config.yaml"])
-cfg["clientConnection"] = {"kubeconfig": "@KUBECONFIG@"}
-cfg["leaderElection"] = {"leaderElect": False}
-for e in cfg["extenders"]:
-    assert e["tlsConfig"]["caFile"] == "/etc/tessera/tls/tls.crt", e
-    e["tlsConfig"]["caFile"] = f"{work}/tls.crt"
-open(f"{work}/kube-scheduler.yaml", "w").write(yaml.safe_dump(cfg))
+# Edited as text (no YAML module needed), each edit checked to apply exactly once.
+cfg = cm["data"]["config.yaml"]
+def edit(old, new):
+    global cfg
+    assert cfg.count(old) == 1, (old, cfg)
+    cfg = cfg.replace(old, new)
+edit("kind: KubeSchedulerConfiguration\n",
+     "kind: KubeSchedulerConfiguration\nclientConnection: {kubeconfig: \"@KUBECONFIG@\"}\n")
+edit("  leaderElect: true\n", "  leaderElect: false\n")
+edit("caFile: /etc/tessera/tls/tls.crt", f"caFile: {work}/tls.crt")
+open(f"{work}/kube-scheduler.yaml", "w").write(cfg)
 dep = next(d for d in docs if d["kind"] == "Deployment")
 args = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["name"] == "tessera-scheduler")["args"]
 open(f"{work}/args", "w").write("\n".join(args) + "\n")

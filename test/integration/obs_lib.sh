@@ -58,6 +58,22 @@ show_log_on_failure() {
   on_exit "[ \$? -eq 0 ] || { echo '---- $1 ----' >&2; tail -n 40 '$1' >&2; }"
 }
 
+# objects_json IN.yaml OUT.json: the objects of a multi-document manifest as one JSON array (kubectl does the
+# YAML parsing, so the tests need no YAML module).
+objects_json() {
+  "${KUBECTL[@]}" create --dry-run=client -o json -f "$1" | python3 -c '
+import json, sys
+text, dec, pos, out = sys.stdin.read(), json.JSONDecoder(), 0, []
+while True:
+    while pos < len(text) and text[pos].isspace():
+        pos += 1
+    if pos >= len(text):
+        break
+    obj, pos = dec.raw_decode(text, pos)
+    out.extend(obj["items"] if obj.get("kind") == "List" else [obj])
+json.dump(out, open(sys.argv[1], "w"))' "$2"
+}
+
 # chart_sa_kubeconfig RELEASE COMPONENT OUTDIR CAN-I-ARGS...: applies, for real, the ServiceAccount,
 # ClusterRole and ClusterRoleBinding that the chart renders for COMPONENT (agent or scheduler) of RELEASE
 # in namespace default, writes OUTDIR/COMPONENT.kubeconfig holding a token of that ServiceAccount (from the
@@ -68,18 +84,19 @@ chart_sa_kubeconfig() {
   shift 3
   "$HELM" template "$release" "$TESSERA_SOURCE_DIR/deploy/helm/tessera" --namespace default \
     --kube-version "$TESSERA_KUBE_VERSION" >"$out/$component-chart.yaml"
-  python3 - "$out/$component-chart.yaml" "$component" "$out/$component-rbac.yaml" <<'PY'
-import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+  objects_json "$out/$component-chart.yaml" "$out/$component-chart.json"
+  python3 - "$out/$component-chart.json" "$component" "$out/$component-rbac.yaml" <<'PY'
+import json, sys
+docs = json.load(open(sys.argv[1]))
 suffix = "tessera-" + sys.argv[2]
 rbac = [d for d in docs if d["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")
         and d["metadata"]["name"].endswith(suffix)]
 assert sorted(d["kind"] for d in rbac) == ["ClusterRole", "ClusterRoleBinding", "ServiceAccount"], rbac
-yaml.safe_dump_all(rbac, open(sys.argv[3], "w"))
+json.dump({"apiVersion": "v1", "kind": "List", "items": rbac}, open(sys.argv[3], "w"))
 PY
   "${KUBECTL[@]}" apply -f "$out/$component-rbac.yaml" >/dev/null
   on_exit "'${KUBECTL[0]}' --kubeconfig '$TESSERA_KUBECONFIG' delete -f '$out/$component-rbac.yaml' --ignore-not-found --wait=false >/dev/null 2>&1"
-  CHART_SA=$(python3 -c 'import sys,yaml; print(next(d for d in yaml.safe_load_all(open(sys.argv[1])) if d["kind"]=="ServiceAccount")["metadata"]["name"])' "$out/$component-rbac.yaml")
+  CHART_SA=$(python3 -c 'import sys,json; print(next(d for d in json.load(open(sys.argv[1]))["items"] if d["kind"]=="ServiceAccount")["metadata"]["name"])' "$out/$component-rbac.yaml")
   local token server
   token=$("${KUBECTL[@]}" create token -n default "$CHART_SA" --duration 1h)
   server=$("${KUBECTL[@]}" config view --raw --minify -o jsonpath='{.clusters[0].cluster.server}')
