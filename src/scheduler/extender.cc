@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cmath>
 #include <cctype>
+#include <cstdio>
+#include <cstring>
 #include <ctime>
 
 namespace tessera::scheduler {
@@ -115,6 +117,157 @@ json Extender::Prioritize(const json& args) {
     res.push_back({{"Host", node}, {"Score", reason ? 0 : static_cast<int>(std::lround(score / 10.0))}});
   });
   return res;
+}
+
+namespace {
+
+void AppendJsonString(std::string& out, const std::string& s) {
+  out.push_back('"');
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\u%04x", c);
+      out += b;
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+}
+
+// Pulls the pod's uid and the candidate node names out of ExtenderArgs without building the pod's DOM.
+class ArgsSax : public nlohmann::json_sax<json> {
+ public:
+  std::string uid;
+  std::vector<std::string> names;
+  bool has_names = false;
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool string(string_t& v) override {
+    if (in_names_ && keys_.size() == 2) names.push_back(v);
+    else if (keys_.size() == 3 && Is(keys_[0], "pod") && keys_[1] == "metadata" && keys_[2] == "uid") uid = v;
+    return true;
+  }
+  bool start_object(std::size_t) override {
+    keys_.emplace_back();
+    return true;
+  }
+  bool key(string_t& k) override {
+    keys_.back() = k;
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    if (keys_.size() == 1 && Is(keys_[0], "nodenames")) {
+      in_names_ = true;
+      has_names = true;
+    }
+    keys_.emplace_back("[]");
+    return true;
+  }
+  bool end_array() override {
+    keys_.pop_back();
+    if (keys_.size() == 1) in_names_ = false;
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override { return false; }
+
+ private:
+  static bool Is(const std::string& a, const char* lower) {
+    if (a.size() != std::strlen(lower)) return false;
+    for (size_t i = 0; i < a.size(); ++i)
+      if (std::tolower(static_cast<unsigned char>(a[i])) != lower[i]) return false;
+    return true;
+  }
+  bool in_names_ = false;
+  std::vector<std::string> keys_;  // one entry per open object/array: its current key ("[]" for arrays)
+};
+
+}  // namespace
+
+std::string Extender::FilterBody(const std::string& body) {
+  json args;
+  try {
+    args = json::parse(body);
+  } catch (const std::exception& e) {
+    return json{{"Error", std::string("ExtenderArgs is not JSON: ") + e.what()}}.dump();
+  }
+  const json* pod = Field(args, "Pod");
+  const json* names_json = Field(args, "NodeNames");
+  if (!pod || !names_json) return Filter(args).dump();  // full Node objects or malformed: the general path
+  auto parsed = ParsePod(*pod, opts_.parse);
+  if (!parsed || !parsed->wants_gpu || parsed->request.containers.empty()) return Filter(args).dump();
+  Remember(*pod);
+  auto names = Candidates(args);
+  std::string ok = "{\"NodeNames\":[", failed = "\"FailedNodes\":{";
+  bool first_ok = true, first_failed = true;
+  std::unordered_map<std::string, int> scores;
+  view_->Evaluate(*parsed, names, engine_, [&](const std::string& node, const std::string* reason, int score) {
+    if (reason) {
+      if (!first_failed) failed.push_back(',');
+      first_failed = false;
+      AppendJsonString(failed, node);
+      failed.push_back(':');
+      AppendJsonString(failed, *reason);
+    } else {
+      if (!first_ok) ok.push_back(',');
+      first_ok = false;
+      AppendJsonString(ok, node);
+      scores[node] = static_cast<int>(std::lround(score / 10.0));
+    }
+  });
+  if (!parsed->uid.empty()) {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    if (score_cache_.emplace(parsed->uid, std::move(scores)).second) score_order_.push_back(parsed->uid);
+    while (score_order_.size() > 4096) {
+      score_cache_.erase(score_order_.front());
+      score_order_.pop_front();
+    }
+  }
+  return ok + "]," + failed + "},\"Error\":\"\"}";
+}
+
+std::string Extender::PrioritizeBody(const std::string& body) {
+  ArgsSax sax;
+  bool parsed_ok = json::sax_parse(body, &sax);
+  std::unordered_map<std::string, int> scores;
+  bool hit = false;
+  if (parsed_ok && sax.has_names && !sax.uid.empty()) {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    auto it = score_cache_.find(sax.uid);
+    if (it != score_cache_.end()) {
+      scores = std::move(it->second);
+      score_cache_.erase(it);
+      hit = true;
+    }
+  }
+  if (!hit) {
+    try {
+      return Prioritize(json::parse(body)).dump();
+    } catch (const std::exception&) {
+      return "[]";
+    }
+  }
+  std::string out = "[";
+  for (size_t i = 0; i < sax.names.size(); ++i) {
+    if (i) out.push_back(',');
+    out += "{\"Host\":";
+    AppendJsonString(out, sax.names[i]);
+    auto it = scores.find(sax.names[i]);
+    out += ",\"Score\":" + std::to_string(it == scores.end() ? 0 : it->second) + "}";
+  }
+  return out + "]";
 }
 
 kube::Status Extender::BindWithAssignment(const std::string& ns, const std::string& name, const std::string& uid,

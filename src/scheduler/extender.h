@@ -46,6 +46,12 @@ class Extender {
   // ExtenderBindingArgs -> ExtenderBindingResult.
   nlohmann::json Bind(const nlohmann::json& args);
 
+  // The HTTP server's entry points: raw bodies in and out. Same answers as the JSON forms, but the
+  // responses are written directly and prioritize reuses the scores filter just computed for the same pod
+  // (kube-scheduler calls them back to back), parsing only the pod's uid and the node names.
+  std::string FilterBody(const std::string& body);
+  std::string PrioritizeBody(const std::string& body);
+
  private:
   std::vector<std::string> Candidates(const nlohmann::json& args) const;
   kube::Status BindWithAssignment(const std::string& ns, const std::string& name, const std::string& uid,
@@ -62,6 +68,9 @@ class Extender {
   // Stale entries are harmless: the annotation patch carries the cached resourceVersion as a precondition.
   void Remember(const nlohmann::json& pod);
   std::optional<nlohmann::json> Recall(const std::string& uid);
+  // Scores from the last filter of a pod (uid -> node -> 0..10), consumed by its prioritize.
+  std::unordered_map<std::string, std::unordered_map<std::string, int>> score_cache_;
+  std::deque<std::string> score_order_;
   std::mutex cache_mu_;
   std::unordered_map<std::string, nlohmann::json> pod_cache_;
   std::deque<std::string> cache_order_;

@@ -129,10 +129,14 @@ int Scheduler::Run() {
   Extender* ext = extender_.get();
   Webhook* wh = webhook_.get();
   https_->Post("/filter", [m, ext](const httplib::Request& q, httplib::Response& r) {
-    JsonHandler(m, Metrics::kFilter, q, r, [ext](const json& in) { return ext->Filter(in); });
+    auto t0 = std::chrono::steady_clock::now();
+    r.set_content(ext->FilterBody(q.body), "application/json");
+    m->ObserveLatency(Metrics::kFilter, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   });
   https_->Post("/prioritize", [m, ext](const httplib::Request& q, httplib::Response& r) {
-    JsonHandler(m, Metrics::kPrioritize, q, r, [ext](const json& in) { return ext->Prioritize(in); });
+    auto t0 = std::chrono::steady_clock::now();
+    r.set_content(ext->PrioritizeBody(q.body), "application/json");
+    m->ObserveLatency(Metrics::kPrioritize, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   });
   https_->Post("/bind", [m, ext](const httplib::Request& q, httplib::Response& r) {
     JsonHandler(m, Metrics::kBind, q, r, [ext](const json& in) { return ext->Bind(in); });

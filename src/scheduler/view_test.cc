@@ -129,3 +129,37 @@ TEST(ViewTest, QuotaCountsPercentagesInMibOfTheChosenCard) {
 
 }  // namespace
 }  // namespace tessera::scheduler
+
+#include "scheduler/extender.h"
+
+namespace tessera::scheduler {
+namespace {
+
+// The HTTP fast paths give the same answers as the JSON forms, and prioritize reuses filter's scores.
+TEST(ExtenderBodyTest, FastPathsMatchJsonForms) {
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 2), Node("n2", 1), {{"metadata", {{"name", "cpu"}}}}});
+  Metrics m;
+  Extender ext({}, &v, nullptr, &m, [] { return false; });
+  using Json = nlohmann::json;
+  Json args = {{"Pod", Pod("p", 60, 30)}, {"Nodes", nullptr}, {"NodeNames", {"n1", "n2", "cpu"}}};
+  std::string f = ext.FilterBody(args.dump());
+  Json fr = Json::parse(f);
+  EXPECT_EQ(fr, ext.Filter(args)) << f;
+  EXPECT_EQ(fr["NodeNames"], Json({"n1", "n2"}));
+  EXPECT_TRUE(fr["FailedNodes"].contains("cpu"));
+  std::string pbody = ext.PrioritizeBody(args.dump());
+  auto sorted = [](Json a) {
+    std::sort(a.begin(), a.end(), [](const Json& x, const Json& y) { return x["Host"] < y["Host"]; });
+    return a;
+  };
+  Json pr = sorted(Json::parse(pbody));
+  ASSERT_EQ(pr.size(), 3u) << pbody;
+  EXPECT_EQ(pr, sorted(ext.Prioritize(args))) << pbody;
+  // Second prioritize (no cached filter) takes the general path and agrees.
+  EXPECT_EQ(sorted(Json::parse(ext.PrioritizeBody(args.dump()))), pr);
+  EXPECT_EQ(ext.PrioritizeBody("not json"), "[]");
+}
+
+}  // namespace
+}  // namespace tessera::scheduler
