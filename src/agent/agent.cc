@@ -36,7 +36,8 @@ void Log(const char* fmt, ...) {
   va_end(ap);
   auto tp = std::chrono::system_clock::now();
   auto now = std::chrono::system_clock::to_time_t(tp);
-  int ms = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(tp.time_since_epoch()).count() % 1000);
+  int ms = static_cast<int>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(tp.time_since_epoch()).count() % 1000);
   char ts[32];
   std::strftime(ts, sizeof(ts), "%H:%M:%S", std::gmtime(&now));
   std::fprintf(stderr, "%s.%03d tessera-agent: %s\n", ts, ms, buf);
@@ -102,14 +103,17 @@ Status ValidateOptions(const AgentOptions& o) {
     return Status::Error("--metrics-port: " + std::to_string(o.metrics_port) + " is out of range [0, 65535]");
   }
   if (o.resource.empty() || o.resource.find('/') == std::string::npos) {
-    return Status::Error("--resource: '" + o.resource + "' must be a domain-qualified name like nvidia.com/gpu");
+    return Status::Error("--resource: '" + o.resource +
+                         "' must be a domain-qualified name like nvidia.com/gpu");
   }
   if (o.slices.shim_path.empty()) return Status::Error("--shim: required (host path of libtessera.so)");
   return Status::Ok();
 }
 
 Agent::Agent(AgentOptions opts, std::unique_ptr<gpu::Backend> backend, std::shared_ptr<Cluster> cluster)
-    : opts_(std::move(opts)), backend_(std::move(backend)), cluster_(std::move(cluster)),
+    : opts_(std::move(opts)),
+      backend_(std::move(backend)),
+      cluster_(std::move(cluster)),
       writer_(opts_.slices) {}
 
 Agent::~Agent() { Stop(); }
@@ -223,7 +227,8 @@ Status Agent::ServeAndRegister() {
   server_ = b.BuildAndStart();
   if (!server_) return Status::Error("cannot serve the device plugin on " + sock.string());
 
-  auto channel = grpc::CreateChannel("unix://" + kubelet_socket().string(), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel("unix://" + kubelet_socket().string(), grpc::InsecureChannelCredentials());
   auto stub = v1beta1::Registration::NewStub(channel);
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -364,7 +369,12 @@ std::vector<ContainerAssignment> Agent::CandidatesFor(const PodResourcesView* vi
 Status Agent::Prefer(const v1beta1::PreferredAllocationRequest& req,
                      v1beta1::PreferredAllocationResponse* resp) {
   const int64_t t0 = NowNs();
-  struct Done { int64_t t0; ~Done() { if (std::getenv("TESSERA_AGENT_TRACE")) Log("Prefer %.1f ms", (NowNs() - t0) / 1e6); } } done{t0};
+  struct Done {
+    int64_t t0;
+    ~Done() {
+      if (std::getenv("TESSERA_AGENT_TRACE")) Log("Prefer %.1f ms", (NowNs() - t0) / 1e6);
+    }
+  } done{t0};
   std::lock_guard<std::mutex> alloc(alloc_mu_);
   Status st;
   PodResourcesView view;
@@ -455,8 +465,8 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     touched_pods.insert(m.chosen.pod_uid);
     ambiguous_any |= m.ambiguous;
     Log("Allocate %s → %s/%s container %s in %.1f ms (slice %s%s%s)", ids.front().c_str(),
-        m.chosen.namespace_.c_str(), m.chosen.pod_name.c_str(), m.chosen.container.c_str(), (NowNs() - t0) / 1e6,
-        slice.slice.c_str(),
+        m.chosen.namespace_.c_str(), m.chosen.pod_name.c_str(), m.chosen.container.c_str(),
+        (NowNs() - t0) / 1e6, slice.slice.c_str(),
         m.gpu_set_matched ? "" : ", kubelet devices off the assigned GPUs",
         m.ambiguous ? ", ambiguous: will verify" : "");
   }
@@ -496,10 +506,12 @@ void Agent::MarkLoop() {
     auto [ns, name] = mark_queue_.front();
     mark_queue_.pop_front();
     lock.unlock();
-    auto st = cluster_->AnnotatePod(ns, name, {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
+    auto st = cluster_->AnnotatePod(ns, name,
+                                    {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
     lock.lock();
     if (!st.ok() && !st.error().NotFound()) {
-      Log("cannot mark %s/%s allocated: %s (retrying)", ns.c_str(), name.c_str(), st.error().ToString().c_str());
+      Log("cannot mark %s/%s allocated: %s (retrying)", ns.c_str(), name.c_str(),
+          st.error().ToString().c_str());
       mark_queue_.push_back({ns, name});
       mark_cv_.wait_for(lock, std::chrono::seconds(1));
     }
@@ -578,7 +590,8 @@ bool Agent::ListPodResources(PodResourcesView* view) {
     for (const auto& ctr : pod.containers()) {
       auto& ids = ctrs[ctr.name()];
       for (const auto& d : ctr.devices()) {
-        if (d.resource_name() == opts_.resource) ids.insert(ids.end(), d.device_ids().begin(), d.device_ids().end());
+        if (d.resource_name() == opts_.resource)
+          ids.insert(ids.end(), d.device_ids().begin(), d.device_ids().end());
       }
       std::sort(ids.begin(), ids.end());
       ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
@@ -648,13 +661,18 @@ void Agent::VerifyEntry(const std::string& ns, const std::string& pod, const std
     MarkAllocatedIfComplete(assignments, a.pod_uid);
     return;
   }
-  Log("verify: cannot repair slice %s: pod %s/%s has no assignment for container %s", name.c_str(), ns.c_str(),
-      pod.c_str(), container.c_str());
+  Log("verify: cannot repair slice %s: pod %s/%s has no assignment for container %s", name.c_str(),
+      ns.c_str(), pod.c_str(), container.c_str());
 }
 
 void Agent::PreStart(const std::vector<std::string>& request_ids) {
   const int64_t t0 = NowNs();
-  struct Done { int64_t t0; ~Done() { if (std::getenv("TESSERA_AGENT_TRACE")) Log("PreStart %.1f ms", (NowNs() - t0) / 1e6); } } done{t0};
+  struct Done {
+    int64_t t0;
+    ~Done() {
+      if (std::getenv("TESSERA_AGENT_TRACE")) Log("PreStart %.1f ms", (NowNs() - t0) / 1e6);
+    }
+  } done{t0};
   std::vector<std::string> ids(request_ids);
   std::sort(ids.begin(), ids.end());
   std::lock_guard<std::mutex> alloc(alloc_mu_);

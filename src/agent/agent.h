@@ -61,7 +61,7 @@ struct AgentOptions {
   std::filesystem::path kubelet_dir = "/var/lib/kubelet";  // device-plugins/ and pod-resources/ below
   std::string socket_name = "tessera-gpu.sock";
   SliceWriter::Options slices;
-  int metrics_port = 9394;       // 0: no metrics server
+  int metrics_port = 9394;  // 0: no metrics server
   std::string metrics_address = "0.0.0.0";
   bool hami_metric_names = true;
   double verify_period_s = 1.0;
@@ -126,11 +126,11 @@ class Agent {
   std::condition_variable devices_cv_;
   std::vector<gpu::GpuInfo> gpus_;
   uint64_t devices_version_ = 0;
-  uint64_t stream_epoch_ = 0;  // bumped to end ListAndWatch streams (server restart, Stop)
-  std::set<std::string> claimed_;   // ContainerAssignment::Key() served by a slice
+  uint64_t stream_epoch_ = 0;      // bumped to end ListAndWatch streams (server restart, Stop)
+  std::set<std::string> claimed_;  // ContainerAssignment::Key() served by a slice
   AgentCounters counters_;
   std::map<std::string, std::pair<uint64_t, int64_t>> busy_prev_;  // share: last busy_ns per slice GPU
-  std::deque<std::pair<std::string, std::string>> mark_queue_;       // pods to mark allocated (ns, name)
+  std::deque<std::pair<std::string, std::string>> mark_queue_;     // pods to mark allocated (ns, name)
   std::condition_variable mark_cv_;
   std::shared_ptr<grpc::Channel> podres_channel_;
 

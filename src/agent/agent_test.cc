@@ -24,7 +24,8 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 // Polls `cond` until it holds or `timeout` passes: the agent reacts on its own threads.
-bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+bool Eventually(const std::function<bool()>& cond,
+                std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (cond()) return true;
@@ -80,7 +81,8 @@ class FakeCluster : public Cluster {
   std::string State(const std::string& name) {
     std::lock_guard<std::mutex> l(mu);
     for (auto& p : pods) {
-      if (p["metadata"]["name"] == name) return p["metadata"]["annotations"].value("tessera.dev/allocation-state", "");
+      if (p["metadata"]["name"] == name)
+        return p["metadata"]["annotations"].value("tessera.dev/allocation-state", "");
     }
     return "";
   }
@@ -91,14 +93,20 @@ json Pod(const std::string& name, const std::string& uid, int bind_s, const std:
   char bind[64];
   std::snprintf(bind, sizeof(bind), "2026-11-25T10:00:%02dZ", bind_s);
   return {{"metadata",
-           {{"name", name}, {"namespace", "default"}, {"uid", uid}, {"creationTimestamp", "2026-11-25T09:00:00Z"},
+           {{"name", name},
+            {"namespace", "default"},
+            {"uid", uid},
+            {"creationTimestamp", "2026-11-25T09:00:00Z"},
             {"annotations",
-             {{"tessera.dev/assigned-node", "node-a"}, {"tessera.dev/bind-time", bind},
-              {"tessera.dev/allocation-state", "pending"}, {"tessera.dev/devices", devices}}}}},
+             {{"tessera.dev/assigned-node", "node-a"},
+              {"tessera.dev/bind-time", bind},
+              {"tessera.dev/allocation-state", "pending"},
+              {"tessera.dev/devices", devices}}}}},
           {"spec",
            {{"nodeName", "node-a"},
-            {"containers", json::array({{{"name", "main"},
-                                         {"resources", {{"limits", {{"nvidia.com/gpu", std::to_string(count)}}}}}}})}}}};
+            {"containers",
+             json::array({{{"name", "main"},
+                           {"resources", {{"limits", {{"nvidia.com/gpu", std::to_string(count)}}}}}}})}}}};
 }
 
 // The kubelet's side: Registration on kubelet.sock, PodResources on pod-resources/kubelet.sock.
@@ -150,7 +158,9 @@ class AgentTest : public ::testing::Test {
 gpus:
   - {uuid: GPU-aaaa, model: NVIDIA A100-SXM4-80GB, memory_mib: 81920, numa: 0}
   - {uuid: GPU-bbbb, model: NVIDIA A100-SXM4-80GB, memory_mib: 81920, numa: 1}
-)", "t", &spec).ok());
+)",
+                                  "t", &spec)
+                    .ok());
     auto backend = std::make_unique<gpu::SimBackend>(spec);
     sim_ = backend.get();
     cluster_ = std::make_shared<FakeCluster>();
@@ -165,8 +175,8 @@ gpus:
     agent_ = std::make_unique<Agent>(o, std::move(backend), cluster_);
     auto st = agent_->Start();
     ASSERT_TRUE(st.ok()) << st.message();
-    auto channel = grpc::CreateChannel("unix://" + agent_->plugin_socket().string(),
-                                       grpc::InsecureChannelCredentials());
+    auto channel =
+        grpc::CreateChannel("unix://" + agent_->plugin_socket().string(), grpc::InsecureChannelCredentials());
     plugin_ = v1beta1::DevicePlugin::NewStub(channel);
   }
   void TearDown() override {
@@ -222,11 +232,13 @@ TEST_F(AgentTest, RegistersAndAdvertisesSplitDevicesWithTopology) {
   // And the Node shows it.
   ASSERT_TRUE(Eventually([&] {
     std::lock_guard<std::mutex> l(cluster_->mu);
-    return cluster_->node_status.dump().find("\"allocatable\":{\"nvidia.com/gpu\":\"4\"}") != std::string::npos;
+    return cluster_->node_status.dump().find("\"allocatable\":{\"nvidia.com/gpu\":\"4\"}") !=
+           std::string::npos;
   }));
   std::lock_guard<std::mutex> l(cluster_->mu);
   EXPECT_EQ(cluster_->node_status["status"]["capacity"]["nvidia.com/gpu"], "8");
-  auto gpus = json::parse(cluster_->node_patch["metadata"]["annotations"]["tessera.dev/gpus"].get<std::string>());
+  auto gpus =
+      json::parse(cluster_->node_patch["metadata"]["annotations"]["tessera.dev/gpus"].get<std::string>());
   ASSERT_EQ(gpus.size(), 2u);
   EXPECT_EQ(gpus[1]["numa"], 1);
   EXPECT_EQ(gpus[1]["healthy"], false);
@@ -266,7 +278,8 @@ TEST_F(AgentTest, PreferredAllocationAndAllocateServeTheOldestMatchingPod) {
   const fs::path dir = root_ / "state" / "slices" / "gpu-bbbb-0";
   EXPECT_EQ(mounts["/run/tessera/slice.conf"], std::make_pair((dir / "slice.conf").string(), true));
   EXPECT_EQ(mounts["/run/tessera/region"], std::make_pair((dir / "region").string(), false));
-  EXPECT_EQ(mounts["/usr/local/lib/tessera/libtessera.so"], std::make_pair((root_ / "libtessera.so").string(), true));
+  EXPECT_EQ(mounts["/usr/local/lib/tessera/libtessera.so"],
+            std::make_pair((root_ / "libtessera.so").string(), true));
   EXPECT_EQ(mounts["/etc/ld.so.preload"].second, true);
   EXPECT_EQ(r.devices_size(), 0);  // nothing else
   slice::SliceConfig cfg;
@@ -305,9 +318,11 @@ TEST_F(AgentTest, PreferredAllocationAndAllocateServeTheOldestMatchingPod) {
 
   // Metrics show both slices with their limits.
   std::string text = agent_->RenderMetricsNow();
-  EXPECT_NE(text.find("vGPU_device_memory_limit_in_bytes{podnamespace=\"default\",podname=\"early\",ctrname=\"main\","
-                      "vdeviceid=\"0\",deviceuuid=\"GPU-bbbb\"} 17179869184"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "vGPU_device_memory_limit_in_bytes{podnamespace=\"default\",podname=\"early\",ctrname=\"main\","
+          "vdeviceid=\"0\",deviceuuid=\"GPU-bbbb\"} 17179869184"),
+      std::string::npos)
       << text;
   EXPECT_NE(text.find("tessera_slice_compute_cap_ratio{namespace=\"default\",pod=\"late\",container=\"main\","
                       "slice=\"gpu-aaaa-2\",gpu_uuid=\"GPU-aaaa\"} 0.4"),
@@ -392,7 +407,8 @@ TEST_F(AgentTest, ReRegistersWhenTheKubeletRestarts) {
   ASSERT_TRUE(Eventually([&] { return agent_->registered(); }));
   EXPECT_TRUE(fs::exists(agent_->plugin_socket()));
   // The new server answers.
-  auto channel = grpc::CreateChannel("unix://" + agent_->plugin_socket().string(), grpc::InsecureChannelCredentials());
+  auto channel =
+      grpc::CreateChannel("unix://" + agent_->plugin_socket().string(), grpc::InsecureChannelCredentials());
   auto stub = v1beta1::DevicePlugin::NewStub(channel);
   grpc::ClientContext ctx;
   v1beta1::Empty empty;
@@ -427,8 +443,11 @@ namespace {
 // The kubelet abandons a pod after its first container was allocated (a later container failed) and
 // admits it again: the first container must be served again, not refused as "already served".
 TEST_F(AgentTest, ReadmissionAfterAnAbandonedAllocationIsServed) {
-  json pod = Pod("two", "u9", 10, R"([[{"uuid":"GPU-aaaa","memory_mib":100,"cores":10}],[{"uuid":"GPU-bbbb","memory_mib":200,"cores":20}]])");
-  pod["spec"]["containers"].push_back({{"name", "second"}, {"resources", {{"limits", {{"nvidia.com/gpu", "1"}}}}}});
+  json pod = Pod(
+      "two", "u9", 10,
+      R"([[{"uuid":"GPU-aaaa","memory_mib":100,"cores":10}],[{"uuid":"GPU-bbbb","memory_mib":200,"cores":20}]])");
+  pod["spec"]["containers"].push_back(
+      {{"name", "second"}, {"resources", {{"limits", {{"nvidia.com/gpu", "1"}}}}}});
   {
     std::lock_guard<std::mutex> l(cluster_->mu);
     cluster_->pods = {pod};
@@ -454,7 +473,8 @@ TEST_F(AgentTest, ReadmissionAfterAnAbandonedAllocationIsServed) {
     v1beta1::AllocateResponse resp;
     grpc::ClientContext ctx;
     auto s = plugin_->Allocate(&ctx, req, &resp);
-    return s.ok() ? resp.container_responses(0).envs().at("NVIDIA_VISIBLE_DEVICES") : "error: " + s.error_message();
+    return s.ok() ? resp.container_responses(0).envs().at("NVIDIA_VISIBLE_DEVICES")
+                  : "error: " + s.error_message();
   };
   set_view(false);
   EXPECT_EQ(allocate("GPU-aaaa::0"), "GPU-aaaa");
@@ -499,11 +519,14 @@ TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
   const std::string text = agent_->RenderMetricsNow();
   slice::ReleaseRow(region.hdr, row);
   slice::CloseRegion(&region);
-  EXPECT_NE(text.find("vGPU_device_memory_usage_in_bytes{podnamespace=\"default\",podname=\"user\",ctrname=\"main\","
-                      "vdeviceid=\"0\",deviceuuid=\"GPU-bbbb\"} 1073741824"),
-            std::string::npos)
+  EXPECT_NE(
+      text.find(
+          "vGPU_device_memory_usage_in_bytes{podnamespace=\"default\",podname=\"user\",ctrname=\"main\","
+          "vdeviceid=\"0\",deviceuuid=\"GPU-bbbb\"} 1073741824"),
+      std::string::npos)
       << text;
-  const std::string labels = "{namespace=\"default\",pod=\"user\",container=\"main\",slice=\"gpu-bbbb-2\",gpu_uuid=\"GPU-bbbb\"}";
+  const std::string labels =
+      "{namespace=\"default\",pod=\"user\",container=\"main\",slice=\"gpu-bbbb-2\",gpu_uuid=\"GPU-bbbb\"}";
   EXPECT_NE(text.find("tessera_slice_memory_used_bytes" + labels + " 1073741824"), std::string::npos);
   EXPECT_NE(text.find("tessera_slice_memory_limit_bytes" + labels + " 4294967296"), std::string::npos);
   EXPECT_NE(text.find("tessera_slice_throttled_seconds_total" + labels + " 2.5"), std::string::npos);

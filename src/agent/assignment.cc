@@ -1,11 +1,11 @@
 #include "agent/assignment.h"
 
-#include "kube/annotations.h"
-
 #include <algorithm>
 #include <cstdio>
 #include <ctime>
 #include <sstream>
+
+#include "kube/annotations.h"
 
 namespace tessera::agent {
 
@@ -107,8 +107,8 @@ std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, con
   const std::string ns = meta.value("namespace", ""), name = meta.value("name", "");
   const std::string where = "pod " + ns + "/" + name + ": ";
   kube::ContainerDevices devices, init_devices;
-  for (auto [key, target] : {std::pair{kube::kAnnoDevices, &devices},
-                             std::pair{kube::kAnnoInitDevices, &init_devices}}) {
+  for (auto [key, target] :
+       {std::pair{kube::kAnnoDevices, &devices}, std::pair{kube::kAnnoInitDevices, &init_devices}}) {
     if (get(key).empty()) continue;
     auto decoded = kube::DecodeDevices(get(key));
     if (!decoded.ok()) {
@@ -162,8 +162,8 @@ std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, con
                        ? static_cast<int>(prio)
                        : 1;
       if (i >= table.size()) {
-        *error = where + at + ": missing: container '" + a.container + "' asks for " +
-                 std::to_string(count) + " " + resource;
+        *error = where + at + ": missing: container '" + a.container + "' asks for " + std::to_string(count) +
+                 " " + resource;
         return {};
       }
       for (const auto& d : table[i]) a.grants.push_back(Grant{d.uuid, d.memory_mib, d.cores});

@@ -10,10 +10,9 @@
 #pragma once
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace tessera::agent {
 
@@ -37,10 +36,10 @@ struct ContainerAssignment {
   std::string pod_uid;
   std::string namespace_;
   std::string pod_name;
-  std::string container;   // container name
+  std::string container;  // container name
   bool init = false;
-  int index = 0;           // position within spec.initContainers or spec.containers
-  int device_count = 0;    // the container's limit of the plugin's resource (device IDs it gets)
+  int index = 0;         // position within spec.initContainers or spec.containers
+  int device_count = 0;  // the container's limit of the plugin's resource (device IDs it gets)
   std::vector<Grant> grants;
   int64_t bind_time_ns = 0;      // from tessera.dev/bind-time; 0 when absent
   int64_t creation_time_ns = 0;  // metadata.creationTimestamp

@@ -9,11 +9,14 @@ nlohmann::json Pod(const std::string& devices, const std::string& node = "n1") {
   return nlohmann::json::parse(R"({
     "metadata": {"name": "p", "namespace": "ns", "uid": "u1",
                  "creationTimestamp": "2026-11-25T10:00:00Z",
-                 "annotations": {"tessera.dev/assigned-node": ")" + node + R"(",
+                 "annotations": {"tessera.dev/assigned-node": ")" +
+                               node + R"(",
                                  "tessera.dev/bind-time": "2026-11-25T10:00:01.5Z",
                                  "tessera.dev/allocation-state": "pending",
-                                 "tessera.dev/devices": )" + nlohmann::json(devices).dump() + R"(}},
-    "spec": {"nodeName": ")" + node + R"(",
+                                 "tessera.dev/devices": )" +
+                               nlohmann::json(devices).dump() + R"(}},
+    "spec": {"nodeName": ")" + node +
+                               R"(",
              "containers": [
                {"name": "a", "resources": {"limits": {"nvidia.com/gpu": "1"}}},
                {"name": "sidecar"},
@@ -63,7 +66,10 @@ TEST(ParseAssignments, OtherNodeOrNoAnnotationIsNotOurs) {
 }
 
 TEST(ParseAssignments, BadAnnotationsNameTheField) {
-  struct Case { const char* devices; const char* expect; } cases[] = {
+  struct Case {
+    const char* devices;
+    const char* expect;
+  } cases[] = {
       {"not json", "tessera.dev/devices"},
       {R"([[{"uuid":"GPU-a","memory_mib":1,"cores":1}]])", "tessera.dev/devices[2]: missing"},
       {R"([[{"uuid":"GPU-a","memory_mib":1,"cores":1}],[],[{"uuid":"GPU-a","memory_mib":1,"cores":1}]])",
@@ -84,9 +90,10 @@ TEST(ParseAssignments, BadAnnotationsNameTheField) {
 }
 
 TEST(ParseAssignments, InitContainers) {
-  auto pod = Pod(R"([[{"uuid":"GPU-a","memory_mib":1,"cores":1}],[],[{"uuid":"GPU-a","memory_mib":1,"cores":1},{"uuid":"GPU-b","memory_mib":1,"cores":1}]])");
-  pod["spec"]["initContainers"] = nlohmann::json::parse(
-      R"([{"name": "init", "resources": {"limits": {"nvidia.com/gpu": "1"}}}])");
+  auto pod = Pod(
+      R"([[{"uuid":"GPU-a","memory_mib":1,"cores":1}],[],[{"uuid":"GPU-a","memory_mib":1,"cores":1},{"uuid":"GPU-b","memory_mib":1,"cores":1}]])");
+  pod["spec"]["initContainers"] =
+      nlohmann::json::parse(R"([{"name": "init", "resources": {"limits": {"nvidia.com/gpu": "1"}}}])");
   pod["metadata"]["annotations"]["tessera.dev/init-devices"] =
       R"([[{"uuid":"GPU-b","memory_mib":7,"cores":10}]])";
   std::string err;

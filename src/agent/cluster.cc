@@ -75,9 +75,8 @@ class KubeCluster : public Cluster {
 
   void PodEvent(const nlohmann::json& pod, const std::string& type, const std::string& reason,
                 const std::string& message) override {
-    nlohmann::json involved = {{"apiVersion", "v1"},
-                               {"kind", "Pod"},
-                               {"metadata", pod.value("metadata", nlohmann::json::object())}};
+    nlohmann::json involved = {
+        {"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", pod.value("metadata", nlohmann::json::object())}};
     c_->RecordEvent(involved, type, reason, message, "tessera-agent");
   }
 

@@ -1,16 +1,15 @@
 // Cluster: what the node agent needs from the API server, behind a small interface.
 //
 // The agent reads the pods bound to its node (at every Allocate, from the API server's watch cache and,
-// when that does not know the pod yet, with a quorum read: a pod the kubelet already saw is never missed), reads one pod, patches pod annotations, and publishes its GPUs
-// on its Node. KubeCluster does that through src/kube; unit tests use an in-memory fake. Implementations
-// are thread-safe.
+// when that does not know the pod yet, with a quorum read: a pod the kubelet already saw is never missed),
+// reads one pod, patches pod annotations, and publishes its GPUs on its Node. KubeCluster does that through
+// src/kube; unit tests use an in-memory fake. Implementations are thread-safe.
 #pragma once
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "kube/client.h"
 

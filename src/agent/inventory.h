@@ -8,10 +8,9 @@
 // itself reports. Pure functions; thread-safe.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "gpu/backend.h"
 
@@ -31,7 +30,6 @@ std::string LabelValue(const std::string& text);
 // The merge patch of the Node's metadata and the merge patch of its status.
 nlohmann::json NodeMetadataPatch(const std::vector<gpu::GpuInfo>& gpus, int split,
                                  const std::string& agent_version);
-nlohmann::json NodeStatusPatch(const std::vector<gpu::GpuInfo>& gpus, int split,
-                               const std::string& resource);
+nlohmann::json NodeStatusPatch(const std::vector<gpu::GpuInfo>& gpus, int split, const std::string& resource);
 
 }  // namespace tessera::agent

@@ -49,8 +49,7 @@ std::vector<const ContainerAssignment*> Open(const std::vector<ContainerAssignme
 }  // namespace
 
 MatchResult MatchAllocate(const std::vector<ContainerAssignment>& candidates,
-                          const std::set<std::string>& claimed,
-                          const std::vector<std::string>& device_ids) {
+                          const std::set<std::string>& claimed, const std::vector<std::string>& device_ids) {
   MatchResult r;
   auto open = Open(candidates, claimed, device_ids.size());
   if (open.empty()) {

@@ -37,8 +37,7 @@ struct MatchResult {
 // candidates: every GPU container bound to this node whose pod is still pending allocation.
 // claimed: Key()s already served by this agent (in flight or done).
 MatchResult MatchAllocate(const std::vector<ContainerAssignment>& candidates,
-                          const std::set<std::string>& claimed,
-                          const std::vector<std::string>& device_ids);
+                          const std::set<std::string>& claimed, const std::vector<std::string>& device_ids);
 
 // Orders containers the way the kubelet serves them: bind time, creation time, namespace/name,
 // init containers before containers, then index.

@@ -10,10 +10,14 @@ std::string EscapeLabel(const std::string& v) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -54,12 +58,15 @@ void Family(std::string* out, const char* name, const char* type, const char* he
 std::string RenderMetrics(const MetricsSnapshot& s, const RenderOptions& opts) {
   std::string out;
   auto gpu_labels = [&](const GpuSample& g) {
-    return Labels{{"node", s.node}, {"gpu_uuid", g.uuid}, {"gpu_index", std::to_string(g.index)},
-                  {"model", g.model}};
+    return Labels{
+        {"node", s.node}, {"gpu_uuid", g.uuid}, {"gpu_index", std::to_string(g.index)}, {"model", g.model}};
   };
   auto slice_labels = [](const SliceSample& sl, const SliceGpuSample& g) {
-    return Labels{{"namespace", sl.namespace_}, {"pod", sl.pod}, {"container", sl.container},
-                  {"slice", sl.slice}, {"gpu_uuid", g.uuid}};
+    return Labels{{"namespace", sl.namespace_},
+                  {"pod", sl.pod},
+                  {"container", sl.container},
+                  {"slice", sl.slice},
+                  {"gpu_uuid", g.uuid}};
   };
   auto each_slice_gpu = [&](const std::function<void(const SliceSample&, const SliceGpuSample&)>& f) {
     for (const auto& sl : s.slices) {
@@ -69,25 +76,36 @@ std::string RenderMetrics(const MetricsSnapshot& s, const RenderOptions& opts) {
 
   if (opts.hami_names) {
     auto hami_gpu = [&](const GpuSample& g) {
-      return Labels{{"nodeid", s.node}, {"deviceidx", std::to_string(g.index)}, {"deviceuuid", g.uuid},
+      return Labels{{"nodeid", s.node},
+                    {"deviceidx", std::to_string(g.index)},
+                    {"deviceuuid", g.uuid},
                     {"devicetype", "NVIDIA-" + g.model}};
     };
     auto hami_ctr = [](const SliceSample& sl, const SliceGpuSample& g) {
-      return Labels{{"podnamespace", sl.namespace_}, {"podname", sl.pod}, {"ctrname", sl.container},
-                    {"vdeviceid", std::to_string(g.vdevice)}, {"deviceuuid", g.uuid}};
+      return Labels{{"podnamespace", sl.namespace_},
+                    {"podname", sl.pod},
+                    {"ctrname", sl.container},
+                    {"vdeviceid", std::to_string(g.vdevice)},
+                    {"deviceuuid", g.uuid}};
     };
     Family(&out, "HostGPUMemoryUsage", "gauge", "GPU device memory usage in bytes (HAMi name)",
-           [&](auto emit) { for (const auto& g : s.gpus) emit(hami_gpu(g), double(g.memory_used_bytes)); });
+           [&](auto emit) {
+             for (const auto& g : s.gpus) emit(hami_gpu(g), double(g.memory_used_bytes));
+           });
     Family(&out, "HostCoreUtilization", "gauge", "GPU core utilization in percent (HAMi name)",
            [&](auto emit) {
              for (const auto& g : s.gpus) {
                if (g.utilization_percent >= 0) emit(hami_gpu(g), g.utilization_percent);
              }
            });
-    Family(&out, "vGPU_device_memory_usage_in_bytes", "gauge", "vGPU device memory usage in bytes (HAMi name)",
-           [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(hami_ctr(sl, g), double(g.used_bytes)); }); });
-    Family(&out, "vGPU_device_memory_limit_in_bytes", "gauge", "vGPU device memory limit in bytes (HAMi name)",
-           [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(hami_ctr(sl, g), double(g.limit_bytes)); }); });
+    Family(&out, "vGPU_device_memory_usage_in_bytes", "gauge",
+           "vGPU device memory usage in bytes (HAMi name)", [&](auto emit) {
+             each_slice_gpu([&](auto& sl, auto& g) { emit(hami_ctr(sl, g), double(g.used_bytes)); });
+           });
+    Family(&out, "vGPU_device_memory_limit_in_bytes", "gauge",
+           "vGPU device memory limit in bytes (HAMi name)", [&](auto emit) {
+             each_slice_gpu([&](auto& sl, auto& g) { emit(hami_ctr(sl, g), double(g.limit_bytes)); });
+           });
     Family(&out, "Device_utilization_desc_of_container", "gauge",
            "Container device utilization in percent of the GPU (HAMi name)", [&](auto emit) {
              each_slice_gpu([&](auto& sl, auto& g) {
@@ -96,12 +114,16 @@ std::string RenderMetrics(const MetricsSnapshot& s, const RenderOptions& opts) {
            });
   }
 
-  Family(&out, "tessera_gpu_healthy", "gauge", "1 when the GPU is healthy, 0 when not",
-         [&](auto emit) { for (const auto& g : s.gpus) emit(gpu_labels(g), g.healthy ? 1 : 0); });
-  Family(&out, "tessera_gpu_memory_total_bytes", "gauge", "GPU memory in bytes",
-         [&](auto emit) { for (const auto& g : s.gpus) emit(gpu_labels(g), double(g.memory_total_bytes)); });
+  Family(&out, "tessera_gpu_healthy", "gauge", "1 when the GPU is healthy, 0 when not", [&](auto emit) {
+    for (const auto& g : s.gpus) emit(gpu_labels(g), g.healthy ? 1 : 0);
+  });
+  Family(&out, "tessera_gpu_memory_total_bytes", "gauge", "GPU memory in bytes", [&](auto emit) {
+    for (const auto& g : s.gpus) emit(gpu_labels(g), double(g.memory_total_bytes));
+  });
   Family(&out, "tessera_gpu_memory_used_bytes", "gauge", "GPU memory in use in bytes, all processes",
-         [&](auto emit) { for (const auto& g : s.gpus) emit(gpu_labels(g), double(g.memory_used_bytes)); });
+         [&](auto emit) {
+           for (const auto& g : s.gpus) emit(gpu_labels(g), double(g.memory_used_bytes));
+         });
   Family(&out, "tessera_gpu_utilization_ratio", "gauge", "Fraction of time the GPU was busy (0..1)",
          [&](auto emit) {
            for (const auto& g : s.gpus) {
@@ -109,33 +131,50 @@ std::string RenderMetrics(const MetricsSnapshot& s, const RenderOptions& opts) {
            }
          });
   Family(&out, "tessera_slice_memory_used_bytes", "gauge", "GPU memory a slice uses on one GPU, in bytes",
-         [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.used_bytes)); }); });
-  Family(&out, "tessera_slice_memory_limit_bytes", "gauge", "GPU memory wall of a slice on one GPU, in bytes",
-         [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.limit_bytes)); }); });
-  Family(&out, "tessera_slice_compute_cap_ratio", "gauge", "Configured compute cap of a slice (0..1 of the GPU)",
-         [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), g.cap_ratio); }); });
-  Family(&out, "tessera_slice_compute_share_ratio", "gauge", "Measured share of the GPU's time a slice used (0..1)",
          [&](auto emit) {
+           each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.used_bytes)); });
+         });
+  Family(&out, "tessera_slice_memory_limit_bytes", "gauge", "GPU memory wall of a slice on one GPU, in bytes",
+         [&](auto emit) {
+           each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.limit_bytes)); });
+         });
+  Family(
+      &out, "tessera_slice_compute_cap_ratio", "gauge", "Configured compute cap of a slice (0..1 of the GPU)",
+      [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), g.cap_ratio); }); });
+  Family(&out, "tessera_slice_compute_share_ratio", "gauge",
+         "Measured share of the GPU's time a slice used (0..1)", [&](auto emit) {
            each_slice_gpu([&](auto& sl, auto& g) {
              if (g.share_ratio >= 0) emit(slice_labels(sl, g), g.share_ratio);
            });
          });
-  Family(&out, "tessera_slice_throttled_seconds_total", "counter", "Time the slice's launches were held back by its cap",
-         [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), g.throttled_seconds); }); });
-  Family(&out, "tessera_slice_wall_refusals_total", "counter", "Allocations refused at the slice's memory wall",
-         [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.wall_refusals)); }); });
+  Family(&out, "tessera_slice_throttled_seconds_total", "counter",
+         "Time the slice's launches were held back by its cap", [&](auto emit) {
+           each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), g.throttled_seconds); });
+         });
+  Family(&out, "tessera_slice_wall_refusals_total", "counter",
+         "Allocations refused at the slice's memory wall", [&](auto emit) {
+           each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.wall_refusals)); });
+         });
   Family(&out, "tessera_slice_priority_waits_total", "counter", "Launches delayed for high-priority work",
-         [&](auto emit) { each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.priority_waits)); }); });
+         [&](auto emit) {
+           each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.priority_waits)); });
+         });
 
   const Labels node{{"node", s.node}};
   const auto& c = s.counters;
-  struct Counter { const char* name; const char* help; uint64_t v; };
+  struct Counter {
+    const char* name;
+    const char* help;
+    uint64_t v;
+  };
   const Counter counters[] = {
       {"tessera_agent_allocations_total", "Allocate calls answered with a slice", c.allocations},
       {"tessera_agent_allocation_failures_total", "Allocate calls that failed", c.allocation_failures},
-      {"tessera_agent_ambiguous_matches_total", "Allocate calls whose pod had to be guessed among different requests", c.ambiguous_matches},
+      {"tessera_agent_ambiguous_matches_total",
+       "Allocate calls whose pod had to be guessed among different requests", c.ambiguous_matches},
       {"tessera_agent_verified_total", "Slices confirmed through the kubelet's PodResources API", c.verified},
-      {"tessera_agent_repairs_total", "Slices rewritten after PodResources showed another container held them", c.repairs},
+      {"tessera_agent_repairs_total",
+       "Slices rewritten after PodResources showed another container held them", c.repairs},
       {"tessera_agent_registrations_total", "Successful registrations with the kubelet", c.registrations},
       {"tessera_agent_health_events_total", "GPU health changes observed", c.health_events},
   };

@@ -40,8 +40,8 @@ struct SliceGpuSample {
   int vdevice = 0;  // position of this GPU within the container's slice
   uint64_t used_bytes = 0;
   uint64_t limit_bytes = 0;
-  double cap_ratio = 1.0;      // configured compute cap (cores / 100)
-  double share_ratio = -1;     // measured share of the GPU's time; -1 unknown
+  double cap_ratio = 1.0;   // configured compute cap (cores / 100)
+  double share_ratio = -1;  // measured share of the GPU's time; -1 unknown
   double throttled_seconds = 0;
   uint64_t wall_refusals = 0;
   uint64_t priority_waits = 0;

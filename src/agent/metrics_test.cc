@@ -32,9 +32,10 @@ TEST(RenderMetrics, HamiNamesAndLabels) {
             std::string::npos)
       << text;
   EXPECT_NE(text.find("vGPU_device_memory_usage_in_bytes{podnamespace=\"team\""), std::string::npos);
-  EXPECT_NE(text.find("Device_utilization_desc_of_container{podnamespace=\"team\",podname=\"worker \\\"a\\\"\","
-                      "ctrname=\"main\",vdeviceid=\"0\",deviceuuid=\"GPU-a\"} 20\n"),
-            std::string::npos);
+  EXPECT_NE(
+      text.find("Device_utilization_desc_of_container{podnamespace=\"team\",podname=\"worker \\\"a\\\"\","
+                "ctrname=\"main\",vdeviceid=\"0\",deviceuuid=\"GPU-a\"} 20\n"),
+      std::string::npos);
   EXPECT_NE(text.find("HostCoreUtilization{nodeid=\"node-1\",deviceidx=\"0\",deviceuuid=\"GPU-a\","
                       "devicetype=\"NVIDIA-A100-SXM4-80GB\"} 37\n"),
             std::string::npos);

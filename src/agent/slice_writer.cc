@@ -8,9 +8,8 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
-#include <sstream>
-
 #include <nlohmann/json.hpp>
+#include <sstream>
 
 #include "slice/config.h"
 
@@ -92,8 +91,7 @@ Status SliceWriter::Prepare() {
 }
 
 Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
-                          const std::map<std::string, uint64_t>& gpu_memory_bytes,
-                          ContainerSlice* out) {
+                          const std::map<std::string, uint64_t>& gpu_memory_bytes, ContainerSlice* out) {
   if (a.grants.empty()) return Status::Error("container " + a.Key() + " has no GPU grants");
   if (a.grants.size() > static_cast<size_t>(slice::kMaxGpus)) {
     return Status::Error("container " + a.Key() + ": at most " + std::to_string(slice::kMaxGpus) +
@@ -156,8 +154,9 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
 }
 
 Status SliceWriter::WriteOwner(const fs::path& dir, const SliceOwner& o) {
-  nlohmann::json j = {{"namespace", o.namespace_}, {"pod", o.pod},          {"pod_uid", o.pod_uid},
-                      {"container", o.container},  {"device_ids", o.device_ids}, {"verified", o.verified}};
+  nlohmann::json j = {{"namespace", o.namespace_},  {"pod", o.pod},
+                      {"pod_uid", o.pod_uid},       {"container", o.container},
+                      {"device_ids", o.device_ids}, {"verified", o.verified}};
   j["grants"] = nlohmann::json::array();
   for (const auto& g : o.grants) {
     j["grants"].push_back({{"uuid", g.uuid}, {"memory_mib", g.memory_mib}, {"cores", g.cores}});

@@ -45,8 +45,8 @@ struct Mount {
 };
 
 struct ContainerSlice {
-  std::string slice;                      // slice name
-  std::filesystem::path dir;              // host dir of the slice
+  std::string slice;          // slice name
+  std::filesystem::path dir;  // host dir of the slice
   std::map<std::string, std::string> envs;
   std::vector<Mount> mounts;
 };
@@ -65,8 +65,8 @@ class SliceWriter {
  public:
   struct Options {
     std::filesystem::path state_dir = "/var/lib/tessera";
-    std::filesystem::path shim_path;       // libtessera.so on the host
-    std::filesystem::path node_region_dir; // host dir for node-wide priority files; empty: none
+    std::filesystem::path shim_path;        // libtessera.so on the host
+    std::filesystem::path node_region_dir;  // host dir for node-wide priority files; empty: none
   };
   explicit SliceWriter(Options opts);
 

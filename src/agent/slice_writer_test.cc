@@ -38,8 +38,8 @@ ContainerAssignment Two() {
 
 TEST(SliceName, FromFirstDeviceId) {
   EXPECT_EQ(SliceNameForDevices({"GPU-B::1", "GPU-A::3"}), "gpu-a-3");
-  EXPECT_TRUE(slice::ValidSliceName(
-      SliceNameForDevices({"GPU-5f7a2c1e-0000-4000-8000-000000000001::12"}).c_str()));
+  EXPECT_TRUE(
+      slice::ValidSliceName(SliceNameForDevices({"GPU-5f7a2c1e-0000-4000-8000-000000000001::12"}).c_str()));
   std::string long_id(80, 'x');
   auto n = SliceNameForDevices({long_id + "::7"});
   EXPECT_LE(n.size(), 63u);

@@ -32,7 +32,8 @@ int AgentCmd(int argc, char** argv) {
   std::string kubeconfig, backend = "nvml", sim_config, faults, state_dir = "/var/lib/tessera",
                           kubelet_dir = "/var/lib/kubelet", shim, node_region_dir = "/run/tessera/node";
   app.add_option("--node", o.node, "Node this agent serves (default: $NODE_NAME)");
-  app.add_option("--kubeconfig", kubeconfig, "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
+  app.add_option("--kubeconfig", kubeconfig,
+                 "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
   app.add_option("--backend", backend, "GPU discovery: nvml (libnvidia-ml.so.1) or sim (a file)")
       ->check(CLI::IsMember({"nvml", "sim"}));
   app.add_option("--sim-config", sim_config, "YAML/JSON file of simulated GPUs (with --backend sim)");
@@ -46,8 +47,9 @@ int AgentCmd(int argc, char** argv) {
   app.add_option("--resource", o.resource, "extended resource name of the device plugin");
   app.add_option("--metrics-port", o.metrics_port, "HTTP port for /metrics and /healthz (0: off)");
   app.add_option("--metrics-address", o.metrics_address, "address the metrics server listens on");
-  app.add_flag("--hami-metric-names,!--no-hami-metric-names", o.hami_metric_names,
-               "also serve HAMi's metric names (vGPU_device_memory_usage_in_bytes, HostCoreUtilization, ...)");
+  app.add_flag(
+      "--hami-metric-names,!--no-hami-metric-names", o.hami_metric_names,
+      "also serve HAMi's metric names (vGPU_device_memory_usage_in_bytes, HostCoreUtilization, ...)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

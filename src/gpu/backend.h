@@ -21,14 +21,14 @@
 namespace tessera::gpu {
 
 struct GpuInfo {
-  int index = 0;               // enumeration order on this host (informational only)
-  std::string uuid;            // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
-  std::string model;           // e.g. "NVIDIA H100 80GB HBM3"
-  uint64_t memory_bytes = 0;   // total device memory
-  int numa_node = -1;          // -1 when the platform does not say
-  std::string pci_bus_id;      // "0000:3b:00.0" when known
+  int index = 0;              // enumeration order on this host (informational only)
+  std::string uuid;           // "GPU-xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+  std::string model;          // e.g. "NVIDIA H100 80GB HBM3"
+  uint64_t memory_bytes = 0;  // total device memory
+  int numa_node = -1;         // -1 when the platform does not say
+  std::string pci_bus_id;     // "0000:3b:00.0" when known
   bool healthy = true;
-  std::string health_reason;   // why it is unhealthy; empty when healthy
+  std::string health_reason;  // why it is unhealthy; empty when healthy
 };
 
 struct ProcessUsage {
@@ -68,8 +68,7 @@ class Backend {
 
   // Waits up to `timeout` for the next health change. On return with ok(): *event holds the change, or
   // is empty when the timeout passed without one.
-  virtual Status WaitHealthEvent(std::chrono::milliseconds timeout,
-                                 std::optional<HealthEvent>* event) = 0;
+  virtual Status WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) = 0;
 };
 
 // The NVML backend; `library` is what dlopen() is given.

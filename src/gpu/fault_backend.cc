@@ -13,7 +13,8 @@ Status ParseFaultPlan(const std::string& text, FaultPlan* out) {
     if (item.empty()) continue;
     auto eq = item.find('=');
     if (eq == std::string::npos) {
-      return Status::Error("fault plan: '" + item + "' must be key=value (keys: init, discover, usage, wait, hide)");
+      return Status::Error("fault plan: '" + item +
+                           "' must be key=value (keys: init, discover, usage, wait, hide)");
     }
     std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     if (key == "hide") {
@@ -24,11 +25,11 @@ Status ParseFaultPlan(const std::string& text, FaultPlan* out) {
       }
       continue;
     }
-    int* field = key == "init" ? &plan.fail_init
+    int* field = key == "init"       ? &plan.fail_init
                  : key == "discover" ? &plan.fail_discover
-                 : key == "usage" ? &plan.fail_usage
-                 : key == "wait" ? &plan.fail_wait
-                                 : nullptr;
+                 : key == "usage"    ? &plan.fail_usage
+                 : key == "wait"     ? &plan.fail_wait
+                                     : nullptr;
     if (!field) {
       return Status::Error("fault plan: unknown key '" + key + "' (keys: init, discover, usage, wait, hide)");
     }
@@ -76,9 +77,9 @@ Status FaultBackend::Discover(std::vector<GpuInfo>* out) {
     std::lock_guard<std::mutex> lock(mu_);
     hidden = plan_.hidden;
   }
-  out->erase(std::remove_if(out->begin(), out->end(),
-                            [&](const GpuInfo& g) { return hidden.count(g.uuid) > 0; }),
-             out->end());
+  out->erase(
+      std::remove_if(out->begin(), out->end(), [&](const GpuInfo& g) { return hidden.count(g.uuid) > 0; }),
+      out->end());
   return Status::Ok();
 }
 
@@ -87,8 +88,7 @@ Status FaultBackend::Usage(const std::string& uuid, GpuUsage* out) {
   return inner_->Usage(uuid, out);
 }
 
-Status FaultBackend::WaitHealthEvent(std::chrono::milliseconds timeout,
-                                     std::optional<HealthEvent>* event) {
+Status FaultBackend::WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) {
   event->reset();
   if (Take(&FaultPlan::fail_wait)) return Status::Error("injected fault: event wait failed");
   return inner_->WaitHealthEvent(timeout, event);

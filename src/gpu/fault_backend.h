@@ -16,10 +16,10 @@
 namespace tessera::gpu {
 
 struct FaultPlan {
-  int fail_init = 0;        // fail the next N Init() calls
-  int fail_discover = 0;    // fail the next N Discover() calls
-  int fail_usage = 0;       // fail the next N Usage() calls
-  int fail_wait = 0;        // fail the next N WaitHealthEvent() calls
+  int fail_init = 0;             // fail the next N Init() calls
+  int fail_discover = 0;         // fail the next N Discover() calls
+  int fail_usage = 0;            // fail the next N Usage() calls
+  int fail_wait = 0;             // fail the next N WaitHealthEvent() calls
   std::set<std::string> hidden;  // UUIDs Discover() leaves out (a GPU that vanished)
 };
 
@@ -38,8 +38,7 @@ class FaultBackend : public Backend {
   Status Init() override;
   Status Discover(std::vector<GpuInfo>* out) override;
   Status Usage(const std::string& uuid, GpuUsage* out) override;
-  Status WaitHealthEvent(std::chrono::milliseconds timeout,
-                         std::optional<HealthEvent>* event) override;
+  Status WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) override;
 
  private:
   bool Take(int FaultPlan::*counter);

@@ -11,7 +11,8 @@ std::unique_ptr<Backend> TwoGpus() {
   SimSpec spec;
   EXPECT_TRUE(ParseSimSpec("gpus: [{uuid: GPU-a, model: m, memory_mib: 1}, "
                            "{uuid: GPU-b, model: m, memory_mib: 1}]",
-                           "t", &spec).ok());
+                           "t", &spec)
+                  .ok());
   return std::make_unique<SimBackend>(spec);
 }
 

@@ -194,8 +194,7 @@ class NvmlBackend : public Backend {
     return Status::Ok();
   }
 
-  Status WaitHealthEvent(std::chrono::milliseconds timeout,
-                         std::optional<HealthEvent>* event) override {
+  Status WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) override {
     event->reset();
     nvmlEventSet_t set;
     {
@@ -234,7 +233,6 @@ class NvmlBackend : public Backend {
   }
 
  private:
-
   Status RegisterEventsLocked() {
     unsigned int count = 0;
     if (api_.get_count(&count) != NVML_SUCCESS) return Status::Ok();

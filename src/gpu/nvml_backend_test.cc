@@ -43,9 +43,8 @@ TEST(NvmlBackend, DiscoversRealGpus) {
     GpuUsage u;
     ASSERT_TRUE(b->Usage(g.uuid, &u).ok());
     EXPECT_EQ(u.memory_total_bytes, g.memory_bytes);
-    std::printf("gpu %d %s %s %llu MiB numa=%d bus=%s healthy=%d util=%d%%\n", g.index,
-                g.uuid.c_str(), g.model.c_str(),
-                static_cast<unsigned long long>(g.memory_bytes >> 20), g.numa_node,
+    std::printf("gpu %d %s %s %llu MiB numa=%d bus=%s healthy=%d util=%d%%\n", g.index, g.uuid.c_str(),
+                g.model.c_str(), static_cast<unsigned long long>(g.memory_bytes >> 20), g.numa_node,
                 g.pci_bus_id.c_str(), g.healthy, u.utilization_percent);
   }
   std::optional<HealthEvent> ev;

@@ -22,10 +22,10 @@ bool ValidUuid(const std::string& s) {
 }
 
 // Reads an integer field; yaml-cpp would happily turn "1.5" or "abc" into garbage otherwise.
-Status ReadInt(const YAML::Node& node, const std::string& where, int64_t lo, int64_t hi,
-               int64_t* out) {
-  if (!node.IsScalar()) return Status::Error(where + ": must be an integer in [" +
-                                             std::to_string(lo) + ", " + std::to_string(hi) + "]");
+Status ReadInt(const YAML::Node& node, const std::string& where, int64_t lo, int64_t hi, int64_t* out) {
+  if (!node.IsScalar())
+    return Status::Error(where + ": must be an integer in [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
   const std::string& text = node.Scalar();
   size_t used = 0;
   long long v = 0;
@@ -35,8 +35,8 @@ Status ReadInt(const YAML::Node& node, const std::string& where, int64_t lo, int
     used = 0;
   }
   if (used == 0 || used != text.size() || v < lo || v > hi) {
-    return Status::Error(where + ": '" + text + "' is not an integer in [" + std::to_string(lo) +
-                         ", " + std::to_string(hi) + "]");
+    return Status::Error(where + ": '" + text + "' is not an integer in [" + std::to_string(lo) + ", " +
+                         std::to_string(hi) + "]");
   }
   *out = v;
   return Status::Ok();
@@ -45,17 +45,22 @@ Status ReadInt(const YAML::Node& node, const std::string& where, int64_t lo, int
 Status ReadBool(const YAML::Node& node, const std::string& where, bool* out) {
   if (node.IsScalar()) {
     const std::string& t = node.Scalar();
-    if (t == "true") { *out = true; return Status::Ok(); }
-    if (t == "false") { *out = false; return Status::Ok(); }
+    if (t == "true") {
+      *out = true;
+      return Status::Ok();
+    }
+    if (t == "false") {
+      *out = false;
+      return Status::Ok();
+    }
   }
   return Status::Error(where + ": must be true or false");
 }
 
-Status ReadString(const YAML::Node& node, const std::string& where, size_t max_len,
-                  std::string* out) {
+Status ReadString(const YAML::Node& node, const std::string& where, size_t max_len, std::string* out) {
   if (!node.IsScalar() || node.Scalar().empty() || node.Scalar().size() > max_len) {
-    return Status::Error(where + ": must be a non-empty string of at most " +
-                         std::to_string(max_len) + " characters");
+    return Status::Error(where + ": must be a non-empty string of at most " + std::to_string(max_len) +
+                         " characters");
   }
   for (char c : node.Scalar()) {
     if (static_cast<unsigned char>(c) < 0x20) return Status::Error(where + ": control character");
@@ -80,8 +85,9 @@ Status CheckKeys(const YAML::Node& map, const std::string& where,
 
 Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpec::Gpu* out) {
   if (!g.IsMap()) return Status::Error(where + ": must be a mapping");
-  Status st = CheckKeys(g, where, {"uuid", "model", "memory_mib", "numa", "healthy", "utilization",
-                                   "memory_used_mib", "pci_bus_id"});
+  Status st = CheckKeys(
+      g, where,
+      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id"});
   if (!st.ok()) return st;
   GpuInfo& info = out->info;
   info.index = index;
@@ -265,13 +271,11 @@ Status SimBackend::Usage(const std::string& uuid, GpuUsage* out) {
   return Status::Ok();
 }
 
-Status SimBackend::SetUsage(const std::string& uuid, uint64_t memory_used_bytes,
-                            int utilization_percent) {
+Status SimBackend::SetUsage(const std::string& uuid, uint64_t memory_used_bytes, int utilization_percent) {
   std::lock_guard<std::mutex> lock(mu_);
   SimSpec::Gpu* g = FindLocked(uuid);
   if (!g) return Status::Error("sim backend: no GPU " + uuid);
-  if (memory_used_bytes > g->info.memory_bytes || utilization_percent < 0 ||
-      utilization_percent > 100) {
+  if (memory_used_bytes > g->info.memory_bytes || utilization_percent < 0 || utilization_percent > 100) {
     return Status::Error("sim backend: usage out of range for " + uuid);
   }
   g->memory_used_bytes = memory_used_bytes;
@@ -326,8 +330,7 @@ Status SimBackend::ReloadIfChangedLocked() {
   return Status::Ok();
 }
 
-Status SimBackend::WaitHealthEvent(std::chrono::milliseconds timeout,
-                                   std::optional<HealthEvent>* event) {
+Status SimBackend::WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) {
   event->reset();
   const auto deadline = std::chrono::steady_clock::now() + timeout;
   std::unique_lock<std::mutex> lock(mu_);
@@ -339,8 +342,7 @@ Status SimBackend::WaitHealthEvent(std::chrono::milliseconds timeout,
     Status st = ReloadIfChangedLocked();
     if (!st.ok()) return st;
     auto now = std::chrono::steady_clock::now();
-    while (next_scripted_ < spec_.events.size() &&
-           started_ + spec_.events[next_scripted_].after <= now) {
+    while (next_scripted_ < spec_.events.size() && started_ + spec_.events[next_scripted_].after <= now) {
       pending_.push_back(spec_.events[next_scripted_].event);
       ++next_scripted_;
     }

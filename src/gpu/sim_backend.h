@@ -22,11 +22,11 @@
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <deque>
 #include <filesystem>
 #include <memory>
 #include <mutex>
-#include <condition_variable>
 #include <string>
 #include <vector>
 
@@ -62,8 +62,7 @@ class SimBackend : public Backend {
   Status Init() override;
   Status Discover(std::vector<GpuInfo>* out) override;
   Status Usage(const std::string& uuid, GpuUsage* out) override;
-  Status WaitHealthEvent(std::chrono::milliseconds timeout,
-                         std::optional<HealthEvent>* event) override;
+  Status WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) override;
 
   // Queues a health change as if the hardware had reported it (tests, `tessera agent` debug hooks).
   // Fails for an unknown UUID.

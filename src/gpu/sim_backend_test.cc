@@ -71,26 +71,37 @@ TEST(SimSpec, RejectsBadInputNamingTheField) {
       {"bad uuid", "gpus: [{uuid: gpu-1, model: m, memory_mib: 1}]", "gpus[0].uuid: 'gpu-1'"},
       {"uuid odd chars", "gpus: [{uuid: GPU-x_y, model: m, memory_mib: 1}]", "must be 'GPU-'"},
       {"missing model", "gpus: [{uuid: GPU-a, memory_mib: 1}]", "gpus[0].model: required"},
-      {"memory zero", "gpus: [{uuid: GPU-a, model: m, memory_mib: 0}]", "memory_mib: '0' is not an integer in [1, 16777216]"},
+      {"memory zero", "gpus: [{uuid: GPU-a, model: m, memory_mib: 0}]",
+       "memory_mib: '0' is not an integer in [1, 16777216]"},
       {"memory float", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1.5}]", "memory_mib: '1.5'"},
       {"memory text", "gpus: [{uuid: GPU-a, model: m, memory_mib: lots}]", "memory_mib: 'lots'"},
-      {"numa range", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1, numa: 5000}]", "numa: '5000' is not an integer in [-1, 1023]"},
-      {"healthy word", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1, healthy: maybe}]", "healthy: must be true or false"},
-      {"util range", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1, utilization: 101}]", "utilization: '101'"},
-      {"used > total", "gpus: [{uuid: GPU-a, model: m, memory_mib: 10, memory_used_mib: 11}]", "memory_used_mib: '11' is not an integer in [0, 10]"},
-      {"dup uuid", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}, {uuid: GPU-a, model: m, memory_mib: 1}]", "gpus[1].uuid: 'GPU-a' appears twice"},
+      {"numa range", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1, numa: 5000}]",
+       "numa: '5000' is not an integer in [-1, 1023]"},
+      {"healthy word", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1, healthy: maybe}]",
+       "healthy: must be true or false"},
+      {"util range", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1, utilization: 101}]",
+       "utilization: '101'"},
+      {"used > total", "gpus: [{uuid: GPU-a, model: m, memory_mib: 10, memory_used_mib: 11}]",
+       "memory_used_mib: '11' is not an integer in [0, 10]"},
+      {"dup uuid", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}, {uuid: GPU-a, model: m, memory_mib: 1}]",
+       "gpus[1].uuid: 'GPU-a' appears twice"},
       {"typo key", "gpus: [{uuid: GPU-a, model: m, memory_mb: 1}]", "unknown key 'memory_mb'"},
-      {"event unknown gpu", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nevents: [{after_ms: 1, uuid: GPU-b, healthy: false}]", "events[0].uuid: 'GPU-b' is not one of the gpus"},
-      {"event no healthy", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nevents: [{after_ms: 1, uuid: GPU-a}]", "events[0].healthy: required"},
-      {"event negative", "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nevents: [{after_ms: -1, uuid: GPU-a, healthy: true}]", "after_ms: '-1'"},
+      {"event unknown gpu",
+       "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nevents: [{after_ms: 1, uuid: GPU-b, healthy: false}]",
+       "events[0].uuid: 'GPU-b' is not one of the gpus"},
+      {"event no healthy",
+       "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nevents: [{after_ms: 1, uuid: GPU-a}]",
+       "events[0].healthy: required"},
+      {"event negative",
+       "gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]\nevents: [{after_ms: -1, uuid: GPU-a, healthy: true}]",
+       "after_ms: '-1'"},
   };
   for (const auto& c : cases) {
     SimSpec spec;
     spec.gpus.resize(3);  // must stay untouched on failure
     Status st = ParseSimSpec(c.text, "f.yaml", &spec);
     EXPECT_FALSE(st.ok()) << c.name;
-    EXPECT_NE(st.message().find(c.expect), std::string::npos)
-        << c.name << ": got '" << st.message() << "'";
+    EXPECT_NE(st.message().find(c.expect), std::string::npos) << c.name << ": got '" << st.message() << "'";
     EXPECT_EQ(spec.gpus.size(), 3u) << c.name << ": half-applied";
   }
 }
@@ -144,7 +155,9 @@ gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]
 events:
   - {after_ms: 30, uuid: GPU-a, healthy: true}
   - {after_ms: 10, uuid: GPU-a, healthy: false, reason: "Xid 48"}
-)", "t", &spec).ok());
+)",
+                           "t", &spec)
+                  .ok());
   SimBackend b(spec);
   ASSERT_TRUE(b.Init().ok());
   std::optional<HealthEvent> ev;
@@ -172,17 +185,20 @@ TEST(SimBackend, FileEditBecomesEvent) {
   ASSERT_TRUE(b->Init().ok());
   write(false);
   // mtime granularity: make the change visible even on coarse-timestamp filesystems.
-  std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() +
-                                             std::chrono::seconds(2));
+  std::filesystem::last_write_time(path,
+                                   std::filesystem::file_time_type::clock::now() + std::chrono::seconds(2));
   std::optional<HealthEvent> ev;
   ASSERT_TRUE(b->WaitHealthEvent(std::chrono::seconds(10), &ev).ok());
   ASSERT_TRUE(ev.has_value());
   EXPECT_EQ(ev->uuid, "GPU-a");
   EXPECT_FALSE(ev->healthy);
   // A broken edit is reported and the previous GPUs stay.
-  { std::ofstream out(path, std::ios::trunc); out << "gpus: ["; }
-  std::filesystem::last_write_time(path, std::filesystem::file_time_type::clock::now() +
-                                             std::chrono::seconds(4));
+  {
+    std::ofstream out(path, std::ios::trunc);
+    out << "gpus: [";
+  }
+  std::filesystem::last_write_time(path,
+                                   std::filesystem::file_time_type::clock::now() + std::chrono::seconds(4));
   Status st = b->WaitHealthEvent(std::chrono::seconds(1), &ev);
   EXPECT_FALSE(st.ok());
   EXPECT_NE(st.message().find("keeping the previous GPUs"), std::string::npos);

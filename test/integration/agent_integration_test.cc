@@ -20,7 +20,6 @@
 #include "kube/config.h"
 #include "slice/config.h"
 
-
 namespace {
 
 namespace fs = std::filesystem;
@@ -32,7 +31,8 @@ std::string Env(const char* k) {
   return v ? v : "";
 }
 
-bool Eventually(const std::function<bool()>& cond, std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+bool Eventually(const std::function<bool()>& cond,
+                std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (cond()) return true;
@@ -66,13 +66,15 @@ std::string Uuid(const std::string& prefix, int i) {
 }
 
 // A pod as tessera-scheduler leaves it after bind: bound, annotated, allocation pending.
-json BoundPod(const std::string& name, const std::string& node, const std::vector<std::vector<json>>& ctr_grants) {
+json BoundPod(const std::string& name, const std::string& node,
+              const std::vector<std::vector<json>>& ctr_grants) {
   json containers = json::array();
   json devices = json::array();
   for (size_t i = 0; i < ctr_grants.size(); ++i) {
     json limits = json::object();
     if (!ctr_grants[i].empty()) limits["nvidia.com/gpu"] = std::to_string(ctr_grants[i].size());
-    containers.push_back({{"name", "c" + std::to_string(i)}, {"image", "pause"}, {"resources", {{"limits", limits}}}});
+    containers.push_back(
+        {{"name", "c" + std::to_string(i)}, {"image", "pause"}, {"resources", {{"limits", limits}}}});
     devices.push_back(ctr_grants[i]);
   }
   auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
@@ -111,7 +113,8 @@ class AgentIntegration : public ::testing::Test {
     kube_ = *c;
   }
   void TearDown() override {
-    for (const auto& p : pods_) kube_->Request("DELETE", "/api/v1/namespaces/default/pods/" + p + "?gracePeriodSeconds=0");
+    for (const auto& p : pods_)
+      kube_->Request("DELETE", "/api/v1/namespaces/default/pods/" + p + "?gracePeriodSeconds=0");
   }
   void CreatePod(const json& pod) {
     auto r = kube_->Create(tessera::kube::kPods, "default", pod);
@@ -125,7 +128,9 @@ class AgentIntegration : public ::testing::Test {
   static void ExpectNoMismatches(AgentSimNode& node) {
     auto bad = node.Mismatches();
     for (const auto& m : bad) ADD_FAILURE() << m;
-    if (!bad.empty()) std::fprintf(stderr, "---- agent log of %s ----\n%s\n", node.name().c_str(), node.AgentLogTail().c_str());
+    if (!bad.empty())
+      std::fprintf(stderr, "---- agent log of %s ----\n%s\n", node.name().c_str(),
+                   node.AgentLogTail().c_str());
   }
 
   std::shared_ptr<Client> kube_;
@@ -152,7 +157,8 @@ TEST_F(AgentIntegration, RegistersAllocatesSurvivesKubeletRestartAndFollowsHealt
   }
   EXPECT_EQ(numa1, 4);
   // Published on the Node.
-  ASSERT_TRUE(Eventually([&] { return !tessera::kube::Annotation(NodeObj(*kube_, node.name()), "tessera.dev/gpus").empty(); }));
+  ASSERT_TRUE(Eventually(
+      [&] { return !tessera::kube::Annotation(NodeObj(*kube_, node.name()), "tessera.dev/gpus").empty(); }));
   json n = NodeObj(*kube_, node.name());
   auto gpus = json::parse(tessera::kube::Annotation(n, "tessera.dev/gpus"));
   ASSERT_EQ(gpus.size(), 2u);
@@ -200,11 +206,12 @@ TEST_F(AgentIntegration, RegistersAllocatesSurvivesKubeletRestartAndFollowsHealt
 
   // Metrics: HAMi's names with their labels, and ours.
   std::string metrics = node.Metrics();
-  EXPECT_NE(metrics.find("vGPU_device_memory_limit_in_bytes{podnamespace=\"default\",podname=\"worker-a-" + id +
-                         "\",ctrname=\"c0\",vdeviceid=\"0\",deviceuuid=\"" + g1 + "\"} 17179869184"),
+  EXPECT_NE(metrics.find("vGPU_device_memory_limit_in_bytes{podnamespace=\"default\",podname=\"worker-a-" +
+                         id + "\",ctrname=\"c0\",vdeviceid=\"0\",deviceuuid=\"" + g1 + "\"} 17179869184"),
             std::string::npos)
       << metrics;
-  EXPECT_NE(metrics.find("tessera_slice_compute_cap_ratio{namespace=\"default\",pod=\"worker-a-" + id), std::string::npos);
+  EXPECT_NE(metrics.find("tessera_slice_compute_cap_ratio{namespace=\"default\",pod=\"worker-a-" + id),
+            std::string::npos);
   EXPECT_NE(metrics.find("HostGPUMemoryUsage{nodeid=\"" + node.name() + "\""), std::string::npos);
 
   // Kubelet restart: the agent registers again and keeps serving.
@@ -224,14 +231,18 @@ TEST_F(AgentIntegration, RegistersAllocatesSurvivesKubeletRestartAndFollowsHealt
   {
     std::ofstream out(node.root() / "gpus.yaml", std::ios::trunc);
     out << "gpus:\n  - {uuid: " << g0 << ", model: NVIDIA A100-SXM4-80GB, memory_mib: 81920, numa: 0}\n"
-        << "  - {uuid: " << g1 << ", model: NVIDIA A100-SXM4-80GB, memory_mib: 81920, numa: 1, healthy: false}\n";
+        << "  - {uuid: " << g1
+        << ", model: NVIDIA A100-SXM4-80GB, memory_mib: 81920, numa: 1, healthy: false}\n";
   }
-  ASSERT_TRUE(Eventually([&] { return node.GpuResource().value("allocatable", 0) == 4; })) << node.Resources().dump();
+  ASSERT_TRUE(Eventually([&] { return node.GpuResource().value("allocatable", 0) == 4; }))
+      << node.Resources().dump();
   ASSERT_TRUE(Eventually([&] {
-    auto g = json::parse(tessera::kube::Annotation(NodeObj(*kube_, node.name()), "tessera.dev/gpus"), nullptr, false);
+    auto g = json::parse(tessera::kube::Annotation(NodeObj(*kube_, node.name()), "tessera.dev/gpus"), nullptr,
+                         false);
     return !g.is_discarded() && g.size() == 2 && g[1]["healthy"] == false;
   }));
-  EXPECT_NE(node.Metrics().find("tessera_gpu_healthy{node=\"" + node.name() + "\",gpu_uuid=\"" + g1 + "\",gpu_index=\"1\","),
+  EXPECT_NE(node.Metrics().find("tessera_gpu_healthy{node=\"" + node.name() + "\",gpu_uuid=\"" + g1 +
+                                "\",gpu_index=\"1\","),
             std::string::npos);
 }
 
@@ -247,7 +258,8 @@ TEST_F(AgentIntegration, TwoNumaNodesBurstWithAgentKilledOnce) {
   ASSERT_TRUE(a.WaitRegistered(30)) << a.AgentLogTail();
   ASSERT_TRUE(b.WaitRegistered(30)) << b.AgentLogTail();
   for (AgentSimNode* n : {&a, &b}) {
-    ASSERT_TRUE(Eventually([&] { return !tessera::kube::Annotation(NodeObj(*kube_, n->name()), "tessera.dev/gpus").empty(); }));
+    ASSERT_TRUE(Eventually(
+        [&] { return !tessera::kube::Annotation(NodeObj(*kube_, n->name()), "tessera.dev/gpus").empty(); }));
     auto gpus = json::parse(tessera::kube::Annotation(NodeObj(*kube_, n->name()), "tessera.dev/gpus"));
     ASSERT_EQ(gpus.size(), 4u);
     EXPECT_EQ(gpus[0]["numa"], 0);
@@ -259,11 +271,17 @@ TEST_F(AgentIntegration, TwoNumaNodesBurstWithAgentKilledOnce) {
   auto make = [&](const std::string& prefix, const std::string& node, int i) {
     const std::string name = "burst-" + node.substr(node.size() - 8) + "-" + std::to_string(i);
     switch (i % 5) {
-      case 0: return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
-      case 1: return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
-      case 2: return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
-      case 3: return BoundPod(name, node, {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
-      default: return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
+      case 0:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
+      case 1:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
+      case 2:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
+      case 3:
+        return BoundPod(name, node,
+                        {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
+      default:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
     }
   };
   const int per_node = 20;  // uses 28 of each node's 40 devices
@@ -337,13 +355,20 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
 
   auto shape = [&](int n, int i) {
     const std::string prefix = "d" + std::to_string(100 + n) + id.substr(0, 4);
-    const std::string node = nodes[n]->name(), name = "k" + id + "-" + std::to_string(n) + "-" + std::to_string(i);
+    const std::string node = nodes[n]->name(),
+                      name = "k" + id + "-" + std::to_string(n) + "-" + std::to_string(i);
     switch (i % 5) {
-      case 0: return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
-      case 1: return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
-      case 2: return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
-      case 3: return BoundPod(name, node, {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
-      default: return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 0, 100)}});
+      case 0:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
+      case 1:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
+      case 2:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
+      case 3:
+        return BoundPod(name, node,
+                        {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
+      default:
+        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 0, 100)}});
     }
   };
   // Shapes vary the requests (one whole card per pod in five); capacity is the scheduler's concern, not
@@ -360,7 +385,8 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
     }
     for (auto& f : creates) f.get();
     for (int n = 0; n < kNodes; ++n) {
-      for (int i = 0; i < kPodsPerNode; ++i) pods_.push_back("k" + id + "-" + std::to_string(n) + "-" + std::to_string(i));
+      for (int i = 0; i < kPodsPerNode; ++i)
+        pods_.push_back("k" + id + "-" + std::to_string(n) + "-" + std::to_string(i));
     }
   }
   auto t1 = std::chrono::steady_clock::now();
@@ -397,8 +423,10 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
     auto bad = n->Mismatches();
     for (const auto& m : bad) ADD_FAILURE() << m;
   }
-  std::printf("50 nodes up and registered in %.1f s; %d pods (%zu containers) admitted by 50 kubelets in %.1f s "
-              "with one agent SIGKILLed\n", t_nodes, kNodes * kPodsPerNode, containers, t_admit);
+  std::printf(
+      "50 nodes up and registered in %.1f s; %d pods (%zu containers) admitted by 50 kubelets in %.1f s "
+      "with one agent SIGKILLed\n",
+      t_nodes, kNodes * kPodsPerNode, containers, t_admit);
   const std::string victim = nodes[kVictim]->Metrics();
   std::istringstream lines(victim);
   std::string line;

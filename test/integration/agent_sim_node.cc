@@ -99,8 +99,8 @@ std::string AgentRandomId() {
   return s;
 }
 
-AgentSimNode::AgentSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<AgentSimGpu> gpus,
-                           Options opts)
+AgentSimNode::AgentSimNode(std::shared_ptr<kube::Client> kube, std::string node,
+                           std::vector<AgentSimGpu> gpus, Options opts)
     : kube_(std::move(kube)), node_(std::move(node)), gpus_(std::move(gpus)), opts_(opts) {
   signal(SIGPIPE, SIG_IGN);  // a killed agent must not take the test down with it
   root_ = fs::path("/tmp") / ("tdm-" + AgentRandomId());  // short: unix socket paths are limited
@@ -116,8 +116,8 @@ AgentSimNode::AgentSimNode(std::shared_ptr<kube::Client> kube, std::string node,
   if (opts_.create_node) {
     Json node_obj = {{"apiVersion", "v1"}, {"kind", "Node"}, {"metadata", {{"name", node_}}}};
     if (opts_.taint) {
-      node_obj["spec"]["taints"] = Json::array(
-          {{{"key", "agent-it.tessera.dev/test"}, {"value", node_}, {"effect", "NoSchedule"}}});
+      node_obj["spec"]["taints"] =
+          Json::array({{{"key", "agent-it.tessera.dev/test"}, {"value", node_}, {"effect", "NoSchedule"}}});
     }
     auto r = kube_->Create(kube::kNodes, "", node_obj);
     if (!r.ok()) {
@@ -138,8 +138,8 @@ AgentSimNode::~AgentSimNode() {
 }
 
 void AgentSimNode::StartHarness() {
-  harness_ = Spawn({Env("TESSERA_KUBE_BIN") + "/kubelet-devicemanager", "--root", root_.string(), "--kubeconfig",
-                    Env("TESSERA_KUBECONFIG"), "--node-name", node_},
+  harness_ = Spawn({Env("TESSERA_KUBE_BIN") + "/kubelet-devicemanager", "--root", root_.string(),
+                    "--kubeconfig", Env("TESSERA_KUBECONFIG"), "--node-name", node_},
                    root_ / "harness.out", root_ / "harness.log");
   if (harness_ <= 0) {
     error_ = "cannot start kubelet-devicemanager (TESSERA_KUBE_BIN=" + Env("TESSERA_KUBE_BIN") + ")";
@@ -156,14 +156,33 @@ void AgentSimNode::StartHarness() {
 
 void AgentSimNode::StartAgent() {
   metrics_port_ = AgentFreePort();
-  agent_ = Spawn({Env("TESSERA_BINARY_DIR") + "/src/cli/tessera", "agent", "--node", node_, "--kubeconfig",
-                  Env("TESSERA_KUBECONFIG"), "--backend", "sim", "--sim-config", (root_ / "gpus.yaml").string(),
-                  "--kubelet-dir", root_.string(), "--state-dir", (root_ / "state").string(), "--shim",
-                  (root_ / "libtessera.so").string(), "--node-region-dir", (root_ / "node").string(), "--split",
-                  std::to_string(opts_.split), "--metrics-port", std::to_string(metrics_port_),
-                  "--metrics-address", "127.0.0.1"},
+  agent_ = Spawn({Env("TESSERA_BINARY_DIR") + "/src/cli/tessera",
+                  "agent",
+                  "--node",
+                  node_,
+                  "--kubeconfig",
+                  Env("TESSERA_KUBECONFIG"),
+                  "--backend",
+                  "sim",
+                  "--sim-config",
+                  (root_ / "gpus.yaml").string(),
+                  "--kubelet-dir",
+                  root_.string(),
+                  "--state-dir",
+                  (root_ / "state").string(),
+                  "--shim",
+                  (root_ / "libtessera.so").string(),
+                  "--node-region-dir",
+                  (root_ / "node").string(),
+                  "--split",
+                  std::to_string(opts_.split),
+                  "--metrics-port",
+                  std::to_string(metrics_port_),
+                  "--metrics-address",
+                  "127.0.0.1"},
                  "/dev/null", root_ / "agent.log");
-  if (agent_ <= 0) error_ = "cannot start tessera agent (TESSERA_BINARY_DIR=" + Env("TESSERA_BINARY_DIR") + ")";
+  if (agent_ <= 0)
+    error_ = "cannot start tessera agent (TESSERA_BINARY_DIR=" + Env("TESSERA_BINARY_DIR") + ")";
 }
 
 void AgentSimNode::KillAgent(int sig) { Reap(&agent_, sig); }
@@ -197,7 +216,9 @@ bool AgentSimNode::WaitRegistered(double timeout_s) {
   return Poll(timeout_s, [&] { return GpuResource().value("capacity", 0) == want; });
 }
 
-Json AgentSimNode::RestartKubelet() { return Json::parse(Http("POST", "/restart", "", nullptr), nullptr, false); }
+Json AgentSimNode::RestartKubelet() {
+  return Json::parse(Http("POST", "/restart", "", nullptr), nullptr, false);
+}
 
 Json AgentSimNode::Admit(const std::string& ns, const std::string& pod, int* status) {
   Json body = {{"namespace", ns}, {"name", pod}, {"from_api", true}};
@@ -255,7 +276,8 @@ std::vector<std::string> AgentSimNode::Mismatches() {
       continue;
     }
     if (kube::Annotation(*pod, kube::kAnnoAllocationState) != kube::kAllocationAllocated) {
-      out.push_back(key + ": allocation-state is '" + kube::Annotation(*pod, kube::kAnnoAllocationState) + "'");
+      out.push_back(key + ": allocation-state is '" + kube::Annotation(*pod, kube::kAnnoAllocationState) +
+                    "'");
     }
     auto devices = kube::DecodeDevices(kube::Annotation(*pod, kube::kAnnoDevices));
     if (!devices.ok()) {
@@ -294,7 +316,8 @@ std::vector<std::string> AgentSimNode::Mismatches() {
       bool same = cfg.gpu_count == static_cast<int>(want.size());
       for (size_t g = 0; same && g < want.size(); ++g) {
         same = want[g].uuid == cfg.gpus[g].uuid &&
-               (want[g].memory_mib == 0 || static_cast<uint64_t>(want[g].memory_mib) << 20 == cfg.gpus[g].memory_bytes) &&
+               (want[g].memory_mib == 0 ||
+                static_cast<uint64_t>(want[g].memory_mib) << 20 == cfg.gpus[g].memory_bytes) &&
                (want[g].cores == 0 ? cfg.gpus[g].cores == 100 : want[g].cores == cfg.gpus[g].cores);
         uuids += (g ? "," : "") + want[g].uuid;
       }

@@ -35,7 +35,7 @@ class AgentSimNode {
   struct Options {
     bool create_node = true;  // false: the Node object exists already (e.g. made by another helper)
     int split = 10;
-    bool taint = true;        // NoSchedule taint agent-it.tessera.dev/test=<node> (pods must tolerate it)
+    bool taint = true;  // NoSchedule taint agent-it.tessera.dev/test=<node> (pods must tolerate it)
   };
   AgentSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<AgentSimGpu> gpus,
                Options opts);
@@ -50,12 +50,12 @@ class AgentSimNode {
 
   bool WaitRegistered(double timeout_s);  // the harness reports capacity gpus × split
   void StartAgent();
-  void KillAgent(int sig);                // and waits for it
+  void KillAgent(int sig);  // and waits for it
   bool AgentAlive() const;
-  kube::Json RestartKubelet();            // harness POST /restart
+  kube::Json RestartKubelet();  // harness POST /restart
 
-  kube::Json Resources();                 // harness GET /resources
-  kube::Json GpuResource();               // the nvidia.com/gpu entry of Resources()
+  kube::Json Resources();    // harness GET /resources
+  kube::Json GpuResource();  // the nvidia.com/gpu entry of Resources()
   // Admits one pod from the API server; *status is the HTTP status (200 admitted, 422 refused, ...).
   kube::Json Admit(const std::string& ns, const std::string& pod, int* status);
   // Admits every pod bound to this node and not yet admitted, oldest first, retrying refusals until
@@ -64,7 +64,7 @@ class AgentSimNode {
   // One line per container whose slice (read through the host path of its /run/tessera/slice.conf
   // mount) differs from its pod's current assignment, or whose pod is not marked allocated.
   std::vector<std::string> Mismatches();
-  std::string Metrics();                  // agent GET /metrics ("" on failure)
+  std::string Metrics();  // agent GET /metrics ("" on failure)
   std::string AgentLogTail(size_t bytes = 6000) const;
 
   // Admission answers, "<ns>/<pod>" → harness answer.
