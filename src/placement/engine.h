@@ -42,9 +42,10 @@ inline constexpr int kMaxGpusPerNode = 32;
 //  - bestfit: leave the least free CPU+GPU on the node (the ATC'23 baseline's formula).
 //  - fgd: fragmentation gradient descent (Weng et al., ATC'23): minimise the growth of the node's
 //    expected GPU fragmentation under the workload's typical requests.
-//  - tessera: our fragmentation-aware policy (see docs/placement.md): expected fragmentation over
-//    the workload distribution, weighted by the GPU share each request type brings, with lookahead
-//    on the node's leftover and best-fit tie-breaking.
+//  - tessera: our fragmentation-aware policy (see docs/placement.md): the growth of the expected
+//    fragmentation over the workload distribution (kinds weighted by arrivals and by GPU demand,
+//    host memory checked next to CPU) plus the GPU capacity the placement strands behind exhausted
+//    host CPU/memory, with best-fit tie-breaking.
 //  - random: every feasible node scores the same (the caller's tie-break picks).
 // At GPU level only binpack and spread are meaningful for the simple policies; fgd and tessera choose
 // GPUs by their own measure whatever gpu_policy says.
