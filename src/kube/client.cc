@@ -5,7 +5,10 @@
 
 #include <httplib.h>
 
+#include <signal.h>
+
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 namespace tessera::kube {
@@ -118,6 +121,13 @@ Result<WatchEvent> DecodeWatchEvent(const std::string& line) {
 
 Result<std::shared_ptr<Client>> Client::Create(const Config& config) {
   if (config.server.empty()) return Error{0, "Config", "no API server address"};
+  // OpenSSL writes to sockets with write(2): a connection the API server has closed would kill the process
+  // with SIGPIPE instead of failing one request. Only the default disposition is changed.
+  static std::once_flag sigpipe_once;
+  std::call_once(sigpipe_once, [] {
+    struct sigaction old {};
+    if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
+  });
   std::shared_ptr<Client> c(new Client(config));
   std::string s = config.server;
   if (s.rfind("https://", 0) == 0) {

@@ -4,7 +4,8 @@
 // patched and written back; `Resource` names the kind (path, namespaced or not). Callers: the scheduler
 // (pods, nodes, bindings, leases, quotas, events), the node agent (its Node, pods on the node), `tessera
 // doctor`. A Client is thread-safe: each call borrows a pooled keep-alive connection. Watch() blocks the
-// calling thread until the stream ends, the callback returns false, or Stop() is called.
+// calling thread until the stream ends, the callback returns false, or Stop() is called. Creating a Client
+// sets SIGPIPE to ignored if it was at its default (a closed connection must fail a call, not the process).
 #pragma once
 
 #include <atomic>

@@ -230,7 +230,7 @@ std::string Extender::FilterBody(const std::string& body) {
   if (!parsed->uid.empty()) {
     std::lock_guard<std::mutex> l(cache_mu_);
     if (score_cache_.emplace(parsed->uid, std::move(scores)).second) score_order_.push_back(parsed->uid);
-    while (score_order_.size() > 4096) {
+    while (score_order_.size() > 1024) {
       score_cache_.erase(score_order_.front());
       score_order_.pop_front();
     }
@@ -304,7 +304,7 @@ void Extender::Remember(const json& pod) {
   std::lock_guard<std::mutex> l(cache_mu_);
   if (pod_cache_.emplace(uid, pod).second) cache_order_.push_back(uid);
   else pod_cache_[uid] = pod;
-  while (cache_order_.size() > 20000) {
+  while (cache_order_.size() > 2000) {
     pod_cache_.erase(cache_order_.front());
     cache_order_.pop_front();
   }
