@@ -22,7 +22,8 @@ struct Local {
 };
 
 void LoadLocal(const Snapshot::Impl& s, uint32_t node, Local* l) {
-  l->n = s.gpu_count(node);
+  // Nodes with more cards are marked invalid by the snapshot; never copy past the stack array.
+  l->n = std::min(s.gpu_count(node), kMaxGpusPerNode);
   const GpuState* g = s.gpu_ptr(node);
   std::copy(g, g + l->n, l->g.begin());
   l->cpu_free = s.cpu_free[node];
