@@ -129,8 +129,18 @@ AgentCounters Agent::counters() const {
 Status Agent::Start() {
   Status st = ValidateOptions(opts_);
   if (!st.ok()) return st;
-  st = backend_->Init();
-  if (!st.ok()) return Status::Error("GPU backend " + backend_->Name() + ": " + st.message());
+  // The driver may still be loading when the agent starts with the node: retry a few times before
+  // giving up (the DaemonSet then restarts us with its own backoff).
+  for (int attempt = 1;; ++attempt) {
+    st = backend_->Init();
+    if (st.ok()) break;
+    if (attempt >= opts_.init_attempts) {
+      return Status::Error("GPU backend " + backend_->Name() + ": " + st.message());
+    }
+    Log("GPU backend %s: %s (attempt %d of %d)", backend_->Name().c_str(), st.message().c_str(), attempt,
+        opts_.init_attempts);
+    std::this_thread::sleep_for(std::chrono::milliseconds(opts_.init_retry_ms * attempt));
+  }
   std::vector<gpu::GpuInfo> gpus;
   st = backend_->Discover(&gpus);
   if (!st.ok()) return Status::Error("GPU discovery: " + st.message());

@@ -65,6 +65,8 @@ struct AgentOptions {
   std::string metrics_address = "0.0.0.0";
   bool hami_metric_names = true;
   double verify_period_s = 1.0;
+  int init_attempts = 5;     // GPU backend Init() tries before Start() fails
+  int init_retry_ms = 1000;  // wait before try n+1: n × this
   std::string version = "dev";
 };
 

@@ -13,6 +13,7 @@
 
 #include "agent/proto/deviceplugin_v1beta1.grpc.pb.h"
 #include "agent/proto/podresources_v1.grpc.pb.h"
+#include "gpu/fault_backend.h"
 #include "gpu/sim_backend.h"
 #include "slice/config.h"
 #include "slice/region.h"
@@ -532,6 +533,44 @@ TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
   EXPECT_NE(text.find("tessera_slice_throttled_seconds_total" + labels + " 2.5"), std::string::npos);
   EXPECT_NE(text.find("tessera_slice_priority_waits_total" + labels + " 3"), std::string::npos);
   EXPECT_NE(text.find("tessera_slice_compute_cap_ratio" + labels + " 0.3"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace tessera::agent
+
+namespace tessera::agent {
+namespace {
+
+// NVML not ready yet at boot: Init fails twice, the agent retries and starts; when it keeps failing,
+// Start() fails with the backend's message.
+TEST(AgentStart, RetriesBackendInitThenGivesUp) {
+  auto root = fs::temp_directory_path() / ("tessera-agent-init-" + std::to_string(getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "kubelet" / "device-plugins");
+  gpu::SimSpec spec;
+  ASSERT_TRUE(gpu::ParseSimSpec("gpus: [{uuid: GPU-a, model: m, memory_mib: 1}]", "t", &spec).ok());
+  AgentOptions o;
+  o.node = "n";
+  o.kubelet_dir = root / "kubelet";
+  o.slices.state_dir = root / "state";
+  o.slices.shim_path = root / "libtessera.so";
+  o.metrics_port = 0;
+  o.init_attempts = 3;
+  o.init_retry_ms = 1;
+  for (int failures : {2, 3}) {
+    gpu::FaultPlan plan;
+    plan.fail_init = failures;
+    auto backend = std::make_unique<gpu::FaultBackend>(std::make_unique<gpu::SimBackend>(spec), plan);
+    Agent a(o, std::move(backend), std::make_shared<FakeCluster>());
+    gpu::Status st = a.Start();
+    if (failures < 3) {
+      EXPECT_TRUE(st.ok()) << st.message();
+    } else {
+      ASSERT_FALSE(st.ok());
+      EXPECT_NE(st.message().find("injected fault: Init failed"), std::string::npos) << st.message();
+    }
+  }
+  fs::remove_all(root);
 }
 
 }  // namespace
