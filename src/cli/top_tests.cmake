@@ -19,3 +19,7 @@ if(TARGET tessera_kube)
     SOURCES doctor_test.cc doctor_checks.cc doctor_collect.cc doctor_report.cc
     LIBS tessera_kube)
 endif()
+if(TESSERA_BUILD_TESTS)
+  add_test(NAME cli_top_doctor_usage COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/top_doctor_usage_test.sh $<TARGET_FILE:tessera>)
+  set_tests_properties(cli_top_doctor_usage PROPERTIES LABELS unit TIMEOUT 60)
+endif()
