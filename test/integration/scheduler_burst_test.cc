@@ -1,14 +1,17 @@
-// Throughput and resilience: a 40-pod burst onto one node, and 1,000 mixed pods onto 50 nodes while the
-// scheduler is killed twice (one takeover by a second replica, one restart).
+// Throughput and resilience: a 40-pod burst onto one node, and 1,000 mixed pods onto 50 nodes (each a real
+// agent + kubelet device manager) while the scheduler is killed twice (one takeover by a second replica,
+// one restart) and one agent once.
 #include <gtest/gtest.h>
 #include <signal.h>
 
 #include <atomic>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <thread>
 
+#include "agent_sim_node.h"
 #include "scheduler_env.h"
 
 namespace tessera::itest {
@@ -86,24 +89,58 @@ TEST(SchedulerBurst, FortyPodsOntoOneNodeBoundInUnderTenSeconds) {
   for (const auto& [u, n] : per_gpu) EXPECT_EQ(n, 5) << u;
 }
 
-TEST(SchedulerBurst, ThousandPodsFiftyNodesSchedulerKilledTwice) {
+// Item 8 of the control-plane issue, end to end: 50 simulated nodes, each a real `tessera agent` on the
+// simulated backend registered with its own kubelet device manager (AgentSimNode), 1,000 pods with mixed
+// requests through kube-scheduler + the extender, admitted by the 50 "kubelets" while they are being
+// scheduled; `tessera scheduler` is SIGKILLed twice (one takeover by a second replica, one restart) and
+// one agent once. Afterwards every pod is bound, no GPU holds more memory or cores than it has, every pod
+// is admitted, and every container's slice equals its pod's assignment.
+TEST(SchedulerBurst, ThousandPodsSchedulerKilledTwiceAgentKilledOnce) {
   SchedulerEnv env;
   NEED_KUBE(env);
+  const int kNodes = 50, kPods = 1000;
   SchedulerEnv::Options o;
   o.lease_duration_s = 3;
   ASSERT_NO_FATAL_FAILURE(env.Start(o));
+  auto t0 = std::chrono::steady_clock::now();
+  // SchedulerEnv makes the Node (labelled for this scheduler, Ready, inventory published); the agent
+  // then owns it as on a real node: it re-publishes the same GPUs and the device-plugin capacity.
   std::map<std::string, int64_t> cap;
-  for (int n = 0; n < 50; ++n) {
+  std::vector<std::string> node_names;
+  std::vector<std::vector<AgentSimGpu>> agent_gpus;
+  for (int n = 0; n < kNodes; ++n) {
     std::vector<SimGpu> gpus;
     for (int g = 0; g < 4; ++g) gpus.push_back(SimGpu{n % 2 ? "A100" : "T4", n % 2 ? 40960 : 15360, g / 2});
     std::string name = env.AddNode("n" + std::to_string(n), gpus);
-    for (int g = 0; g < 4; ++g) cap["GPU-" + name + "-" + std::to_string(g)] = gpus[g].memory_mib;
+    std::vector<AgentSimGpu> ag;
+    for (int g = 0; g < 4; ++g) {
+      std::string uuid = "GPU-" + name + "-" + std::to_string(g);
+      cap[uuid] = gpus[g].memory_mib;
+      ag.push_back(AgentSimGpu{uuid, gpus[g].model, gpus[g].memory_mib, gpus[g].numa});
+    }
+    node_names.push_back(name);
+    agent_gpus.push_back(ag);
   }
+  std::vector<std::unique_ptr<AgentSimNode>> nodes(kNodes);
+  {
+    AgentSimNode::Options ao;
+    ao.create_node = false;
+    std::vector<std::thread> starts;
+    for (int n = 0; n < kNodes; ++n)
+      starts.emplace_back([&, n] {
+        nodes[n] = std::make_unique<AgentSimNode>(env.shared_client(), node_names[n], agent_gpus[n], ao);
+      });
+    for (auto& t : starts) t.join();
+  }
+  for (auto& n : nodes) ASSERT_EQ(n->error(), "") << n->name();
+  for (auto& n : nodes) ASSERT_TRUE(n->WaitRegistered(120)) << n->name() << n->AgentLogTail();
+  double t_nodes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
   // Mixed requests, sized so that everything fits (about 70% of the cluster's cores).
   std::mt19937 rng(42);
   std::vector<Json> specs;
   std::vector<std::string> names;
-  for (int i = 0; i < 1000; ++i) {
+  for (int i = 0; i < kPods; ++i) {
     Json limits;
     Json anno = Json::object();
     switch (rng() % 6) {
@@ -119,11 +156,42 @@ TEST(SchedulerBurst, ThousandPodsFiftyNodesSchedulerKilledTwice) {
     names.push_back("mix-" + std::to_string(i));
     specs.push_back(SchedulerEnv::GpuPod(names.back(), limits, anno));
   }
+
+  // The kubelets: each admit thread drives its own nodes (AgentSimNode is one thread per node), admitting
+  // whatever has been bound so far, until told the burst is over. The victim's agent is SIGKILLed and
+  // restarted by its own thread once asked: the first node met that has admitted pods by then (binpack
+  // fills nodes in turn, so a fixed victim might still be empty).
+  const int kAdmitThreads = 5;
+  std::atomic<bool> burst_over{false}, kill_agent{false}, agent_killed{false};
+  std::atomic<int> victim{-1};
+  std::vector<std::string> admit_errors(kNodes);
+  std::vector<std::thread> admitters;
+  for (int t = 0; t < kAdmitThreads; ++t)
+    admitters.emplace_back([&, t] {
+      for (bool last = false; !last;) {
+        last = burst_over.load();  // one more full pass after the burst is over
+        for (int n = t; n < kNodes; n += kAdmitThreads) {
+          AgentSimNode& node = *nodes[n];
+          int none = -1;
+          if (kill_agent && victim < 0 && !node.admitted().empty() && victim.compare_exchange_strong(none, n)) {
+            node.KillAgent(SIGKILL);
+            node.StartAgent();
+            agent_killed = true;
+          }
+          std::string err;
+          node.AdmitBound(last ? 120 : 30, &err);
+          // Only the last pass counts: an earlier one may fail transiently (a list timing out under load).
+          admit_errors[n] = err.empty() ? "" : node.name() + ": " + err;
+        }
+        if (!last) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+      }
+    });
+  auto t1 = std::chrono::steady_clock::now();
   std::atomic<int> next{0}, created{0};
   std::vector<std::thread> ts;
   for (int t = 0; t < 8; ++t)
     ts.emplace_back([&] {
-      for (int i; (i = next++) < 1000;) {
+      for (int i; (i = next++) < kPods;) {
         // The webhook is down during a kill: retry creation until a scheduler serves it again.
         for (int attempt = 0; attempt < 600; ++attempt) {
           if (env.CreatePod(specs[i]).ok()) {
@@ -134,6 +202,18 @@ TEST(SchedulerBurst, ThousandPodsFiftyNodesSchedulerKilledTwice) {
         }
       }
     });
+  // Joins every thread on the way out, also when an assertion below returns early.
+  struct Joiner {
+    std::vector<std::thread>* a;
+    std::vector<std::thread>* b;
+    std::atomic<bool>* over;
+    ~Joiner() {
+      *over = true;
+      for (auto* v : {a, b})
+        for (auto& t : *v)
+          if (t.joinable()) t.join();
+    }
+  } joiner{&ts, &admitters, &burst_over};
   auto bound_count = [&] {
     int n = 0;
     env.WaitPods([&](const std::vector<Json>& ps) {
@@ -148,16 +228,47 @@ TEST(SchedulerBurst, ThousandPodsFiftyNodesSchedulerKilledTwice) {
   env.KillTessera(SIGKILL);
   env.StartTessera("replica-b");
   ASSERT_TRUE(env.WaitLeader(20)) << "replica-b never took over";
+  // The agent: SIGKILLed and restarted once ~400 pods are bound, while binds and admissions go on.
+  ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 400; }, 120));
+  kill_agent = true;
+  ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return agent_killed.load(); }, 60))
+      << "the victim's agent was never killed";
   // Kill 2: after ~600 binds, SIGKILL again and bring replica-a back.
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 600; }, 120));
   env.KillTessera(SIGKILL);
   env.StartTessera("replica-a");
   ASSERT_TRUE(env.WaitLeader(20));
   for (auto& t : ts) t.join();
-  ASSERT_EQ(created.load(), 1000);
+  ASSERT_EQ(created.load(), kPods);
   std::vector<Json> pods;
-  ASSERT_TRUE(env.WaitBound(names, 120, &pods)) << "not every pod was bound";
+  bool all_bound = env.WaitBound(names, 120, &pods);
+  double t_bound = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  burst_over = true;
+  for (auto& t : admitters) t.join();
+  double t_admitted = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  ASSERT_TRUE(all_bound) << "not every pod was bound";
   ExpectNoOvercommit(pods, cap);
+
+  // Every pod admitted by the kubelet of the node it is bound to, and each container got its assignment.
+  std::map<std::string, int> bound_per_node;
+  for (const auto& p : pods) bound_per_node[p["spec"].value("nodeName", "")]++;
+  size_t admitted = 0, containers = 0;
+  for (int n = 0; n < kNodes; ++n) {
+    AgentSimNode& node = *nodes[n];
+    EXPECT_EQ(admit_errors[n], "") << "agent alive: " << node.AgentAlive() << "\nharness: "
+                                   << node.Resources().dump() << "\nagent log:\n" << node.AgentLogTail(3000);
+    EXPECT_EQ(static_cast<int>(node.admitted().size()), bound_per_node[node.name()]) << node.name();
+    admitted += node.admitted().size();
+    for (const auto& [k, a] : node.admitted()) containers += a.value("containers", Json::array()).size();
+    for (const auto& m : node.Mismatches()) ADD_FAILURE() << m;
+  }
+  EXPECT_EQ(admitted, static_cast<size_t>(kPods));
+  ASSERT_GE(victim.load(), 0);
+  std::printf(
+      "%d agent nodes up in %.1f s; %d pods bound in %.1f s and admitted (%zu containers) in %.1f s, with "
+      "the scheduler SIGKILLed twice and the agent of %s (%d pods) once\n",
+      kNodes, t_nodes, kPods, t_bound, containers, t_admitted, nodes[victim]->name().c_str(),
+      bound_per_node[nodes[victim]->name()]);
 }
 
 }  // namespace

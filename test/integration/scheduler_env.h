@@ -50,6 +50,8 @@ class SchedulerEnv {
   bool WaitLeader(double timeout_s);
 
   kube::Client& client() { return *client_; }
+  // For helpers that keep the client (AgentSimNode in the burst test).
+  std::shared_ptr<kube::Client> shared_client() const { return client_; }
   const std::string& id() const { return id_; }
   const std::string& ns() const { return ns_; }
   std::string scheduler_name() const { return "tessera-" + id_; }

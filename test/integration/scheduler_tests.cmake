@@ -12,7 +12,7 @@ add_executable(scheduler_integration_test
 target_include_directories(scheduler_integration_test PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_compile_definitions(scheduler_integration_test PRIVATE
   TESSERA_BINARY="$<TARGET_FILE:tessera>" TESSERA_SOURCE_DIR="${_tessera_root}")
-target_link_libraries(scheduler_integration_test PRIVATE tessera_kube GTest::gtest GTest::gtest_main Threads::Threads)
+target_link_libraries(scheduler_integration_test PRIVATE tessera_kube agent_itest_support GTest::gtest GTest::gtest_main Threads::Threads)
 add_dependencies(scheduler_integration_test tessera)
 foreach(suite SchedulerPlacement SchedulerWebhook SchedulerBurst)
   string(TOLOWER ${suite} lower)
