@@ -698,6 +698,34 @@ void Agent::PreStart(const std::vector<std::string>& request_ids) {
   }
 }
 
+// A pod whose GPU containers all hold devices at the kubelet but that is still marked pending: the agent
+// that served it died before its marker thread patched the pod (that queue lives only in memory), or
+// the patch was lost. The kubelet's word is the truth, so mark it now.
+void Agent::MarkHeldPods(const PodResourcesView& view) {
+  Status st;
+  auto candidates = Candidates(false, &st, nullptr);
+  if (!st.ok()) return;
+  std::set<std::string> done;
+  for (const auto& c : candidates) {
+    if (c.state == kStateAllocated || done.count(c.pod_uid)) continue;
+    done.insert(c.pod_uid);
+    bool all_held = true;
+    for (const auto& d : candidates) {
+      if (d.pod_uid != c.pod_uid) continue;
+      auto pod = view.find(d.namespace_ + "/" + d.pod_name);
+      auto ctr = pod == view.end() ? decltype(pod->second.end()){} : pod->second.find(d.container);
+      if (pod == view.end() || ctr == pod->second.end() || ctr->second.empty()) {
+        all_held = false;
+        break;
+      }
+    }
+    if (!all_held) continue;
+    std::lock_guard<std::mutex> lock(mu_);
+    mark_queue_.push_back({c.namespace_, c.pod_name});
+    mark_cv_.notify_all();
+  }
+}
+
 bool Agent::VerifyNow() {
   std::lock_guard<std::mutex> alloc(alloc_mu_);
   PodResourcesView view;
@@ -711,6 +739,7 @@ bool Agent::VerifyNow() {
       VerifyEntry(pod.substr(0, slash), pod.substr(slash + 1), ctr, ids);
     }
   }
+  MarkHeldPods(view);
   // Slices nobody holds any more: remove them once their pod is gone from the API server.
   for (const auto& dir : writer_.ListSlices()) {
     if (live_slices.count(dir.filename().string())) continue;

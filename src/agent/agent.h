@@ -115,6 +115,7 @@ class Agent {
   std::vector<ContainerAssignment> Candidates(bool fresh, gpu::Status* st, std::set<std::string>* seen);
   // Candidates, read again from etcd when the cached list lacks a pod the kubelet already lists.
   std::vector<ContainerAssignment> CandidatesFor(const PodResourcesView* view, gpu::Status* st, bool* fresh);
+  void MarkHeldPods(const PodResourcesView& view);
   void MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,
                                const std::string& pod_uid);
   MetricsSnapshot Snapshot();
