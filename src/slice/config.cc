@@ -1,5 +1,6 @@
 // Slice config parser and writer. No exceptions, no heap: the shim calls this inside applications.
 #include "slice/config.h"
+#include "slice/error_text.h"
 
 #include <cerrno>
 #include <cstdarg>
@@ -12,14 +13,7 @@
 namespace tessera::slice {
 namespace {
 
-void SetErr(char* err, size_t errlen, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
-void SetErr(char* err, size_t errlen, const char* fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
+using internal::SetErr;
 
 bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\r'; }
 

@@ -1,6 +1,7 @@
 // Slice region: open/validate/rebuild, crash-safe charge accounting, dead-process reclaim.
 // No exceptions, no heap (the shim runs this inside applications).
 #include "slice/region.h"
+#include "slice/error_text.h"
 
 #include <cerrno>
 #include <cstdarg>
@@ -16,14 +17,7 @@
 namespace tessera::slice {
 namespace {
 
-void SetErr(char* err, size_t errlen, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
-void SetErr(char* err, size_t errlen, const char* fmt, ...) {
-  if (!err || errlen == 0) return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, errlen, fmt, ap);
-  va_end(ap);
-}
+using internal::SetErr;
 
 struct Fnv {
   uint64_t h = 1469598103934665603ull;
