@@ -15,6 +15,8 @@ CMAKE_FLAGS ?=
 LAUNCHER := $(shell command -v ccache >/dev/null 2>&1 && echo -DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_C_COMPILER_LAUNCHER=ccache)
 export CCACHE_BASEDIR := $(CURDIR)
 export CCACHE_DIR ?= $(HOME)/.cache/tessera/ccache
+# Debug info names the build directory; without this every new clone would miss the cache.
+export CCACHE_NOHASHDIR ?= 1
 export CCACHE_MAXSIZE ?= 5G
 
 .PHONY: all setup build build-asan test test-unit test-asan test-integration kube demo format lint clean
