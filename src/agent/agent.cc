@@ -49,6 +49,19 @@ int64_t NowNs() {
       .count();
 }
 
+// With TESSERA_AGENT_TRACE set, logs how long the enclosing kubelet call took.
+class TraceTimer {
+ public:
+  explicit TraceTimer(const char* what) : what_(what), t0_(NowNs()) {}
+  ~TraceTimer() {
+    if (std::getenv("TESSERA_AGENT_TRACE")) Log("%s %.1f ms", what_, (NowNs() - t0_) / 1e6);
+  }
+
+ private:
+  const char* what_;
+  int64_t t0_;
+};
+
 }  // namespace
 
 // Thin adapter from gRPC to Agent.
@@ -378,13 +391,7 @@ std::vector<ContainerAssignment> Agent::CandidatesFor(const PodResourcesView* vi
 
 Status Agent::Prefer(const v1beta1::PreferredAllocationRequest& req,
                      v1beta1::PreferredAllocationResponse* resp) {
-  const int64_t t0 = NowNs();
-  struct Done {
-    int64_t t0;
-    ~Done() {
-      if (std::getenv("TESSERA_AGENT_TRACE")) Log("Prefer %.1f ms", (NowNs() - t0) / 1e6);
-    }
-  } done{t0};
+  TraceTimer trace("Prefer");
   std::lock_guard<std::mutex> alloc(alloc_mu_);
   Status st;
   PodResourcesView view;
@@ -676,13 +683,7 @@ void Agent::VerifyEntry(const std::string& ns, const std::string& pod, const std
 }
 
 void Agent::PreStart(const std::vector<std::string>& request_ids) {
-  const int64_t t0 = NowNs();
-  struct Done {
-    int64_t t0;
-    ~Done() {
-      if (std::getenv("TESSERA_AGENT_TRACE")) Log("PreStart %.1f ms", (NowNs() - t0) / 1e6);
-    }
-  } done{t0};
+  TraceTimer trace("PreStart");
   std::vector<std::string> ids(request_ids);
   std::sort(ids.begin(), ids.end());
   std::lock_guard<std::mutex> alloc(alloc_mu_);
@@ -709,12 +710,15 @@ void Agent::MarkHeldPods(const PodResourcesView& view) {
   for (const auto& c : candidates) {
     if (c.state == kStateAllocated || done.count(c.pod_uid)) continue;
     done.insert(c.pod_uid);
+    auto held = [&view](const ContainerAssignment& d) {
+      auto pod = view.find(d.namespace_ + "/" + d.pod_name);
+      if (pod == view.end()) return false;
+      auto ctr = pod->second.find(d.container);
+      return ctr != pod->second.end() && !ctr->second.empty();
+    };
     bool all_held = true;
     for (const auto& d : candidates) {
-      if (d.pod_uid != c.pod_uid) continue;
-      auto pod = view.find(d.namespace_ + "/" + d.pod_name);
-      auto ctr = pod == view.end() ? decltype(pod->second.end()){} : pod->second.find(d.container);
-      if (pod == view.end() || ctr == pod->second.end() || ctr->second.empty()) {
+      if (d.pod_uid == c.pod_uid && !held(d)) {
         all_held = false;
         break;
       }
