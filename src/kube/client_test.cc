@@ -128,10 +128,12 @@ TEST(ClientTest, ListFollowsContinueTokens) {
 
 // The reflector lists, watches, sees a 410, relists and keeps going from the new resourceVersion.
 TEST(ReflectorTest, RelistsAfterGone) {
-  FakeApiServer api;
+  // State the handlers touch is declared before the server, so it outlives the server's worker threads: a watch
+  // the reflector opened just before Stop() may still be served while the test body unwinds.
   std::atomic<int> lists{0}, watches{0};
   std::mutex mu;
   std::vector<std::string> watch_rvs;
+  FakeApiServer api;
   api.srv().Get("/api/v1/pods", [&](const httplib::Request& req, httplib::Response& res) {
     if (req.get_param_value("watch") != "1") {
       int n = ++lists;
