@@ -8,32 +8,66 @@
 namespace tessera::shim {
 namespace {
 
-// Common path for every "allocate n bytes on the current device" entry point.
-template <typename Call>
-CUresult AllocOnCurrent(uint64_t asked, const char* api, Kind kind, Call call) {
-  if (!Enforcing()) return call(nullptr);
-  int g = CurrentGpu();
-  if (g == kGpuUnknown) return call(nullptr);  // no context: the driver reports its own error
+// The charge sequence every allocating hook shares, for an allocation of `asked` bytes on slice GPU g:
+// reserve the rounded size before the real call, return it when the driver fails, then let `commit`
+// settle and record the allocation. commit(g, &charged) may move the charge to the driver's own figure
+// (Settle) and returns false after releasing the allocation when it cannot be kept; whatever is charged
+// then goes back. Inlined into each hook: no indirection on the allocation path.
+template <typename Call, typename Commit>
+inline CUresult ChargeAround(int g, uint64_t asked, const char* api, Call call, Commit commit) {
+  if (g == kGpuUnknown) return call();  // no context: the driver reports its own error
   if (g == kGpuNotInSlice) {
     ReportRefusal(g, asked, api, "this GPU is not part of the slice");
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   OpScope op(g);
-  uint64_t charge = ChargeSize(asked);
-  if (!Charge(g, charge, asked, api)) return CUDA_ERROR_OUT_OF_MEMORY;
-  uint64_t key = 0;
-  CUresult r = call(&key);
+  uint64_t charged = ChargeSize(asked);
+  if (!Charge(g, charged, asked, api)) return CUDA_ERROR_OUT_OF_MEMORY;
+  CUresult r = call();
   if (r != CUDA_SUCCESS) {
-    Uncharge(g, charge);
+    Uncharge(g, charged);
     return r;
   }
-  if (!TrackAlloc(kind, key, charge, g)) {
-    // Cannot remember it, so the free could never return it: keep the wall honest by refusing.
-    ReportRefusal(g, asked, api, "allocation table full");
-    Uncharge(g, charge);
+  if (!commit(g, &charged)) {
+    Uncharge(g, charged);
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   return r;
+}
+
+// Moves the charge from *charged to `actual` (the driver's figure, rounded); false when the growth does
+// not fit, with *charged unchanged.
+inline bool Settle(int g, uint64_t* charged, uint64_t actual, uint64_t asked, const char* api) {
+  if (actual > *charged) {
+    if (!Charge(g, actual - *charged, asked, api)) return false;
+  } else if (actual < *charged) {
+    Uncharge(g, *charged - actual);
+  }
+  *charged = actual;
+  return true;
+}
+
+// Records the allocation so its free returns exactly the charge. When the table is full the free could
+// never return it, so the wall stays honest by refusing (the caller releases the allocation).
+inline bool Track(Kind kind, uint64_t key, uint64_t charged, int g, uint64_t asked, const char* api) {
+  if (TrackAlloc(kind, key, charged, g)) return true;
+  ReportRefusal(g, asked, api, "allocation table full");
+  return false;
+}
+
+// Every "allocate n bytes on the current device" entry point. `call(key)` makes the real call and, when
+// key is set, stores the new pointer there.
+template <typename Call>
+CUresult AllocOnCurrent(uint64_t asked, const char* api, Kind kind, Call call) {
+  if (!Enforcing()) return call(nullptr);
+  uint64_t key = 0;
+  return ChargeAround(
+      CurrentGpu(), asked, api, [&] { return call(&key); },
+      [&](int g, uint64_t* charged) {
+        if (Track(kind, key, *charged, g, asked, api)) return true;
+        g_real.cuMemFree_v2(static_cast<CUdeviceptr>(key));
+        return false;
+      });
 }
 
 // Release: forget the charge first (so a concurrent reuse of the address by another thread cannot
@@ -73,54 +107,42 @@ uint64_t FormatBytes(CUarray_format f) {
   }
 }
 
-uint64_t Array3DBytes(const CUDA_ARRAY3D_DESCRIPTOR* d) {
+// Estimates from a descriptor, for both ABIs (v1: unsigned int widths, v2: size_t); 0 without one.
+template <typename Desc>
+uint64_t Array2DBytes(const Desc* d) {
+  if (!d) return 0;
+  uint64_t w = d->Width, h = d->Height ? d->Height : 1;
+  return w * h * d->NumChannels * FormatBytes(d->Format);
+}
+template <typename Desc>
+uint64_t Array3DBytes(const Desc* d) {
+  if (!d) return 0;
   uint64_t w = d->Width, h = d->Height ? d->Height : 1, z = d->Depth ? d->Depth : 1;
   return w * h * z * d->NumChannels * FormatBytes(d->Format);
 }
 
 // Arrays: charge the estimate, then settle to the driver's own figure when it can tell us.
 template <typename Handle, typename Req>
-CUresult SettleArray(int g, uint64_t* charged, Handle h, Req req_fn, uint64_t asked, const char* api) {
-  if (!req_fn) return CUDA_SUCCESS;
+bool SettleArray(int g, uint64_t* charged, Handle h, Req req_fn, uint64_t asked, const char* api) {
+  if (!req_fn) return true;
   CUdevice dev;
-  if (g_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS) return CUDA_SUCCESS;
+  if (g_real.cuCtxGetDevice(&dev) != CUDA_SUCCESS) return true;
   CUDA_ARRAY_MEMORY_REQUIREMENTS req{};
-  if (req_fn(&req, h, dev) != CUDA_SUCCESS || req.size == 0) return CUDA_SUCCESS;
-  uint64_t actual = ChargeSize(req.size);
-  if (actual > *charged) {
-    if (!Charge(g, actual - *charged, asked, api)) return CUDA_ERROR_OUT_OF_MEMORY;
-  } else {
-    Uncharge(g, *charged - actual);
-  }
-  *charged = actual;
-  return CUDA_SUCCESS;
+  if (req_fn(&req, h, dev) != CUDA_SUCCESS || req.size == 0) return true;
+  return Settle(g, charged, ChargeSize(req.size), asked, api);
 }
 
 template <typename Handle, typename Create, typename Destroy, typename Req>
-CUresult ArrayCommon(Handle* out, uint64_t estimate, Kind kind, const char* api, Create create, Destroy destroy,
-                     Req req_fn) {
+CUresult ArrayCommon(Handle* out, uint64_t estimate, Kind kind, const char* api, Create create,
+                     Destroy destroy, Req req_fn) {
   if (!Enforcing()) return create();
-  int g = CurrentGpu();
-  if (g == kGpuUnknown) return create();
-  if (g == kGpuNotInSlice) {
-    ReportRefusal(g, estimate, api, "this GPU is not part of the slice");
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  OpScope op(g);
-  uint64_t charged = ChargeSize(estimate);
-  if (!Charge(g, charged, estimate, api)) return CUDA_ERROR_OUT_OF_MEMORY;
-  CUresult r = create();
-  if (r != CUDA_SUCCESS) {
-    Uncharge(g, charged);
-    return r;
-  }
-  if (SettleArray(g, &charged, *out, req_fn, estimate, api) != CUDA_SUCCESS ||
-      !TrackAlloc(kind, reinterpret_cast<uint64_t>(*out), charged, g)) {
+  return ChargeAround(CurrentGpu(), estimate, api, create, [&](int g, uint64_t* charged) {
+    if (SettleArray(g, charged, *out, req_fn, estimate, api) &&
+        Track(kind, reinterpret_cast<uint64_t>(*out), *charged, g, estimate, api))
+      return true;
     destroy(*out);
-    Uncharge(g, charged);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  return r;
+    return false;
+  });
 }
 
 template <typename Create>
@@ -150,7 +172,8 @@ std::atomic<int> g_gate_init{0};
 
 using namespace tessera::shim;
 
-// ---- Start-up and contexts -----------------------------------------------------------------------------------
+// ---- Start-up and contexts
+// -----------------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuInit(unsigned int flags) {
   EnsureInit();
@@ -170,20 +193,25 @@ extern "C" CUresult tsr_cuInit(unsigned int flags) {
 }
 
 extern "C" CUresult tsr_cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) {
-  return ContextCommon(dev, "cuDevicePrimaryCtxRetain", [&] { return g_real.cuDevicePrimaryCtxRetain(pctx, dev); });
+  return ContextCommon(dev, "cuDevicePrimaryCtxRetain",
+                       [&] { return g_real.cuDevicePrimaryCtxRetain(pctx, dev); });
 }
 extern "C" CUresult tsr_cuCtxCreate_v2(CUcontext* pctx, unsigned int flags, CUdevice dev) {
   return ContextCommon(dev, "cuCtxCreate", [&] { return g_real.cuCtxCreate_v2(pctx, flags, dev); });
 }
-extern "C" CUresult tsr_cuCtxCreate_v3(CUcontext* pctx, CUexecAffinityParam* params, int n, unsigned int flags,
-                                       CUdevice dev) {
-  return ContextCommon(dev, "cuCtxCreate_v3", [&] { return g_real.cuCtxCreate_v3(pctx, params, n, flags, dev); });
+extern "C" CUresult tsr_cuCtxCreate_v3(CUcontext* pctx, CUexecAffinityParam* params, int n,
+                                       unsigned int flags, CUdevice dev) {
+  return ContextCommon(dev, "cuCtxCreate_v3",
+                       [&] { return g_real.cuCtxCreate_v3(pctx, params, n, flags, dev); });
 }
-extern "C" CUresult tsr_cuCtxCreate_v4(CUcontext* pctx, CUctxCreateParams* params, unsigned int flags, CUdevice dev) {
-  return ContextCommon(dev, "cuCtxCreate_v4", [&] { return g_real.cuCtxCreate_v4(pctx, params, flags, dev); });
+extern "C" CUresult tsr_cuCtxCreate_v4(CUcontext* pctx, CUctxCreateParams* params, unsigned int flags,
+                                       CUdevice dev) {
+  return ContextCommon(dev, "cuCtxCreate_v4",
+                       [&] { return g_real.cuCtxCreate_v4(pctx, params, flags, dev); });
 }
 
-// ---- Allocation -------------------------------------------------------------------------------------------------
+// ---- Allocation
+// -------------------------------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytes) {
   return AllocOnCurrent(bytes, "cuMemAlloc", Kind::kDevPtr, [&](uint64_t* key) {
@@ -211,36 +239,18 @@ namespace {
 // Pitched allocations: the charge is made for the widest pitch the driver could pick, then settled to
 // pitch * height once the driver has chosen.
 template <typename P, typename Call>
-CUresult PitchCommon(P* dptr, uint64_t width, uint64_t height, const char* api, Call call, uint64_t* pitch_out) {
+CUresult PitchCommon(P* dptr, uint64_t width, uint64_t height, const char* api, Call call,
+                     uint64_t* pitch_out) {
   if (!Enforcing()) return call();
-  int g = CurrentGpu();
-  if (g == kGpuUnknown) return call();
-  uint64_t est = (width + 511) / 512 * 512 * (height ? height : 1);
-  if (g == kGpuNotInSlice) {
-    ReportRefusal(g, est, api, "this GPU is not part of the slice");
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  OpScope op(g);
-  uint64_t charged = ChargeSize(est);
-  if (!Charge(g, charged, est, api)) return CUDA_ERROR_OUT_OF_MEMORY;
-  CUresult r = call();
-  if (r != CUDA_SUCCESS) {
-    Uncharge(g, charged);
-    return r;
-  }
-  uint64_t actual = ChargeSize(*pitch_out * (height ? height : 1));
-  if (actual > charged && !Charge(g, actual - charged, est, api)) {
+  uint64_t rows = height ? height : 1;
+  uint64_t est = (width + 511) / 512 * 512 * rows;
+  return ChargeAround(CurrentGpu(), est, api, call, [&](int g, uint64_t* charged) {
+    if (Settle(g, charged, ChargeSize(*pitch_out * rows), est, api) &&
+        Track(Kind::kDevPtr, static_cast<uint64_t>(*dptr), *charged, g, est, api))
+      return true;
     g_real.cuMemFree_v2(static_cast<CUdeviceptr>(*dptr));
-    Uncharge(g, charged);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  if (actual < charged) Uncharge(g, charged - actual);
-  if (!TrackAlloc(Kind::kDevPtr, static_cast<uint64_t>(*dptr), actual, g)) {
-    g_real.cuMemFree_v2(static_cast<CUdeviceptr>(*dptr));
-    Uncharge(g, actual);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  return r;
+    return false;
+  });
 }
 }  // namespace
 
@@ -295,7 +305,8 @@ extern "C" CUresult tsr_cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t bytes, CU
     return r;
   });
 }
-extern "C" CUresult tsr_cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytes, CUmemoryPool pool, CUstream stream) {
+extern "C" CUresult tsr_cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytes, CUmemoryPool pool,
+                                                CUstream stream) {
   return AllocOnCurrent(bytes, "cuMemAllocFromPoolAsync", Kind::kDevPtr, [&](uint64_t* key) {
     CUresult r = g_real.cuMemAllocFromPoolAsync(dptr, bytes, pool, stream);
     if (key && r == CUDA_SUCCESS) *key = *dptr;
@@ -326,54 +337,53 @@ extern "C" CUresult tsr_cuMemPoolTrimTo(CUmemoryPool pool, size_t keep) {
 
 // Virtual memory management: physical memory is taken by cuMemCreate and given back by cuMemRelease;
 // reserving and mapping address space costs nothing.
-extern "C" CUresult tsr_cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size, const CUmemAllocationProp* prop,
-                                    unsigned long long flags) {
+extern "C" CUresult tsr_cuMemCreate(CUmemGenericAllocationHandle* handle, size_t size,
+                                    const CUmemAllocationProp* prop, unsigned long long flags) {
   if (!Enforcing() || !prop || prop->location.type != CU_MEM_LOCATION_TYPE_DEVICE)
     return g_real.cuMemCreate(handle, size, prop, flags);
-  int g = GpuOfDevice(prop->location.id);
-  if (g == kGpuUnknown) return g_real.cuMemCreate(handle, size, prop, flags);
-  if (g == kGpuNotInSlice) {
-    ReportRefusal(g, size, "cuMemCreate", "this GPU is not part of the slice");
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  OpScope op(g);
-  uint64_t charge = ChargeSize(size);
-  if (!Charge(g, charge, size, "cuMemCreate")) return CUDA_ERROR_OUT_OF_MEMORY;
-  CUresult r = g_real.cuMemCreate(handle, size, prop, flags);
-  if (r != CUDA_SUCCESS) {
-    Uncharge(g, charge);
-    return r;
-  }
-  if (!TrackAlloc(Kind::kVmm, *handle, charge, g)) {
-    g_real.cuMemRelease(*handle);
-    Uncharge(g, charge);
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  return r;
+  return ChargeAround(
+      GpuOfDevice(prop->location.id), size, "cuMemCreate",
+      [&] { return g_real.cuMemCreate(handle, size, prop, flags); },
+      [&](int g, uint64_t* charged) {
+        if (Track(Kind::kVmm, *handle, *charged, g, size, "cuMemCreate")) return true;
+        g_real.cuMemRelease(*handle);
+        return false;
+      });
 }
 extern "C" CUresult tsr_cuMemRelease(CUmemGenericAllocationHandle handle) {
   if (!Enforcing()) return g_real.cuMemRelease(handle);
   return FreeTracked(Kind::kVmm, handle, [&] { return g_real.cuMemRelease(handle); });
 }
 
-// Arrays and mipmapped arrays.
-extern "C" CUresult tsr_cuArrayCreate_v2(CUarray* arr, const CUDA_ARRAY_DESCRIPTOR* desc) {
-  uint64_t est = desc ? static_cast<uint64_t>(desc->Width) * (desc->Height ? desc->Height : 1) * desc->NumChannels *
-                            FormatBytes(desc->Format)
-                      : 0;
+// Arrays and mipmapped arrays, in both ABIs (v1 is what cuGetProcAddress hands out below CUDA 3.2).
+namespace {
+template <typename Create>
+CUresult CreateArray(CUarray* arr, uint64_t est, const char* api, Create create) {
   return ArrayCommon(
-      arr, est, Kind::kArray, "cuArrayCreate", [&] { return g_real.cuArrayCreate_v2(arr, desc); },
-      [](CUarray a) { g_real.cuArrayDestroy(a); }, g_real.cuArrayGetMemoryRequirements);
+      arr, est, Kind::kArray, api, create, [](CUarray a) { g_real.cuArrayDestroy(a); },
+      g_real.cuArrayGetMemoryRequirements);
+}
+}  // namespace
+extern "C" CUresult tsr_cuArrayCreate_v2(CUarray* arr, const CUDA_ARRAY_DESCRIPTOR* desc) {
+  return CreateArray(arr, Array2DBytes(desc), "cuArrayCreate",
+                     [&] { return g_real.cuArrayCreate_v2(arr, desc); });
+}
+extern "C" CUresult tsr_cuArrayCreate(CUarray* arr, const tsr_array_desc_v1* desc) {
+  return CreateArray(arr, Array2DBytes(desc), "cuArrayCreate(v1)",
+                     [&] { return g_real.cuArrayCreate(arr, desc); });
 }
 extern "C" CUresult tsr_cuArray3DCreate_v2(CUarray* arr, const CUDA_ARRAY3D_DESCRIPTOR* desc) {
-  uint64_t est = desc ? Array3DBytes(desc) : 0;
-  return ArrayCommon(
-      arr, est, Kind::kArray, "cuArray3DCreate", [&] { return g_real.cuArray3DCreate_v2(arr, desc); },
-      [](CUarray a) { g_real.cuArrayDestroy(a); }, g_real.cuArrayGetMemoryRequirements);
+  return CreateArray(arr, Array3DBytes(desc), "cuArray3DCreate",
+                     [&] { return g_real.cuArray3DCreate_v2(arr, desc); });
+}
+extern "C" CUresult tsr_cuArray3DCreate(CUarray* arr, const tsr_array3d_desc_v1* desc) {
+  return CreateArray(arr, Array3DBytes(desc), "cuArray3DCreate(v1)",
+                     [&] { return g_real.cuArray3DCreate(arr, desc); });
 }
 extern "C" CUresult tsr_cuArrayDestroy(CUarray arr) {
   if (!Enforcing()) return g_real.cuArrayDestroy(arr);
-  return FreeTracked(Kind::kArray, reinterpret_cast<uint64_t>(arr), [&] { return g_real.cuArrayDestroy(arr); });
+  return FreeTracked(Kind::kArray, reinterpret_cast<uint64_t>(arr),
+                     [&] { return g_real.cuArrayDestroy(arr); });
 }
 extern "C" CUresult tsr_cuMipmappedArrayCreate(CUmipmappedArray* arr, const CUDA_ARRAY3D_DESCRIPTOR* desc,
                                                unsigned int levels) {
@@ -390,7 +400,8 @@ extern "C" CUresult tsr_cuMipmappedArrayCreate(CUmipmappedArray* arr, const CUDA
   return ArrayCommon(
       arr, est, Kind::kMipmap, "cuMipmappedArrayCreate",
       [&] { return g_real.cuMipmappedArrayCreate(arr, desc, levels); },
-      [](CUmipmappedArray a) { g_real.cuMipmappedArrayDestroy(a); }, g_real.cuMipmappedArrayGetMemoryRequirements);
+      [](CUmipmappedArray a) { g_real.cuMipmappedArrayDestroy(a); },
+      g_real.cuMipmappedArrayGetMemoryRequirements);
 }
 extern "C" CUresult tsr_cuMipmappedArrayDestroy(CUmipmappedArray arr) {
   if (!Enforcing()) return g_real.cuMipmappedArrayDestroy(arr);
@@ -400,34 +411,31 @@ extern "C" CUresult tsr_cuMipmappedArrayDestroy(CUmipmappedArray arr) {
 
 // Graph memory nodes: the allocation is charged when the node is added (its address is fixed then) and
 // returned when a free node for it is added or when the address is freed outside the graph.
-extern "C" CUresult tsr_cuGraphAddMemAllocNode(CUgraphNode* node, CUgraph graph, const CUgraphNode* deps, size_t ndeps,
-                                               CUDA_MEM_ALLOC_NODE_PARAMS* params) {
+extern "C" CUresult tsr_cuGraphAddMemAllocNode(CUgraphNode* node, CUgraph graph, const CUgraphNode* deps,
+                                               size_t ndeps, CUDA_MEM_ALLOC_NODE_PARAMS* params) {
   if (!Enforcing() || !params || params->poolProps.location.type != CU_MEM_LOCATION_TYPE_DEVICE)
     return g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);
-  int g = GpuOfDevice(params->poolProps.location.id);
-  if (g == kGpuUnknown) return g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);
-  if (g == kGpuNotInSlice) {
-    ReportRefusal(g, params->bytesize, "cuGraphAddMemAllocNode", "this GPU is not part of the slice");
-    return CUDA_ERROR_OUT_OF_MEMORY;
-  }
-  OpScope op(g);
-  uint64_t charge = ChargeSize(params->bytesize);
-  if (!Charge(g, charge, params->bytesize, "cuGraphAddMemAllocNode")) return CUDA_ERROR_OUT_OF_MEMORY;
-  CUresult r = g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params);
-  if (r != CUDA_SUCCESS) {
-    Uncharge(g, charge);
-    return r;
-  }
-  if (!TrackAlloc(Kind::kGraph, params->dptr, charge, g)) Uncharge(g, charge);
-  return r;
+  return ChargeAround(
+      GpuOfDevice(params->poolProps.location.id), params->bytesize, "cuGraphAddMemAllocNode",
+      [&] { return g_real.cuGraphAddMemAllocNode(node, graph, deps, ndeps, params); },
+      [&](int g, uint64_t* charged) {
+        // A node already in the graph cannot be taken back: keep it, uncharged, when it cannot be recorded.
+        if (!TrackAlloc(Kind::kGraph, params->dptr, *charged, g)) {
+          Uncharge(g, *charged);
+          *charged = 0;
+        }
+        return true;
+      });
 }
-extern "C" CUresult tsr_cuGraphAddMemFreeNode(CUgraphNode* node, CUgraph graph, const CUgraphNode* deps, size_t ndeps,
-                                              CUdeviceptr dptr) {
+extern "C" CUresult tsr_cuGraphAddMemFreeNode(CUgraphNode* node, CUgraph graph, const CUgraphNode* deps,
+                                              size_t ndeps, CUdeviceptr dptr) {
   if (!Enforcing()) return g_real.cuGraphAddMemFreeNode(node, graph, deps, ndeps, dptr);
-  return FreeTracked(Kind::kGraph, dptr, [&] { return g_real.cuGraphAddMemFreeNode(node, graph, deps, ndeps, dptr); });
+  return FreeTracked(Kind::kGraph, dptr,
+                     [&] { return g_real.cuGraphAddMemFreeNode(node, graph, deps, ndeps, dptr); });
 }
 
-// ---- What the application sees ------------------------------------------------------------------------------------
+// ---- What the application sees
+// ------------------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuMemGetInfo_v2(size_t* free_b, size_t* total_b) {
   CUresult r = g_real.cuMemGetInfo_v2(free_b, total_b);
@@ -462,39 +470,41 @@ extern "C" CUresult tsr_cuDeviceTotalMem(unsigned int* bytes, CUdevice dev) {
   CUresult r = g_real.cuDeviceTotalMem(bytes, dev);
   if (r != CUDA_SUCCESS || !bytes || CurrentMode() != Mode::kActive) return r;
   int g = GpuOfDevice(dev);
-  if (g >= 0 && Config().gpus[g].memory_bytes < *bytes) *bytes = static_cast<unsigned int>(Config().gpus[g].memory_bytes);
+  if (g >= 0 && Config().gpus[g].memory_bytes < *bytes)
+    *bytes = static_cast<unsigned int>(Config().gpus[g].memory_bytes);
   return r;
 }
 
-// ---- Kernel submission: no lock, no system call unless the compute limiter is on -----------------------------------
-// Each hook is two tail calls with the hook's own arguments: with the gate off it is a load, a branch and a
-// jump to the driver, with no stack frame of its own; the gated path lives out of line.
+// ---- Kernel submission: no lock, no system call unless the compute limiter is on
+// ----------------------------------- Each hook is two tail calls with the hook's own arguments: with the
+// gate off it is a load, a branch and a jump to the driver, with no stack frame of its own; the gated path
+// lives out of line.
 
 namespace {
 inline CUstream PerThread(CUstream s) { return s ? s : CU_STREAM_PER_THREAD; }
 }  // namespace
 
-#define TSR_LAUNCH_HOOK(name, gate_stream, PARAMS, ARGS)                            \
-  namespace {                                                                       \
-  __attribute__((noinline)) CUresult Gated_##name PARAMS {                          \
-    CUstream s_ = gate_stream;                                                      \
-    LaunchGateBefore(s_);                                                           \
-    CUresult r_ = g_real.name ARGS;                                                 \
-    LaunchGateAfter(s_, r_);                                                        \
-    return r_;                                                                      \
-  }                                                                                 \
-  }                                                                                 \
-  extern "C" CUresult tsr_##name PARAMS {                                           \
-    if (__builtin_expect(g_launch_gate_enabled, 0)) return Gated_##name ARGS;       \
-    return g_real.name ARGS;                                                        \
+#define TSR_LAUNCH_HOOK(name, gate_stream, PARAMS, ARGS)                      \
+  namespace {                                                                 \
+  __attribute__((noinline)) CUresult Gated_##name PARAMS {                    \
+    CUstream s_ = gate_stream;                                                \
+    LaunchGateBefore(s_);                                                     \
+    CUresult r_ = g_real.name ARGS;                                           \
+    LaunchGateAfter(s_, r_);                                                  \
+    return r_;                                                                \
+  }                                                                           \
+  }                                                                           \
+  extern "C" CUresult tsr_##name PARAMS {                                     \
+    if (__builtin_expect(g_launch_gate_enabled, 0)) return Gated_##name ARGS; \
+    return g_real.name ARGS;                                                  \
   }
 
-#define TSR_KERNEL_PARAMS                                                                                    \
-  (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,          \
+#define TSR_KERNEL_PARAMS                                                                             \
+  (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, \
    unsigned int bz, unsigned int shmem, CUstream stream, void** params, void** extra)
 #define TSR_KERNEL_ARGS (f, gx, gy, gz, bx, by, bz, shmem, stream, params, extra)
-#define TSR_COOP_PARAMS                                                                                      \
-  (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,          \
+#define TSR_COOP_PARAMS                                                                               \
+  (CUfunction f, unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by, \
    unsigned int bz, unsigned int shmem, CUstream stream, void** params)
 #define TSR_COOP_ARGS (f, gx, gy, gz, bx, by, bz, shmem, stream, params)
 #define TSR_EX_PARAMS (const CUlaunchConfig* config, CUfunction f, void** params, void** extra)
@@ -505,6 +515,7 @@ TSR_LAUNCH_HOOK(cuLaunchKernel_ptsz, PerThread(stream), TSR_KERNEL_PARAMS, TSR_K
 TSR_LAUNCH_HOOK(cuLaunchCooperativeKernel, stream, TSR_COOP_PARAMS, TSR_COOP_ARGS)
 TSR_LAUNCH_HOOK(cuLaunchCooperativeKernel_ptsz, PerThread(stream), TSR_COOP_PARAMS, TSR_COOP_ARGS)
 TSR_LAUNCH_HOOK(cuLaunchKernelEx, config ? config->hStream : nullptr, TSR_EX_PARAMS, TSR_EX_ARGS)
-TSR_LAUNCH_HOOK(cuLaunchKernelEx_ptsz, PerThread(config ? config->hStream : nullptr), TSR_EX_PARAMS, TSR_EX_ARGS)
+TSR_LAUNCH_HOOK(cuLaunchKernelEx_ptsz, PerThread(config ? config->hStream : nullptr), TSR_EX_PARAMS,
+                TSR_EX_ARGS)
 TSR_LAUNCH_HOOK(cuGraphLaunch, stream, (CUgraphExec exec, CUstream stream), (exec, stream))
 TSR_LAUNCH_HOOK(cuGraphLaunch_ptsz, PerThread(stream), (CUgraphExec exec, CUstream stream), (exec, stream))

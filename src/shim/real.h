@@ -16,6 +16,8 @@
 
 // cuda.h maps many names to versioned symbols with macros (cuMemAlloc -> cuMemAlloc_v2). The shim
 // names every ABI variant explicitly, so those macros are switched off here.
+#undef cuArray3DCreate
+#undef cuArrayCreate
 #undef cuDeviceGetUuid
 #undef cuDeviceTotalMem
 #undef cuEventElapsedTime
@@ -40,6 +42,25 @@
 
 // CUdeviceptr of the pre-3.2 (32-bit) driver API variants.
 typedef unsigned int tsr_devptr_v1;
+// Array descriptors of the pre-3.2 cuArrayCreate / cuArray3DCreate: the fields of the _v2 descriptors
+// with unsigned int extents. cuda.h declares them only for the driver's own build, so they are spelled
+// out here.
+struct tsr_array_desc_v1 {
+  unsigned int Width;
+  unsigned int Height;
+  CUarray_format Format;
+  unsigned int NumChannels;
+};
+struct tsr_array3d_desc_v1 {
+  unsigned int Width;
+  unsigned int Height;
+  unsigned int Depth;
+  CUarray_format Format;
+  unsigned int NumChannels;
+  unsigned int Flags;
+};
+static_assert(sizeof(tsr_array_desc_v1) == 16 && sizeof(tsr_array3d_desc_v1) == 24,
+              "v1 array descriptor ABI");
 
 namespace tessera::shim {
 
@@ -53,7 +74,8 @@ struct RealNvml {
   nvmlReturn_t (*nvmlInit_v2)();
   nvmlReturn_t (*nvmlDeviceGetHandleByUUID)(const char* uuid, nvmlDevice_t* dev);
   nvmlReturn_t (*nvmlDeviceGetUUID)(nvmlDevice_t dev, char* uuid, unsigned int len);
-  nvmlReturn_t (*nvmlDeviceGetComputeRunningProcesses_v3)(nvmlDevice_t dev, unsigned int* count, nvmlProcessInfo_t* infos);
+  nvmlReturn_t (*nvmlDeviceGetComputeRunningProcesses_v3)(nvmlDevice_t dev, unsigned int* count,
+                                                          nvmlProcessInfo_t* infos);
   nvmlReturn_t (*nvmlDeviceGetMemoryInfo)(nvmlDevice_t dev, nvmlMemory_t* mem);
   nvmlReturn_t (*nvmlDeviceGetMemoryInfo_v2)(nvmlDevice_t dev, nvmlMemory_v2_t* mem);
 };

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "shim/testing/array_v1.h"
 #include "shim/testing/fake_gpu_state.h"
 
 // cuda.h renames many entry points with macros; the fake defines each ABI variant by its real name.
@@ -335,6 +336,15 @@ FAKE CUresult cuArray3DCreate_v2(CUarray* a, const CUDA_ARRAY3D_DESCRIPTOR* d) {
   if (r == CUDA_SUCCESS) *a = reinterpret_cast<CUarray>(key);
   return r;
 }
+// The pre-3.2 ABI: the same arrays described with unsigned int extents.
+FAKE CUresult cuArrayCreate(CUarray* a, const ArrayDescV1* d) {
+  CUDA_ARRAY_DESCRIPTOR v2{d->Width, d->Height, d->Format, d->NumChannels};
+  return cuArrayCreate_v2(a, &v2);
+}
+FAKE CUresult cuArray3DCreate(CUarray* a, const Array3DDescV1* d) {
+  CUDA_ARRAY3D_DESCRIPTOR v2{d->Width, d->Height, d->Depth, d->Format, d->NumChannels, d->Flags};
+  return cuArray3DCreate_v2(a, &v2);
+}
 FAKE CUresult cuArrayDestroy(CUarray a) { return Give(reinterpret_cast<uint64_t>(a)); }
 FAKE CUresult cuArrayGetMemoryRequirements(CUDA_ARRAY_MEMORY_REQUIREMENTS* req, CUarray a, CUdevice) {
   std::lock_guard<std::mutex> l(g_mu);
@@ -516,7 +526,9 @@ const Sym kSyms[] = {
     {"cuMemCreate", reinterpret_cast<void*>(&cuMemCreate)},
     {"cuMemRelease", reinterpret_cast<void*>(&cuMemRelease)},
     {"cuArrayCreate_v2", reinterpret_cast<void*>(&cuArrayCreate_v2)},
+    {"cuArrayCreate", reinterpret_cast<void*>(&cuArrayCreate)},
     {"cuArray3DCreate_v2", reinterpret_cast<void*>(&cuArray3DCreate_v2)},
+    {"cuArray3DCreate", reinterpret_cast<void*>(&cuArray3DCreate)},
     {"cuArrayDestroy", reinterpret_cast<void*>(&cuArrayDestroy)},
     {"cuArrayGetMemoryRequirements", reinterpret_cast<void*>(&cuArrayGetMemoryRequirements)},
     {"cuMipmappedArrayCreate", reinterpret_cast<void*>(&cuMipmappedArrayCreate)},
@@ -582,7 +594,9 @@ const Variant kVariants[] = {
     {"cuCtxCreate", "cuCtxCreate_v2", 3020, false},
     {"cuCtxCreate", "cuCtxCreate_v3", 11040, false},
     {"cuCtxCreate", "cuCtxCreate_v4", 12050, false},
+    {"cuArrayCreate", "cuArrayCreate", 2000, false},
     {"cuArrayCreate", "cuArrayCreate_v2", 3020, false},
+    {"cuArray3DCreate", "cuArray3DCreate", 2000, false},
     {"cuArray3DCreate", "cuArray3DCreate_v2", 3020, false},
     {"cuDeviceGetUuid", "cuDeviceGetUuid", 9020, false},
     {"cuDeviceGetUuid", "cuDeviceGetUuid_v2", 11040, false},

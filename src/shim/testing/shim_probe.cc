@@ -14,6 +14,7 @@
 
 #include <cstdint>
 
+#include "shim/testing/array_v1.h"
 #include "slice/config.h"
 #include "slice/region.h"
 
@@ -96,6 +97,46 @@ void AllocPath(const char* what, uint64_t small, uint64_t big, Alloc alloc, Free
   snprintf(w, sizeof(w), "%s over the wall", what);
   Check(r == CUDA_ERROR_OUT_OF_MEMORY && Charged() == before, w, "r=%d", r);
   if (r == CUDA_SUCCESS) free_fn(h2);
+}
+
+// The v1 array ABI (descriptors with unsigned int extents).
+using tessera::fake::Array3DDescV1;
+using tessera::fake::ArrayDescV1;
+using ArrayV1Fn = CUresult (*)(CUarray*, const ArrayDescV1*);
+using Array3DV1Fn = CUresult (*)(CUarray*, const Array3DDescV1*);
+ArrayV1Fn g_array_v1;
+Array3DV1Fn g_array3d_v1;
+
+void ArraysV1(uint64_t small, uint64_t big, void* gpa1_fn) {
+  using GPA1 = CUresult (*)(const char*, void**, int, cuuint64_t);
+  GPA1 gpa1 = reinterpret_cast<GPA1>(gpa1_fn);
+  auto array = [](uint64_t n, uint64_t* h) {
+    ArrayDescV1 d{4096, static_cast<unsigned>(n / 4096 / 4), CU_AD_FORMAT_FLOAT, 1};
+    CUarray a;
+    CUresult r = g_array_v1(&a, &d);
+    *h = reinterpret_cast<uint64_t>(a);
+    return r;
+  };
+  auto array3d = [](uint64_t n, uint64_t* h) {
+    Array3DDescV1 d{1024, 1024, static_cast<unsigned>(n / (1024 * 1024 * 4)), CU_AD_FORMAT_FLOAT, 1, 0};
+    CUarray a;
+    CUresult r = g_array3d_v1(&a, &d);
+    *h = reinterpret_cast<uint64_t>(a);
+    return r;
+  };
+  auto destroy = [](uint64_t h) { return cuArrayDestroy(reinterpret_cast<CUarray>(h)); };
+  g_array_v1 = reinterpret_cast<ArrayV1Fn>(Sym("cuArrayCreate"));
+  g_array3d_v1 = reinterpret_cast<Array3DV1Fn>(Sym("cuArray3DCreate"));
+  Check(g_array_v1 && g_array3d_v1, "dlsym finds the v1 array entry points");
+  if (g_array_v1) AllocPath("dlsym cuArrayCreate (v1 ABI)", small, big, array, destroy);
+  if (g_array3d_v1) AllocPath("dlsym cuArray3DCreate (v1 ABI)", small, big, array3d, destroy);
+  g_array_v1 = nullptr;
+  g_array3d_v1 = nullptr;
+  gpa1("cuArrayCreate", reinterpret_cast<void**>(&g_array_v1), 3010, 0);
+  gpa1("cuArray3DCreate", reinterpret_cast<void**>(&g_array3d_v1), 3010, 0);
+  Check(g_array_v1 && g_array3d_v1, "cuGetProcAddress(3010) finds the v1 array entry points");
+  if (g_array_v1) AllocPath("procaddr cuArrayCreate (v1 ABI)", small, big, array, destroy);
+  if (g_array3d_v1) AllocPath("procaddr cuArray3DCreate (v1 ABI)", small, big, array3d, destroy);
 }
 
 int ModePaths() {
@@ -230,6 +271,10 @@ int ModePaths() {
       {"cuGetProcAddress", 13000, 0, "cuGetProcAddress_v2"},
       {"cuGetProcAddress", 11030, 0, "cuGetProcAddress"},
       {"cuDevicePrimaryCtxRetain", 13000, 0, "cuDevicePrimaryCtxRetain"},
+      {"cuArrayCreate", 3010, 0, "cuArrayCreate"},
+      {"cuArrayCreate", 13000, 0, "cuArrayCreate_v2"},
+      {"cuArray3DCreate", 2000, 0, "cuArray3DCreate"},
+      {"cuArray3DCreate", 13000, 0, "cuArray3DCreate_v2"},
   };
   for (const Case& c : cases) {
     for (int entry = 0; entry < 2; ++entry) {
@@ -267,6 +312,9 @@ int ModePaths() {
   AllocPath("procaddr cuMemAllocAsync_ptsz", small, big,
             [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = aa(&p, n, nullptr); *h = p; return r; },
             [](uint64_t h) { return fa(h, nullptr); });
+
+  // The pre-3.2 array entry points (unsigned int descriptors), by dlsym and by cuGetProcAddress below 3020.
+  ArraysV1(small, big, reinterpret_cast<void*>(gpa1));
 
   // What the application sees.
   size_t free_b = 0, total_b = 0;
