@@ -1,6 +1,7 @@
 // Fake libcuda.so.1: the CUDA driver API entry points the shim hooks, backed by host memory, so the
 // shim's interception and accounting can be tested without a GPU. Device memory is address space
 // reserved with mmap (never touched), usage is tracked per device and published for the fake NVML.
+// CUDA_VISIBLE_DEVICES (indices or UUIDs) renumbers the devices the process sees, like the real driver.
 // cuGetProcAddress(_v2) picks ABI variants by version and per-thread flag like the real driver.
 #include <cuda.h>
 #include <dirent.h>
@@ -41,7 +42,8 @@ using devptr_v1 = unsigned int;
 namespace {
 
 struct Ctx {
-  int dev;
+  int dev;   // the ordinal the process sees
+  int phys;  // the fake GPU it is (usage, UUID)
 };
 Ctx g_primary[8];
 thread_local CUcontext t_ctx = nullptr;
@@ -109,9 +111,49 @@ void Publish() {
   rename(tmp, path);
 }
 
+// CUDA_VISIBLE_DEVICES, like the real driver: a comma-separated list of indices or UUIDs; ordinal i of
+// the process is the i-th entry; the list ends at the first entry that names no device. Unset: all.
+struct Visible {
+  int count = 0;
+  int phys[8] = {};
+};
+const Visible& VisibleDevices() {
+  static const Visible v = [] {
+    Visible out;
+    const char* env = getenv("CUDA_VISIBLE_DEVICES");
+    if (!env) {
+      for (int d = 0; d < DeviceCount(); ++d) out.phys[out.count++] = d;
+      return out;
+    }
+    for (const char* p = env; *p && out.count < 8;) {
+      const char* e = strchr(p, ',');
+      size_t n = e ? static_cast<size_t>(e - p) : strlen(p);
+      int found = -1;
+      for (int d = 0; d < DeviceCount() && found < 0; ++d) {
+        char u[64], idx[8];
+        UuidString(d, u, sizeof(u));
+        snprintf(idx, sizeof(idx), "%d", d);
+        if ((strlen(u) == n && !strncmp(p, u, n)) || (strlen(idx) == n && !strncmp(p, idx, n))) found = d;
+      }
+      if (found < 0) break;
+      out.phys[out.count++] = found;
+      if (!e) break;
+      p = e + 1;
+    }
+    return out;
+  }();
+  return v;
+}
+// The fake GPU behind a process ordinal; -1 when the process cannot see that many.
+int Phys(int ordinal) {
+  const Visible& v = VisibleDevices();
+  return ordinal >= 0 && ordinal < v.count ? v.phys[ordinal] : -1;
+}
+
+// The fake GPU of the current context (what its allocations count against).
 int CurDev() {
   Ctx* c = reinterpret_cast<Ctx*>(t_ctx);
-  return c ? c->dev : -1;
+  return c ? c->phys : -1;
 }
 
 CUresult Take(int dev, uint64_t bytes, uint64_t key) {
@@ -168,19 +210,20 @@ CUresult AllocOn(int dev, CUdeviceptr* dptr, uint64_t bytes) {
 
 CUresult CtxCreateOn(CUcontext* pctx, CUdevice dev, bool primary) {
   if (!g_inited) return CUDA_ERROR_NOT_INITIALIZED;
-  if (dev < 0 || dev >= DeviceCount()) return CUDA_ERROR_INVALID_DEVICE;
+  int phys = Phys(dev);
+  if (phys < 0) return CUDA_ERROR_INVALID_DEVICE;
   std::lock_guard<std::mutex> l(g_mu);
-  if (!primary || g_ctx_count[dev]++ == 0) {
+  if (!primary || g_ctx_count[phys]++ == 0) {
     uint64_t c = CtxBytes();
-    if (g_used[dev].load() + c > TotalBytes()) {
-      if (primary) --g_ctx_count[dev];
+    if (g_used[phys].load() + c > TotalBytes()) {
+      if (primary) --g_ctx_count[phys];
       return CUDA_ERROR_OUT_OF_MEMORY;
     }
-    g_used[dev].fetch_add(c);
-    DeviceAdd(dev, c);
+    g_used[phys].fetch_add(c);
+    DeviceAdd(phys, c);
   }
-  Ctx* ctx = primary ? &g_primary[dev] : new Ctx{dev};
-  g_primary[dev].dev = dev;
+  Ctx* ctx = primary ? &g_primary[dev] : new Ctx{dev, phys};
+  g_primary[dev] = Ctx{dev, phys};
   *pctx = reinterpret_cast<CUcontext>(ctx);
   t_ctx = *pctx;
   Publish();
@@ -209,18 +252,18 @@ FAKE CUresult cuDriverGetVersion(int* v) {
 }
 FAKE CUresult cuDeviceGetCount(int* n) {
   if (!g_inited) return CUDA_ERROR_NOT_INITIALIZED;
-  *n = DeviceCount();
+  *n = VisibleDevices().count;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuDeviceGet(CUdevice* d, int ordinal) {
   if (!g_inited) return CUDA_ERROR_NOT_INITIALIZED;
-  if (ordinal < 0 || ordinal >= DeviceCount()) return CUDA_ERROR_INVALID_DEVICE;
+  if (Phys(ordinal) < 0) return CUDA_ERROR_INVALID_DEVICE;
   *d = ordinal;
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuDeviceGetUuid(CUuuid* u, CUdevice d) {
-  if (d < 0 || d >= DeviceCount()) return CUDA_ERROR_INVALID_DEVICE;
-  UuidBytes(d, reinterpret_cast<unsigned char*>(u->bytes));
+  if (Phys(d) < 0) return CUDA_ERROR_INVALID_DEVICE;
+  UuidBytes(Phys(d), reinterpret_cast<unsigned char*>(u->bytes));
   return CUDA_SUCCESS;
 }
 FAKE CUresult cuDeviceGetUuid_v2(CUuuid* u, CUdevice d) { return cuDeviceGetUuid(u, d); }
@@ -252,7 +295,7 @@ FAKE CUresult cuCtxGetCurrent(CUcontext* c) {
 }
 FAKE CUresult cuCtxGetDevice(CUdevice* d) {
   if (!t_ctx) return CUDA_ERROR_INVALID_CONTEXT;
-  *d = CurDev();
+  *d = reinterpret_cast<Ctx*>(t_ctx)->dev;
   return CUDA_SUCCESS;
 }
 
@@ -305,9 +348,9 @@ FAKE CUresult cuMemFreeAsync_ptsz(CUdeviceptr p, CUstream) { return Give(p); }
 FAKE CUresult cuMemPoolTrimTo(CUmemoryPool, size_t) { return CUDA_SUCCESS; }
 FAKE CUresult cuMemCreate(CUmemGenericAllocationHandle* h, size_t size, const CUmemAllocationProp* prop,
                           unsigned long long) {
-  if (!prop || prop->location.id < 0 || prop->location.id >= DeviceCount()) return CUDA_ERROR_INVALID_DEVICE;
+  if (!prop || Phys(prop->location.id) < 0) return CUDA_ERROR_INVALID_DEVICE;
   uint64_t key = g_next_handle.fetch_add(1);
-  CUresult r = Take(prop->location.id, size, key);
+  CUresult r = Take(Phys(prop->location.id), size, key);
   if (r == CUDA_SUCCESS) *h = key;
   return r;
 }
@@ -372,7 +415,7 @@ FAKE CUresult cuGraphAddMemAllocNode(CUgraphNode* node, CUgraph, const CUgraphNo
   // Like the real driver, the address is fixed at node creation; the memory is backed when the graph
   // runs. The fake backs it at once, which is what a launched graph holds.
   CUdeviceptr d;
-  CUresult r = AllocOn(p->poolProps.location.id, &d, p->bytesize);
+  CUresult r = AllocOn(Phys(p->poolProps.location.id), &d, p->bytesize);
   if (r == CUDA_SUCCESS) {
     p->dptr = d;
     *node = reinterpret_cast<CUgraphNode>(d);

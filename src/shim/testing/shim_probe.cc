@@ -445,6 +445,35 @@ int ModeHold(uint64_t mib) {
   for (;;) pause();
 }
 
+// On every device the process sees: a context, cuMemGetInfo and one allocation of `mib` MiB. One line
+// per device ("dev <ordinal> phys <last UUID byte> total <bytes> alloc <result>"), then "ready"; holds.
+int ModeDevices(uint64_t mib) {
+  if (cuInit(0) != CUDA_SUCCESS) return 100;
+  int n = 0;
+  cuDeviceGetCount(&n);
+  for (int d = 0; d < n; ++d) {
+    CUdevice dev;
+    CUcontext ctx;
+    CUuuid u{};
+    cuDeviceGet(&dev, d);
+    CUresult r = cuDevicePrimaryCtxRetain(&ctx, dev);
+    if (r != CUDA_SUCCESS) {
+      printf("dev %d ctx %d\n", d, r);
+      continue;
+    }
+    cuCtxSetCurrent(ctx);
+    cuDeviceGetUuid(&u, dev);
+    size_t free_b = 0, total_b = 0;
+    cuMemGetInfo(&free_b, &total_b);
+    CUdeviceptr p;
+    r = cuMemAlloc(&p, mib * kMiB);
+    printf("dev %d phys %d total %zu alloc %d\n", d, static_cast<unsigned char>(u.bytes[15]), total_b, r);
+  }
+  printf("ready\n");
+  fflush(stdout);
+  for (;;) pause();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -456,6 +485,7 @@ int main(int argc, char** argv) {
     return ModeRace(atoi(argv[2]), static_cast<unsigned>(atoi(argv[3])), argc > 4 ? atoi(argv[4]) : 256,
                     argc > 5 ? atoi(argv[5]) : 4);
   if (!strcmp(argv[1], "hold")) return ModeHold(strtoull(argv[2], nullptr, 10));
+  if (!strcmp(argv[1], "devices")) return ModeDevices(strtoull(argv[2], nullptr, 10));
   if (!strcmp(argv[1], "ctx")) {
     Setup();
     printf("ctx-result 0\n");

@@ -67,16 +67,20 @@ class ShimTest : public ::testing::Test {
     std::string cmd = std::string("rm -rf ") + dir_;
     ASSERT_EQ(system(cmd.c_str()), 0);
   }
-  void WriteConfig(uint64_t limit) {
-    limit_ = limit;
+  void WriteConfig(uint64_t limit) { WriteConfigGpus({{0, limit}}); }
+  // The slice's GPUs in config order: (fake GPU index, limit).
+  void WriteConfigGpus(const std::vector<std::pair<int, uint64_t>>& gpus) {
+    limit_ = gpus[0].second;
     tessera::slice::SliceConfig c;
     tessera::slice::InitSliceConfig(&c);
     snprintf(c.name, sizeof(c.name), "probe");
     snprintf(c.region, sizeof(c.region), "%s/region", dir_);
-    c.gpu_count = 1;
-    snprintf(c.gpus[0].uuid, sizeof(c.gpus[0].uuid), "GPU-fa4e0000-0000-0000-0000-000000000000");
-    c.gpus[0].memory_bytes = limit;
-    c.gpus[0].cores = 100;
+    for (auto [dev, limit] : gpus) {
+      tessera::slice::GpuLimit& g = c.gpus[c.gpu_count++];
+      snprintf(g.uuid, sizeof(g.uuid), "GPU-fa4e0000-0000-0000-0000-0000000000%02x", dev);
+      g.memory_bytes = limit;
+      g.cores = 100;
+    }
     char err[256];
     ASSERT_TRUE(tessera::slice::WriteSliceConfig(config_.c_str(), c, err, sizeof(err))) << err;
   }
@@ -91,8 +95,10 @@ class ShimTest : public ::testing::Test {
     if (with_config) env.push_back("TESSERA_SLICE_CONFIG=" + config_);
     return env;
   }
-  Child Start(const std::vector<std::string>& args, bool with_config = true) {
+  Child Start(const std::vector<std::string>& args, bool with_config = true,
+              const std::vector<std::string>& extra_env = {}) {
     std::vector<std::string> env = Env(with_config);
+    env.insert(env.end(), extra_env.begin(), extra_env.end());
     int o[2], e[2];
     EXPECT_EQ(pipe(o), 0);
     EXPECT_EQ(pipe(e), 0);
@@ -121,8 +127,9 @@ class ShimTest : public ::testing::Test {
     return c;
   }
   // Runs to completion: exit code, stdout, stderr.
-  int Run(const std::vector<std::string>& args, std::string* out, std::string* err, bool with_config = true) {
-    Child c = Start(args, with_config);
+  int Run(const std::vector<std::string>& args, std::string* out, std::string* err, bool with_config = true,
+          const std::vector<std::string>& extra_env = {}) {
+    Child c = Start(args, with_config, extra_env);
     *out = ReadAll(c.out);
     *err = ReadAll(c.err);
     close(c.out);
@@ -138,12 +145,13 @@ class ShimTest : public ::testing::Test {
     while (read(c.out, &ch, 1) == 1 && ch != '\n') line += ch;
     return line;
   }
-  tessera::slice::GpuUsage Usage() {
+  // The region's books for the slice's g-th GPU (config order).
+  tessera::slice::GpuUsage Usage(int g = 0) {
     tessera::slice::Region r;
     char err[256];
     tessera::slice::GpuUsage u{};
     if (!tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), false, &r, err, sizeof(err))) return u;
-    u = tessera::slice::ReadGpuUsage(r.hdr, 0);
+    u = tessera::slice::ReadGpuUsage(r.hdr, g);
     tessera::slice::CloseRegion(&r);
     return u;
   }
@@ -173,6 +181,23 @@ class ShimTest : public ::testing::Test {
     }
     closedir(d);
     return sum;
+  }
+
+  // What the fake driver says one process holds on each fake GPU (what NVML reports per process).
+  std::vector<uint64_t> ProcessOnDevices(pid_t pid) {
+    std::vector<uint64_t> v;
+    FILE* f = fopen((state_ + "/" + std::to_string(pid)).c_str(), "r");
+    if (!f) return v;
+    unsigned long long x;
+    while (fscanf(f, "%llu", &x) == 1) v.push_back(x);
+    fclose(f);
+    return v;
+  }
+  void Stop(const Child& c) {
+    kill(c.pid, SIGKILL);
+    waitpid(c.pid, nullptr, 0);
+    close(c.out);
+    close(c.err);
   }
 
   char dir_[64] = "/tmp/tessera-shim-XXXXXX";
@@ -317,6 +342,49 @@ TEST_F(ShimTest, SigkilledProcessIsReclaimedWithinOneSecond) {
   kill(survivor.pid, SIGKILL);
   waitpid(survivor.pid, nullptr, 0);
   for (int fd : {survivor.out, survivor.err, victim.out, victim.err}) close(fd);
+}
+
+// Two GPUs in one slice with different walls, listed in the config in the other order than the process
+// numbers them (CUDA_VISIBLE_DEVICES=1,0): each ordinal is matched to its slice GPU by UUID, so each wall
+// holds on its own GPU, cuMemGetInfo reports each after a context switch, and each charge lands there.
+TEST_F(ShimTest, EachGpuOfASliceHasItsOwnWallWhateverTheOrdinals) {
+  const uint64_t kCtx = 300 * kMiB;  // the fake driver's context size
+  WriteConfigGpus({{0, 1024 * kMiB}, {1, 3072 * kMiB}});
+  Child c = Start({"devices", "2048"}, true, {"CUDA_VISIBLE_DEVICES=1,0"});
+  EXPECT_EQ(ReadLine(c), "dev 0 phys 1 total 3221225472 alloc 0");  // 2 GiB fits in GPU 1's 3 GiB
+  EXPECT_EQ(ReadLine(c), "dev 1 phys 0 total 1073741824 alloc 2");  // and not in GPU 0's 1 GiB
+  ASSERT_EQ(ReadLine(c), "ready");
+  EXPECT_EQ(Usage(1).charged_bytes, 2048 * kMiB);
+  EXPECT_EQ(Usage(0).charged_bytes, 0u);
+  EXPECT_EQ(Usage(0).wall_refusals, 1u);
+  EXPECT_EQ(Usage(1).wall_refusals, 0u);
+  std::vector<uint64_t> held = ProcessOnDevices(c.pid);
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_EQ(held[0], kCtx);               // fake GPU 0: its context only
+  EXPECT_EQ(held[1], kCtx + 2048 * kMiB);  // fake GPU 1: context + the allocation
+  Stop(c);
+}
+
+// A slice given only the second GPU (as the agent or `tessera run --gpu 1` sets it up): the process sees
+// it as ordinal 0, and everything is accounted on GPU 1 with nothing on GPU 0.
+TEST_F(ShimTest, SliceOfOnlyTheSecondGpuIsAccountedThere) {
+  const uint64_t kCtx = 300 * kMiB;
+  WriteConfigGpus({{1, 3072 * kMiB}});
+  const std::string visible = "CUDA_VISIBLE_DEVICES=GPU-fa4e0000-0000-0000-0000-000000000001";
+  Child c = Start({"devices", "1024"}, true, {visible});
+  EXPECT_EQ(ReadLine(c), "dev 0 phys 1 total 3221225472 alloc 0");
+  ASSERT_EQ(ReadLine(c), "ready");
+  EXPECT_EQ(Usage(0).charged_bytes, 1024 * kMiB);
+  std::vector<uint64_t> held = ProcessOnDevices(c.pid);
+  ASSERT_EQ(held.size(), 2u);
+  EXPECT_EQ(held[0], 0u);  // no phantom usage on GPU 0
+  EXPECT_EQ(held[1], kCtx + 1024 * kMiB);
+  // A second process of the slice shares that wall: 1800 MiB more does not fit in 3 GiB.
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "1800"}, &out, &err, true, {visible}), 0) << out << err;
+  EXPECT_NE(out.find("alloc-result 2"), std::string::npos) << out << err;
+  EXPECT_NE(err.find("GPU-fa4e0000-0000-0000-0000-000000000001"), std::string::npos) << err;
+  Stop(c);
 }
 
 TEST_F(ShimTest, CorruptRegionIsRebuilt) {
