@@ -1,6 +1,6 @@
 // tessera run: create (or join) a GPU slice on this host and run a command inside it.
 //
-//   tessera run --memory 2GiB|20% [--gpu 0,1|GPU-uuid,...] [--slice NAME] [--cores N]
+//   tessera run --memory 2GiB|20%|0=2GiB,1=6GiB [--gpu 0,1|GPU-uuid,...] [--slice NAME] [--cores N]
 //               [--priority high|best-effort] [--state-dir DIR] [--shim PATH] -- cmd args...
 //
 // The slice lives in <state dir>/<name>/{slice.conf,region} (state dir: --state-dir, else
@@ -32,8 +32,11 @@ constexpr const char* kUsage =
     "                   [--state-dir DIR] [--shim PATH] -- COMMAND [ARGS...]\n"
     "  --memory SIZE   memory wall per GPU: bytes, or with K/M/G/T (x1000) or KiB/MiB/GiB/TiB (x1024),\n"
     "                  e.g. 2GiB, 1500MiB, 8G; or a share of each GPU's memory, 1%..100%, e.g. 20%.\n"
+    "                  Per GPU: GPU=SIZE|PCT,... with GPU an NVML index or UUID, e.g. 0=2GiB,1=6GiB or\n"
+    "                  0=25%,GPU-...=50%; the listed GPUs make the slice unless --gpu lists the same ones.\n"
     "                  Required when creating a slice; optional when joining an existing one.\n"
-    "  --gpu LIST      GPUs of the slice: NVML indices or UUIDs, comma separated (default 0)\n"
+    "  --gpu LIST      GPUs of the slice: NVML indices or UUIDs, comma separated (default 0, or the\n"
+    "                  GPUs named by a per-GPU --memory)\n"
     "  --slice NAME    create or join this slice ([a-z0-9][a-z0-9._-]{0,62}; default run-<pid>)\n"
     "  --cores N       compute cap per GPU in percent, 1..100 (default 100)\n"
     "  --priority P    high or best-effort (default best-effort)\n"
@@ -48,10 +51,96 @@ int Bad(const char* fmt, const char* arg) {
   return 2;
 }
 
+constexpr const char* kMemoryForms =
+    "forms: 2GiB, 1500MiB, 8G, 2147483648 or 1%..100% of the GPU, e.g. 20%, for every GPU; "
+    "or GPU=SIZE|PCT per GPU, e.g. 0=2GiB,1=6GiB or 0=25%,GPU-...=50%";
+
 struct Gpu {
   std::string uuid;
   uint64_t total = 0;
 };
+
+// One limit of --memory: for every GPU (gpu empty) or for the GPU named by an NVML index or UUID.
+struct MemoryLimit {
+  std::string gpu;
+  uint64_t bytes = 0;
+  int percent = 0;  // set instead of bytes for a share of the GPU's memory
+};
+
+bool ParseLimit(const std::string& v, MemoryLimit* out) {
+  if (v.size() > 1 && v.back() == '%') {
+    char* end = nullptr;
+    long p = strtol(v.c_str(), &end, 10);
+    if (end != v.c_str() + v.size() - 1 || p < 1 || p > 100) return false;
+    out->percent = static_cast<int>(p);
+    return true;
+  }
+  return slice::ParseBytes(v.c_str(), &out->bytes) && out->bytes > 0;
+}
+
+std::vector<std::string> SplitCommas(const std::string& s) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  for (;;) {
+    size_t comma = s.find(',', pos);
+    out.push_back(s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos));
+    if (comma == std::string::npos) return out;
+    pos = comma + 1;
+  }
+}
+
+// --memory: one limit for every GPU, or GPU=limit pairs. False with a message naming the accepted forms.
+bool ParseMemory(const char* arg, std::vector<MemoryLimit>* out, std::string* err) {
+  std::string a = arg;
+  if (a.find('=') == std::string::npos) {
+    MemoryLimit m;
+    if (ParseLimit(a, &m)) {
+      out->push_back(m);
+      return true;
+    }
+    *err = "--memory '" + a + "' not understood (" + kMemoryForms + ")";
+    return false;
+  }
+  for (const std::string& item : SplitCommas(a)) {
+    size_t eq = item.find('=');
+    MemoryLimit m;
+    if (eq == std::string::npos || eq == 0) {
+      *err = "--memory '" + a + "': '" + item + "' is not GPU=SIZE (" + kMemoryForms + ")";
+      return false;
+    }
+    m.gpu = item.substr(0, eq);
+    if (!ParseLimit(item.substr(eq + 1), &m)) {
+      *err = "--memory '" + a + "': '" + item.substr(eq + 1) + "' for GPU " + m.gpu + " not understood (" +
+             kMemoryForms + ")";
+      return false;
+    }
+    for (const MemoryLimit& o : *out)
+      if (o.gpu == m.gpu) {
+        *err = "--memory '" + a + "': GPU " + m.gpu + " given twice";
+        return false;
+      }
+    out->push_back(m);
+  }
+  return true;
+}
+
+// Index in `all` of a GPU named by NVML index or UUID; -1 when this host has no such GPU.
+int ResolveGpu(const std::string& item, const std::vector<Gpu>& all) {
+  if (item.rfind("GPU-", 0) == 0 || item.rfind("MIG-", 0) == 0) {
+    for (size_t i = 0; i < all.size(); ++i)
+      if (all[i].uuid == item) return static_cast<int>(i);
+    return -1;
+  }
+  char* end = nullptr;
+  long v = strtol(item.c_str(), &end, 10);
+  if (!item.empty() && !*end && v >= 0 && v < static_cast<long>(all.size())) return static_cast<int>(v);
+  return -1;
+}
+
+std::string NotAGpu(const char* flag, const std::string& item, size_t count) {
+  return std::string(flag) + ": '" + item + "' is not a GPU of this host (indices 0.." +
+         std::to_string(static_cast<int>(count) - 1) + " or GPU-... UUIDs)";
+}
 
 // GPU list from NVML, in NVML index order.
 bool DiscoverGpus(std::vector<Gpu>* out, std::string* err) {
@@ -183,10 +272,13 @@ int RunCmd(int argc, char** argv) {
     if (i + 1 >= argc) return Bad("%s needs a value", argv[i]);
     *slot = argv[++i];
   }
-  if (cmd_at < 0 || cmd_at >= argc) return Bad("%s", "no command given (tessera run [flags] -- COMMAND [ARGS...])");
+  if (cmd_at < 0 || cmd_at >= argc)
+    return Bad("%s", "no command given (tessera run [flags] -- COMMAND [ARGS...])");
 
   // Where the slice lives.
-  std::string state = state_arg ? state_arg : (getenv("TESSERA_STATE_DIR") ? getenv("TESSERA_STATE_DIR") : "/run/tessera/slices");
+  std::string state =
+      state_arg ? state_arg
+                : (getenv("TESSERA_STATE_DIR") ? getenv("TESSERA_STATE_DIR") : "/run/tessera/slices");
   std::string name = name_arg ? name_arg : "run-" + std::to_string(getpid());
   if (!slice::ValidSliceName(name.c_str()))
     return Bad("--slice '%s' is not a valid name (allowed [a-z0-9][a-z0-9._-]{0,62})", name.c_str());
@@ -197,31 +289,27 @@ int RunCmd(int argc, char** argv) {
   if (cores_arg) {
     char* end = nullptr;
     long v = strtol(cores_arg, &end, 10);
-    if (!*cores_arg || *end || v < 1 || v > 100) return Bad("--cores '%s' out of range (allowed 1..100)", cores_arg);
+    if (!*cores_arg || *end || v < 1 || v > 100)
+      return Bad("--cores '%s' out of range (allowed 1..100)", cores_arg);
     cores = static_cast<int>(v);
   }
   int priority = 1;
   if (priority_arg) {
     std::string p = priority_arg;
-    if (p == "high" || p == "0") priority = 0;
-    else if (p == "best-effort" || p == "1") priority = 1;
-    else return Bad("--priority '%s' not understood (allowed high, best-effort)", priority_arg);
+    if (p == "high" || p == "0")
+      priority = 0;
+    else if (p == "best-effort" || p == "1")
+      priority = 1;
+    else
+      return Bad("--priority '%s' not understood (allowed high, best-effort)", priority_arg);
   }
-  // Memory: absolute bytes or a percentage of each GPU.
-  uint64_t bytes = 0;
-  int percent = 0;
+  // Memory: bytes or a percentage, for every GPU or per GPU.
+  std::vector<MemoryLimit> limits;
   if (memory) {
-    size_t len = strlen(memory);
-    if (len > 1 && memory[len - 1] == '%') {
-      char* end = nullptr;
-      long v = strtol(memory, &end, 10);
-      if (end != memory + len - 1 || v < 1 || v > 100)
-        return Bad("--memory '%s': a percentage must be 1%%..100%%", memory);
-      percent = static_cast<int>(v);
-    } else if (!slice::ParseBytes(memory, &bytes) || bytes == 0) {
-      return Bad("--memory '%s' not understood (forms: 2GiB, 1500MiB, 8G, 2147483648, 20%%)", memory);
-    }
+    std::string why;
+    if (!ParseMemory(memory, &limits, &why)) return Bad("%s", why.c_str());
   }
+  bool per_gpu = !limits.empty() && !limits[0].gpu.empty();
 
   char err[512];
   slice::SliceConfig cfg;
@@ -233,8 +321,8 @@ int RunCmd(int argc, char** argv) {
       return 1;
     }
     if (memory || gpus_arg || cores_arg || priority_arg)
-      fprintf(stderr, "tessera run: joining existing slice %s; its limits stay as configured (%s)\n", name.c_str(),
-              conf_path.c_str());
+      fprintf(stderr, "tessera run: joining existing slice %s; its limits stay as configured (%s)\n",
+              name.c_str(), conf_path.c_str());
   } else {
     if (!memory) return Bad("--memory is required to create slice '%s'", name.c_str());
     std::vector<Gpu> all;
@@ -243,30 +331,42 @@ int RunCmd(int argc, char** argv) {
       fprintf(stderr, "tessera run: %s\n", why.c_str());
       return 1;
     }
+    // The slice's GPUs: --gpu, else the GPUs a per-GPU --memory names, else GPU 0.
     std::vector<int> chosen;
-    std::string list = gpus_arg ? gpus_arg : "0";
-    size_t pos = 0;
-    while (pos <= list.size()) {
-      size_t comma = list.find(',', pos);
-      std::string item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      pos = comma == std::string::npos ? list.size() + 1 : comma + 1;
-      int idx = -1;
-      if (item.rfind("GPU-", 0) == 0 || item.rfind("MIG-", 0) == 0) {
-        for (size_t i = 0; i < all.size(); ++i)
-          if (all[i].uuid == item) idx = static_cast<int>(i);
-      } else {
-        char* end = nullptr;
-        long v = strtol(item.c_str(), &end, 10);
-        if (!item.empty() && !*end && v >= 0 && v < static_cast<long>(all.size())) idx = static_cast<int>(v);
-      }
-      if (idx < 0) {
-        std::string msg = "--gpu: '" + item + "' is not a GPU of this host (indices 0.." +
-                          std::to_string(static_cast<int>(all.size()) - 1) + " or GPU-... UUIDs)";
-        return Bad("%s", msg.c_str());
-      }
+    std::vector<std::string> items;
+    if (gpus_arg) {
+      items = SplitCommas(gpus_arg);
+    } else if (per_gpu) {
+      for (const MemoryLimit& m : limits) items.push_back(m.gpu);
+    } else {
+      items.push_back("0");
+    }
+    for (const std::string& item : items) {
+      const char* flag = gpus_arg ? "--gpu" : "--memory";
+      int idx = ResolveGpu(item, all);
+      if (idx < 0) return Bad("%s", NotAGpu(flag, item, all.size()).c_str());
       for (int c : chosen)
-        if (c == idx) return Bad("--gpu: '%s' listed twice", item.c_str());
+        if (c == idx)
+          return Bad("%s", (std::string(flag) + ": '" + item + "' names a GPU listed twice").c_str());
       chosen.push_back(idx);
+    }
+    // Per GPU: each GPU of the slice has exactly one limit.
+    std::vector<const MemoryLimit*> limit_of(chosen.size(), per_gpu ? nullptr : &limits[0]);
+    if (per_gpu) {
+      for (const MemoryLimit& m : limits) {
+        int idx = ResolveGpu(m.gpu, all);
+        if (idx < 0) return Bad("%s", NotAGpu("--memory", m.gpu, all.size()).c_str());
+        size_t k = 0;
+        while (k < chosen.size() && chosen[k] != idx) ++k;
+        if (k == chosen.size())
+          return Bad("--memory: GPU %s is not in --gpu (list the same GPUs in both)", m.gpu.c_str());
+        if (limit_of[k]) return Bad("--memory: GPU %s is given twice (by index and by UUID)", m.gpu.c_str());
+        limit_of[k] = &m;
+      }
+      for (size_t k = 0; k < chosen.size(); ++k)
+        if (!limit_of[k])
+          return Bad("--memory gives no limit for GPU '%s' of --gpu (list the same GPUs in both)",
+                     items[k].c_str());
     }
     if (chosen.size() > static_cast<size_t>(slice::kMaxGpus)) return Bad("--gpu: at most %s GPUs", "16");
     slice::InitSliceConfig(&cfg);
@@ -274,12 +374,16 @@ int RunCmd(int argc, char** argv) {
     if (dir.size() + 8 >= sizeof(cfg.region)) return Bad("--state-dir '%s' is too long", state.c_str());
     snprintf(cfg.region, sizeof(cfg.region), "%s/region", dir.c_str());
     cfg.priority = priority;
-    for (int idx : chosen) {
+    for (size_t k = 0; k < chosen.size(); ++k) {
+      int idx = chosen[k];
+      const MemoryLimit& m = *limit_of[k];
       slice::GpuLimit& g = cfg.gpus[cfg.gpu_count++];
       snprintf(g.uuid, sizeof(g.uuid), "%s", all[idx].uuid.c_str());
-      g.memory_bytes = percent ? static_cast<uint64_t>(static_cast<unsigned __int128>(all[idx].total) * percent / 100) : bytes;
+      g.memory_bytes =
+          m.percent ? static_cast<uint64_t>(static_cast<unsigned __int128>(all[idx].total) * m.percent / 100)
+                    : m.bytes;
       if (g.memory_bytes > all[idx].total) {
-        fprintf(stderr, "tessera run: --memory %s is more than GPU %d has (%llu bytes)\n", memory, idx,
+        fprintf(stderr, "tessera run: --memory %s asks more than GPU %d has (%llu bytes)\n", memory, idx,
                 static_cast<unsigned long long>(all[idx].total));
         return 2;
       }

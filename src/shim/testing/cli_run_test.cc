@@ -103,6 +103,20 @@ TEST_F(CliRunTest, BadArgumentsNameTheAcceptedForms) {
       {{"--memory", "1GiB", "--slice", "Bad_Name"}, "[a-z0-9]"},
       {{"--memory", "1TiB"}, "more than GPU"},
       {{"--bogus", "1"}, "unexpected argument"},
+      // Per-GPU limits.
+      {{"--memory", "0=2XB"}, "'2XB' for GPU 0 not understood"},
+      {{"--memory", "0=2XB"}, "0=2GiB,1=6GiB"},
+      {{"--memory", "0=0%"}, "1%..100%"},
+      {{"--memory", "0:2GiB"}, "GPU=SIZE|PCT per GPU"},
+      {{"--memory", "=2GiB"}, "is not GPU=SIZE"},
+      {{"--memory", "0=1GiB,0=2GiB"}, "GPU 0 given twice"},
+      {{"--memory", "0=1GiB,GPU-fa4e0000-0000-0000-0000-000000000000=1GiB"}, "names a GPU listed twice"},
+      {{"--gpu", "0", "--memory", "0=1GiB,GPU-fa4e0000-0000-0000-0000-000000000000=1GiB"},
+       "by index and by UUID"},
+      {{"--memory", "5=1GiB"}, "--memory: '5' is not a GPU of this host"},
+      {{"--memory", "0=1GiB,1=2GiB", "--gpu", "0"}, "GPU 1 is not in --gpu"},
+      {{"--memory", "0=1GiB", "--gpu", "0,1"}, "no limit for GPU '1' of --gpu"},
+      {{"--memory", "0=1GiB,1=1TiB"}, "more than GPU 1"},
       {{}, "--memory is required"},
   };
   for (const Case& c : cases) {
@@ -122,7 +136,8 @@ TEST_F(CliRunTest, CreatesASliceAndTheWallHolds) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("alloc-result 2"), std::string::npos) << r.out << r.err;
   std::string conf = Slurp(state_ + "/s1/slice.conf");
-  EXPECT_NE(conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000000 memory=1073741824 cores=50"), std::string::npos)
+  EXPECT_NE(conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000000 memory=1073741824 cores=50"),
+            std::string::npos)
       << conf;
   EXPECT_NE(conf.find("priority=0"), std::string::npos) << conf;
   // Joining keeps the slice's limits; a fitting allocation succeeds.
@@ -132,9 +147,10 @@ TEST_F(CliRunTest, CreatesASliceAndTheWallHolds) {
 }
 
 TEST_F(CliRunTest, PercentagesGpuListsAndEnvironment) {
-  Result r = Call(tessera::cli::RunCmd,
-                  RunArgs({"--memory", "25%", "--gpu", "0,GPU-fa4e0000-0000-0000-0000-000000000001", "--slice", "two"},
-                          {"/bin/sh", "-c", "echo $CUDA_VISIBLE_DEVICES; echo $TESSERA_SLICE_CONFIG; echo $LD_PRELOAD"}));
+  Result r = Call(
+      tessera::cli::RunCmd,
+      RunArgs({"--memory", "25%", "--gpu", "0,GPU-fa4e0000-0000-0000-0000-000000000001", "--slice", "two"},
+              {"/bin/sh", "-c", "echo $CUDA_VISIBLE_DEVICES; echo $TESSERA_SLICE_CONFIG; echo $LD_PRELOAD"}));
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("GPU-fa4e0000-0000-0000-0000-000000000000,GPU-fa4e0000-0000-0000-0000-000000000001"),
             std::string::npos)
@@ -142,8 +158,49 @@ TEST_F(CliRunTest, PercentagesGpuListsAndEnvironment) {
   EXPECT_NE(r.out.find(state_ + "/two/slice.conf"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(TESSERA_SHIM_PATH), std::string::npos) << r.out;
   std::string conf = Slurp(state_ + "/two/slice.conf");
-  EXPECT_NE(conf.find("GPU-fa4e0000-0000-0000-0000-000000000000 memory=4294967296"), std::string::npos) << conf;
-  EXPECT_NE(conf.find("GPU-fa4e0000-0000-0000-0000-000000000001 memory=4294967296"), std::string::npos) << conf;
+  EXPECT_NE(conf.find("GPU-fa4e0000-0000-0000-0000-000000000000 memory=4294967296"), std::string::npos)
+      << conf;
+  EXPECT_NE(conf.find("GPU-fa4e0000-0000-0000-0000-000000000001 memory=4294967296"), std::string::npos)
+      << conf;
+}
+
+// --memory GPU=SIZE|PCT,...: each GPU of the slice gets its own wall; without --gpu the named GPUs make the
+// slice, in the order given; UUIDs and indices mix.
+TEST_F(CliRunTest, PerGpuMemoryLimits) {
+  Result r = Call(tessera::cli::RunCmd, RunArgs({"--memory", "1=6GiB,0=25%", "--slice", "per"},
+                                                {"/bin/sh", "-c", "echo $CUDA_VISIBLE_DEVICES"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("GPU-fa4e0000-0000-0000-0000-000000000001,GPU-fa4e0000-0000-0000-0000-000000000000"),
+            std::string::npos)
+      << r.out;
+  std::string conf = Slurp(state_ + "/per/slice.conf");
+  EXPECT_NE(conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000001 memory=6442450944"), std::string::npos)
+      << conf;
+  EXPECT_NE(conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000000 memory=4294967296"), std::string::npos)
+      << conf;
+  // With --gpu: the same GPUs, the order of --gpu.
+  r = Call(tessera::cli::RunCmd,
+           RunArgs({"--gpu", "0,1", "--memory", "GPU-fa4e0000-0000-0000-0000-000000000001=3GiB,0=1GiB",
+                    "--slice", "both"},
+                   {"/bin/true"}));
+  ASSERT_EQ(r.code, 0) << r.err;
+  conf = Slurp(state_ + "/both/slice.conf");
+  size_t g0 = conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000000 memory=1073741824");
+  size_t g1 = conf.find("gpu=GPU-fa4e0000-0000-0000-0000-000000000001 memory=3221225472");
+  EXPECT_NE(g0, std::string::npos) << conf;
+  EXPECT_NE(g1, std::string::npos) << conf;
+  EXPECT_LT(g0, g1) << conf;
+}
+
+// A slice of only the second GPU: the process sees it as its device 0 and its wall is GPU 1's.
+TEST_F(CliRunTest, SliceOfTheSecondGpuOnly) {
+  Result r = Call(tessera::cli::RunCmd, RunArgs({"--memory", "1=2GiB", "--slice", "second"},
+                                                {TESSERA_PROBE_PATH, "alloc", "3000"}));
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("alloc-result 2"), std::string::npos) << r.out << r.err;
+  EXPECT_NE(r.err.find("GPU-fa4e0000-0000-0000-0000-000000000001"), std::string::npos) << r.err;
+  r = Call(tessera::cli::RunCmd, RunArgs({"--slice", "second"}, {TESSERA_PROBE_PATH, "alloc", "1000"}));
+  EXPECT_NE(r.out.find("alloc-result 0"), std::string::npos) << r.out << r.err;
 }
 
 TEST_F(CliRunTest, SlicesListsLiveProcesses) {
