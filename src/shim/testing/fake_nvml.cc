@@ -1,6 +1,7 @@
-// Fake libnvidia-ml.so.1: the NVML calls the shim and `tessera run` make, answering from the fake
-// libcuda's published per-process usage (FAKE_GPU_STATE_DIR), so reconciliation with "the driver's"
-// per-process figure and GPU discovery are testable without a GPU.
+// Fake libnvidia-ml.so.1: the NVML calls the shim, `tessera run` and the agent's NVML backend make,
+// answering from the fake libcuda's published per-process usage (FAKE_GPU_STATE_DIR), so reconciliation
+// with "the driver's" per-process figure and GPU discovery are testable without a GPU. Fake GPU i sits
+// on NUMA node i % 2 at PCI bus 0000:(0x10 + i):00.0 and supports no health events.
 #include <dirent.h>
 #include <nvml.h>
 #include <signal.h>
@@ -138,3 +139,39 @@ FAKE nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsign
   *count = n;
   return n > cap ? NVML_ERROR_INSUFFICIENT_SIZE : NVML_SUCCESS;
 }
+FAKE nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t* pci) {
+  int i = IndexOf(d);
+  if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  memset(pci, 0, sizeof(*pci));
+  unsigned bus = static_cast<unsigned>(0x10 + i) & 0xff;
+  snprintf(pci->busId, sizeof(pci->busId), "00000000:%02X:00.0", bus);
+  snprintf(pci->busIdLegacy, sizeof(pci->busIdLegacy), "0000:%02X:00.0", bus);
+  pci->bus = bus;
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t d, unsigned int* node) {
+  int i = IndexOf(d);
+  if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  *node = static_cast<unsigned>(i % 2);
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t* u) {
+  if (IndexOf(d) < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  u->gpu = 0;
+  u->memory = 0;
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlEventSetCreate(nvmlEventSet_t* set) {
+  *set = nullptr;
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlEventSetFree(nvmlEventSet_t) { return NVML_SUCCESS; }
+FAKE nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t d, unsigned long long* types) {
+  if (IndexOf(d) < 0) return NVML_ERROR_INVALID_ARGUMENT;
+  *types = 0;
+  return NVML_SUCCESS;
+}
+FAKE nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t, unsigned long long, nvmlEventSet_t) {
+  return NVML_ERROR_NOT_SUPPORTED;
+}
+FAKE nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t, nvmlEventData_t*, unsigned int) { return NVML_ERROR_TIMEOUT; }

@@ -1,5 +1,6 @@
 // libtessera.so end to end against the fake driver: each test runs shim_probe (or several) with
 // LD_PRELOAD=libtessera.so and the fake libcuda/libnvidia-ml on LD_LIBRARY_PATH.
+#include <dirent.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -10,7 +11,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <dirent.h>
 #include <string>
 #include <vector>
 
@@ -150,7 +150,8 @@ class ShimTest : public ::testing::Test {
     tessera::slice::Region r;
     char err[256];
     tessera::slice::GpuUsage u{};
-    if (!tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), false, &r, err, sizeof(err))) return u;
+    if (!tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), false, &r, err, sizeof(err)))
+      return u;
     u = tessera::slice::ReadGpuUsage(r.hdr, g);
     tessera::slice::CloseRegion(&r);
     return u;
@@ -360,7 +361,7 @@ TEST_F(ShimTest, EachGpuOfASliceHasItsOwnWallWhateverTheOrdinals) {
   EXPECT_EQ(Usage(1).wall_refusals, 0u);
   std::vector<uint64_t> held = ProcessOnDevices(c.pid);
   ASSERT_EQ(held.size(), 2u);
-  EXPECT_EQ(held[0], kCtx);               // fake GPU 0: its context only
+  EXPECT_EQ(held[0], kCtx);                // fake GPU 0: its context only
   EXPECT_EQ(held[1], kCtx + 2048 * kMiB);  // fake GPU 1: context + the allocation
   Stop(c);
 }
@@ -384,6 +385,44 @@ TEST_F(ShimTest, SliceOfOnlyTheSecondGpuIsAccountedThere) {
   EXPECT_EQ(Run({"alloc", "1800"}, &out, &err, true, {visible}), 0) << out << err;
   EXPECT_NE(out.find("alloc-result 2"), std::string::npos) << out << err;
   EXPECT_NE(err.find("GPU-fa4e0000-0000-0000-0000-000000000001"), std::string::npos) << err;
+  Stop(c);
+}
+
+// test/gpu's nodeinfo (the agent's NVML backend + the slice books) on the same two fake GPUs: both GPUs
+// discovered with NUMA node, PCI bus and health; the slice of only GPU 1 reported on host GPU 1 with its
+// process's driver usage there and nothing elsewhere.
+TEST_F(ShimTest, NodeInfoReportsTheSliceOnItsGpu) {
+  WriteConfigGpus({{1, 3072 * kMiB}});
+  Child c =
+      Start({"devices", "1024"}, true, {"CUDA_VISIBLE_DEVICES=GPU-fa4e0000-0000-0000-0000-000000000001"});
+  ASSERT_EQ(ReadLine(c), "dev 0 phys 1 total 3221225472 alloc 0");
+  ASSERT_EQ(ReadLine(c), "ready");
+  std::string cmd = "env -i LD_LIBRARY_PATH=" + std::string(TESSERA_FAKE_LIB_DIR) +
+                    " FAKE_GPU_STATE_DIR=" + state_ + " " + TESSERA_NODEINFO_PATH + " " + config_;
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out = ReadAll(fileno(p));
+  EXPECT_EQ(pclose(p), 0) << out;
+  const std::string gpu1 = "GPU-fa4e0000-0000-0000-0000-000000000001";
+  EXPECT_NE(
+      out.find(
+          "{\"index\":0,\"uuid\":\"GPU-fa4e0000-0000-0000-0000-000000000000\",\"model\":\"Fake GPU\","
+          "\"memory_bytes\":17179869184,\"numa_node\":0,\"pci_bus_id\":\"0000:10:00.0\",\"healthy\":true"),
+      std::string::npos)
+      << out;
+  EXPECT_NE(out.find("{\"index\":1,\"uuid\":\"" + gpu1 +
+                     "\",\"model\":\"Fake GPU\",\"memory_bytes\":17179869184,"
+                     "\"numa_node\":1,\"pci_bus_id\":\"0000:11:00.0\",\"healthy\":true"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"pids\":[" + std::to_string(c.pid) + "]"), std::string::npos) << out;
+  EXPECT_NE(out.find("{\"uuid\":\"" + gpu1 + "\",\"host_index\":1,\"limit_bytes\":3221225472,"),
+            std::string::npos)
+      << out;
+  EXPECT_NE(out.find("\"charged_bytes\":1073741824,"), std::string::npos) << out;
+  EXPECT_NE(out.find("\"driver_bytes\":" + std::to_string(1324 * kMiB) + "}],\"elsewhere_bytes\":0}"),
+            std::string::npos)
+      << out;
   Stop(c);
 }
 
