@@ -3,6 +3,7 @@
 // code as the CLI and the agent.
 //   slicectl create DIR NAME UUID BYTES [UUID BYTES...]   writes DIR/slice.conf (region DIR/region)
 //   slicectl usage CONFIG                                 reclaims dead rows, prints usage as JSON
+//                                                         (first GPU at the top level, every GPU in "gpus")
 //   slicectl peek CONFIG                                  same without reclaiming (observer only)
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,16 @@ int main(int argc, char** argv) {
            (unsigned long long)u.wall_refusals, (unsigned long long)r.hdr->gpus[0].ctx_hint_bytes.load());
     for (int i = 0; i < n; ++i)
       printf("%s{\"pid\":%d,\"bytes\":%llu}", i ? "," : "", procs[i].pid, (unsigned long long)procs[i].bytes[0]);
+    // Every GPU of the slice (the fields above are its first GPU's).
+    printf("],\"gpus\":[");
+    for (int g = 0; g < c.gpu_count; ++g) {
+      int rg = FindRegionGpu(r.hdr, c.gpus[g].uuid);
+      GpuUsage gu = rg >= 0 ? ReadGpuUsage(r.hdr, rg) : GpuUsage{};
+      printf("%s{\"uuid\":\"%s\",\"limit\":%llu,\"used\":%llu,\"charged\":%llu,\"peak\":%llu,\"refusals\":%llu}",
+             g ? "," : "", c.gpus[g].uuid, (unsigned long long)c.gpus[g].memory_bytes, (unsigned long long)gu.used_bytes,
+             (unsigned long long)gu.charged_bytes, (unsigned long long)gu.peak_bytes,
+             (unsigned long long)gu.wall_refusals);
+    }
     printf("]}\n");
     return 0;
   }
