@@ -70,6 +70,9 @@ int SchedulerCmd(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--gpu-policy", gpu_policy, "default GPU policy inside a node: binpack or spread")->capture_default_str();
   app.add_option("--leader-elect", o.leader_elect, "elect a leader on a Lease (only the leader binds)")->capture_default_str();
+  app.add_flag("--follow-lease", o.leader.follow,
+               "do not elect: report leadership from the Lease another component holds (e.g. the kube-scheduler in this "
+               "pod, identity <leader-id>_<uuid>); implies --leader-elect=false");
   app.add_option("--lease-namespace", o.leader.ns, "namespace of the Lease")->capture_default_str();
   app.add_option("--lease-name", o.leader.name, "name of the Lease")->capture_default_str();
   app.add_option("--leader-id", o.leader.identity, "this replica's identity (default: hostname)");
@@ -91,6 +94,7 @@ int SchedulerCmd(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e) == 0 ? 0 : 2;
   }
+  if (o.leader.follow) o.leader_elect = false;
   if (!SplitHostPort(listen, &o.listen_host, &o.listen_port)) {
     std::fprintf(stderr, "tessera scheduler: --listen=%s: expected host:port with port 1..65535\n", listen.c_str());
     return 2;

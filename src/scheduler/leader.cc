@@ -103,6 +103,24 @@ bool LeaderElector::TryAcquireOrRenew() {
   return true;
 }
 
+bool LeaderElector::ObserveHeld() {
+  auto got = client_->Get(kube::kLeases, opts_.ns, opts_.name);
+  if (!got) return false;
+  const json& spec = (*got)["spec"];
+  std::string holder = spec.value("holderIdentity", "");
+  std::string renew = spec.value("renewTime", "");
+  int duration = spec.value("leaseDurationSeconds", static_cast<int>(std::ceil(opts_.lease_duration_s)));
+  std::lock_guard<std::mutex> l(mu_);
+  if (holder != observed_holder_ || renew != observed_renew_ || observed_at_ == Clock::time_point{}) {
+    observed_holder_ = holder;
+    observed_renew_ = renew;
+    observed_at_ = Clock::now();
+  }
+  bool expired = Clock::now() > observed_at_ + std::chrono::seconds(duration);
+  bool ours = holder == opts_.identity || holder.rfind(opts_.identity + "_", 0) == 0;
+  return ours && !expired;
+}
+
 void LeaderElector::Start() {
   stop_ = false;
   thread_ = std::thread([this] { Loop(); });
@@ -110,6 +128,12 @@ void LeaderElector::Start() {
 
 void LeaderElector::Loop() {
   while (!stop_) {
+    if (opts_.follow) {
+      SetLeader(ObserveHeld());
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait_for(l, std::chrono::duration<double>(opts_.retry_period_s), [&] { return stop_.load(); });
+      continue;
+    }
     bool ok = TryAcquireOrRenew();
     auto now = Clock::now();
     if (ok) {
@@ -131,7 +155,9 @@ void LeaderElector::Stop() {
   if (stop_.exchange(true)) return;
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
-  if (leader_.load()) {
+  if (leader_.load() && opts_.follow) {
+    SetLeader(false);  // the Lease is not ours to release
+  } else if (leader_.load()) {
     auto got = client_->Get(kube::kLeases, opts_.ns, opts_.name);
     if (got && (*got)["spec"].value("holderIdentity", "") == opts_.identity) {
       json lease = *got;

@@ -5,6 +5,11 @@
 // replicas cannot hand leadership to two of them. A leader that cannot renew within renew_deadline steps
 // down before its lease can expire for the others. Stop() releases the lease (holder cleared) so a
 // successor takes over at once after a clean shutdown. Thread-safe: IsLeader() from any thread.
+//
+// Follow mode (`follow`): the process does not compete. It only reads a Lease that another component holds —
+// in the Helm chart, the kube-scheduler of the same pod, whose identity is "<hostname>_<uuid>" — and reports
+// itself leader while that Lease is held (and not expired) by `identity` or "<identity>_*". It never writes
+// the Lease, so it can never split leadership from the kube-scheduler that actually calls it.
 #pragma once
 
 #include <atomic>
@@ -26,6 +31,7 @@ struct LeaderOptions {
   double lease_duration_s = 15;
   double renew_deadline_s = 10;
   double retry_period_s = 2;
+  bool follow = false;  // read-only: mirror who holds the Lease (see above)
 };
 
 class LeaderElector {
@@ -39,6 +45,8 @@ class LeaderElector {
   std::string holder() const;
   // One acquire-or-renew round (exposed for tests). Returns whether we hold the lease afterwards.
   bool TryAcquireOrRenew();
+  // Follow mode: one read of the Lease. Returns whether `identity` (or "<identity>_*") holds it unexpired.
+  bool ObserveHeld();
 
  private:
   void Loop();

@@ -88,7 +88,7 @@ int Scheduler::Run() {
   add_reflector(kube::kPods, "", &ClusterView::ReplacePods, &ClusterView::OnPod);
   add_reflector(kube::kResourceQuotas, "", &ClusterView::ReplaceQuotas, &ClusterView::OnQuota);
 
-  if (opts_.leader_elect) {
+  if (opts_.leader_elect || opts_.leader.follow) {
     leader_ = std::make_unique<LeaderElector>(client_, opts_.leader, [this](bool v) { metrics_.SetLeader(v); });
   } else {
     metrics_.SetLeader(true);
@@ -100,7 +100,9 @@ int Scheduler::Run() {
   auto can_bind = [this] {
     for (const auto& r : reflectors_)
       if (!r->Synced()) return false;
-    return leader_ ? leader_->IsLeader() : true;
+    // Following kube-scheduler's Lease, that kube-scheduler already decided it leads when it calls bind; our
+    // read of the Lease may lag a takeover by a retry period, so it only feeds the metric, never refuses.
+    return leader_ && !opts_.leader.follow ? leader_->IsLeader() : true;
   };
   extender_ = std::make_unique<Extender>(eo, view_.get(), client_, &metrics_, can_bind);
   WebhookOptions wo;
