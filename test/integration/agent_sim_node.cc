@@ -1,12 +1,9 @@
 #include "agent_sim_node.h"
 
-#include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -75,21 +72,6 @@ bool Poll(double timeout_s, const std::function<bool()>& cond) {
 
 }  // namespace
 
-int AgentFreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  int port = 0;
-  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
-      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
-    port = ntohs(addr.sin_port);
-  }
-  close(fd);
-  return port;
-}
-
 std::string AgentRandomId() {
   std::random_device rd;
   std::mt19937_64 rng(rd());
@@ -155,7 +137,10 @@ void AgentSimNode::StartHarness() {
 }
 
 void AgentSimNode::StartAgent() {
-  metrics_port_ = AgentFreePort();
+  if (metrics_port_.port() == 0) {
+    error_ = "cannot reserve a metrics port on 127.0.0.1";
+    return;
+  }
   agent_ = Spawn({Env("TESSERA_BINARY_DIR") + "/src/cli/tessera",
                   "agent",
                   "--node",
@@ -177,7 +162,7 @@ void AgentSimNode::StartAgent() {
                   "--split",
                   std::to_string(opts_.split),
                   "--metrics-port",
-                  std::to_string(metrics_port_),
+                  std::to_string(metrics_port_.port()),
                   "--metrics-address",
                   "127.0.0.1"},
                  "/dev/null", root_ / "agent.log");
@@ -186,7 +171,13 @@ void AgentSimNode::StartAgent() {
 }
 
 void AgentSimNode::KillAgent(int sig) { Reap(&agent_, sig); }
-bool AgentSimNode::AgentAlive() const { return agent_ > 0 && kill(agent_, 0) == 0; }
+bool AgentSimNode::AgentAlive() {
+  if (agent_ <= 0) return false;
+  int status = 0;
+  if (waitpid(agent_, &status, WNOHANG) == 0) return true;  // 0: still running
+  agent_ = -1;  // exited (now reaped) or not our child any more
+  return false;
+}
 
 std::string AgentSimNode::Http(const std::string& method, const std::string& path, const std::string& body,
                                int* status) {
@@ -331,7 +322,7 @@ std::vector<std::string> AgentSimNode::Mismatches() {
 }
 
 std::string AgentSimNode::Metrics() {
-  httplib::Client c("127.0.0.1", metrics_port_);
+  httplib::Client c("127.0.0.1", metrics_port_.port());
   auto r = c.Get("/metrics");
   return r && r->status == 200 ? r->body : "";
 }

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "kube/client.h"
+#include "reserved_port.h"
 
 namespace tessera::itest {
 
@@ -51,7 +52,8 @@ class AgentSimNode {
   bool WaitRegistered(double timeout_s);  // the harness reports capacity gpus × split
   void StartAgent();
   void KillAgent(int sig);  // and waits for it
-  bool AgentAlive() const;
+  // The agent process is running (an exited one is reaped, so a zombie does not count as alive).
+  bool AgentAlive();
   kube::Json RestartKubelet();  // harness POST /restart
 
   kube::Json Resources();    // harness GET /resources
@@ -81,13 +83,11 @@ class AgentSimNode {
   std::filesystem::path root_;
   std::string harness_url_;
   pid_t harness_ = -1, agent_ = -1;
-  int metrics_port_ = 0;
+  ReservedPort metrics_port_;  // held for the node's life: the agent binds it at every start
   std::string error_;
   std::map<std::string, kube::Json> admitted_;
 };
 
-// A free TCP port on 127.0.0.1 (bound and released).
-int AgentFreePort();
 // Hex-only random id: usable in node names and simulated GPU UUIDs alike.
 std::string AgentRandomId();
 

@@ -134,27 +134,10 @@ TEST(SchedulerBurst, ThousandPodsSchedulerKilledTwiceAgentKilledOnce) {
   }
   for (auto& n : nodes) ASSERT_EQ(n->error(), "") << n->name();
   for (auto& n : nodes) ASSERT_TRUE(n->WaitRegistered(120)) << n->name() << n->AgentLogTail();
-  // Each agent's metrics port is picked free and released before the agent binds it; with 50 agents
-  // starting at once another process can take it in between, and the agent then exits right after
-  // registering (its devices turn unhealthy at the kubelet). That is a race of the test's port picking,
-  // not of the agent: start such an agent again, on a new port, before the burst.
+  // Every agent serves its metrics on the port its node reserved for it (no free-port race to lose).
   for (auto& n : nodes) {
-    auto serving = [&] {
-      for (int i = 0; i < 100; ++i) {
-        if (!n->Metrics().empty()) return true;
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      return false;
-    };
-    if (serving()) continue;
-    std::printf("agent of %s not serving; starting it again. Its log:\n%s\n", n->name().c_str(),
-                n->AgentLogTail(1000).c_str());
-    n->KillAgent(SIGKILL);
-    n->StartAgent();
-    ASSERT_TRUE(serving()) << n->name() << n->AgentLogTail();
-    ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) {
-      return n->GpuResource().value("allocatable", 0) == 40;
-    }, 60)) << n->name() << ": devices not healthy again\n" << n->AgentLogTail();
+    EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !n->Metrics().empty(); }, 10))
+        << n->name() << ": agent not serving metrics; alive: " << n->AgentAlive() << "\n" << n->AgentLogTail(1000);
   }
   double t_nodes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

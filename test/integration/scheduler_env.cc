@@ -1,9 +1,7 @@
 #include "scheduler_env.h"
 
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
-#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -25,18 +23,6 @@
 #endif
 
 namespace tessera::itest {
-
-int FreePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
-}
 
 std::string RandomId() {
   std::random_device rd;
@@ -196,8 +182,9 @@ bool SchedulerEnv::WaitLeader(double timeout_s) {
 void SchedulerEnv::Start(const Options& o) {
   opts_ = o;
   Phase("start " + id_);
-  https_port_ = FreePort();
-  metrics_port_ = FreePort();
+  https_port_ = https_reserved_.port();
+  metrics_port_ = metrics_reserved_.port();
+  ASSERT_TRUE(https_port_ > 0 && metrics_port_ > 0) << "cannot reserve ports on 127.0.0.1";
   StartTessera("replica-a");
   ASSERT_TRUE(WaitLeader(15)) << "tessera scheduler never became leader";
   Phase("tessera scheduler leading");

@@ -18,6 +18,7 @@
 
 #include "kube/annotations.h"
 #include "kube/client.h"
+#include "reserved_port.h"
 
 namespace tessera::itest {
 
@@ -76,6 +77,9 @@ class SchedulerEnv {
   std::string tessera_bin_, source_dir_, state_dir_, tmp_;
   std::shared_ptr<kube::Client> client_;
   std::string id_, ns_;
+  // Held for the environment's life, so a restarted tessera scheduler binds the same ports (kube-scheduler's
+  // extender URL and the webhook URL name them) and nothing else takes them in between.
+  ReservedPort https_reserved_, metrics_reserved_;
   int https_port_ = 0, metrics_port_ = 0;
   pid_t tessera_pid_ = -1;
   bool kube_scheduler_started_ = false;
@@ -83,7 +87,6 @@ class SchedulerEnv {
   std::vector<std::string> nodes_;
 };
 
-int FreePort();
 std::string RandomId();
 
 // Devices assigned to container 0 of a pod (from tessera.dev/devices).
