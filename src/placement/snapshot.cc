@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cctype>
 #include <numeric>
+#include <cstdlib>
 
 #include "placement/engine.h"
 #include "placement/snapshot_impl.h"
@@ -161,7 +162,7 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
       k.pct = std::clamp(r.cores, 0, 100);
       k.w_count = r.weight;
       const double demand = demand_total > 0 ? r.weight * (r.gpus * r.cores / 100.0) / demand_total : 0;
-      k.w_mix = 0.5 * r.weight + 0.5 * demand;
+      { const char* e=getenv("TW_ALPHA"); double al=e?atof(e):0.5; k.w_mix = al * r.weight + (1-al) * demand; }
       k.model_ok.resize(model_names.size());
       for (size_t m = 0; m < model_names.size(); ++m) {
         bool ok = r.models.empty();
@@ -194,7 +195,7 @@ void Snapshot::Impl::RefreshNode(uint32_t n) {
       }
     }
     st[k] = s;
-    const bool usable = kind.gpus > 0 && cpu_free[n] >= kind.cpu_milli && s.fit >= kind.gpus;
+    const bool usable = kind.gpus > 0 && (getenv("FGD_NOCPU") || cpu_free[n] >= kind.cpu_milli) && s.fit >= kind.gpus;
     f += kind.w_count * (usable ? s.nonfit : tot);
     const bool usable_mix = usable && mem_free[n] >= kind.memory_mib;
     fm += kind.w_mix * (usable_mix ? s.nonfit : tot);
@@ -219,7 +220,7 @@ Snapshot& Snapshot::operator=(const Snapshot& o) {
 size_t Snapshot::size() const { return impl_->nodes.size(); }
 const Node& Snapshot::node(uint32_t i) const { return impl_->nodes[i]; }
 std::optional<uint32_t> Snapshot::Find(std::string_view name) const {
-  auto it = impl_->by_name.find(std::string(name));
+  auto it = impl_->by_name.find(name);
   if (it == impl_->by_name.end()) return std::nullopt;
   return it->second;
 }

@@ -73,7 +73,12 @@ struct Snapshot::Impl {
   std::vector<double> frag;         // expected fragmentation (fgd weights, CPU checked)
   std::vector<double> frag_mix;     // the same with tessera's weights, CPU and memory checked
   std::vector<const char*> invalid; // node-level reason it can never host GPU pods, or nullptr
-  std::unordered_map<std::string, uint32_t> by_name;
+  // Looked up by string_view without building a std::string (the extender asks for 5,000 names a call).
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, uint32_t, NameHash, std::equal_to<>> by_name;
   std::vector<std::string> model_names;
 
   std::shared_ptr<const Workload> workload;

@@ -2,10 +2,12 @@
 
 #include <chrono>
 #include <cmath>
+#include <algorithm>
 #include <cctype>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
+#include <string_view>
 
 namespace tessera::scheduler {
 
@@ -47,6 +49,9 @@ std::string StringField(const json& obj, const char* name) {
   return f && f->is_string() ? f->get<std::string>() : "";
 }
 
+// The engine scores 0..100; kube-scheduler's extender range is 0..10 (it multiplies by the weight).
+int ExtenderScore(int engine_score) { return static_cast<int>(std::lround(engine_score / 10.0)); }
+
 }  // namespace
 
 std::vector<std::string> Extender::Candidates(const json& args) const {
@@ -83,11 +88,11 @@ json Extender::Filter(const json& args) {
   const json* full_nodes = Field(args, "NodeNames") ? nullptr : Field(args, "Nodes");
   bool full = full_nodes && full_nodes->is_object();
   std::unordered_map<std::string, bool> ok;
-  view_->Evaluate(*parsed, names, engine_, [&](const std::string& node, const std::string* reason, int) {
-    if (reason) res["FailedNodes"][node] = *reason;
+  view_->Evaluate(*parsed, names, engine_, [&](size_t i, const char* reason, int) {
+    if (reason) res["FailedNodes"][names[i]] = reason;
     else {
-      res["NodeNames"].push_back(node);
-      ok[node] = true;
+      res["NodeNames"].push_back(names[i]);
+      ok[names[i]] = true;
     }
   });
   if (full) {
@@ -112,71 +117,112 @@ json Extender::Prioritize(const json& args) {
     for (const auto& n : names) res.push_back({{"Host", n}, {"Score", 0}});
     return res;
   }
-  view_->Evaluate(*parsed, names, engine_, [&](const std::string& node, const std::string* reason, int score) {
-    // The engine scores 0..100; kube-scheduler's extender range is 0..10 (it multiplies by the weight).
-    res.push_back({{"Host", node}, {"Score", reason ? 0 : static_cast<int>(std::lround(score / 10.0))}});
+  std::vector<int> scores(names.size(), 0);
+  view_->Evaluate(*parsed, names, engine_, [&](size_t i, const char* reason, int score) {
+    if (!reason) scores[i] = ExtenderScore(score);
   });
+  for (size_t i = 0; i < names.size(); ++i) res.push_back({{"Host", names[i]}, {"Score", scores[i]}});
   return res;
 }
 
 namespace {
 
-void AppendJsonString(std::string& out, const std::string& s) {
+void AppendJsonString(std::string& out, std::string_view s) {
   out.push_back('"');
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      char b[8];
-      std::snprintf(b, sizeof b, "\\u%04x", c);
-      out += b;
-    } else {
-      out.push_back(c);
+  // Node names and reasons almost never need escaping: copy them whole when they don't.
+  bool plain = std::none_of(s.begin(), s.end(), [](char c) {
+    return c == '"' || c == '\\' || static_cast<unsigned char>(c) < 0x20;
+  });
+  if (plain) {
+    out.append(s);
+  } else {
+    for (char c : s) {
+      if (c == '"' || c == '\\') {
+        out.push_back('\\');
+        out.push_back(c);
+      } else if (static_cast<unsigned char>(c) < 0x20) {
+        char b[8];
+        std::snprintf(b, sizeof b, "\\u%04x", c);
+        out += b;
+      } else {
+        out.push_back(c);
+      }
     }
   }
   out.push_back('"');
 }
 
-// Pulls the pod's uid and the candidate node names out of ExtenderArgs without building the pod's DOM.
+// ExtenderArgs without a DOM of the node names: collects NodeNames into a vector, and either builds the
+// pod's DOM alone (filter needs it) or only picks out its uid (prioritize). Field names match in any case,
+// as Go's decoder does. `has_nodes` says the full Nodes list came (nodeCacheCapable=false).
 class ArgsSax : public nlohmann::json_sax<json> {
  public:
+  explicit ArgsSax(bool want_pod) : want_pod_(want_pod) {}
+  json pod;  // with want_pod
   std::string uid;
   std::vector<std::string> names;
   bool has_names = false;
+  bool has_nodes = false;
 
-  bool null() override { return true; }
-  bool boolean(bool) override { return true; }
-  bool number_integer(number_integer_t) override { return true; }
-  bool number_unsigned(number_unsigned_t) override { return true; }
-  bool number_float(number_float_t, const string_t&) override { return true; }
-  bool binary(binary_t&) override { return true; }
+  bool null() override { return dom_ ? dom_->null() : true; }
+  bool boolean(bool v) override { return dom_ ? dom_->boolean(v) : true; }
+  bool number_integer(number_integer_t v) override { return dom_ ? dom_->number_integer(v) : true; }
+  bool number_unsigned(number_unsigned_t v) override { return dom_ ? dom_->number_unsigned(v) : true; }
+  bool number_float(number_float_t v, const string_t& t) override { return dom_ ? dom_->number_float(v, t) : true; }
+  bool binary(binary_t& v) override { return dom_ ? dom_->binary(v) : true; }
   bool string(string_t& v) override {
-    if (in_names_ && keys_.size() == 2) names.push_back(v);
+    if (dom_) return dom_->string(v);
+    if (in_names_ && keys_.size() == 2) names.push_back(std::move(v));
     else if (keys_.size() == 3 && Is(keys_[0], "pod") && keys_[1] == "metadata" && keys_[2] == "uid") uid = v;
     return true;
   }
-  bool start_object(std::size_t) override {
+  bool start_object(std::size_t n) override {
+    if (dom_) {
+      ++dom_depth_;
+      return dom_->start_object(n);
+    }
+    if (want_pod_ && keys_.size() == 1 && Is(keys_[0], "pod")) {
+      dom_.emplace(pod, false);
+      dom_depth_ = 1;
+      return dom_->start_object(n);
+    }
+    if (keys_.size() == 1 && Is(keys_[0], "nodes")) has_nodes = true;
     keys_.emplace_back();
     return true;
   }
   bool key(string_t& k) override {
+    if (dom_) return dom_->key(k);
     keys_.back() = k;
     return true;
   }
   bool end_object() override {
+    if (dom_) {
+      bool ok = dom_->end_object();
+      if (--dom_depth_ == 0) dom_.reset();
+      return ok;
+    }
     keys_.pop_back();
     return true;
   }
-  bool start_array(std::size_t) override {
+  bool start_array(std::size_t n) override {
+    if (dom_) {
+      ++dom_depth_;
+      return dom_->start_array(n);
+    }
     if (keys_.size() == 1 && Is(keys_[0], "nodenames")) {
       in_names_ = true;
       has_names = true;
+      if (n != static_cast<std::size_t>(-1)) names.reserve(n);
     }
     keys_.emplace_back("[]");
     return true;
   }
   bool end_array() override {
+    if (dom_) {
+      bool ok = dom_->end_array();
+      if (--dom_depth_ == 0) dom_.reset();
+      return ok;
+    }
     keys_.pop_back();
     if (keys_.size() == 1) in_names_ = false;
     return true;
@@ -190,44 +236,77 @@ class ArgsSax : public nlohmann::json_sax<json> {
       if (std::tolower(static_cast<unsigned char>(a[i])) != lower[i]) return false;
     return true;
   }
+  bool want_pod_;
+  std::optional<nlohmann::detail::json_sax_dom_parser<json>> dom_;  // while inside the pod object
+  int dom_depth_ = 0;
   bool in_names_ = false;
   std::vector<std::string> keys_;  // one entry per open object/array: its current key ("[]" for arrays)
 };
 
+// {"NodeNames":[...],"FailedNodes":{...},"Error":""} with every name passing, or every name failing with
+// `reason`.
+std::string AllNodes(const std::vector<std::string>& names, const char* reason) {
+  std::string out = reason ? "{\"NodeNames\":[],\"FailedNodes\":{" : "{\"NodeNames\":[";
+  for (size_t i = 0; i < names.size(); ++i) {
+    if (i) out.push_back(',');
+    AppendJsonString(out, names[i]);
+    if (reason) {
+      out.push_back(':');
+      AppendJsonString(out, reason);
+    }
+  }
+  return out + (reason ? "},\"Error\":\"\"}" : "],\"FailedNodes\":{},\"Error\":\"\"}");
+}
+
 }  // namespace
 
 std::string Extender::FilterBody(const std::string& body) {
-  json args;
-  try {
-    args = json::parse(body);
-  } catch (const std::exception& e) {
-    return json{{"Error", std::string("ExtenderArgs is not JSON: ") + e.what()}}.dump();
+  ArgsSax sax(/*want_pod=*/true);
+  if (!json::sax_parse(body, &sax) || !sax.pod.is_object() || !sax.has_names || sax.has_nodes) {
+    // Full Node objects, or not what kube-scheduler sends: the general path (which explains errors).
+    try {
+      return Filter(json::parse(body)).dump();
+    } catch (const std::exception& e) {
+      return json{{"Error", std::string("ExtenderArgs is not JSON: ") + e.what()}}.dump();
+    }
   }
-  const json* pod = Field(args, "Pod");
-  const json* names_json = Field(args, "NodeNames");
-  if (!pod || !names_json) return Filter(args).dump();  // full Node objects or malformed: the general path
-  auto parsed = ParsePod(*pod, opts_.parse);
-  if (!parsed || !parsed->wants_gpu || parsed->request.containers.empty()) return Filter(args).dump();
-  Remember(*pod);
-  auto names = Candidates(args);
+  auto parsed = ParsePod(sax.pod, opts_.parse);
+  if (!parsed) return AllNodes(sax.names, parsed.error().message.c_str());
+  Remember(std::move(sax.pod));
+  if (!parsed->wants_gpu || parsed->request.containers.empty()) return AllNodes(sax.names, nullptr);
+  const std::vector<std::string>& names = sax.names;
   std::string ok = "{\"NodeNames\":[", failed = "\"FailedNodes\":{";
+  // Sized for every name in either list (plus a short reason each for the failed ones): no regrowth.
+  size_t name_bytes = names.empty() ? 0 : names.size() * (names[0].size() + 4);
+  ok.reserve(name_bytes * 2 + names.size() * 48 + 64);
+  failed.reserve(name_bytes + names.size() * 48);
   bool first_ok = true, first_failed = true;
-  std::unordered_map<std::string, int> scores;
-  view_->Evaluate(*parsed, names, engine_, [&](const std::string& node, const std::string* reason, int score) {
+  FilterScores scores;
+  std::vector<uint32_t> passed;
+  std::vector<int> score_of;
+  view_->Evaluate(*parsed, names, engine_, [&](size_t i, const char* reason, int score) {
     if (reason) {
       if (!first_failed) failed.push_back(',');
       first_failed = false;
-      AppendJsonString(failed, node);
+      AppendJsonString(failed, names[i]);
       failed.push_back(':');
-      AppendJsonString(failed, *reason);
+      AppendJsonString(failed, reason);
     } else {
       if (!first_ok) ok.push_back(',');
       first_ok = false;
-      AppendJsonString(ok, node);
-      scores[node] = static_cast<int>(std::lround(score / 10.0));
+      AppendJsonString(ok, names[i]);
+      passed.push_back(static_cast<uint32_t>(i));
+      score_of.push_back(ExtenderScore(score));
     }
   });
+  ok += "],";
+  ok += failed;
+  ok += "},\"Error\":\"\"}";
   if (!parsed->uid.empty()) {
+    // Prioritize gets the passing nodes, normally in this order: keep them with their scores.
+    scores.names.reserve(passed.size());
+    for (uint32_t i : passed) scores.names.push_back(std::move(sax.names[i]));
+    scores.scores = std::move(score_of);
     std::lock_guard<std::mutex> l(cache_mu_);
     if (score_cache_.emplace(parsed->uid, std::move(scores)).second) score_order_.push_back(parsed->uid);
     while (score_order_.size() > 1024) {
@@ -235,13 +314,13 @@ std::string Extender::FilterBody(const std::string& body) {
       score_order_.pop_front();
     }
   }
-  return ok + "]," + failed + "},\"Error\":\"\"}";
+  return ok;
 }
 
 std::string Extender::PrioritizeBody(const std::string& body) {
-  ArgsSax sax;
+  ArgsSax sax(/*want_pod=*/false);
   bool parsed_ok = json::sax_parse(body, &sax);
-  std::unordered_map<std::string, int> scores;
+  FilterScores scores;
   bool hit = false;
   if (parsed_ok && sax.has_names && !sax.uid.empty()) {
     std::lock_guard<std::mutex> l(cache_mu_);
@@ -259,13 +338,25 @@ std::string Extender::PrioritizeBody(const std::string& body) {
       return "[]";
     }
   }
+  // Walk both lists together; only if kube-scheduler reordered them, look names up.
+  std::unordered_map<std::string_view, int> by_name;
+  auto score = [&](const std::string& name, size_t& j) {
+    if (j < scores.names.size() && scores.names[j] == name) return scores.scores[j++];
+    if (by_name.empty())
+      for (size_t k = 0; k < scores.names.size(); ++k) by_name.emplace(scores.names[k], scores.scores[k]);
+    auto it = by_name.find(name);
+    return it == by_name.end() ? 0 : it->second;
+  };
   std::string out = "[";
+  out.reserve(sax.names.size() * 40 + 2);
+  size_t j = 0;
   for (size_t i = 0; i < sax.names.size(); ++i) {
     if (i) out.push_back(',');
     out += "{\"Host\":";
     AppendJsonString(out, sax.names[i]);
-    auto it = scores.find(sax.names[i]);
-    out += ",\"Score\":" + std::to_string(it == scores.end() ? 0 : it->second) + "}";
+    out += ",\"Score\":";
+    out += std::to_string(score(sax.names[i], j));
+    out.push_back('}');
   }
   return out + "]";
 }
@@ -298,12 +389,13 @@ kube::Status Extender::BindWithAssignment(const std::string& ns, const std::stri
   return kube::Error{409, "Conflict", "pod kept changing while binding it"};
 }
 
-void Extender::Remember(const json& pod) {
+void Extender::Remember(json pod) {
   std::string uid = kube::Uid(pod);
   if (uid.empty()) return;
   std::lock_guard<std::mutex> l(cache_mu_);
-  if (pod_cache_.emplace(uid, pod).second) cache_order_.push_back(uid);
-  else pod_cache_[uid] = pod;
+  auto [it, added] = pod_cache_.try_emplace(uid);
+  it->second = std::move(pod);
+  if (added) cache_order_.push_back(uid);
   while (cache_order_.size() > 2000) {
     pod_cache_.erase(cache_order_.front());
     cache_order_.pop_front();

@@ -16,8 +16,9 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <unordered_map>
 #include <string>
+#include <unordered_map>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -46,9 +47,10 @@ class Extender {
   // ExtenderBindingArgs -> ExtenderBindingResult.
   nlohmann::json Bind(const nlohmann::json& args);
 
-  // The HTTP server's entry points: raw bodies in and out. Same answers as the JSON forms, but the
-  // responses are written directly and prioritize reuses the scores filter just computed for the same pod
-  // (kube-scheduler calls them back to back), parsing only the pod's uid and the node names.
+  // The HTTP server's entry points: raw bodies in and out. Same answers as the JSON forms, but the request
+  // is parsed without a DOM of the node names (filter builds the pod's alone), the responses are written
+  // directly, and prioritize reuses the scores filter just computed for the same pod (kube-scheduler calls
+  // them back to back), parsing only the pod's uid and the node names.
   std::string FilterBody(const std::string& body);
   std::string PrioritizeBody(const std::string& body);
 
@@ -66,10 +68,14 @@ class Extender {
 
   // The pod objects kube-scheduler sent to filter, by uid, so bind (which gets only names) skips a GET.
   // Stale entries are harmless: the annotation patch carries the cached resourceVersion as a precondition.
-  void Remember(const nlohmann::json& pod);
+  void Remember(nlohmann::json pod);
   std::optional<nlohmann::json> Recall(const std::string& uid);
-  // Scores from the last filter of a pod (uid -> node -> 0..10), consumed by its prioritize.
-  std::unordered_map<std::string, std::unordered_map<std::string, int>> score_cache_;
+  // Scores (0..10) of the nodes the last filter of a pod passed, in its order; consumed by its prioritize.
+  struct FilterScores {
+    std::vector<std::string> names;
+    std::vector<int> scores;
+  };
+  std::unordered_map<std::string, FilterScores> score_cache_;
   std::deque<std::string> score_order_;
   std::mutex cache_mu_;
   std::unordered_map<std::string, nlohmann::json> pod_cache_;

@@ -38,9 +38,8 @@ int64_t Holding::GpuMemoryMib() const {
 }
 
 bool Holding::operator==(const Holding& o) const {
-  return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib &&
-         kube::EncodeDevices(devices) == kube::EncodeDevices(o.devices) &&
-         kube::EncodeDevices(init_devices) == kube::EncodeDevices(o.init_devices);
+  return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib && devices == o.devices &&
+         init_devices == o.init_devices;
 }
 
 NodeRecord ParseNode(const json& node) {
@@ -77,12 +76,12 @@ void ClusterView::RemoveNodeLocked(const std::string& name) {
 }
 
 void ClusterView::ReplaceNodes(const std::vector<json>& items) {
-  std::unique_lock l(mu_);
   std::map<std::string, NodeRecord> fresh;
   for (const auto& n : items) {
     auto r = ParseNode(n);
     fresh[r.name] = std::move(r);
   }
+  std::unique_lock l(mu_);
   if (fresh != nodes_) {
     nodes_ = std::move(fresh);
     dirty_ = true;
@@ -90,9 +89,15 @@ void ClusterView::ReplaceNodes(const std::vector<json>& items) {
 }
 
 void ClusterView::OnNode(kube::EventType t, const json& node) {
+  if (t == kube::EventType::kDeleted) {
+    std::string name = kube::Name(node);
+    std::unique_lock l(mu_);
+    RemoveNodeLocked(name);
+    return;
+  }
+  NodeRecord rec = ParseNode(node);
   std::unique_lock l(mu_);
-  if (t == kube::EventType::kDeleted) RemoveNodeLocked(kube::Name(node));
-  else SetNodeLocked(ParseNode(node));
+  SetNodeLocked(std::move(rec));
 }
 
 // ---------------------------------------------------------------- pods
@@ -143,11 +148,9 @@ bool ClusterView::CommitLocked(const Holding& h) {
   return true;
 }
 
-void ClusterView::UpsertPodLocked(const json& pod) {
-  std::string uid = kube::Uid(pod);
-  if (uid.empty()) return;
+PodRecord ParsePodRecord(const json& pod) {
   PodRecord fresh;
-  fresh.uid = uid;
+  fresh.uid = kube::Uid(pod);
   fresh.ns = kube::Namespace(pod);
   fresh.name = kube::Name(pod);
   fresh.resource_version = kube::ResourceVersionOf(pod);
@@ -178,7 +181,12 @@ void ClusterView::UpsertPodLocked(const json& pod) {
   }
   if (fresh.terminal || h.node.empty()) h = Holding{};
   fresh.from_api = std::move(h);
+  return fresh;
+}
 
+void ClusterView::UpsertPodLocked(PodRecord fresh) {
+  if (fresh.uid.empty()) return;
+  std::string uid = fresh.uid;
   auto it = pods_.find(uid);
   Holding before;
   if (it != pods_.end()) {
@@ -206,12 +214,15 @@ void ClusterView::RemovePodLocked(const std::string& uid) {
 }
 
 void ClusterView::ReplacePods(const std::vector<json>& items) {
-  std::unique_lock l(mu_);
+  std::vector<PodRecord> fresh;
+  fresh.reserve(items.size());
   std::unordered_map<std::string, bool> seen;
   for (const auto& p : items) {
-    seen[kube::Uid(p)] = true;
-    UpsertPodLocked(p);
+    fresh.push_back(ParsePodRecord(p));
+    seen[fresh.back().uid] = true;
   }
+  std::unique_lock l(mu_);
+  for (auto& r : fresh) UpsertPodLocked(std::move(r));
   std::vector<std::string> gone;
   for (const auto& [uid, rec] : pods_)
     if (!seen.count(uid)) gone.push_back(uid);
@@ -219,9 +230,15 @@ void ClusterView::ReplacePods(const std::vector<json>& items) {
 }
 
 void ClusterView::OnPod(kube::EventType t, const json& pod) {
+  if (t == kube::EventType::kDeleted) {
+    std::string uid = kube::Uid(pod);
+    std::unique_lock l(mu_);
+    RemovePodLocked(uid);
+    return;
+  }
+  PodRecord fresh = ParsePodRecord(pod);
   std::unique_lock l(mu_);
-  if (t == kube::EventType::kDeleted) RemovePodLocked(kube::Uid(pod));
-  else UpsertPodLocked(pod);
+  UpsertPodLocked(std::move(fresh));
 }
 
 // ---------------------------------------------------------------- quotas
@@ -327,14 +344,17 @@ void ClusterView::EnsureSnapshotLocked() {
 }
 
 void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>& candidates,
-                           const placement::Engine& engine,
-                           const std::function<void(const std::string&, const std::string*, int)>& verdict) {
-  {
-    std::unique_lock l(mu_);
-    EnsureSnapshotLocked();
-  }
+                           const placement::Engine& engine, const Verdict& verdict) {
   std::shared_lock l(mu_);
-  static const std::string kNoInventory =
+  while (dirty_ || !snap_) {  // rare (a node changed, a slice was released): rebuild under the writer lock
+    l.unlock();
+    {
+      std::unique_lock w(mu_);
+      EnsureSnapshotLocked();
+    }
+    l.lock();
+  }
+  static const char* const kNoInventory =
       "node has no GPUs published by tessera agent (annotation tessera.dev/gpus missing)";
   // A pod whose earlier bind reserved a slice but never completed keeps that node (its own reservation
   // would otherwise make the node look full to it).
@@ -342,38 +362,41 @@ void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>&
   if (auto it = pods_.find(pod.uid); it != pods_.end() && it->second.node_name.empty() &&
                                      it->second.effective().HasGpu())
     reserved_on = it->second.effective().node;
-  std::vector<uint32_t> idx;
-  std::vector<int> pos;  // candidate position of each idx entry
+  // Scratch reused across calls on this thread: no allocation per call once warm.
+  thread_local std::vector<uint32_t> idx;
+  thread_local std::vector<uint32_t> pos;  // candidate position of each idx entry
+  thread_local placement::Evaluation ev;
+  idx.clear();
+  pos.clear();
   idx.reserve(candidates.size());
+  pos.reserve(candidates.size());
   for (size_t i = 0; i < candidates.size(); ++i) {
     auto f = snap_->Find(candidates[i]);
     if (f) {
       idx.push_back(*f);
-      pos.push_back(static_cast<int>(i));
+      pos.push_back(static_cast<uint32_t>(i));
     } else {
       auto n = nodes_.find(candidates[i]);
       if (n != nodes_.end() && !n->second.inventory_error.empty()) {
         std::string why = "GPU inventory unreadable: " + n->second.inventory_error;
-        verdict(candidates[i], &why, 0);
+        verdict(i, why.c_str(), 0);
       } else {
-        verdict(candidates[i], &kNoInventory, 0);
+        verdict(i, kNoInventory, 0);
       }
     }
   }
   if (idx.empty()) return;
-  placement::Evaluation ev;
   engine.Evaluate(*snap_, pod.request, idx, &ev);
   bool has_quota = quotas_.count(pod.ns) && !quotas_.at(pod.ns).empty();
   for (size_t k = 0; k < ev.verdicts.size(); ++k) {
     const auto& v = ev.verdicts[k];
-    const std::string& name = candidates[pos[k]];
-    if (name == reserved_on) {
-      verdict(name, nullptr, 100);
+    size_t c = pos[k];
+    if (!reserved_on.empty() && candidates[c] == reserved_on) {
+      verdict(c, nullptr, 100);
       continue;
     }
     if (v.reason) {
-      std::string why = v.reason;
-      verdict(name, &why, 0);
+      verdict(c, v.reason, 0);
       continue;
     }
     if (has_quota) {
@@ -381,15 +404,15 @@ void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>&
       const char* reason = nullptr;
       if (engine.Assign(*snap_, pod.request, idx[k], &a, &reason)) {
         int64_t mib = 0;
-        for (const auto& c : a.containers)
-          for (const auto& g : c) mib += g.memory_mib;
+        for (const auto& cont : a.containers)
+          for (const auto& g : cont) mib += g.memory_mib;
         if (auto q = QuotaErrorLocked(pod.ns, mib, "")) {
-          verdict(name, &*q, 0);
+          verdict(c, q->c_str(), 0);
           continue;
         }
       }
     }
-    verdict(name, nullptr, v.score);
+    verdict(c, nullptr, v.score);
   }
 }
 

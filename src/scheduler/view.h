@@ -105,15 +105,17 @@ class ClusterView {
   void OnQuota(kube::EventType t, const nlohmann::json& quota);
 
   // Filter + prioritize over `candidates` (node names). Nodes unknown to the view come back infeasible
-  // with a reason. `verdict(name, reason-or-null, score 0..100)` is called once per candidate.
+  // with a reason. `verdict(candidate index, reason-or-null, score 0..100)` is called once per candidate;
+  // the reason is valid only during the call. Runs under the reader lock: writers (watch events, binds)
+  // wait for it, it waits only for a writer already inside (their parsing happens before the lock).
+  using Verdict = std::function<void(size_t candidate, const char* reason, int score)>;
   void Evaluate(const ParsedPod& pod, const std::vector<std::string>& candidates, const placement::Engine& engine,
-                const std::function<void(const std::string&, const std::string*, int)>& verdict);
+                const Verdict& verdict);
 
   // Takes a slice for `pod` on `node` (see the class comment). Errors explain why the node can't.
   kube::Result<Reservation> Reserve(const ParsedPod& pod, const std::string& node, const placement::Engine& engine);
   // Drops an assumption that never reached the API server (patch or binding failed).
   void Forget(const std::string& uid);
-  // Marks the assumption as written (the watch will confirm it; until then it stays assumed).
   std::optional<PodRecord> FindPod(const std::string& ns, const std::string& name) const;
 
   int64_t MaxGpuMemoryMib() const;
@@ -132,7 +134,7 @@ class ClusterView {
  private:
   void SetNodeLocked(NodeRecord rec);
   void RemoveNodeLocked(const std::string& name);
-  void UpsertPodLocked(const nlohmann::json& pod);
+  void UpsertPodLocked(PodRecord fresh);
   void RemovePodLocked(const std::string& uid);
   void ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after);
   void EnsureSnapshotLocked();
@@ -153,5 +155,7 @@ class ClusterView {
 
 // Parses the parts of a Node the scheduler needs.
 NodeRecord ParseNode(const nlohmann::json& node);
+// Parses what the view keeps of a Pod (no lock needed; the view's writers call it before locking).
+PodRecord ParsePodRecord(const nlohmann::json& pod);
 
 }  // namespace tessera::scheduler

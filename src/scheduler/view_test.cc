@@ -95,17 +95,18 @@ TEST(ViewTest, EvaluateReportsReasonsAndForgetReleases) {
   broken["metadata"]["annotations"][kube::kAnnoGpus] = "[{}]";
   v.ReplaceNodes({Node("n1", 1), broken, {{"metadata", {{"name", "cpu-only"}}}}});
   std::map<std::string, std::string> reasons;
-  auto record = [&](const std::string& n, const std::string* why, int) { reasons[n] = why ? *why : ""; };
-  v.Evaluate(Parse(Pod("x", 10, 100)), {"n1", "bad", "cpu-only"}, engine, record);
+  std::vector<std::string> names = {"n1", "bad", "cpu-only"};
+  auto record = [&](size_t i, const char* why, int) { reasons[names[i]] = why ? why : ""; };
+  v.Evaluate(Parse(Pod("x", 10, 100)), names, engine, record);
   EXPECT_EQ(reasons["n1"], "");
   EXPECT_NE(reasons["bad"].find("tessera.dev/gpus[0].uuid"), std::string::npos) << reasons["bad"];
   EXPECT_NE(reasons["cpu-only"].find("no GPUs published"), std::string::npos);
   auto r = v.Reserve(Parse(Pod("x", 10, 100)), "n1", engine);
   ASSERT_TRUE(r.ok());
-  v.Evaluate(Parse(Pod("y", 10, 10)), {"n1"}, engine, record);
+  v.Evaluate(Parse(Pod("y", 10, 10)), names, engine, record);
   EXPECT_NE(reasons["n1"], "");  // exclusive card taken
   v.Forget("uid-x");
-  v.Evaluate(Parse(Pod("y", 10, 10)), {"n1"}, engine, record);
+  v.Evaluate(Parse(Pod("y", 10, 10)), names, engine, record);
   EXPECT_EQ(reasons["n1"], "");
 }
 
