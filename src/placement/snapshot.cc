@@ -2,7 +2,6 @@
 #include <algorithm>
 #include <cctype>
 #include <numeric>
-#include <cstdlib>
 
 #include "placement/engine.h"
 #include "placement/snapshot_impl.h"
@@ -162,7 +161,7 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
       k.pct = std::clamp(r.cores, 0, 100);
       k.w_count = r.weight;
       const double demand = demand_total > 0 ? r.weight * (r.gpus * r.cores / 100.0) / demand_total : 0;
-      { const char* e=getenv("TW_ALPHA"); double al=e?atof(e):0.5; k.w_mix = al * r.weight + (1-al) * demand; }
+      k.w_mix = 0.5 * r.weight + 0.5 * demand;
       k.model_ok.resize(model_names.size());
       for (size_t m = 0; m < model_names.size(); ++m) {
         bool ok = r.models.empty();
@@ -195,7 +194,7 @@ void Snapshot::Impl::RefreshNode(uint32_t n) {
       }
     }
     st[k] = s;
-    const bool usable = kind.gpus > 0 && (getenv("FGD_NOCPU") || cpu_free[n] >= kind.cpu_milli) && s.fit >= kind.gpus;
+    const bool usable = kind.gpus > 0 && cpu_free[n] >= kind.cpu_milli && s.fit >= kind.gpus;
     f += kind.w_count * (usable ? s.nonfit : tot);
     const bool usable_mix = usable && mem_free[n] >= kind.memory_mib;
     fm += kind.w_mix * (usable_mix ? s.nonfit : tot);
