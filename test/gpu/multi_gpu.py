@@ -20,6 +20,8 @@ import time
 
 import torch
 
+from torch_common import mlp, train_step, try_tensor
+
 MiB = 1 << 20
 
 
@@ -88,9 +90,7 @@ def ddp(a):
     torch.cuda.set_device(dev)
     dist.init_process_group("nccl")
     torch.manual_seed(0)  # same initial weights on every rank (DDP also broadcasts rank 0's)
-    model = torch.nn.Sequential(torch.nn.Linear(1024, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096),
-                                torch.nn.ReLU(), torch.nn.Linear(4096, 10)).to(dev)
-    model = DDP(model, device_ids=[0])
+    model = DDP(mlp(dev), device_ids=[0])
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator(device=dev)
     g.manual_seed(1 + rank)  # each rank its own data
@@ -98,11 +98,7 @@ def ddp(a):
     y = torch.randint(0, 10, (256,), device=dev, generator=g)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return train_step(model, opt, x, y)
 
     def weights_agree():
         s = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
@@ -119,16 +115,7 @@ def ddp(a):
            "finite": all(math.isfinite(v) for v in losses), "same_weights": weights_agree(),
            "mem_get_info_total": total, "mem_get_info_free": free,
            "max_reserved": torch.cuda.max_memory_reserved(), "train_seconds": round(time.time() - t0, 2)}
-    try:
-        t = torch.empty(free + 256 * MiB, dtype=torch.uint8, device=dev)
-        t.fill_(1)
-        torch.cuda.synchronize()
-        out["cross"] = {"bytes": free + 256 * MiB, "raised": None}
-        del t
-    except torch.OutOfMemoryError as e:
-        out["cross"] = {"bytes": free + 256 * MiB, "raised": "OutOfMemoryError", "message": str(e).splitlines()[0][:160]}
-    except Exception as e:
-        out["cross"] = {"bytes": free + 256 * MiB, "raised": type(e).__name__, "message": str(e)[:160]}
+    out["cross"] = try_tensor("free+256MiB", free + 256 * MiB, dev)
     torch.cuda.empty_cache()
     after = [step() for _ in range(20)]
     out["steps_after_oom"] = len(after)

@@ -14,6 +14,8 @@ import time
 
 import torch
 
+from torch_common import mlp, train_step, try_tensor
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -25,18 +27,13 @@ def main():
     t_start = time.time()
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(1024, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096),
-                                torch.nn.ReLU(), torch.nn.Linear(4096, 10)).to(dev)
+    model = mlp(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     x = torch.randn(512, 1024, device=dev)
     y = torch.randint(0, 10, (512,), device=dev)
 
     def step():
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y)
-        loss.backward()
-        opt.step()
-        return loss.item()
+        return train_step(model, opt, x, y)
 
     out = {"tag": a.tag, "pid": os.getpid(), "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
     losses, n = [], 0
@@ -50,20 +47,8 @@ def main():
                finite=all(math.isfinite(v) for v in losses), mem_get_info_total=total, mem_get_info_free=free,
                max_reserved=torch.cuda.max_memory_reserved())
     if a.cross:
-        results = []
-        for label, nbytes in (("free+256MiB", free + (256 << 20)), ("limit", total), ("one_over_wall", total - (64 << 20))):
-            try:
-                t = torch.empty(nbytes // 4, dtype=torch.float32, device=dev)
-                t.fill_(1.0)
-                torch.cuda.synchronize()
-                results.append({"what": label, "bytes": nbytes, "raised": None})
-                del t
-            except torch.OutOfMemoryError as e:
-                results.append({"what": label, "bytes": nbytes, "raised": "OutOfMemoryError",
-                                "message": str(e).splitlines()[0][:160]})
-            except Exception as e:  # anything else is a failure of the wall's error path
-                results.append({"what": label, "bytes": nbytes, "raised": type(e).__name__, "message": str(e)[:160]})
-        out["cross"] = results
+        out["cross"] = [try_tensor(label, nbytes, dev) for label, nbytes in
+                        (("free+256MiB", free + (256 << 20)), ("limit", total), ("one_over_wall", total - (64 << 20)))]
         torch.cuda.empty_cache()
         after = [step() for _ in range(20)]
         out["steps_after_oom"] = len(after)
