@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   if (argc == 3 && (!strcmp(argv[1], "usage") || !strcmp(argv[1], "peek"))) {
     SliceConfig c;
     Region r;
-    if (!LoadSliceConfig(argv[2], false, &c, err, sizeof(err)) || !OpenRegion(c.region, true, &r, err, sizeof(err))) {
+    if (!LoadSliceConfig(argv[2], false, &c, err, sizeof(err)) ||
+        !OpenRegion(c.region, true, &r, err, sizeof(err))) {
       fprintf(stderr, "slicectl: %s\n", err);
       return 1;
     }
@@ -52,26 +53,31 @@ int main(int argc, char** argv) {
     GpuUsage u = ReadGpuUsage(r.hdr, 0);
     ProcUsage procs[kRegionMaxProcs];
     int n = ReadProcs(r.hdr, procs, kRegionMaxProcs);
-    printf("{\"limit\":%llu,\"used\":%llu,\"charged\":%llu,\"overhead\":%llu,\"peak\":%llu,\"refusals\":%llu,"
-           "\"ctx_hint\":%llu,\"procs\":[",
-           (unsigned long long)u.limit_bytes, (unsigned long long)u.used_bytes, (unsigned long long)u.charged_bytes,
-           (unsigned long long)u.overhead_bytes, (unsigned long long)u.peak_bytes,
-           (unsigned long long)u.wall_refusals, (unsigned long long)r.hdr->gpus[0].ctx_hint_bytes.load());
+    printf(
+        "{\"limit\":%llu,\"used\":%llu,\"charged\":%llu,\"overhead\":%llu,\"peak\":%llu,\"refusals\":%llu,"
+        "\"ctx_hint\":%llu,\"procs\":[",
+        (unsigned long long)u.limit_bytes, (unsigned long long)u.used_bytes,
+        (unsigned long long)u.charged_bytes, (unsigned long long)u.overhead_bytes,
+        (unsigned long long)u.peak_bytes, (unsigned long long)u.wall_refusals,
+        (unsigned long long)r.hdr->gpus[0].ctx_hint_bytes.load());
     for (int i = 0; i < n; ++i)
-      printf("%s{\"pid\":%d,\"bytes\":%llu}", i ? "," : "", procs[i].pid, (unsigned long long)procs[i].bytes[0]);
+      printf("%s{\"pid\":%d,\"bytes\":%llu}", i ? "," : "", procs[i].pid,
+             (unsigned long long)procs[i].bytes[0]);
     // Every GPU of the slice (the fields above are its first GPU's).
     printf("],\"gpus\":[");
     for (int g = 0; g < c.gpu_count; ++g) {
       int rg = FindRegionGpu(r.hdr, c.gpus[g].uuid);
       GpuUsage gu = rg >= 0 ? ReadGpuUsage(r.hdr, rg) : GpuUsage{};
-      printf("%s{\"uuid\":\"%s\",\"limit\":%llu,\"used\":%llu,\"charged\":%llu,\"peak\":%llu,\"refusals\":%llu}",
-             g ? "," : "", c.gpus[g].uuid, (unsigned long long)c.gpus[g].memory_bytes, (unsigned long long)gu.used_bytes,
-             (unsigned long long)gu.charged_bytes, (unsigned long long)gu.peak_bytes,
-             (unsigned long long)gu.wall_refusals);
+      printf(
+          "%s{\"uuid\":\"%s\",\"limit\":%llu,\"used\":%llu,\"charged\":%llu,\"peak\":%llu,\"refusals\":%llu}",
+          g ? "," : "", c.gpus[g].uuid, (unsigned long long)c.gpus[g].memory_bytes,
+          (unsigned long long)gu.used_bytes, (unsigned long long)gu.charged_bytes,
+          (unsigned long long)gu.peak_bytes, (unsigned long long)gu.wall_refusals);
     }
     printf("]}\n");
     return 0;
   }
-  fprintf(stderr, "usage: slicectl create DIR NAME UUID BYTES [UUID BYTES...] | slicectl usage|peek CONFIG\n");
+  fprintf(stderr,
+          "usage: slicectl create DIR NAME UUID BYTES [UUID BYTES...] | slicectl usage|peek CONFIG\n");
   return 2;
 }

@@ -123,7 +123,8 @@ FAKE nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t d, nvmlMemory_v2_t* m)
   m->reserved = 0;
   return NVML_SUCCESS;
 }
-FAKE nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int* count, nvmlProcessInfo_t* out) {
+FAKE nvmlReturn_t nvmlDeviceGetComputeRunningProcesses_v3(nvmlDevice_t d, unsigned int* count,
+                                                          nvmlProcessInfo_t* out) {
   int i = IndexOf(d);
   if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
   unsigned n = 0, cap = *count;
@@ -174,4 +175,6 @@ FAKE nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t d, unsigned long
 FAKE nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t, unsigned long long, nvmlEventSet_t) {
   return NVML_ERROR_NOT_SUPPORTED;
 }
-FAKE nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t, nvmlEventData_t*, unsigned int) { return NVML_ERROR_TIMEOUT; }
+FAKE nvmlReturn_t nvmlEventSetWait_v2(nvmlEventSet_t, nvmlEventData_t*, unsigned int) {
+  return NVML_ERROR_TIMEOUT;
+}
