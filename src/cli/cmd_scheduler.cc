@@ -86,6 +86,11 @@ int SchedulerCmd(int argc, char** argv) {
   app.add_option("--node-label-selector", o.node_label_selector, "only Nodes matching this label selector are GPU candidates");
   app.add_option("--webhook-namespace-selector", o.webhook.namespace_selector, "key=value: the webhooks apply only to namespaces with this label")
       ->check([](const std::string& v) { return v.find('=') == std::string::npos ? std::string("expected key=value") : std::string(); });
+  app.add_option("--webhook-trusted-users", o.webhook.trusted_users,
+                 "usernames that may change Tessera's pod annotations on UPDATE (the scheduler's and the agent's "
+                 "identities, e.g. system:serviceaccount:<ns>:<name>); comma-separated or repeated")
+      ->delimiter(',')
+      ->capture_default_str();
   bool no_hami = false;
   app.add_flag("--no-hami-metric-names", no_hami, "drop HAMi's camelCase gauges (GPUDevice*, vGPU*, QuotaUsed) from /metrics");
   app.add_option("--threads", o.threads, "HTTPS worker threads")->capture_default_str()->check(CLI::Range(2, 1024));
@@ -95,6 +100,10 @@ int SchedulerCmd(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (o.leader.follow) o.leader_elect = false;
+  if (std::string e = scheduler::TrustedUsersError(o.webhook.trusted_users); !e.empty()) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", e.c_str());
+    return 2;
+  }
   if (!SplitHostPort(listen, &o.listen_host, &o.listen_port)) {
     std::fprintf(stderr, "tessera scheduler: --listen=%s: expected host:port with port 1..65535\n", listen.c_str());
     return 2;

@@ -108,6 +108,7 @@ int Scheduler::Run() {
   WebhookOptions wo;
   wo.parse = opts_.parse;
   wo.scheduler_name = opts_.scheduler_name;
+  wo.trusted_users = opts_.webhook.trusted_users;
   ClusterView* v = view_.get();
   webhook_ = std::make_unique<Webhook>(wo, [v] { return v->MaxGpuMemoryMib(); }, &metrics_);
 

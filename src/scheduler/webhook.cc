@@ -2,6 +2,9 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
+#include <map>
+
 namespace tessera::scheduler {
 
 using nlohmann::json;
@@ -43,11 +46,59 @@ const json& PodOf(const json& review) {
   return review["request"]["object"];
 }
 
-const char* kOwnAnnotations[] = {kube::kAnnoAssignedNode,  kube::kAnnoDevices,      kube::kAnnoInitDevices,
-                                 kube::kAnnoBindTime,      kube::kAnnoAllocationState, kube::kAnnoHamiDevices,
-                                 kube::kAnnoHamiBindPhase, kube::kAnnoHamiNode};
+// The annotation's value, or nullptr when the pod does not have it.
+const json* AnnotationOf(const json& pod, const std::string& key) {
+  if (!pod.is_object() || !pod.contains("metadata") || !pod["metadata"].is_object()) return nullptr;
+  const json& m = pod["metadata"];
+  if (!m.contains("annotations") || !m["annotations"].is_object() || !m["annotations"].contains(key)) return nullptr;
+  return &m["annotations"][key];
+}
+
+std::string Join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ", ") + s;
+  return out.empty() ? "(none)" : out;
+}
+
+// "['a','b']": the caller made sure no element needs escaping (TrustedUsersError, resource names).
+std::string CelList(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ",'" : "'") + v[i] + "'";
+  return out + "]";
+}
+
+// One container's GPU resource fields, "limits nvidia.com/gpumem" -> quantity text.
+std::map<std::string, std::string> GpuFields(const json& c, const ResourceNames& n) {
+  std::map<std::string, std::string> out;
+  if (!c.is_object() || !c.contains("resources") || !c["resources"].is_object()) return out;
+  for (const char* kind : {"limits", "requests"}) {
+    if (!c["resources"].contains(kind) || !c["resources"][kind].is_object()) continue;
+    const json& r = c["resources"][kind];
+    for (const auto* name : {&n.gpu, &n.memory, &n.memory_percent, &n.cores, &n.priority}) {
+      if (r.contains(*name)) out[std::string(kind) + " " + *name] = r[*name].is_string() ? r[*name].get<std::string>()
+                                                                                           : r[*name].dump();
+    }
+  }
+  return out;
+}
+
+const json& ContainersOf(const json& pod, const char* list) {
+  static const json kNone = json::array();
+  if (!pod.is_object() || !pod.contains("spec") || !pod["spec"].is_object() || !pod["spec"].contains(list) ||
+      !pod["spec"][list].is_array())
+    return kNone;
+  return pod["spec"][list];
+}
 
 }  // namespace
+
+const std::vector<std::string>& OwnAnnotations() {
+  static const std::vector<std::string> k = {kube::kAnnoAssignedNode,  kube::kAnnoDevices,
+                                             kube::kAnnoInitDevices,   kube::kAnnoBindTime,
+                                             kube::kAnnoAllocationState, kube::kAnnoHamiDevices,
+                                             kube::kAnnoHamiBindPhase, kube::kAnnoHamiNode};
+  return k;
+}
 
 json MutationPatch(const json& pod, const WebhookOptions& opts) {
   json patch = json::array();
@@ -81,29 +132,98 @@ json MutationPatch(const json& pod, const WebhookOptions& opts) {
 }
 
 std::string ValidationError(const json& pod, const WebhookOptions& opts, int64_t max_gpu_memory_mib) {
-  if (!WantsGpu(pod, opts.parse.names)) return "";
-  for (const char* a : kOwnAnnotations) {
-    if (!kube::Annotation(pod, a).empty() || (pod.contains("metadata") && pod["metadata"].contains("annotations") &&
-                                               pod["metadata"]["annotations"].is_object() &&
-                                               pod["metadata"]["annotations"].contains(a)))
-      return std::string("annotation ") + a + " is set by the Tessera scheduler at bind time and may not be set by a pod";
+  // Any pod, GPU or not: the scheduler's view counts every pod's assignment annotation against its GPUs.
+  for (const auto& a : OwnAnnotations()) {
+    if (AnnotationOf(pod, a))
+      return "annotation " + a + " is set by the Tessera scheduler at bind time and may not be set by a pod";
   }
+  if (!WantsGpu(pod, opts.parse.names)) return "";
   auto p = ParsePod(pod, opts.parse, max_gpu_memory_mib);
   if (!p) return p.error().message;
+  return "";
+}
+
+std::string UpdateValidationError(const json& old_pod, const json& pod, const std::string& username,
+                                  const WebhookOptions& opts) {
+  const auto& trusted = opts.trusted_users;
+  if (std::find(trusted.begin(), trusted.end(), username) != trusted.end()) return "";
+  const std::string user = "user \"" + username + "\"";
+  const std::string only = "only Tessera's own identities may (" + Join(trusted) + "; --webhook-trusted-users)";
+  for (const auto& a : OwnAnnotations()) {
+    const json* before = AnnotationOf(old_pod, a);
+    const json* after = AnnotationOf(pod, a);
+    if (!before && !after) continue;
+    if (before && after && *before == *after) continue;
+    const char* what = !before ? "set" : !after ? "remove" : "change";
+    return "annotation " + a + " is written only by Tessera (the scheduler at bind, the agent after allocation): " +
+           user + " may not " + what + " it; " + only;
+  }
+  for (const char* list : {"initContainers", "containers"}) {
+    const json& olds = ContainersOf(old_pod, list);
+    for (const auto& c : ContainersOf(pod, list)) {
+      const std::string name = c.is_object() ? c.value("name", "") : "";
+      json old_c = json::object();
+      for (const auto& o : olds)
+        if (o.is_object() && o.value("name", "") == name) old_c = o;
+      auto before = GpuFields(old_c, opts.parse.names), after = GpuFields(c, opts.parse.names);
+      if (before == after) continue;
+      for (const auto* m : {&after, &before}) {
+        for (const auto& [field, value] : *m) {
+          auto b = before.find(field), f = after.find(field);
+          std::string was = b == before.end() ? "unset" : b->second, now = f == after.end() ? "unset" : f->second;
+          if (was == now) continue;
+          return "container \"" + name + "\": resources." + field.substr(0, field.find(' ')) + "[" +
+                 field.substr(field.find(' ') + 1) + "] may not change once the pod exists (" + was + " -> " + now +
+                 "); " + user + " may not change it; " + only;
+        }
+      }
+    }
+  }
+  return "";
+}
+
+std::string TrustedUsersError(const std::vector<std::string>& users) {
+  for (const auto& u : users) {
+    if (u.empty()) return "--webhook-trusted-users: an entry is empty (expected usernames, comma-separated)";
+    for (char ch : u) {
+      if (ch == '\'' || ch == '\\' || ch == '"' || static_cast<unsigned char>(ch) < 0x20)
+        return "--webhook-trusted-users: \"" + u + "\" contains a quote, backslash or control character";
+    }
+  }
   return "";
 }
 
 Webhook::Webhook(WebhookOptions opts, std::function<int64_t()> max_gpu_memory, Metrics* metrics)
     : opts_(std::move(opts)), max_gpu_memory_(std::move(max_gpu_memory)), metrics_(metrics) {}
 
+namespace {
+const json& RequestOf(const json& review) {
+  static const json kEmpty = json::object();
+  return review.is_object() && review.contains("request") && review["request"].is_object() ? review["request"]
+                                                                                             : kEmpty;
+}
+}  // namespace
+
 json Webhook::Mutate(const json& review) const {
   metrics_->CountAdmission(true);
-  return Review(review, true, "", MutationPatch(PodOf(review), opts_));
+  // Only a new pod is mutated (schedulerName and resources are immutable afterwards).
+  bool create = RequestOf(review).value("operation", "CREATE") == "CREATE";
+  return Review(review, true, "", create ? MutationPatch(PodOf(review), opts_) : json::array());
 }
 
 json Webhook::Validate(const json& review) const {
-  std::string op = review.contains("request") ? review["request"].value("operation", "CREATE") : "CREATE";
-  std::string err = op == "CREATE" ? ValidationError(PodOf(review), opts_, max_gpu_memory_()) : "";
+  const json& req = RequestOf(review);
+  std::string op = req.value("operation", "CREATE");
+  std::string err;
+  if (op == "CREATE") {
+    err = ValidationError(PodOf(review), opts_, max_gpu_memory_());
+  } else if (op == "UPDATE") {
+    static const json kNone = json::object();
+    const json& old_pod = req.contains("oldObject") ? req["oldObject"] : kNone;
+    std::string user = req.contains("userInfo") && req["userInfo"].is_object() ? req["userInfo"].value("username", "")
+                                                                               : "";
+    err = UpdateValidationError(old_pod, PodOf(review), user, opts_);
+  }
   metrics_->CountAdmission(err.empty());
   return Review(review, err.empty(), err, json());
 }
@@ -115,6 +235,19 @@ std::string GpuPodMatchCondition(const ResourceNames& n) {
                     ")) || (has(c.resources.requests) && c.resources.requests.exists(k, k in " + keys + ")))";
   return "object.spec.containers.exists(" + any + ") || (has(object.spec.initContainers) && "
          "object.spec.initContainers.exists(" + any + "))";
+}
+
+std::string ValidatingMatchCondition(const ResourceNames& names, const std::vector<std::string>& trusted_users) {
+  const std::string own = CelList(OwnAnnotations());
+  auto has = [](const std::string& obj) {
+    return "(has(" + obj + ".metadata.annotations) && k in " + obj + ".metadata.annotations)";
+  };
+  std::string changed = own + ".exists(k, " + has("object") + " != " + has("oldObject") + " || (" + has("object") +
+                        " && " + has("oldObject") +
+                        " && object.metadata.annotations[k] != oldObject.metadata.annotations[k]))";
+  std::string sets = "(has(object.metadata.annotations) && " + own + ".exists(k, k in object.metadata.annotations))";
+  return "request.operation == 'UPDATE' ? (!(request.userInfo.username in " + CelList(trusted_users) + ") && " +
+         changed + ") : (" + GpuPodMatchCondition(names) + " || " + sets + ")";
 }
 
 namespace {
@@ -153,10 +286,14 @@ json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& 
 }
 
 json ValidatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names) {
+  json h = Hook(reg, names, "validate.tessera.dev", "/validate");
+  h["rules"][0]["operations"] = {"CREATE", "UPDATE"};
+  h["matchConditions"] = json::array(
+      {{{"name", "asks-for-gpu-or-changes-allocation"}, {"expression", ValidatingMatchCondition(names, reg.trusted_users)}}});
   return {{"apiVersion", "admissionregistration.k8s.io/v1"},
           {"kind", "ValidatingWebhookConfiguration"},
           {"metadata", {{"name", reg.name}}},
-          {"webhooks", json::array({Hook(reg, names, "validate.tessera.dev", "/validate")})}};
+          {"webhooks", json::array({h})}};
 }
 
 kube::Status RegisterWebhooks(kube::Client& client, const WebhookRegistration& reg, const ResourceNames& names) {

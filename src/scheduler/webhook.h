@@ -6,13 +6,19 @@
 // "failed calling webhook" reason rather than admitted without isolation.
 //  - mutate: sets spec.schedulerName to ours (replacing hami-scheduler, default-scheduler or anything
 //    else) and adds nvidia.com/gpu=1 to containers that ask for GPU memory or cores without it.
-//  - validate: rejects impossible requests (a message naming the container, the field, the value and the
-//    allowed range) and pods that set Tessera's own allocation annotations.
+//  - validate: on CREATE, rejects impossible requests (a message naming the container, the field, the value
+//    and the allowed range) and pods that set Tessera's own allocation annotations. On UPDATE, rejects a
+//    change to those annotations (set, changed or removed) or to a container's GPU resources unless the
+//    request comes from one of Tessera's own identities (AdmissionReview request.userInfo.username in
+//    WebhookOptions::trusted_users: the scheduler writes the assignment at bind, the agent patches
+//    allocation-state). The validating configuration's matchConditions send an UPDATE to the webhook only
+//    when someone else changes those annotations, so other pod updates never depend on the webhook.
 // Thread-safe (stateless apart from the ClusterView it reads for the largest GPU).
 #pragma once
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -23,9 +29,20 @@
 
 namespace tessera::scheduler {
 
+// The identities of a default Helm install (release "tessera" in namespace "tessera-system"); the chart
+// passes its own service accounts (--webhook-trusted-users).
+inline const std::vector<std::string> kDefaultTrustedUsers = {
+    "system:serviceaccount:tessera-system:tessera-scheduler", "system:serviceaccount:tessera-system:tessera-agent"};
+
+// Tessera's own annotations on a pod (the allocation contract, src/kube/annotations.h).
+const std::vector<std::string>& OwnAnnotations();
+
 struct WebhookOptions {
   ParseOptions parse;
   std::string scheduler_name = "tessera-scheduler";
+  // Usernames (as the API server authenticates them, e.g. system:serviceaccount:<ns>:<name>) that may
+  // change Tessera's annotations on UPDATE.
+  std::vector<std::string> trusted_users = kDefaultTrustedUsers;
 };
 
 class Webhook {
@@ -45,9 +62,18 @@ class Webhook {
 nlohmann::json MutationPatch(const nlohmann::json& pod, const WebhookOptions& opts);
 // The validation verdict: empty when allowed, else the reason.
 std::string ValidationError(const nlohmann::json& pod, const WebhookOptions& opts, int64_t max_gpu_memory_mib);
+// The verdict on an UPDATE from `username`: empty when allowed, else the reason (naming the annotation or
+// the container and resource, the user, and who may).
+std::string UpdateValidationError(const nlohmann::json& old_pod, const nlohmann::json& pod,
+                                  const std::string& username, const WebhookOptions& opts);
+// Usernames must be CEL string literals in the matchConditions: empty when fine, else why not.
+std::string TrustedUsersError(const std::vector<std::string>& users);
 
 // The CEL match condition that selects pods asking for any of `names`.
 std::string GpuPodMatchCondition(const ResourceNames& names);
+// The validating webhook's CEL match condition: a CREATE of a pod that asks for a GPU or sets one of our
+// annotations; an UPDATE by anyone not in `trusted_users` that sets, changes or removes one of them.
+std::string ValidatingMatchCondition(const ResourceNames& names, const std::vector<std::string>& trusted_users);
 
 struct WebhookRegistration {
   std::string name = "tessera-scheduler";  // of both configurations
@@ -56,6 +82,7 @@ struct WebhookRegistration {
   int service_port = 443;
   std::string ca_bundle_pem;
   std::string namespace_selector;  // "key=value": only namespaces with this label (empty: all)
+  std::vector<std::string> trusted_users = kDefaultTrustedUsers;  // see WebhookOptions
 };
 nlohmann::json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);
 nlohmann::json ValidatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);

@@ -13,6 +13,13 @@ json Review(json pod, const std::string& op = "CREATE") {
           {"request", {{"uid", "r1"}, {"operation", op}, {"object", pod}}}};
 }
 
+json UpdateReview(json old_pod, json pod, const std::string& user) {
+  json r = Review(std::move(pod), "UPDATE");
+  r["request"]["oldObject"] = std::move(old_pod);
+  r["request"]["userInfo"] = {{"username", user}, {"groups", {"system:authenticated"}}};
+  return r;
+}
+
 json GpuPod(json limits, json annotations = json::object(), std::string scheduler = "hami-scheduler") {
   return {{"metadata", {{"name", "p"}, {"annotations", annotations}}},
           {"spec", {{"schedulerName", scheduler},
@@ -71,6 +78,84 @@ TEST(WebhookTest, ConfigurationsSelectGpuPodsAndFailClosed) {
   EXPECT_NE(cel.find("initContainers"), std::string::npos);
   EXPECT_EQ(ValidatingConfiguration(reg, ResourceNames{})["webhooks"][0]["clientConfig"]["url"],
             "https://127.0.0.1:8443/validate");
+}
+
+TEST(WebhookTest, CreateRejectsOwnAnnotationsOnAnyPod) {
+  WebhookOptions o;
+  json cpu_pod = {{"metadata", {{"annotations", {{"tessera.dev/devices", "[[]]"}}}}},
+                  {"spec", {{"containers", json::array({{{"name", "c"}}})}}}};
+  EXPECT_EQ(ValidationError(cpu_pod, o, 16384),
+            "annotation tessera.dev/devices is set by the Tessera scheduler at bind time and may not be set by a pod");
+}
+
+TEST(WebhookTest, UpdateOfAllocationAnnotationsOnlyByTesseraIdentities) {
+  WebhookOptions o;
+  o.trusted_users = {"system:serviceaccount:tessera-system:tessera-scheduler",
+                     "system:serviceaccount:tessera-system:tessera-agent"};
+  Metrics m;
+  Webhook w(o, [] { return int64_t{16384}; }, &m);
+  const std::string slice = R"([[{"uuid":"GPU-a","memory_mib":1000,"cores":10}]])";
+  json bound = GpuPod({{"nvidia.com/gpu", "1"}}, {{"tessera.dev/devices", slice}, {"tessera.dev/allocation-state", "pending"}});
+  auto with = [&](const std::string& key, json value) {
+    json p = bound;
+    if (value.is_null()) p["metadata"]["annotations"].erase(key);
+    else p["metadata"]["annotations"][key] = value;
+    return p;
+  };
+  const std::string only = "only Tessera's own identities may (system:serviceaccount:tessera-system:tessera-scheduler, "
+                           "system:serviceaccount:tessera-system:tessera-agent; --webhook-trusted-users)";
+  // Changed, removed, added: each refused for anyone else, naming the annotation, the user and who may.
+  EXPECT_EQ(UpdateValidationError(bound, with("tessera.dev/devices", "[[]]"), "alice", o),
+            "annotation tessera.dev/devices is written only by Tessera (the scheduler at bind, the agent after "
+            "allocation): user \"alice\" may not change it; " + only);
+  EXPECT_NE(UpdateValidationError(bound, with("tessera.dev/allocation-state", nullptr), "alice", o)
+                .find("annotation tessera.dev/allocation-state is written only by Tessera"),
+            std::string::npos);
+  EXPECT_NE(UpdateValidationError(bound, with("hami.io/vgpu-node", "n1"), "alice", o).find("may not set it"),
+            std::string::npos);
+  // The agent marking the pod allocated, and the scheduler's bind, are theirs to write.
+  EXPECT_EQ(UpdateValidationError(bound, with("tessera.dev/allocation-state", "allocated"),
+                                  "system:serviceaccount:tessera-system:tessera-agent", o), "");
+  EXPECT_EQ(UpdateValidationError(GpuPod({{"nvidia.com/gpu", "1"}}), bound,
+                                  "system:serviceaccount:tessera-system:tessera-scheduler", o), "");
+  // Anything else on the pod is anyone's: other annotations, the same value written again.
+  EXPECT_EQ(UpdateValidationError(bound, with("team", "ml"), "alice", o), "");
+  EXPECT_EQ(UpdateValidationError(bound, bound, "alice", o), "");
+  // GPU resources may not change (the API server forbids it for pods today; this holds if it ever allows).
+  json more = bound;
+  more["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpumem"] = "2000";
+  EXPECT_EQ(UpdateValidationError(bound, more, "alice", o),
+            "container \"w\": resources.limits[nvidia.com/gpumem] may not change once the pod exists (unset -> "
+            "2000); user \"alice\" may not change it; " + only);
+  // Through the AdmissionReview: userInfo.username decides; other operations pass.
+  json out = w.Validate(UpdateReview(bound, with("tessera.dev/devices", "[[]]"), "alice"));
+  EXPECT_EQ(out["response"]["allowed"], false);
+  EXPECT_EQ(out["response"]["status"]["code"], 400);
+  EXPECT_EQ(w.Validate(UpdateReview(bound, with("tessera.dev/devices", "[[]]"),
+                                    "system:serviceaccount:tessera-system:tessera-scheduler"))["response"]["allowed"],
+            true);
+  EXPECT_EQ(w.Validate(Review(bound, "DELETE"))["response"]["allowed"], true);
+  // The mutating webhook never patches an update (schedulerName is immutable by then).
+  EXPECT_FALSE(w.Mutate(UpdateReview(bound, bound, "alice"))["response"].contains("patch"));
+}
+
+TEST(WebhookTest, ValidatingConfigurationSeesUpdatesThatChangeAllocationByOthers) {
+  WebhookRegistration reg;
+  reg.url = "https://127.0.0.1:8443";
+  reg.trusted_users = {"tessera-admin", "system:serviceaccount:ns:agent"};
+  json h = ValidatingConfiguration(reg, ResourceNames{})["webhooks"][0];
+  EXPECT_EQ(h["rules"][0]["operations"], json({"CREATE", "UPDATE"}));
+  std::string cel = h["matchConditions"][0]["expression"];
+  EXPECT_NE(cel.find("request.userInfo.username in ['tessera-admin','system:serviceaccount:ns:agent']"),
+            std::string::npos) << cel;
+  EXPECT_NE(cel.find("'tessera.dev/allocation-state'"), std::string::npos) << cel;
+  EXPECT_NE(cel.find("oldObject.metadata.annotations[k]"), std::string::npos) << cel;
+  // The mutating webhook stays on CREATE only.
+  EXPECT_EQ(MutatingConfiguration(reg, ResourceNames{})["webhooks"][0]["rules"][0]["operations"], json({"CREATE"}));
+  EXPECT_EQ(TrustedUsersError({"a", "system:serviceaccount:x:y"}), "");
+  EXPECT_EQ(TrustedUsersError({"a", ""}), "--webhook-trusted-users: an entry is empty (expected usernames, comma-separated)");
+  EXPECT_EQ(TrustedUsersError({"o'brien"}),
+            "--webhook-trusted-users: \"o'brien\" contains a quote, backslash or control character");
 }
 
 }  // namespace

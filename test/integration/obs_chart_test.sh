@@ -64,8 +64,13 @@ expect $name 'schedulerName: hami-scheduler' "a hami-scheduler profile"
 expect $name 'nodePort: 31992' "agent metrics NodePort 31992"
 expect $name 'nodePort: 31993' "scheduler metrics NodePort 31993"
 expect $name 'failurePolicy: Fail' "webhooks fail closed"
+expect $name 'operations: \[CREATE, UPDATE\]' "the validating webhook sees updates"
+expect $name "- --webhook-trusted-users=system:serviceaccount:default:$rel-tessera-scheduler,system:serviceaccount:default:$rel-tessera-agent\$" \
+  "the scheduler trusts the chart's own ServiceAccounts with its annotations"
+expect $name "request.userInfo.username in \\['system:serviceaccount:default:$rel-tessera-scheduler','system:serviceaccount:default:$rel-tessera-agent'\\]" \
+  "the validating webhook's match condition skips the chart's own ServiceAccounts"
 expect $name 'image: registry.k8s.io/kube-scheduler:v[0-9]+\.[0-9]+\.[0-9]+$' "kube-scheduler tag from the cluster version"
-grep -q 'gpu-node' "$work/$name.yaml" && obs_fail "the agent must never wait on a manual label"
+grep -Eq '(^|[^v])gpu-node' "$work/$name.yaml" && obs_fail "the agent must never wait on a manual label"
 [ "$(grep -c '^kind: MutatingWebhookConfiguration' "$work/$name.yaml")" = 1 ] || obs_fail "one mutating webhook"
 [ "$(grep -c '^kind: ValidatingWebhookConfiguration' "$work/$name.yaml")" = 1 ] || obs_fail "one validating webhook"
 # The caBundle is the serving certificate itself (the chart generated it): both must carry the same PEM.
@@ -117,4 +122,5 @@ bad 'webhook.failurePolicy is "Maybe"; allowed: Fail, Ignore' --set webhook.fail
 bad 'scheduler.replicas > 1 needs scheduler.leaderElection.enabled=true' --set scheduler.replicas=3 \
   --set scheduler.leaderElection.enabled=false
 bad 'agent.gpuNodeLabels is empty' --set 'agent.gpuNodeLabels=null'
+bad "webhook.trustedUsers: \"o'brien\" is not a username" --set "webhook.trustedUsers={o'brien}"
 echo "ok: chart lints, renders and passes server-side dry run"

@@ -71,6 +71,12 @@ SchedulerEnv::SchedulerEnv() {
              {"metadata", {{"name", ns_}, {"labels", {{"tessera.dev/test", id_}}}}}};
   auto r = client_->Create(kube::kNamespaces, "", ns);
   if (!r) ADD_FAILURE() << "create namespace: " << r.error().ToString();
+  auto me = client_->Request("POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                             R"({"apiVersion":"authentication.k8s.io/v1","kind":"SelfSubjectReview"})");
+  if (me.ok() && (*me)["status"]["userInfo"].contains("username"))
+    self_user_ = (*me)["status"]["userInfo"]["username"];
+  else
+    ADD_FAILURE() << "SelfSubjectReview: " << (me.ok() ? me->dump() : me.error().ToString());
 }
 
 SchedulerEnv::~SchedulerEnv() {
@@ -121,6 +127,7 @@ void SchedulerEnv::StartTessera(const std::string& identity) {
                                    "--webhook-url=https://127.0.0.1:" + std::to_string(https_port_),
                                    "--webhook-namespace-selector=tessera.dev/test=" + id_,
                                    "--node-label-selector=tessera.dev/test=" + id_,
+                                   "--webhook-trusted-users=" + self_user_,
                                    "--threads=16"};
   for (const auto& a : opts_.extra_args) args.push_back(a);
   std::string log = tmp_ + "/tessera-" + identity + ".log";

@@ -54,6 +54,9 @@ class SchedulerEnv {
   // For helpers that keep the client (AgentSimNode in the burst test).
   std::shared_ptr<kube::Client> shared_client() const { return client_; }
   const std::string& id() const { return id_; }
+  // Who the API server says we are (SelfSubjectReview): the identity the tessera scheduler and the test's
+  // agents run with here, hence passed to the scheduler as --webhook-trusted-users.
+  const std::string& self_user() const { return self_user_; }
   const std::string& ns() const { return ns_; }
   std::string scheduler_name() const { return "tessera-" + id_; }
   std::string metrics_url() const;
@@ -76,7 +79,7 @@ class SchedulerEnv {
  private:
   std::string tessera_bin_, source_dir_, state_dir_, tmp_;
   std::shared_ptr<kube::Client> client_;
-  std::string id_, ns_;
+  std::string id_, ns_, self_user_;
   // Held for the environment's life, so a restarted tessera scheduler binds the same ports (kube-scheduler's
   // extender URL and the webhook URL name them) and nothing else takes them in between.
   ReservedPort https_reserved_, metrics_reserved_;

@@ -103,3 +103,36 @@ app.kubernetes.io/component: {{ .component }}
 {{- $one := printf "(has(c.resources.limits) && c.resources.limits.exists(k, k in %s)) || (has(c.resources.requests) && c.resources.requests.exists(k, k in %s))" $names $names }}
 {{- printf "object.spec.containers.exists(c, %s) || (has(object.spec.initContainers) && object.spec.initContainers.exists(c, %s))" $one $one }}
 {{- end }}
+
+{{/* Tessera's own pod annotations (src/kube/annotations.h), as a CEL list literal. */}}
+{{- define "tessera.ownAnnotationsCEL" -}}
+['tessera.dev/assigned-node','tessera.dev/devices','tessera.dev/init-devices','tessera.dev/bind-time','tessera.dev/allocation-state','hami.io/vgpu-devices-allocated','hami.io/bind-phase','hami.io/vgpu-node']
+{{- end }}
+
+{{/* The usernames that may change those annotations on a pod (comma-separated): the scheduler's and the
+agent's ServiceAccounts, then webhook.trustedUsers. */}}
+{{- define "tessera.trustedUsers" -}}
+{{- $ns := .Release.Namespace }}
+{{- $u := list (printf "system:serviceaccount:%s:%s" $ns (include "tessera.schedulerServiceAccount" .)) (printf "system:serviceaccount:%s:%s" $ns (include "tessera.agentServiceAccount" .)) }}
+{{- range .Values.webhook.trustedUsers }}
+{{- if or (not .) (contains "'" .) (contains "\\" .) (contains "\"" .) (contains "," .) }}
+{{- fail (printf "webhook.trustedUsers: %q is not a username (empty, or has a quote, backslash or comma)" .) }}
+{{- end }}
+{{- if not (has . $u) }}{{ $u = append $u . }}{{ end }}
+{{- end }}
+{{- join "," $u }}
+{{- end }}
+
+{{/* CEL for the validating webhook (src/scheduler/webhook.cc ValidatingMatchCondition): a CREATE of a pod
+that asks for a GPU or sets one of our annotations; an UPDATE by anyone but the trusted users that sets,
+changes or removes one of them. */}}
+{{- define "tessera.validatingCEL" -}}
+{{- $own := include "tessera.ownAnnotationsCEL" . }}
+{{- $users := list }}
+{{- range (splitList "," (include "tessera.trustedUsers" .)) }}{{ $users = append $users (printf "'%s'" .) }}{{ end }}
+{{- $hn := "(has(object.metadata.annotations) && k in object.metadata.annotations)" }}
+{{- $ho := "(has(oldObject.metadata.annotations) && k in oldObject.metadata.annotations)" }}
+{{- $changed := printf "%s.exists(k, %s != %s || (%s && %s && object.metadata.annotations[k] != oldObject.metadata.annotations[k]))" $own $hn $ho $hn $ho }}
+{{- $sets := printf "(has(object.metadata.annotations) && %s.exists(k, k in object.metadata.annotations))" $own }}
+{{- printf "request.operation == 'UPDATE' ? (!(request.userInfo.username in [%s]) && %s) : (%s || %s)" (join "," $users) $changed (include "tessera.gpuPodCEL" .) $sets }}
+{{- end }}
