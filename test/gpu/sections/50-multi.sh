@@ -90,7 +90,7 @@ print(json.dumps([dict(zip(["index", "name", "uuid", "memory_total", "pci_bus_id
   check second_gpu_as_device_1 "${verdict%% *}" "${verdict#* }"
 
   # 3. DDP over NCCL, rank r in its own slice on GPU r (2 GiB and 6 GiB).
-  local ca cb port r pids=() guard
+  local ca cb port r pids=()
   ca=$(new_slice_on ddp-0 0 $((2 * GiB)))
   cb=$(new_slice_on ddp-1 1 $((6 * GiB)))
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -103,11 +103,18 @@ print(json.dumps([dict(zip(["index", "name", "uuid", "memory_total", "pci_bus_id
       python3 "$MULTI_PY" ddp --steps 200 > "$WORK/ddp.$r" 2>>"$LOG" &
     pids+=($!); echo $! >> "$MW_PIDS"
   done
-  # A rank stuck in NCCL must not hang the whole run.
-  (sleep 300; kill -9 "${pids[@]}" 2>/dev/null) &
-  guard=$!
+  # A rank stuck in NCCL must not hang the whole run (polled: a background timer would outlive the
+  # section holding its pipes).
+  local t0=$SECONDS
+  while kill -0 "${pids[0]}" 2> /dev/null || kill -0 "${pids[1]}" 2> /dev/null; do
+    if [ $((SECONDS - t0)) -gt 300 ]; then
+      log "ddp: ranks still running after 300 s, killed"
+      kill -9 "${pids[@]}" 2> /dev/null
+      break
+    fi
+    sleep 0.2
+  done
   wait "${pids[@]}"
-  kill "$guard" 2>/dev/null; wait "$guard" 2>/dev/null
   multi_watch_stop
   local d0 d1 w0 w1
   d0=$(tail -1 "$WORK/ddp.0"); d1=$(tail -1 "$WORK/ddp.1"); w0=$(cat "$MW_OUT0"); w1=$(cat "$MW_OUT1")
