@@ -55,19 +55,17 @@ inline bool Track(Kind kind, uint64_t key, uint64_t charged, int g, uint64_t ask
   return false;
 }
 
-// Every "allocate n bytes on the current device" entry point. `call(key)` makes the real call and, when
-// key is set, stores the new pointer there.
-template <typename Call>
-CUresult AllocOnCurrent(uint64_t asked, const char* api, Kind kind, Call call) {
-  if (!Enforcing()) return call(nullptr);
-  uint64_t key = 0;
-  return ChargeAround(
-      CurrentGpu(), asked, api, [&] { return call(&key); },
-      [&](int g, uint64_t* charged) {
-        if (Track(kind, key, *charged, g, asked, api)) return true;
-        g_real.cuMemFree_v2(static_cast<CUdeviceptr>(key));
-        return false;
-      });
+// Every "allocate n bytes on the current device" entry point: `call` makes the real call, which stores
+// the new pointer in *dptr.
+template <typename P, typename Call>
+CUresult AllocOnCurrent(P* dptr, uint64_t asked, const char* api, Call call) {
+  if (!Enforcing()) return call();
+  return ChargeAround(CurrentGpu(), asked, api, call, [&](int g, uint64_t* charged) {
+    uint64_t key = static_cast<uint64_t>(*dptr);
+    if (Track(Kind::kDevPtr, key, *charged, g, asked, api)) return true;
+    g_real.cuMemFree_v2(static_cast<CUdeviceptr>(key));
+    return false;
+  });
 }
 
 // Release: forget the charge first (so a concurrent reuse of the address by another thread cannot
@@ -214,25 +212,14 @@ extern "C" CUresult tsr_cuCtxCreate_v4(CUcontext* pctx, CUctxCreateParams* param
 // -------------------------------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytes) {
-  return AllocOnCurrent(bytes, "cuMemAlloc", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAlloc_v2(dptr, bytes);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAlloc", [&] { return g_real.cuMemAlloc_v2(dptr, bytes); });
 }
 extern "C" CUresult tsr_cuMemAlloc(tsr_devptr_v1* dptr, unsigned int bytes) {
-  return AllocOnCurrent(bytes, "cuMemAlloc(v1)", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAlloc(dptr, bytes);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAlloc(v1)", [&] { return g_real.cuMemAlloc(dptr, bytes); });
 }
 extern "C" CUresult tsr_cuMemAllocManaged(CUdeviceptr* dptr, size_t bytes, unsigned int flags) {
-  return AllocOnCurrent(bytes, "cuMemAllocManaged", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAllocManaged(dptr, bytes, flags);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAllocManaged",
+                        [&] { return g_real.cuMemAllocManaged(dptr, bytes, flags); });
 }
 
 namespace {
@@ -292,34 +279,22 @@ extern "C" CUresult tsr_cuMemFree(tsr_devptr_v1 dptr) {
 // free is enqueued; memory the pool keeps cached beyond that is the driver's usage and is seen by the
 // reconciler as overhead.
 extern "C" CUresult tsr_cuMemAllocAsync(CUdeviceptr* dptr, size_t bytes, CUstream stream) {
-  return AllocOnCurrent(bytes, "cuMemAllocAsync", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAllocAsync(dptr, bytes, stream);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAllocAsync",
+                        [&] { return g_real.cuMemAllocAsync(dptr, bytes, stream); });
 }
 extern "C" CUresult tsr_cuMemAllocAsync_ptsz(CUdeviceptr* dptr, size_t bytes, CUstream stream) {
-  return AllocOnCurrent(bytes, "cuMemAllocAsync", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAllocAsync_ptsz(dptr, bytes, stream);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAllocAsync",
+                        [&] { return g_real.cuMemAllocAsync_ptsz(dptr, bytes, stream); });
 }
 extern "C" CUresult tsr_cuMemAllocFromPoolAsync(CUdeviceptr* dptr, size_t bytes, CUmemoryPool pool,
                                                 CUstream stream) {
-  return AllocOnCurrent(bytes, "cuMemAllocFromPoolAsync", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAllocFromPoolAsync(dptr, bytes, pool, stream);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAllocFromPoolAsync",
+                        [&] { return g_real.cuMemAllocFromPoolAsync(dptr, bytes, pool, stream); });
 }
 extern "C" CUresult tsr_cuMemAllocFromPoolAsync_ptsz(CUdeviceptr* dptr, size_t bytes, CUmemoryPool pool,
                                                      CUstream stream) {
-  return AllocOnCurrent(bytes, "cuMemAllocFromPoolAsync", Kind::kDevPtr, [&](uint64_t* key) {
-    CUresult r = g_real.cuMemAllocFromPoolAsync_ptsz(dptr, bytes, pool, stream);
-    if (key && r == CUDA_SUCCESS) *key = *dptr;
-    return r;
-  });
+  return AllocOnCurrent(dptr, bytes, "cuMemAllocFromPoolAsync",
+                        [&] { return g_real.cuMemAllocFromPoolAsync_ptsz(dptr, bytes, pool, stream); });
 }
 extern "C" CUresult tsr_cuMemFreeAsync(CUdeviceptr dptr, CUstream stream) {
   if (!Enforcing()) return g_real.cuMemFreeAsync(dptr, stream);
