@@ -225,14 +225,13 @@ extern "C" CUresult tsr_cuMemAllocManaged(CUdeviceptr* dptr, size_t bytes, unsig
 namespace {
 // Pitched allocations: the charge is made for the widest pitch the driver could pick, then settled to
 // pitch * height once the driver has chosen.
-template <typename P, typename Call>
-CUresult PitchCommon(P* dptr, uint64_t width, uint64_t height, const char* api, Call call,
-                     uint64_t* pitch_out) {
+template <typename P, typename Q, typename Call>
+CUresult PitchCommon(P* dptr, Q* pitch, uint64_t width, uint64_t height, const char* api, Call call) {
   if (!Enforcing()) return call();
   uint64_t rows = height ? height : 1;
   uint64_t est = (width + 511) / 512 * 512 * rows;
   return ChargeAround(CurrentGpu(), est, api, call, [&](int g, uint64_t* charged) {
-    if (Settle(g, charged, ChargeSize(*pitch_out * rows), est, api) &&
+    if (Settle(g, charged, ChargeSize(static_cast<uint64_t>(*pitch) * rows), est, api) &&
         Track(Kind::kDevPtr, static_cast<uint64_t>(*dptr), *charged, g, est, api))
       return true;
     g_real.cuMemFree_v2(static_cast<CUdeviceptr>(*dptr));
@@ -243,27 +242,13 @@ CUresult PitchCommon(P* dptr, uint64_t width, uint64_t height, const char* api, 
 
 extern "C" CUresult tsr_cuMemAllocPitch_v2(CUdeviceptr* dptr, size_t* pitch, size_t width, size_t height,
                                            unsigned int elem) {
-  uint64_t p = 0;
-  return PitchCommon(
-      dptr, width, height, "cuMemAllocPitch",
-      [&] {
-        CUresult r = g_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem);
-        if (r == CUDA_SUCCESS) p = *pitch;
-        return r;
-      },
-      &p);
+  return PitchCommon(dptr, pitch, width, height, "cuMemAllocPitch",
+                     [&] { return g_real.cuMemAllocPitch_v2(dptr, pitch, width, height, elem); });
 }
 extern "C" CUresult tsr_cuMemAllocPitch(tsr_devptr_v1* dptr, unsigned int* pitch, unsigned int width,
                                         unsigned int height, unsigned int elem) {
-  uint64_t p = 0;
-  return PitchCommon(
-      dptr, width, height, "cuMemAllocPitch(v1)",
-      [&] {
-        CUresult r = g_real.cuMemAllocPitch(dptr, pitch, width, height, elem);
-        if (r == CUDA_SUCCESS) p = *pitch;
-        return r;
-      },
-      &p);
+  return PitchCommon(dptr, pitch, width, height, "cuMemAllocPitch(v1)",
+                     [&] { return g_real.cuMemAllocPitch(dptr, pitch, width, height, elem); });
 }
 
 extern "C" CUresult tsr_cuMemFree_v2(CUdeviceptr dptr) {
