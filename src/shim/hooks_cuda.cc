@@ -170,8 +170,7 @@ std::atomic<int> g_gate_init{0};
 
 using namespace tessera::shim;
 
-// ---- Start-up and contexts
-// -----------------------------------------------------------------------------------
+// ---- Start-up and contexts --------------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuInit(unsigned int flags) {
   EnsureInit();
@@ -208,8 +207,7 @@ extern "C" CUresult tsr_cuCtxCreate_v4(CUcontext* pctx, CUctxCreateParams* param
                        [&] { return g_real.cuCtxCreate_v4(pctx, params, flags, dev); });
 }
 
-// ---- Allocation
-// -------------------------------------------------------------------------------------------------
+// ---- Allocation -------------------------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuMemAlloc_v2(CUdeviceptr* dptr, size_t bytes) {
   return AllocOnCurrent(dptr, bytes, "cuMemAlloc", [&] { return g_real.cuMemAlloc_v2(dptr, bytes); });
@@ -394,8 +392,7 @@ extern "C" CUresult tsr_cuGraphAddMemFreeNode(CUgraphNode* node, CUgraph graph, 
                      [&] { return g_real.cuGraphAddMemFreeNode(node, graph, deps, ndeps, dptr); });
 }
 
-// ---- What the application sees
-// ------------------------------------------------------------------------------------
+// ---- What the application sees ----------------------------------------------------------------------------
 
 extern "C" CUresult tsr_cuMemGetInfo_v2(size_t* free_b, size_t* total_b) {
   CUresult r = g_real.cuMemGetInfo_v2(free_b, total_b);
@@ -435,10 +432,9 @@ extern "C" CUresult tsr_cuDeviceTotalMem(unsigned int* bytes, CUdevice dev) {
   return r;
 }
 
-// ---- Kernel submission: no lock, no system call unless the compute limiter is on
-// ----------------------------------- Each hook is two tail calls with the hook's own arguments: with the
-// gate off it is a load, a branch and a jump to the driver, with no stack frame of its own; the gated path
-// lives out of line.
+// ---- Kernel submission: no lock, no system call unless the compute limiter is on --------------------------
+// Each hook is two tail calls with the hook's own arguments: with the gate off it is a load, a branch and a
+// jump to the driver, with no stack frame of its own; the gated path lives out of line.
 
 namespace {
 inline CUstream PerThread(CUstream s) { return s ? s : CU_STREAM_PER_THREAD; }
