@@ -79,9 +79,11 @@ void PodCpuMemory(const json& pod, int64_t* cpu_milli, int64_t* memory_mib) {
       const char* list = init ? "initContainers" : "containers";
       if (!pod["spec"].contains(list) || !pod["spec"][list].is_array()) continue;
       for (const auto& c : pod["spec"][list]) {
-        if (init) {
-          init_cpu = std::max(init_cpu, MilliOf(c, "cpu", false));
-          init_mem = std::max(init_mem, MilliOf(c, "memory", true));
+        // Kubernetes: sidecars (restartPolicy Always) add up with the app containers; a run-once init
+        // container needs its own request plus the sidecars started before it.
+        if (init && !(c.is_object() && c.value("restartPolicy", "") == "Always")) {
+          init_cpu = std::max(init_cpu, MilliOf(c, "cpu", false) + app_cpu);
+          init_mem = std::max(init_mem, MilliOf(c, "memory", true) + app_mem);
         } else {
           app_cpu += MilliOf(c, "cpu", false);
           app_mem += MilliOf(c, "memory", true);
@@ -142,9 +144,11 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
     for (const auto& c : spec[list]) {
       std::string cname = c.value("name", std::to_string(idx));
       std::string where = std::string(init ? "init container \"" : "container \"") + cname + "\"";
-      if (init) {
-        init_cpu = std::max(init_cpu, MilliOf(c, "cpu", false));
-        init_mem = std::max(init_mem, MilliOf(c, "memory", true));
+      const bool sidecar = init && c.is_object() && c.value("restartPolicy", "") == "Always";
+      if (init) out.init_sidecar.push_back(sidecar);
+      if (init && !sidecar) {  // as PodCpuMemory
+        init_cpu = std::max(init_cpu, MilliOf(c, "cpu", false) + app_cpu);
+        init_mem = std::max(init_mem, MilliOf(c, "memory", true) + app_mem);
       } else {
         app_cpu += MilliOf(c, "cpu", false);
         app_mem += MilliOf(c, "memory", true);
@@ -208,7 +212,7 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       cr.numa_bind = numa == "true";
       cr.gpu_policy = *gpu_policy;
       out.request.containers.push_back(std::move(cr));
-      out.refs.push_back({init, idx});
+      out.refs.push_back({init, sidecar, idx});
       ++idx;
     }
     (init ? out.num_init_containers : out.num_containers) = idx;

@@ -9,7 +9,11 @@
 //  - limits are read first, then requests (Kubernetes copies extended-resource limits into requests).
 //  - annotations nvidia.com/use-gputype, nouse-gputype, use-gpuuuid, nouse-gpuuuid (comma lists),
 //    nvidia.com/numa-bind, hami.io/node-scheduler-policy and hami.io/gpu-scheduler-policy.
-//  - init containers are placed too (their slices listed separately in tessera.dev/init-devices).
+//  - init containers are placed too (their slices listed separately in tessera.dev/init-devices), with
+//    Kubernetes' rule: they run one at a time before the app containers, so the pod needs per GPU the
+//    larger of its app containers' sum and each init container (plus the sidecars declared before it); an
+//    init container reuses what the pod holds for its app containers. Sidecars (init containers with
+//    restartPolicy Always) run beside the app containers and count like them. See ClusterView::Reserve.
 // Pure functions; thread-safe.
 #pragma once
 
@@ -45,7 +49,9 @@ struct ParseOptions {
 // Where each ContainerRequest came from.
 struct ContainerRef {
   bool init = false;
-  int index = 0;  // into spec.containers or spec.initContainers
+  bool sidecar = false;  // an init container with restartPolicy Always: runs beside the app containers
+  int index = 0;         // into spec.containers or spec.initContainers
+  bool concurrent() const { return !init || sidecar; }  // holds its slice while the app containers run
 };
 
 struct ParsedPod {
@@ -55,7 +61,14 @@ struct ParsedPod {
   std::vector<ContainerRef> refs;   // parallel to request.containers
   int num_containers = 0;
   int num_init_containers = 0;
+  std::vector<bool> init_sidecar;   // per spec.initContainers index: restartPolicy Always
   bool gpu_defaulted = false;       // some container got nvidia.com/gpu=1 implicitly
+  // True if a run-once init container asks for a GPU (placement then reuses the pod's app slices for it).
+  bool HasSequentialInitGpu() const {
+    for (const auto& r : refs)
+      if (!r.concurrent()) return true;
+    return false;
+  }
 };
 
 // Parses and validates. Errors carry a message naming the container, the field, the value and the

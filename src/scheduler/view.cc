@@ -29,17 +29,58 @@ bool Holding::HasGpu() const {
   return false;
 }
 
+bool Holding::HasSequentialInitSlice() const {
+  for (size_t i = 0; i < init_devices.size(); ++i)
+    if (!init_devices[i].empty() && !(i < init_sidecar.size() && init_sidecar[i])) return true;
+  return false;
+}
+
+std::map<std::string, GpuUse> Holding::Use() const {
+  auto add = [](GpuUse& u, const kube::DeviceSlice& s) {
+    u.memory_mib += s.memory_mib;
+    u.cores += s.cores;
+    u.sharers += 1;
+    u.max_slice_cores = std::max(u.max_slice_cores, s.cores);
+  };
+  std::map<std::string, GpuUse> running, sidecars, peak;
+  for (const auto& c : devices)
+    for (const auto& s : c) add(running[s.uuid], s);
+  for (size_t i = 0; i < init_devices.size(); ++i) {
+    bool sidecar = i < init_sidecar.size() && init_sidecar[i];
+    for (const auto& s : init_devices[i]) {
+      if (sidecar) {
+        add(running[s.uuid], s);
+        add(sidecars[s.uuid], s);
+        continue;
+      }
+      GpuUse u = sidecars[s.uuid];
+      add(u, s);
+      GpuUse& p = peak[s.uuid];
+      p.memory_mib = std::max(p.memory_mib, u.memory_mib);
+      p.cores = std::max(p.cores, u.cores);
+      p.sharers = std::max(p.sharers, u.sharers);
+      p.max_slice_cores = std::max(p.max_slice_cores, u.max_slice_cores);
+    }
+  }
+  for (const auto& [uuid, p] : peak) {
+    GpuUse& r = running[uuid];
+    r.memory_mib = std::max(r.memory_mib, p.memory_mib);
+    r.cores = std::max(r.cores, p.cores);
+    r.sharers = std::max(r.sharers, p.sharers);
+    r.max_slice_cores = std::max(r.max_slice_cores, p.max_slice_cores);
+  }
+  return running;
+}
+
 int64_t Holding::GpuMemoryMib() const {
   int64_t m = 0;
-  for (const auto* l : {&devices, &init_devices})
-    for (const auto& c : *l)
-      for (const auto& s : c) m += s.memory_mib;
+  for (const auto& [uuid, u] : Use()) m += u.memory_mib;
   return m;
 }
 
 bool Holding::operator==(const Holding& o) const {
   return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib && devices == o.devices &&
-         init_devices == o.init_devices;
+         init_devices == o.init_devices && init_sidecar == o.init_sidecar;
 }
 
 NodeRecord ParseNode(const json& node) {
@@ -114,6 +155,7 @@ void ClusterView::ChangeHoldingLocked(const std::string& ns, const Holding& befo
 
 bool ClusterView::CommitLocked(const Holding& h) {
   if (h.empty()) return true;
+  if (h.HasSequentialInitSlice()) return false;  // not a plain sum of slices: rebuild from Use()
   auto idx = snap_->Find(h.node);
   if (!idx) return true;  // not a GPU node: the snapshot doesn't track it
   const placement::Node& n = snap_->node(*idx);
@@ -171,6 +213,10 @@ PodRecord ParsePodRecord(const json& pod) {
       if (!init.empty()) {
         if (auto di = kube::DecodeDevices(init)) h.init_devices = std::move(*di);
       }
+      if (pod.contains("spec") && pod["spec"].is_object() && pod["spec"].contains("initContainers") &&
+          pod["spec"]["initContainers"].is_array())
+        for (const auto& c : pod["spec"]["initContainers"])
+          h.init_sidecar.push_back(c.is_object() && c.value("restartPolicy", "") == "Always");
     }
   }
   // A pod bound elsewhere than its annotation says holds its GPU slices nowhere; trust the binding.
@@ -324,17 +370,13 @@ void ClusterView::EnsureSnapshotLocked() {
     placement::Node& n = nodes[it->second];
     n.cpu_used_milli += h.cpu_milli;
     n.memory_used_mib += h.memory_mib;
-    for (const auto* l : {&h.devices, &h.init_devices}) {
-      for (const auto& c : *l) {
-        for (const auto& s : c) {
-          for (auto& g : n.gpus) {
-            if (g.uuid != s.uuid) continue;
-            g.used.memory_mib += s.memory_mib;
-            g.used.cores += s.cores;
-            g.used.sharers += 1;
-            if (s.cores >= g.cores) g.used.exclusive = true;
-          }
-        }
+    for (const auto& [uuid, u] : h.Use()) {
+      for (auto& g : n.gpus) {
+        if (g.uuid != uuid) continue;
+        g.used.memory_mib += u.memory_mib;
+        g.used.cores += u.cores;
+        g.used.sharers += u.sharers;
+        if (u.max_slice_cores >= g.cores) g.used.exclusive = true;
       }
     }
   }
@@ -342,6 +384,122 @@ void ClusterView::EnsureSnapshotLocked() {
   dirty_ = false;
   ++rebuilds_;
 }
+
+namespace {
+
+using Grants = std::vector<std::vector<placement::GpuGrant>>;  // parallel to ParsedPod::request.containers
+
+// The pod's slices as a Holding on node `n` (containers without grants hold nothing).
+Holding HoldingOf(const ParsedPod& pod, const placement::Node& n, const Grants& grants, const std::string& node) {
+  Holding h;
+  h.node = node;
+  h.cpu_milli = pod.request.cpu_milli;
+  h.memory_mib = pod.request.memory_mib;
+  h.devices.assign(pod.num_containers, {});
+  if (!pod.refs.empty() && std::any_of(pod.refs.begin(), pod.refs.end(), [](const ContainerRef& r) { return r.init; }))
+    h.init_devices.assign(pod.num_init_containers, {});
+  h.init_sidecar = pod.init_sidecar;
+  for (size_t k = 0; k < grants.size() && k < pod.refs.size(); ++k) {
+    auto& dst = pod.refs[k].init ? h.init_devices[pod.refs[k].index] : h.devices[pod.refs[k].index];
+    for (const auto& g : grants[k]) dst.push_back({n.gpus[g.gpu].uuid, g.memory_mib, g.cores});
+  }
+  return h;
+}
+
+// Run-once init container k on GPUs the pod already holds: each chosen GPU must have, after the sidecars
+// declared before it, a hold at least as large as the container's slice (nothing more to take), or enough
+// free capacity to grow the hold to that size (only the excess is taken). False if no such GPUs.
+bool FitInHold(const ParsedPod& pod, const placement::Node& n, const Grants& grants, size_t k,
+               std::vector<placement::GpuGrant>* out) {
+  const placement::ContainerRequest& r = pod.request.containers[k];
+  Grants others = grants;
+  others[k].clear();
+  auto hold = HoldingOf(pod, n, others, n.name).Use();
+  std::map<std::string, GpuUse> side;  // sidecars started before this init container
+  for (size_t j = 0; j < pod.refs.size(); ++j) {
+    if (!pod.refs[j].sidecar || pod.refs[j].index >= pod.refs[k].index) continue;
+    for (const auto& g : grants[j]) {
+      side[n.gpus[g.gpu].uuid].memory_mib += g.memory_mib;
+      side[n.gpus[g.gpu].uuid].cores += g.cores;
+    }
+  }
+  struct Option {
+    int rank;  // 0: inside the hold, 1: grows it
+    uint16_t gpu;
+    int64_t mem;
+    int cores;
+  };
+  std::vector<Option> opts;
+  for (size_t i = 0; i < n.gpus.size(); ++i) {
+    const placement::Gpu& g = n.gpus[i];
+    auto h = hold.find(g.uuid);
+    if (h == hold.end() || !g.healthy) continue;
+    const GpuUse& s = side[g.uuid];
+    int64_t mem = r.exclusive ? g.memory_mib
+                  : r.memory_mib ? r.memory_mib
+                                 : int64_t(r.memory_percent) * g.memory_mib / 100;
+    int cores = r.exclusive ? g.cores : r.cores;
+    if (mem + s.memory_mib <= h->second.memory_mib && cores + s.cores <= h->second.cores) {
+      opts.push_back({0, static_cast<uint16_t>(i), mem, cores});
+    } else if (!g.used.exclusive && !(r.exclusive && g.used.sharers > 0) &&
+               mem + s.memory_mib <= g.memory_mib - g.used.memory_mib && cores + s.cores <= g.cores - g.used.cores) {
+      opts.push_back({1, static_cast<uint16_t>(i), mem, cores});
+    }
+  }
+  std::stable_sort(opts.begin(), opts.end(), [](const Option& a, const Option& b) { return a.rank < b.rank; });
+  for (int numa = -1; numa < 64; ++numa) {  // numa_bind: all on one NUMA node (-1: any)
+    if ((numa == -1) == (r.numa_bind && r.gpus > 1)) continue;
+    out->clear();
+    for (const auto& o : opts) {
+      if (numa >= 0 && n.gpus[o.gpu].numa != numa) continue;
+      if (static_cast<int>(out->size()) < r.gpus) out->push_back({o.gpu, o.mem, o.cores, r.exclusive});
+    }
+    if (static_cast<int>(out->size()) == r.gpus) return true;
+  }
+  out->clear();
+  return false;
+}
+
+// Where the pod's GPU containers go on node `idx`: the app containers and sidecars through the engine;
+// each run-once init container inside what the pod holds (FitInHold), or, when that cannot be, placed by
+// the engine beside everything the pod holds. Null when placed, else the reason. Pure.
+const char* PlaceOnNode(const placement::Snapshot& snap, const ParsedPod& pod, uint32_t idx,
+                        const placement::Engine& engine, Grants* out) {
+  const auto& reqs = pod.request.containers;
+  std::vector<bool> summed(reqs.size());
+  for (size_t k = 0; k < reqs.size(); ++k) summed[k] = k >= pod.refs.size() || pod.refs[k].concurrent();
+  const placement::Node& n = snap.node(idx);
+  for (size_t round = 0; round <= reqs.size(); ++round) {
+    placement::PodRequest sub = pod.request;
+    sub.containers.clear();
+    std::vector<size_t> map;
+    for (size_t k = 0; k < reqs.size(); ++k) {
+      if (!summed[k]) continue;
+      sub.containers.push_back(reqs[k]);
+      map.push_back(k);
+    }
+    placement::Assignment a;
+    const char* why = nullptr;
+    if (!engine.Assign(snap, sub, idx, &a, &why)) return why ? why : "does not fit";
+    out->assign(reqs.size(), {});
+    for (size_t j = 0; j < map.size() && j < a.containers.size(); ++j) (*out)[map[j]] = a.containers[j];
+    bool redo = false;
+    for (size_t k = 0; k < reqs.size() && !redo; ++k) {
+      if (summed[k]) continue;
+      std::vector<placement::GpuGrant> g;
+      if (FitInHold(pod, n, *out, k, &g)) {
+        (*out)[k] = std::move(g);
+      } else {
+        summed[k] = true;  // give it its own slice next round
+        redo = true;
+      }
+    }
+    if (!redo) return nullptr;
+  }
+  return "does not fit";
+}
+
+}  // namespace
 
 void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>& candidates,
                            const placement::Engine& engine, const Verdict& verdict) {
@@ -386,7 +544,18 @@ void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>&
     }
   }
   if (idx.empty()) return;
-  engine.Evaluate(*snap_, pod.request, idx, &ev);
+  const bool sequential_init = pod.HasSequentialInitGpu();
+  if (sequential_init) {
+    // Run-once init containers reuse the app containers' slices: score on what runs together, then place
+    // each node's init containers (PlaceOnNode) before saying yes.
+    placement::PodRequest concurrent = pod.request;
+    concurrent.containers.clear();
+    for (size_t k = 0; k < pod.request.containers.size(); ++k)
+      if (pod.refs[k].concurrent()) concurrent.containers.push_back(pod.request.containers[k]);
+    engine.Evaluate(*snap_, concurrent, idx, &ev);
+  } else {
+    engine.Evaluate(*snap_, pod.request, idx, &ev);
+  }
   bool has_quota = quotas_.count(pod.ns) && !quotas_.at(pod.ns).empty();
   for (size_t k = 0; k < ev.verdicts.size(); ++k) {
     const auto& v = ev.verdicts[k];
@@ -399,13 +568,14 @@ void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>&
       verdict(c, v.reason, 0);
       continue;
     }
-    if (has_quota) {
-      placement::Assignment a;
-      const char* reason = nullptr;
-      if (engine.Assign(*snap_, pod.request, idx[k], &a, &reason)) {
-        int64_t mib = 0;
-        for (const auto& cont : a.containers)
-          for (const auto& g : cont) mib += g.memory_mib;
+    if (has_quota || sequential_init) {
+      Grants grants;
+      if (const char* why = PlaceOnNode(*snap_, pod, idx[k], engine, &grants)) {
+        verdict(c, why, 0);
+        continue;
+      }
+      int64_t mib = HoldingOf(pod, snap_->node(idx[k]), grants, candidates[c]).GpuMemoryMib();
+      if (has_quota) {
         if (auto q = QuotaErrorLocked(pod.ns, mib, "")) {
           verdict(c, q->c_str(), 0);
           continue;
@@ -434,31 +604,23 @@ kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::
   EnsureSnapshotLocked();
   auto idx = snap_->Find(node);
   if (!idx) return kube::Error{0, "Unschedulable", "node " + node + " has no GPUs published by tessera agent"};
-  placement::Assignment a;
-  const char* reason = nullptr;
-  if (!engine.Assign(*snap_, pod.request, *idx, &a, &reason))
-    return kube::Error{0, "Unschedulable", std::string("node ") + node + ": " + (reason ? reason : "does not fit")};
+  Grants grants;
+  if (const char* why = PlaceOnNode(*snap_, pod, *idx, engine, &grants))
+    return kube::Error{0, "Unschedulable", std::string("node ") + node + ": " + why};
   const placement::Node& n = snap_->node(*idx);
+  Holding after = HoldingOf(pod, n, grants, node);
   Reservation r;
   r.node = node;
-  r.devices.assign(pod.num_containers, {});
-  bool init_gpu = false;
-  for (const auto& ref : pod.refs) init_gpu |= ref.init;
-  if (init_gpu) r.init_devices.assign(pod.num_init_containers, {});
-  int64_t mib = 0;
+  r.devices = after.devices;
+  r.init_devices = after.init_devices;
   std::string detail;
-  for (size_t k = 0; k < a.containers.size() && k < pod.refs.size(); ++k) {
-    auto& dst = pod.refs[k].init ? r.init_devices[pod.refs[k].index] : r.devices[pod.refs[k].index];
-    for (const auto& g : a.containers[k]) {
-      const placement::Gpu& gpu = n.gpus[g.gpu];
-      dst.push_back({gpu.uuid, g.memory_mib, g.cores});
-      mib += g.memory_mib;
-      if (detail.empty() && pod.request.containers[k].memory_mib == 0)
-        detail = " (" + std::to_string(pod.request.containers[k].memory_percent) + "% of a " +
-                 std::to_string(gpu.memory_mib) + " MiB " + gpu.model + ")";
-    }
+  for (size_t k = 0; k < grants.size() && detail.empty(); ++k) {
+    if (grants[k].empty() || pod.request.containers[k].memory_mib != 0) continue;
+    const placement::Gpu& gpu = n.gpus[grants[k][0].gpu];
+    detail = " (" + std::to_string(pod.request.containers[k].memory_percent) + "% of a " +
+             std::to_string(gpu.memory_mib) + " MiB " + gpu.model + ")";
   }
-  if (auto q = QuotaErrorLocked(pod.ns, mib, detail)) return kube::Error{403, "Forbidden", *q};
+  if (auto q = QuotaErrorLocked(pod.ns, after.GpuMemoryMib(), detail)) return kube::Error{403, "Forbidden", *q};
   PodRecord& rec = pods_[pod.uid];
   if (rec.uid.empty()) {
     rec.uid = pod.uid;
@@ -467,7 +629,6 @@ kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::
     pod_keys_[pod.ns + "/" + pod.name] = pod.uid;
   }
   Holding before = rec.effective();
-  Holding after{node, pod.request.cpu_milli, pod.request.memory_mib, r.devices, r.init_devices};
   rec.assumed = after;
   ChangeHoldingLocked(rec.ns, before, after);
   return r;
@@ -521,15 +682,13 @@ std::vector<GpuAllocation> ClusterView::GpuAllocations() const {
   }
   for (const auto& [uid, rec] : pods_) {
     const Holding& h = rec.effective();
-    for (const auto* list : {&h.devices, &h.init_devices})
-      for (const auto& c : *list)
-        for (const auto& s : c) {
-          auto it = by_uuid.find(h.node + "/" + s.uuid);
-          if (it == by_uuid.end()) continue;
-          out[it->second].memory_mib += s.memory_mib;
-          out[it->second].cores += s.cores;
-          out[it->second].sharers += 1;
-        }
+    for (const auto& [uuid, u] : h.Use()) {
+      auto it = by_uuid.find(h.node + "/" + uuid);
+      if (it == by_uuid.end()) continue;
+      out[it->second].memory_mib += u.memory_mib;
+      out[it->second].cores += u.cores;
+      out[it->second].sharers += u.sharers;
+    }
   }
   return out;
 }

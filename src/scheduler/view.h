@@ -39,6 +39,15 @@ struct NodeRecord {
   bool operator==(const NodeRecord&) const = default;
 };
 
+// What one pod takes of one GPU.
+struct GpuUse {
+  int64_t memory_mib = 0;
+  int cores = 0;
+  int sharers = 0;        // containers of the pod that hold a slice of it at the same time
+  int max_slice_cores = 0;  // a slice with the card's cores is exclusive
+  bool operator==(const GpuUse&) const = default;
+};
+
 // What a pod holds on a node (cpu/memory for any bound pod; GPU slices once assigned).
 struct Holding {
   std::string node;
@@ -46,9 +55,15 @@ struct Holding {
   int64_t memory_mib = 0;
   kube::ContainerDevices devices;       // per spec.containers index
   kube::ContainerDevices init_devices;  // per spec.initContainers index
+  std::vector<bool> init_sidecar;       // per spec.initContainers index: restartPolicy Always
   bool empty() const { return node.empty(); }
   bool HasGpu() const;
-  int64_t GpuMemoryMib() const;
+  // A run-once init container holds a slice (its GPU use is then not the plain sum of the slices).
+  bool HasSequentialInitSlice() const;
+  // Per GPU uuid, Kubernetes' rule: app containers and sidecars run together; each run-once init
+  // container runs alone beside the sidecars declared before it; the pod holds the larger of the two.
+  std::map<std::string, GpuUse> Use() const;
+  int64_t GpuMemoryMib() const;  // sum of Use()'s memory
   bool operator==(const Holding& o) const;
 };
 

@@ -62,6 +62,85 @@ TEST(ViewTest, ConcurrentReservationsOnOneNodeNeverOvercommit) {
   }
 }
 
+// A pod with containers given as {name, MiB, init?, sidecar?} on one GPU each.
+struct Ctr {
+  std::string name;
+  int64_t mib;
+  bool init = false;
+  bool sidecar = false;
+};
+json PodWith(const std::string& name, const std::vector<Ctr>& ctrs) {
+  json pod = {{"metadata", {{"name", name}, {"namespace", "default"}, {"uid", "uid-" + name}}},
+              {"spec", {{"containers", json::array()}}}};
+  for (const auto& c : ctrs) {
+    json j = {{"name", c.name},
+              {"resources", {{"limits", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", std::to_string(c.mib)}}}}}};
+    if (c.sidecar) j["restartPolicy"] = "Always";
+    pod["spec"][c.init ? "initContainers" : "containers"].push_back(j);
+  }
+  return pod;
+}
+
+int64_t UsedMib(const ClusterView& v) {
+  int64_t m = 0;
+  for (const auto& g : v.GpuAllocations()) m += g.memory_mib;
+  return m;
+}
+
+// Kubernetes runs init containers one at a time before the app containers: the pod needs
+// max(init, sum of app), and the init container's slice lies inside what the pod holds.
+TEST(ViewTest, InitContainerReusesTheAppSliceSidecarIsSummed) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 1, 8000)});
+  json pod = PodWith("init", {{"setup", 4000, true}, {"main", 4000}});
+  auto r = v.Reserve(Parse(pod), "n1", engine);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  ASSERT_EQ(r->init_devices.size(), 1u);
+  ASSERT_EQ(r->init_devices[0].size(), 1u);
+  EXPECT_EQ(r->init_devices[0][0].uuid, r->devices[0][0].uuid);  // the same card, its own slice
+  EXPECT_EQ(r->init_devices[0][0].memory_mib, 4000);
+  EXPECT_EQ(UsedMib(v), 4000) << "4000 MiB must stay free, not 0";
+  // Rebuilt from the annotations alone (a restarted scheduler): the same.
+  pod["metadata"]["annotations"] = {{kube::kAnnoAssignedNode, "n1"},
+                                    {kube::kAnnoDevices, kube::EncodeDevices(r->devices)},
+                                    {kube::kAnnoInitDevices, kube::EncodeDevices(r->init_devices)}};
+  ClusterView fresh{ParseOptions{}};
+  fresh.ReplaceNodes({Node("n1", 1, 8000)});
+  fresh.ReplacePods({pod});
+  EXPECT_EQ(UsedMib(fresh), 4000);
+  // So another 4000-MiB pod fits, and nothing more.
+  EXPECT_TRUE(v.Reserve(Parse(PodWith("next", {{"main", 4000}})), "n1", engine).ok());
+  EXPECT_EQ(UsedMib(v), 8000);
+  EXPECT_FALSE(v.Reserve(Parse(PodWith("full", {{"main", 1}})), "n1", engine).ok());
+
+  // A sidecar (restartPolicy Always) runs beside the app container: summed.
+  ClusterView s{ParseOptions{}};
+  s.ReplaceNodes({Node("n1", 1, 8000)});
+  ASSERT_TRUE(s.Reserve(Parse(PodWith("side", {{"proxy", 4000, true, true}, {"main", 4000}})), "n1", engine).ok());
+  EXPECT_EQ(UsedMib(s), 8000);
+  EXPECT_FALSE(s.Reserve(Parse(PodWith("more", {{"main", 1}})), "n1", engine).ok());
+}
+
+TEST(ViewTest, InitContainerLargerThanTheAppGrowsTheHoldByTheExcessOnly) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 1, 8000)});
+  ASSERT_TRUE(v.Reserve(Parse(PodWith("other", {{"main", 2000}})), "n1", engine).ok());
+  // app 4000 + init 6000 summed would need 10000 > 6000 free; the pod needs max(6000, 4000) = 6000.
+  auto r = v.Reserve(Parse(PodWith("big-init", {{"download", 6000, true}, {"main", 4000}})), "n1", engine);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->init_devices[0][0].memory_mib, 6000);
+  EXPECT_EQ(r->devices[0][0].memory_mib, 4000);
+  EXPECT_EQ(UsedMib(v), 8000);
+  // An init container that fits nowhere says so.
+  ClusterView w{ParseOptions{}};
+  w.ReplaceNodes({Node("n1", 1, 8000)});
+  ASSERT_TRUE(w.Reserve(Parse(PodWith("other", {{"main", 4000}})), "n1", engine).ok());
+  EXPECT_FALSE(w.Reserve(Parse(PodWith("too-big", {{"download", 6000, true}, {"main", 1000}})), "n1", engine).ok());
+  EXPECT_EQ(UsedMib(w), 4000);
+}
+
 TEST(ViewTest, AssignmentsRebuiltFromPodAnnotationsAfterRestart) {
   placement::Engine engine;
   ClusterView first{ParseOptions{}};

@@ -4,7 +4,9 @@
 #include <map>
 #include <set>
 
+#include "agent_sim_node.h"
 #include "scheduler_env.h"
+#include "slice/config.h"
 
 namespace tessera::itest {
 namespace {
@@ -156,6 +158,87 @@ TEST(SchedulerPlacement, QuotaOnGpuMemoryCountsPercentagesInMib) {
   ASSERT_FALSE(big.ok());
   EXPECT_NE(big.error().message.find("exceeded quota: gpu-mem"), std::string::npos) << big.error().message;
   EXPECT_NE(env.Metrics().find("QuotaUsed{limit=\"5000\""), std::string::npos);
+}
+
+// The slice a container got at admission (its /run/tessera/slice.conf as the agent wrote it).
+bool AdmittedSlice(const Json& answer, const std::string& ctr, slice::SliceConfig* cfg, std::string* err) {
+  for (const auto& c : answer.value("containers", Json::array())) {
+    if (c.value("name", "") != ctr) continue;
+    for (const auto& m : c.value("mounts", Json::array())) {
+      if (m.value("container_path", "") != "/run/tessera/slice.conf") continue;
+      char e[256];
+      if (slice::LoadSliceConfig(m.value("host_path", "").c_str(), false, cfg, e, sizeof(e))) return true;
+      *err = e;
+      return false;
+    }
+  }
+  *err = "container " + ctr + " has no slice.conf mount in " + answer.dump();
+  return false;
+}
+
+// Kubernetes' rule for init containers (they run one at a time before the app containers): a pod with a
+// 4000-MiB init container and a 4000-MiB app container holds 4000 MiB of an 8000-MiB card, not 8000, and
+// the agent still hands each container the slice the assignment names. A sidecar (restartPolicy Always)
+// runs beside the app container and is summed.
+TEST(SchedulerPlacement, InitContainersReuseTheAppSliceSidecarsAreSummed) {
+  SchedulerEnv env;
+  NEED_KUBE(env);
+  ASSERT_NO_FATAL_FAILURE(env.Start());
+  std::string name = env.AddNode("init", {{"T4", 8000, 0}, {"T4", 8000, 0}});
+  const std::string gpu0 = "GPU-" + name + "-0", gpu1 = "GPU-" + name + "-1";
+  AgentSimNode::Options ao;
+  ao.create_node = false;
+  AgentSimNode node(env.shared_client(), name,
+                    {AgentSimGpu{gpu0, "T4", 8000, 0}, AgentSimGpu{gpu1, "T4", 8000, 0}}, ao);
+  ASSERT_EQ(node.error(), "");
+  ASSERT_TRUE(node.WaitRegistered(60)) << node.AgentLogTail();
+  auto gpu_ctr = [](const std::string& n, int64_t mib) {
+    return Json{{"name", n},
+                {"image", "busybox"},
+                {"resources", {{"limits", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", std::to_string(mib)}}}}}};
+  };
+  auto pod = [&](const std::string& pod_name, const std::string& uuid, Json init, Json ctrs) {
+    Json p = SchedulerEnv::GpuPod(pod_name, Json::object(), {{"nvidia.com/use-gpuuuid", uuid}});
+    p["spec"]["containers"] = std::move(ctrs);
+    if (!init.empty()) p["spec"]["initContainers"] = std::move(init);
+    return p;
+  };
+  ASSERT_TRUE(env.CreatePod(pod("with-init", gpu0, Json::array({gpu_ctr("setup", 4000)}),
+                                Json::array({gpu_ctr("main", 4000)}))).ok());
+  std::vector<Json> p;
+  ASSERT_TRUE(env.WaitBound({"with-init"}, 20, &p)) << env.SchedulingMessage("with-init");
+  auto init = kube::DecodeDevices(kube::Annotation(p[0], kube::kAnnoInitDevices));
+  ASSERT_TRUE(init.ok() && init->size() == 1 && (*init)[0].size() == 1) << kube::Annotation(p[0], kube::kAnnoInitDevices);
+  EXPECT_EQ((*init)[0][0].uuid, gpu0);
+  EXPECT_EQ((*init)[0][0].memory_mib, 4000);
+  // 4000 MiB of GPU 0 are still free: another 4000-MiB pod fits there, then nothing more does.
+  ASSERT_TRUE(env.CreatePod(pod("fills-gpu0", gpu0, Json::array(), Json::array({gpu_ctr("main", 4000)}))).ok());
+  ASSERT_TRUE(env.WaitBound({"fills-gpu0"}, 20)) << env.SchedulingMessage("fills-gpu0");
+  ASSERT_TRUE(env.CreatePod(pod("over-gpu0", gpu0, Json::array(), Json::array({gpu_ctr("main", 1000)}))).ok());
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !env.SchedulingMessage("over-gpu0").empty(); }, 20));
+  EXPECT_TRUE(env.GetPod("over-gpu0")["spec"].value("nodeName", "").empty());
+  // A sidecar is summed with the app container: GPU 1 is then full.
+  Json sidecar = gpu_ctr("proxy", 4000);
+  sidecar["restartPolicy"] = "Always";
+  ASSERT_TRUE(env.CreatePod(pod("with-sidecar", gpu1, Json::array({sidecar}), Json::array({gpu_ctr("main", 4000)}))).ok());
+  ASSERT_TRUE(env.WaitBound({"with-sidecar"}, 20)) << env.SchedulingMessage("with-sidecar");
+  ASSERT_TRUE(env.CreatePod(pod("over-gpu1", gpu1, Json::array(), Json::array({gpu_ctr("main", 1000)}))).ok());
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !env.SchedulingMessage("over-gpu1").empty(); }, 20));
+  EXPECT_TRUE(env.GetPod("over-gpu1")["spec"].value("nodeName", "").empty());
+  // The node side: the kubelet's device manager admits them (init containers first, its devices reused by the
+  // app container), and every container's slice is the one its assignment names.
+  std::string err;
+  EXPECT_EQ(node.AdmitBound(60, &err), 3) << err << "\n" << node.AgentLogTail();
+  EXPECT_EQ(node.Mismatches(), std::vector<std::string>{});
+  for (const auto& [pod_name, ctr] : {std::pair{"with-init", "setup"}, std::pair{"with-sidecar", "proxy"}}) {
+    auto it = node.admitted().find(env.ns() + "/" + pod_name);
+    ASSERT_NE(it, node.admitted().end()) << pod_name;
+    slice::SliceConfig cfg;
+    ASSERT_TRUE(AdmittedSlice(it->second, ctr, &cfg, &err)) << err;
+    ASSERT_EQ(cfg.gpu_count, 1) << pod_name;
+    EXPECT_EQ(std::string(cfg.gpus[0].uuid), std::string(pod_name) == "with-init" ? gpu0 : gpu1);
+    EXPECT_EQ(cfg.gpus[0].memory_bytes, uint64_t{4000} << 20) << pod_name;
+  }
 }
 
 }  // namespace
