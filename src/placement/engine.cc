@@ -150,6 +150,22 @@ double Stranded(const Snapshot::Impl& s, double gpu, int64_t cpu_free, int64_t m
   return gpu - std::max(0.0, usable);
 }
 
+// Growth of the expected sliver waste (Snapshot::Impl::sliver) over the cards where `l` differs from
+// the snapshot: O(GPUs of the node), no allocation.
+double SliverGrowth(const Snapshot::Impl& s, uint32_t node, const Local& l) {
+  const GpuState* base = s.gpu_ptr(node);
+  auto waste = [&](const GpuState& g) {
+    const int x = std::clamp(int(std::lround(g.Amount())), 0, 100);
+    return s.sliver[size_t(x)];
+  };
+  double d = 0;
+  for (int j = 0; j < l.n; ++j) {
+    if (base[j].cores_free == l.g[j].cores_free && base[j].exclusive == l.g[j].exclusive) continue;
+    d += waste(l.g[j]) - waste(base[j]);
+  }
+  return d;
+}
+
 // ------------------------------------------------------------------ GPU choice
 
 struct Choice {
@@ -182,8 +198,8 @@ bool Before(const Local& l, const ContainerRequest& c, Policy gp, int a, int b) 
 }
 
 // Places one container on the local state. Returns nullptr or the reason it cannot.
-const char* PlaceContainer(const Snapshot::Impl& s, uint32_t node, const ContainerRequest& c, Policy node_policy,
-                           Local* l, Choice* out) {
+const char* PlaceContainer(const Snapshot::Impl& s, const EngineOptions& opts, uint32_t node,
+                           const ContainerRequest& c, Policy node_policy, Local* l, Choice* out) {
   if (c.gpus <= 0) return nullptr;
   std::array<int, kMaxGpusPerNode> cand;
   int nc = 0;
@@ -221,7 +237,8 @@ const char* PlaceContainer(const Snapshot::Impl& s, uint32_t node, const Contain
       const GpuState saved = l->g[j];
       Choice tmp;
       Grant(c, j, l, &tmp);
-      const double f = FragFromStats(s, node, *l, demand);
+      double f = FragFromStats(s, node, *l, demand);
+      if (demand) f += opts.tessera_sliver_weight * SliverGrowth(s, node, *l);
       l->g[j] = saved;
       if (f < best - 1e-9) {
         best = f;
@@ -275,8 +292,8 @@ const char* PlaceContainer(const Snapshot::Impl& s, uint32_t node, const Contain
 }
 
 // Places the whole pod on the local copy; per-container grants go to `choices` when not null.
-const char* PlacePod(const Snapshot::Impl& s, uint32_t node, const PodRequest& req, Local* l,
-                     std::vector<std::vector<GpuGrant>>* choices) {
+const char* PlacePod(const Snapshot::Impl& s, const EngineOptions& opts, uint32_t node, const PodRequest& req,
+                     Local* l, std::vector<std::vector<GpuGrant>>* choices) {
   if (s.invalid[node]) return s.invalid[node];
   if (l->cpu_free < req.cpu_milli) return "insufficient CPU";
   if (l->mem_free < req.memory_mib) return "insufficient memory";
@@ -284,7 +301,7 @@ const char* PlacePod(const Snapshot::Impl& s, uint32_t node, const PodRequest& r
   l->mem_free -= req.memory_mib;
   for (size_t i = 0; i < req.containers.size(); ++i) {
     Choice ch;
-    const char* why = PlaceContainer(s, node, req.containers[i], req.node_policy, l, &ch);
+    const char* why = PlaceContainer(s, opts, node, req.containers[i], req.node_policy, l, &ch);
     if (why) return why;
     if (choices) (*choices)[i].assign(ch.grants.begin(), ch.grants.begin() + ch.n);
   }
@@ -317,7 +334,7 @@ NodeVerdict Engine::ScoreNode(const Snapshot& snap, const PodRequest& req, uint3
   }
   Local l;
   LoadLocal(s, node, &l);
-  v.reason = PlacePod(s, node, req, &l, nullptr);
+  v.reason = PlacePod(s, opts_, node, req, &l, nullptr);
   if (v.reason) return v;
   const bool gpu = RequestsGpu(req);
   const Node& n = s.nodes[node];
@@ -348,6 +365,7 @@ NodeVerdict Engine::ScoreNode(const Snapshot& snap, const PodRequest& req, uint3
       for (int j = 0; j < l.n; ++j) gfree_after += l.g[j].Amount();
       const double lam = opts_.tessera_balance_weight;
       const double df = FragFromStats(s, node, l, true) - s.frag_mix[node] +
+                        opts_.tessera_sliver_weight * SliverGrowth(s, node, l) +
                         lam * (Stranded(s, gfree_after, l.cpu_free, l.mem_free) -
                                Stranded(s, s.total_free[node], s.cpu_free[node], s.mem_free[node]));
       // Equal fragmentation growth: prefer the node left with less free GPU, then less free CPU,
@@ -393,7 +411,7 @@ bool Engine::Assign(const Snapshot& snap, const PodRequest& req, uint32_t node, 
   LoadLocal(s, node, &l);
   out->containers.resize(req.containers.size());
   for (auto& c : out->containers) c.clear();
-  const char* why = PlacePod(s, node, req, &l, &out->containers);
+  const char* why = PlacePod(s, opts_, node, req, &l, &out->containers);
   if (reason) *reason = why;
   return why == nullptr;
 }

@@ -194,6 +194,10 @@ class Snapshot {
   // The node's expected fragmentation (in cores) under the workload (0 without a workload).
   double fragmentation(uint32_t i) const;
 
+  // tessera's expected waste (card-percent) of one card with `free_percent` % free under the
+  // workload's fractional kinds (docs/placement.md, "sliver"); free_percent is clamped to 0..100.
+  double expected_sliver(int free_percent) const;
+
   struct Impl;
   const Impl& impl() const { return *impl_; }
 
@@ -211,6 +215,8 @@ struct EngineOptions {
   double tessera_fit_weight = 1e-3;
   // tessera: weight of the GPU capacity stranded by exhausted host CPU/memory (see docs).
   double tessera_balance_weight = 1.0;
+  // tessera: weight of the expected sliver waste of the cards a placement changes (see docs).
+  double tessera_sliver_weight = 32.0;
 };
 
 class Engine {

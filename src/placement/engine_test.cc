@@ -319,6 +319,86 @@ TEST(EngineScore, TesseraAvoidsStrandingGpusBehindCpu) {
   EXPECT_GT(ev.verdicts[1].raw, ev.verdicts[0].raw);
 }
 
+// FGD's measure on a hand-built node, term by term (docs/placement.md): 4 cards with 100, 60, 30 and
+// 0 % free (190 % in all), 10 cores free, four kinds of equal share.
+TEST(Snapshot, FgdFragmentationFollowsTheDefinition) {
+  Node n = MakeNode("n", 4, "A100", 64000);
+  n.cpu_used_milli = 54000;
+  const int used[] = {0, 40, 70, 100};
+  for (int j = 0; j < 4; ++j) {
+    n.gpus[size_t(j)].used.cores = used[j];
+    n.gpus[size_t(j)].used.memory_mib = n.gpus[size_t(j)].memory_mib * used[j] / 100;
+    n.gpus[size_t(j)].used.sharers = used[j] > 0;
+  }
+  auto kind = [](int gpus, int cores, int64_t cpu) {
+    TypicalRequest t;
+    t.gpus = gpus;
+    t.cores = cores;
+    t.cpu_milli = cpu;
+    t.weight = 1;
+    return t;
+  };
+  auto wl = Workload::Make({
+      kind(1, 50, 4000),   // fits the 100 and 60 cards: only the 30 % card is fragment for it
+      kind(2, 100, 4000),  // one whole card is free, two are needed: all 190 % are fragment
+      kind(0, 0, 1000),    // asks for no GPU: all 190 %
+      kind(1, 20, 20000),  // 20 cores > 10 free: all 190 %
+  });
+  Snapshot snap({n}, wl);
+  EXPECT_DOUBLE_EQ(snap.fragmentation(0), 0.25 * (30 + 190 + 190 + 190));
+}
+
+// tessera's sliver table: what is left on a card that no kind can fill is wasted; what a common
+// kind fills exactly is not; a remainder only a rare kind fits is still mostly waste.
+TEST(Snapshot, ExpectedSliverFollowsTheFillModel) {
+  auto kind = [](int cores, double w) {
+    TypicalRequest t;
+    t.gpus = 1;
+    t.cores = cores;
+    t.weight = w;
+    return t;
+  };
+  Snapshot common({MakeNode("n", 1)}, Workload::Make({kind(50, 1), kind(100, 1)}));
+  EXPECT_DOUBLE_EQ(common.expected_sliver(0), 0);
+  EXPECT_DOUBLE_EQ(common.expected_sliver(30), 30) << "no fractional kind fits 30 %";
+  EXPECT_DOUBLE_EQ(common.expected_sliver(50), 0) << "a 50 % pod fills it exactly";
+  EXPECT_DOUBLE_EQ(common.expected_sliver(80), 30) << "a 50 % pod leaves 30 % nothing fills";
+  EXPECT_DOUBLE_EQ(common.expected_sliver(100), 0) << "two 50 % pods";
+  // A 10 % kind with 1 % of arrivals: a 19 % remainder gets one with probability 30 x 1 % = 0.3.
+  Snapshot rare({MakeNode("n", 1)}, Workload::Make({kind(10, 1), kind(100, 99)}));
+  EXPECT_NEAR(rare.expected_sliver(19), 0.7 * 19 + 0.3 * rare.expected_sliver(9), 1e-9);
+  EXPECT_DOUBLE_EQ(rare.expected_sliver(9), 9);
+  EXPECT_GT(rare.expected_sliver(19), 15);
+}
+
+// The trace's pattern: 81 % pods leave 19 % that only rare small pods fit. A 16 % pod goes beside an
+// 81 % pod (19 -> 3 % left) rather than beside a 47 % pod, where it would turn 53 % that another 47 %
+// pod fills into 37 % that almost nothing fills.
+TEST(EngineScore, TesseraPutsSmallPodsIntoSliversOnlyTheyFit) {
+  auto kind = [](int cores, double w) {
+    TypicalRequest t;
+    t.gpus = 1;
+    t.cores = cores;
+    t.weight = w;
+    return t;
+  };
+  auto wl = Workload::Make({kind(81, 10), kind(47, 10), kind(16, 0.2)});
+  auto used = [](int pct) {
+    Node n = MakeNode(pct == 81 ? "beside81" : "beside47", 1);
+    n.gpus[0].used = {n.gpus[0].memory_mib * pct / 100, pct, false, 1};
+    return n;
+  };
+  Snapshot snap({used(81), used(47)}, wl);
+  EXPECT_GT(snap.expected_sliver(19), 14) << "19 % is mostly waste";
+  EXPECT_LT(snap.expected_sliver(53), 7) << "53 % is mostly filled by a 47 % pod";
+  PodRequest r = Req(1, 16, 0, Policy::kTessera);
+  r.containers[0].memory_percent = 16;
+  Evaluation ev;
+  Engine().Evaluate(snap, r, {}, &ev);
+  ASSERT_EQ(ev.feasible, 2u);
+  EXPECT_GT(ev.verdicts[0].raw, ev.verdicts[1].raw);
+}
+
 TEST(EngineEvaluate, CandidatesReasonsAndUnknownNode) {
   Snapshot snap({MakeNode("a", 0), MakeNode("b", 2)});
   Evaluation ev;

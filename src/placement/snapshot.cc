@@ -171,6 +171,19 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
       kinds.push_back(std::move(k));
     }
   }
+  // Expected waste of one card by its free share: fractional kinds that still fit keep landing on it
+  // (each by its share of arrivals) with a chance that grows with how common they are; what is left
+  // when none comes is wasted. sliver[0] = 0; without fractional kinds sliver[x] = x.
+  for (int x = 0; x <= 100; ++x) {
+    double fit_share = 0, next = 0;
+    for (const TypicalKind& k : kinds) {
+      if (k.gpus != 1 || k.pct <= 0 || k.pct >= 100 || k.pct > x) continue;
+      fit_share += k.w_count;
+      next += k.w_count * sliver[size_t(x - k.pct)];
+    }
+    const double q = std::min(1.0, kSliverHorizon * fit_share);
+    sliver[size_t(x)] = fit_share > 0 ? (1 - q) * x + q * next / fit_share : double(x);
+  }
   stats.assign(n * kinds.size(), KindStat{});
   for (uint32_t i = 0; i < n; ++i) RefreshNode(i);
 }
@@ -228,6 +241,9 @@ uint64_t Snapshot::version(uint32_t i) const { return impl_->version[i]; }
 int64_t Snapshot::total_gpu_cores() const { return impl_->total_cores; }
 int64_t Snapshot::used_gpu_cores() const { return impl_->used_cores; }
 double Snapshot::fragmentation(uint32_t i) const { return impl_->frag[i]; }
+double Snapshot::expected_sliver(int free_percent) const {
+  return impl_->sliver[size_t(std::clamp(free_percent, 0, 100))];
+}
 
 void Snapshot::Commit(uint32_t n, const PodRequest& req, const Assignment& a) {
   Impl& s = *impl_;

@@ -56,6 +56,9 @@ struct TypicalKind {
   }
 };
 
+// tessera's fill model: how many arrivals' worth of chances a card gets to be topped up (see sliver).
+inline constexpr double kSliverHorizon = 30;
+
 // Per node and typical kind: how many GPUs fit the kind, and the capacity on those that do not.
 struct KindStat {
   int32_t fit = 0;
@@ -92,6 +95,10 @@ struct Snapshot::Impl {
   // Typical host CPU (millicores) and memory (MiB) that come with one card-percent of GPU demand.
   double cpu_per_pct = 0;
   double mem_per_pct = 0;  // largest node GPU capacity in card-percent
+  // tessera: sliver[x] is the expected capacity (card-percent) a card with x % free ends up wasting,
+  // under the fill model of docs/placement.md: while some fractional kind still fits, a pod of one of
+  // them lands with probability min(1, kSliverHorizon x their share of arrivals), picked by share.
+  std::array<double, 101> sliver{};
 
   void Build(std::vector<Node> in, std::shared_ptr<const Workload> wl);
   uint16_t InternModel(const std::string& m);
