@@ -200,6 +200,7 @@ std::string FindShim(const char* flag) {
     candidates.push_back(dir + "/libtessera.so");
     candidates.push_back(dir + "/../lib/libtessera.so");
     candidates.push_back(dir + "/../lib/tessera/libtessera.so");
+    candidates.push_back(dir + "/../../lib/libtessera.so");  // a build tree: build/src/cli/tessera, build/lib
   }
   candidates.push_back("/usr/local/lib/tessera/libtessera.so");
   for (const std::string& c : candidates)

@@ -6,7 +6,7 @@
 //     [{"uuid":"GPU-…","model":"A100-SXM4-40GB","memory_mib":40960,"cores":100,"numa":0,"healthy":true}, …]
 //   ("cores" may be omitted: 100.) status.capacity/allocatable["nvidia.com/gpu"] = GPUs × split count.
 //   label tessera.dev/gpu-node=true once the agent has published (informational; nothing waits on it).
-// Pod (written by the scheduler at bind time, before the Binding; read by the agent at Allocate):
+// Pod (written by the scheduler at bind time, carried in the Binding itself; read by the agent at Allocate):
 //   tessera.dev/assigned-node    node name
 //   tessera.dev/devices          JSON array indexed like spec.containers; element i is the list of GPU
 //                                slices of container i ([] when it has none):

@@ -85,9 +85,11 @@ void AtForkChild() {
   if (g_gate) g_gate->ResetAfterFork();
 }
 
+// The same file, found the same way, as the memory wall's (shim.cc): a process must not pick its own MPS pipe
+// by pointing TESSERA_SLICE_CONFIG at a file it wrote while the agent's mount is there.
 const char* ConfigPath() {
-  const char* p = std::getenv("TESSERA_SLICE_CONFIG");
-  return p != nullptr ? p : "/run/tessera/slice.conf";
+  const char* p = slice::SliceConfigPath();
+  return p != nullptr ? p : slice::kContainerSliceConfig;
 }
 
 // Spatial mode must be in the environment before the driver initialises, which is earlier than

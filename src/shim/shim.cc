@@ -26,7 +26,6 @@ namespace {
 
 using slice::kMaxGpus;
 
-constexpr const char* kContainerConfig = "/run/tessera/slice.conf";
 constexpr uint64_t kDefaultCtxEstimate = 640ull << 20;  // until a context on this GPU was measured
 constexpr int kMaxOrdinals = 64;
 
@@ -146,18 +145,11 @@ int EnsureRow() {
 }
 
 void DoInit() {
-  const char* path = nullptr;
-  struct stat st;
   // Inside a container the mounted config wins over anything the environment says.
-  if (stat(kContainerConfig, &st) == 0) {
-    path = kContainerConfig;
-  } else {
-    path = getenv("TESSERA_SLICE_CONFIG");
-    if (path && !*path) path = nullptr;
-  }
+  const char* path = slice::SliceConfigPath();
   if (!path) {
     Notice("no slice config (TESSERA_SLICE_CONFIG unset, %s absent): CUDA passes through without a memory wall",
-           kContainerConfig);
+           slice::kContainerSliceConfig);
     g_mode.store(static_cast<int>(Mode::kPassThrough), std::memory_order_release);
     return;
   }

@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -233,6 +234,13 @@ bool ParseSliceConfig(const char* text, size_t len, SliceConfig* cfg, char* err,
     return false;
   }
   return true;
+}
+
+const char* SliceConfigPath() {
+  struct stat st;
+  if (stat(kContainerSliceConfig, &st) == 0) return kContainerSliceConfig;
+  const char* env = getenv("TESSERA_SLICE_CONFIG");
+  return env != nullptr && *env != '\0' ? env : nullptr;
 }
 
 bool LoadSliceConfig(const char* path, bool require_trusted, SliceConfig* cfg, char* err, size_t errlen) {

@@ -49,6 +49,12 @@ bool ParseSliceConfig(const char* text, size_t len, SliceConfig* cfg, char* err,
 // limit by pointing the shim at a file it wrote). Uses only open/fstat/read/close.
 bool LoadSliceConfig(const char* path, bool require_trusted, SliceConfig* cfg, char* err, size_t errlen);
 
+// Where the shim reads its slice config: the node agent's mount kContainerSliceConfig when it exists (inside a
+// container it wins over anything the environment says, so an application cannot point the shim at a file of
+// its own), else $TESSERA_SLICE_CONFIG (set by `tessera run`), else nullptr (no slice). One stat().
+inline constexpr const char* kContainerSliceConfig = "/run/tessera/slice.conf";
+const char* SliceConfigPath();
+
 // Formats cfg into buf (NUL-terminated). Returns the length, or -1 when buf is too small or cfg is invalid
 // (message in err).
 int FormatSliceConfig(const SliceConfig& cfg, char* buf, size_t buflen, char* err, size_t errlen);

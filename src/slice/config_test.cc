@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
@@ -128,6 +129,21 @@ TEST(ParseBytes, Forms) {
   EXPECT_FALSE(ParseBytes("2GiBs", &v));
   EXPECT_FALSE(ParseBytes("99999999999999999999", &v));
   EXPECT_FALSE(ParseBytes("1.5", &v));
+}
+
+// Which file the shim trusts: $TESSERA_SLICE_CONFIG only where the agent mounted nothing.
+TEST(SliceConfigPath, EnvironmentOnlyWithoutTheAgentsMount) {
+  struct stat st;
+  const bool mounted = stat(kContainerSliceConfig, &st) == 0;
+  const char* old = getenv("TESSERA_SLICE_CONFIG");
+  std::string saved = old ? old : "";
+  setenv("TESSERA_SLICE_CONFIG", "/tmp/app-written.conf", 1);
+  EXPECT_STREQ(SliceConfigPath(), mounted ? kContainerSliceConfig : "/tmp/app-written.conf");
+  setenv("TESSERA_SLICE_CONFIG", "", 1);
+  if (mounted) EXPECT_STREQ(SliceConfigPath(), kContainerSliceConfig);
+  else EXPECT_EQ(SliceConfigPath(), nullptr);
+  if (old) setenv("TESSERA_SLICE_CONFIG", saved.c_str(), 1);
+  else unsetenv("TESSERA_SLICE_CONFIG");
 }
 
 }  // namespace
