@@ -45,7 +45,8 @@ inline constexpr int kMaxGpusPerNode = 32;
 //  - tessera: our fragmentation-aware policy (see docs/placement.md): the growth of the expected
 //    fragmentation over the workload distribution (kinds weighted by arrivals and by GPU demand,
 //    host memory checked next to CPU) plus the GPU capacity the placement strands behind exhausted
-//    host CPU/memory, with best-fit tie-breaking.
+//    host CPU/memory plus the expected sliver waste of the cards it changes (can the card still be
+//    filled by the workload's fractional kinds?), with best-fit tie-breaking.
 //  - random: every feasible node scores the same (the caller's tie-break picks).
 // At GPU level only binpack and spread are meaningful for the simple policies; fgd and tessera choose
 // GPUs by their own measure whatever gpu_policy says.
