@@ -72,16 +72,37 @@ std::map<std::string, GpuUse> Holding::Use() const {
   return running;
 }
 
-int64_t Holding::GpuMemoryMib() const {
-  int64_t m = 0;
-  for (const auto& [uuid, u] : Use()) m += u.memory_mib;
-  return m;
-}
-
 bool Holding::operator==(const Holding& o) const {
   return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib && devices == o.devices &&
-         init_devices == o.init_devices && init_sidecar == o.init_sidecar;
+         init_devices == o.init_devices && init_sidecar == o.init_sidecar && unstated_mib == o.unstated_mib;
 }
+
+int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only) {
+  int64_t app = 0, sidecars = 0, init = 0;
+  for (const auto& p : parts) {
+    int64_t m = !stated_only || p.stated ? p.mib : 0;
+    if (p.init && !p.sidecar) {
+      init = std::max(init, m + sidecars);
+    } else {
+      app += m;
+      if (p.init) sidecars += m;
+    }
+  }
+  return std::max(app, init);
+}
+
+namespace {
+int64_t Unstated(const std::vector<QuotaPart>& parts) {
+  return PodQuotaMib(parts, false) - PodQuotaMib(parts, true);
+}
+bool StatesMemory(const json& c, const std::string& memory) {
+  if (!c.is_object() || !c.contains("resources") || !c["resources"].is_object()) return false;
+  for (const char* kind : {"limits", "requests"})
+    if (c["resources"].contains(kind) && c["resources"][kind].is_object() && c["resources"][kind].contains(memory))
+      return true;
+  return false;
+}
+}  // namespace
 
 NodeRecord ParseNode(const json& node) {
   NodeRecord r;
@@ -145,7 +166,7 @@ void ClusterView::OnNode(kube::EventType t, const json& node) {
 
 void ClusterView::ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after) {
   if (before == after) return;
-  ns_gpu_mib_[ns] += after.GpuMemoryMib() - before.GpuMemoryMib();
+  ns_unstated_mib_[ns] += after.unstated_mib - before.unstated_mib;
   if (before.empty() && !dirty_ && snap_) {
     if (!CommitLocked(after)) dirty_ = true;
   } else {
@@ -190,7 +211,7 @@ bool ClusterView::CommitLocked(const Holding& h) {
   return true;
 }
 
-PodRecord ParsePodRecord(const json& pod) {
+PodRecord ParsePodRecord(const json& pod, const ResourceNames& names) {
   PodRecord fresh;
   fresh.uid = kube::Uid(pod);
   fresh.ns = kube::Namespace(pod);
@@ -226,6 +247,21 @@ PodRecord ParsePodRecord(const json& pod) {
     h.init_devices.clear();
   }
   if (fresh.terminal || h.node.empty()) h = Holding{};
+  if (h.HasGpu() && pod.contains("spec") && pod["spec"].is_object()) {
+    std::vector<QuotaPart> parts;
+    for (bool init : {true, false}) {
+      const char* list = init ? "initContainers" : "containers";
+      const auto& slices = init ? h.init_devices : h.devices;
+      if (!pod["spec"].contains(list) || !pod["spec"][list].is_array()) continue;
+      for (size_t i = 0; i < pod["spec"][list].size() && i < slices.size(); ++i) {
+        if (slices[i].empty()) continue;
+        const json& c = pod["spec"][list][i];
+        parts.push_back({init, init && c.is_object() && c.value("restartPolicy", "") == "Always",
+                         StatesMemory(c, names.memory), slices[i][0].memory_mib});
+      }
+    }
+    h.unstated_mib = Unstated(parts);
+  }
   fresh.from_api = std::move(h);
   return fresh;
 }
@@ -264,7 +300,7 @@ void ClusterView::ReplacePods(const std::vector<json>& items) {
   fresh.reserve(items.size());
   std::unordered_map<std::string, bool> seen;
   for (const auto& p : items) {
-    fresh.push_back(ParsePodRecord(p));
+    fresh.push_back(ParsePodRecord(p, parse_.names));
     seen[fresh.back().uid] = true;
   }
   std::unique_lock l(mu_);
@@ -282,7 +318,7 @@ void ClusterView::OnPod(kube::EventType t, const json& pod) {
     RemovePodLocked(uid);
     return;
   }
-  PodRecord fresh = ParsePodRecord(pod);
+  PodRecord fresh = ParsePodRecord(pod, parse_.names);
   std::unique_lock l(mu_);
   UpsertPodLocked(std::move(fresh));
 }
@@ -293,12 +329,23 @@ namespace {
 std::vector<QuotaRecord> ParseQuota(const json& q, const ResourceNames& names) {
   std::vector<QuotaRecord> out;
   if (!q.contains("spec") || !q["spec"].contains("hard") || !q["spec"]["hard"].is_object()) return out;
+  // Kubernetes' quota controller publishes status.hard and status.used (what pods state); before it has,
+  // spec.hard with nothing used.
+  auto status = [&](const char* field, const std::string& key) -> std::optional<int64_t> {
+    if (!q.contains("status") || !q["status"].is_object() || !q["status"].contains(field)) return std::nullopt;
+    const json& m = q["status"][field];
+    if (!m.is_object() || !m.contains(key) || !m[key].is_string()) return std::nullopt;
+    auto v = kube::Quantity::Parse(m[key].get<std::string>());
+    if (!v) return std::nullopt;
+    return v->Value();
+  };
   for (const std::string& key : {"requests." + names.memory, "limits." + names.memory, names.memory}) {
     const json& hard = q["spec"]["hard"];
     if (!hard.contains(key) || !hard[key].is_string()) continue;
     auto v = kube::Quantity::Parse(hard[key].get<std::string>());
     if (!v) continue;
-    out.push_back({kube::Namespace(q), kube::Name(q), key, names.memory, v->Value()});
+    out.push_back({kube::Namespace(q), kube::Name(q), key, names.memory, status("hard", key).value_or(v->Value()),
+                   status("used", key).value_or(0)});
   }
   return out;
 }
@@ -324,9 +371,11 @@ std::optional<std::string> ClusterView::QuotaErrorLocked(const std::string& ns, 
                                                          const std::string& detail) const {
   auto it = quotas_.find(ns);
   if (it == quotas_.end()) return std::nullopt;
-  auto used_it = ns_gpu_mib_.find(ns);
-  int64_t used = used_it == ns_gpu_mib_.end() ? 0 : used_it->second;
+  if (add_mib <= 0) return std::nullopt;  // all stated: Kubernetes' own quota admission counted it at creation
+  auto unstated_it = ns_unstated_mib_.find(ns);
+  int64_t unstated = unstated_it == ns_unstated_mib_.end() ? 0 : unstated_it->second;
   for (const auto& q : it->second) {
+    int64_t used = q.used_mib + unstated;
     if (used + add_mib > q.hard_mib) {
       return "exceeded quota: " + q.name + ", requested: " + q.key + "=" + std::to_string(add_mib) + detail +
              ", used: " + q.key + "=" + std::to_string(used) + ", limited: " + q.key + "=" +
@@ -399,10 +448,19 @@ Holding HoldingOf(const ParsedPod& pod, const placement::Node& n, const Grants& 
   if (!pod.refs.empty() && std::any_of(pod.refs.begin(), pod.refs.end(), [](const ContainerRef& r) { return r.init; }))
     h.init_devices.assign(pod.num_init_containers, {});
   h.init_sidecar = pod.init_sidecar;
+  std::vector<QuotaPart> parts;
   for (size_t k = 0; k < grants.size() && k < pod.refs.size(); ++k) {
     auto& dst = pod.refs[k].init ? h.init_devices[pod.refs[k].index] : h.devices[pod.refs[k].index];
     for (const auto& g : grants[k]) dst.push_back({n.gpus[g.gpu].uuid, g.memory_mib, g.cores});
   }
+  // Quota parts in spec order (init containers first), as ParsePodRecord reads them back.
+  for (bool init : {true, false}) {
+    for (size_t k = 0; k < grants.size() && k < pod.refs.size(); ++k) {
+      if (pod.refs[k].init != init || grants[k].empty()) continue;
+      parts.push_back({init, pod.refs[k].sidecar, pod.request.containers[k].memory_mib != 0, grants[k][0].memory_mib});
+    }
+  }
+  h.unstated_mib = Unstated(parts);
   return h;
 }
 
@@ -499,6 +557,17 @@ const char* PlaceOnNode(const placement::Snapshot& snap, const ParsedPod& pod, u
   return "does not fit";
 }
 
+// " (30% of a 10000 MiB T4)": how a percentage became MiB, for the quota message ("" when all stated).
+std::string QuotaDetail(const ParsedPod& pod, const placement::Node& n, const Grants& grants) {
+  for (size_t k = 0; k < grants.size(); ++k) {
+    if (grants[k].empty() || pod.request.containers[k].memory_mib != 0) continue;
+    const placement::Gpu& gpu = n.gpus[grants[k][0].gpu];
+    return " (" + std::to_string(pod.request.containers[k].memory_percent) + "% of a " +
+           std::to_string(gpu.memory_mib) + " MiB " + gpu.model + ")";
+  }
+  return "";
+}
+
 }  // namespace
 
 void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>& candidates,
@@ -574,9 +643,10 @@ void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>&
         verdict(c, why, 0);
         continue;
       }
-      int64_t mib = HoldingOf(pod, snap_->node(idx[k]), grants, candidates[c]).GpuMemoryMib();
+      const placement::Node& n = snap_->node(idx[k]);
+      int64_t mib = HoldingOf(pod, n, grants, candidates[c]).unstated_mib;
       if (has_quota) {
-        if (auto q = QuotaErrorLocked(pod.ns, mib, "")) {
+        if (auto q = QuotaErrorLocked(pod.ns, mib, QuotaDetail(pod, n, grants))) {
           verdict(c, q->c_str(), 0);
           continue;
         }
@@ -613,14 +683,8 @@ kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::
   r.node = node;
   r.devices = after.devices;
   r.init_devices = after.init_devices;
-  std::string detail;
-  for (size_t k = 0; k < grants.size() && detail.empty(); ++k) {
-    if (grants[k].empty() || pod.request.containers[k].memory_mib != 0) continue;
-    const placement::Gpu& gpu = n.gpus[grants[k][0].gpu];
-    detail = " (" + std::to_string(pod.request.containers[k].memory_percent) + "% of a " +
-             std::to_string(gpu.memory_mib) + " MiB " + gpu.model + ")";
-  }
-  if (auto q = QuotaErrorLocked(pod.ns, after.GpuMemoryMib(), detail)) return kube::Error{403, "Forbidden", *q};
+  if (auto q = QuotaErrorLocked(pod.ns, after.unstated_mib, QuotaDetail(pod, n, grants)))
+    return kube::Error{403, "Forbidden", *q};
   PodRecord& rec = pods_[pod.uid];
   if (rec.uid.empty()) {
     rec.uid = pod.uid;
@@ -713,8 +777,8 @@ std::vector<ClusterView::QuotaUse> ClusterView::QuotaUsage() const {
   std::shared_lock l(mu_);
   std::vector<QuotaUse> out;
   for (const auto& [ns, list] : quotas_) {
-    auto u = ns_gpu_mib_.find(ns);
-    for (const auto& q : list) out.push_back({q, u == ns_gpu_mib_.end() ? 0 : u->second});
+    auto u = ns_unstated_mib_.find(ns);
+    for (const auto& q : list) out.push_back({q, q.used_mib + (u == ns_unstated_mib_.end() ? 0 : u->second)});
   }
   return out;
 }

@@ -56,6 +56,11 @@ struct Holding {
   kube::ContainerDevices devices;       // per spec.containers index
   kube::ContainerDevices init_devices;  // per spec.initContainers index
   std::vector<bool> init_sidecar;       // per spec.initContainers index: restartPolicy Always
+  // GPU memory this pod counts against a ResourceQuota on nvidia.com/gpumem beyond what Kubernetes itself
+  // counts: Kubernetes charges the MiB a container states; percentages and whole cards become MiB only on
+  // the chosen card. Per container the MiB per GPU (as a stated nvidia.com/gpumem is), combined over the
+  // pod as Kubernetes does: max(largest init container, sum of app containers). See PodQuotaMib().
+  int64_t unstated_mib = 0;
   bool empty() const { return node.empty(); }
   bool HasGpu() const;
   // A run-once init container holds a slice (its GPU use is then not the plain sum of the slices).
@@ -63,7 +68,6 @@ struct Holding {
   // Per GPU uuid, Kubernetes' rule: app containers and sidecars run together; each run-once init
   // container runs alone beside the sidecars declared before it; the pod holds the larger of the two.
   std::map<std::string, GpuUse> Use() const;
-  int64_t GpuMemoryMib() const;  // sum of Use()'s memory
   bool operator==(const Holding& o) const;
 };
 
@@ -83,8 +87,19 @@ struct QuotaRecord {
   std::string ns, name;
   std::string key;       // the hard key that limits GPU memory, e.g. "requests.nvidia.com/gpumem"
   std::string resource;  // the resource it limits, "nvidia.com/gpumem"
-  int64_t hard_mib = 0;
+  int64_t hard_mib = 0;  // status.hard (Kubernetes' quota controller), else spec.hard
+  int64_t used_mib = 0;  // status.used: the MiB pods state, as Kubernetes counts them
 };
+
+// One container's part in a pod's quota charge (see Holding::unstated_mib).
+struct QuotaPart {
+  bool init = false, sidecar = false;
+  bool stated = false;  // the container states nvidia.com/gpumem (Kubernetes counts it)
+  int64_t mib = 0;      // its GPU memory per GPU
+};
+// Kubernetes' pod request over `parts` (init containers first, in order): max(each run-once init container
+// plus the sidecars before it, sum of app containers and sidecars); only stated parts when `stated_only`.
+int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only);
 
 struct Reservation {
   std::string node;
@@ -162,7 +177,7 @@ class ClusterView {
   std::unordered_map<std::string, PodRecord> pods_;  // by uid
   std::unordered_map<std::string, std::string> pod_keys_;  // ns/name -> uid
   std::map<std::string, std::vector<QuotaRecord>> quotas_;  // by namespace
-  std::unordered_map<std::string, int64_t> ns_gpu_mib_;     // GPU memory held per namespace
+  std::unordered_map<std::string, int64_t> ns_unstated_mib_;  // per namespace: sum of Holding::unstated_mib
   std::unique_ptr<placement::Snapshot> snap_;
   bool dirty_ = true;
   uint64_t rebuilds_ = 0;
@@ -171,6 +186,6 @@ class ClusterView {
 // Parses the parts of a Node the scheduler needs.
 NodeRecord ParseNode(const nlohmann::json& node);
 // Parses what the view keeps of a Pod (no lock needed; the view's writers call it before locking).
-PodRecord ParsePodRecord(const nlohmann::json& pod);
+PodRecord ParsePodRecord(const nlohmann::json& pod, const ResourceNames& names = ResourceNames{});
 
 }  // namespace tessera::scheduler

@@ -207,6 +207,47 @@ TEST(ViewTest, QuotaCountsPercentagesInMibOfTheChosenCard) {
   EXPECT_EQ(q[0].used_mib, 5000);
 }
 
+// Kubernetes counts the MiB a pod states (status.used, from creation on, bound or not); the scheduler adds
+// only what Kubernetes cannot see (percentages, whole cards), per container as a stated value would count.
+TEST(ViewTest, QuotaAddsToKubernetesUsedOnlyWhatPodsDoNotState) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 2, 10000)});
+  v.ReplaceQuotas({{{"metadata", {{"name", "gpu-mem"}, {"namespace", "default"}}},
+                    {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "9000"}}}}},
+                    {"status", {{"hard", {{"requests.nvidia.com/gpumem", "8000"}}},
+                                {"used", {{"requests.nvidia.com/gpumem", "4000"}}}}}}});
+  // Stated MiB: Kubernetes admitted and counted it already; never refused here, even on two GPUs.
+  json two = PodWith("two-gpus", {{"main", 3000}});
+  two["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2";
+  auto t = v.Reserve(Parse(two), "n1", engine);
+  ASSERT_TRUE(t.ok()) << t.error().message;
+  EXPECT_EQ(v.QuotaUsage()[0].used_mib, 4000);
+  // 30% of a 10000-MiB card on two GPUs counts 3000 (MiB per GPU, as a stated 3000 would).
+  json pct = Pod("pct", 30, 10);
+  pct["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2";
+  ASSERT_TRUE(v.Reserve(Parse(pct), "n1", engine).ok());
+  EXPECT_EQ(v.QuotaUsage()[0].used_mib, 7000);
+  EXPECT_EQ(v.QuotaUsage()[0].quota.hard_mib, 8000);  // status.hard wins over spec.hard
+  auto over = v.Reserve(Parse(Pod("over", 20, 10)), "n1", engine);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message,
+            "exceeded quota: gpu-mem, requested: requests.nvidia.com/gpumem=2000 (20% of a 10000 MiB T4), used: "
+            "requests.nvidia.com/gpumem=7000, limited: requests.nvidia.com/gpumem=8000 (MiB of GPU memory)");
+  // Rebuilt from the API's copy (annotations), the same charge.
+  json bound = pct;
+  auto r = v.FindPod("default", "pct");
+  ASSERT_TRUE(r.has_value());
+  bound["metadata"]["annotations"] = {{kube::kAnnoAssignedNode, "n1"},
+                                      {kube::kAnnoDevices, kube::EncodeDevices(r->effective().devices)}};
+  ClusterView fresh{ParseOptions{}};
+  fresh.ReplaceNodes({Node("n1", 2, 10000)});
+  fresh.ReplaceQuotas({{{"metadata", {{"name", "gpu-mem"}, {"namespace", "default"}}},
+                        {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "8000"}}}}}}});
+  fresh.ReplacePods({bound});
+  EXPECT_EQ(fresh.QuotaUsage()[0].used_mib, 3000);
+}
+
 }  // namespace
 }  // namespace tessera::scheduler
 

@@ -130,6 +130,11 @@ TEST(SchedulerPlacement, TypeAndUuidFiltersExclusiveMultiGpuAndNuma) {
   EXPECT_NE(why.find("not enough GPUs"), std::string::npos) << why;
 }
 
+// A ResourceQuota on nvidia.com/gpumem with Kubernetes' own semantics: its quota controller (running in the
+// fixture) fills status.hard and status.used with the MiB pods state, counted from creation on whether bound
+// or not; Kubernetes' admission refuses stated MiB over the limit. Percentages only become MiB on the chosen
+// card, so the scheduler adds those (per container, as a stated value counts) to status.used and refuses
+// with Kubernetes' message.
 TEST(SchedulerPlacement, QuotaOnGpuMemoryCountsPercentagesInMib) {
   SchedulerEnv env;
   NEED_KUBE(env);
@@ -138,26 +143,60 @@ TEST(SchedulerPlacement, QuotaOnGpuMemoryCountsPercentagesInMib) {
   Json quota = {{"apiVersion", "v1"},
                 {"kind", "ResourceQuota"},
                 {"metadata", {{"name", "gpu-mem"}}},
-                {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "5000"}}}}}};
+                {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "8000"}}}}}};
   ASSERT_TRUE(env.client().Create(kube::kResourceQuotas, env.ns(), quota).ok());
-  // There is no kube-controller-manager here: publish status.hard as its quota controller would, so the API
-  // server's own ResourceQuota admission enforces explicit MiB requests.
-  Json status = {{"status", {{"hard", {{"requests.nvidia.com/gpumem", "5000"}}}, {"used", {{"requests.nvidia.com/gpumem", "0"}}}}}};
-  ASSERT_TRUE(env.client().PatchStatus(kube::kResourceQuotas, env.ns(), "gpu-mem", status).ok());
-  Json pct30 = {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem-percentage", "30"}};
-  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("q1", pct30)).ok());
-  ASSERT_TRUE(env.WaitBound({"q1"}, 20));
-  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("q2", pct30)).ok());
+  auto k8s_used = [&]() -> std::string {
+    auto q = env.client().Get(kube::kResourceQuotas, env.ns(), "gpu-mem");
+    if (!q.ok() || !q->contains("status") || !(*q)["status"].contains("used")) return "";
+    return (*q)["status"]["used"].value("requests.nvidia.com/gpumem", "");
+  };
+  ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return k8s_used() == "0"; }, 30))
+      << "Kubernetes' quota controller never published status (is kube-controller-manager running resourcequota?)";
+  auto quota_used = [&](int mib) {  // the scheduler's view agrees
+    return env.WaitPods([&](const std::vector<Json>&) {
+      return env.Metrics().find("QuotaUsed{limit=\"8000\",quotaName=\"nvidia.com/gpumem\",quotanamespace=\"" + env.ns() +
+                                "\",resourcequota=\"gpu-mem\",zone=\"vGPU\"} " + std::to_string(mib) + "\n") !=
+             std::string::npos;
+    }, 20);
+  };
+  auto stated = [](int gpus, int mib) {
+    return Json{{"nvidia.com/gpu", std::to_string(gpus)}, {"nvidia.com/gpumem", std::to_string(mib)}};
+  };
+  // Stated MiB count from creation, bound or not: this pod never schedules (no such node) yet uses 3000.
+  Json waiting = SchedulerEnv::GpuPod("waiting", stated(1, 3000));
+  waiting["spec"]["nodeSelector"] = {{"no-such-label", "anywhere"}};
+  ASSERT_TRUE(env.CreatePod(waiting).ok());
+  // Two GPUs of 500 MiB each count 500, as Kubernetes counts the stated value.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("two-gpus", stated(2, 500))).ok());
+  ASSERT_TRUE(env.WaitBound({"two-gpus"}, 20)) << env.SchedulingMessage("two-gpus");
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return k8s_used() == "3500"; }, 20)) << k8s_used();
+  ASSERT_TRUE(quota_used(3500)) << env.Metrics();
+  // 30% of the 10000-MiB card = 3000 MiB more: 6500 <= 8000.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("pct30", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem-percentage", "30"}})).ok());
+  ASSERT_TRUE(env.WaitBound({"pct30"}, 20)) << env.SchedulingMessage("pct30");
+  ASSERT_TRUE(quota_used(6500)) << env.Metrics();
+  // 20% = 2000 more would make 8500: refused with Kubernetes' message, the MiB explained.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("pct20", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem-percentage", "20"}})).ok());
   std::string msg;
-  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !(msg = env.SchedulingMessage("q2")).empty(); }, 20));
-  EXPECT_NE(msg.find("exceeded quota: gpu-mem, requested: requests.nvidia.com/gpumem=3000"), std::string::npos) << msg;
-  EXPECT_NE(msg.find("used: requests.nvidia.com/gpumem=3000, limited: requests.nvidia.com/gpumem=5000"),
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !(msg = env.SchedulingMessage("pct20")).empty(); }, 20));
+  EXPECT_NE(msg.find("exceeded quota: gpu-mem, requested: requests.nvidia.com/gpumem=2000 (20% of a 10000 MiB T4), "
+                     "used: requests.nvidia.com/gpumem=6500, limited: requests.nvidia.com/gpumem=8000"),
             std::string::npos) << msg;
-  // Kubernetes' own quota admission still applies to explicit MiB requests.
-  auto big = env.CreatePod(SchedulerEnv::GpuPod("q3", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "6000"}}));
+  EXPECT_TRUE(env.GetPod("pct20")["spec"].value("nodeName", "").empty());
+  // Stated MiB over the limit never get in: Kubernetes' own quota admission refuses them at creation.
+  auto big = env.CreatePod(SchedulerEnv::GpuPod("stated-5000", stated(1, 5000)));
   ASSERT_FALSE(big.ok());
   EXPECT_NE(big.error().message.find("exceeded quota: gpu-mem"), std::string::npos) << big.error().message;
-  EXPECT_NE(env.Metrics().find("QuotaUsed{limit=\"5000\""), std::string::npos);
+  // Deleting the waiting pod frees its 3000 MiB in Kubernetes' count (its controller recounts), the
+  // scheduler follows, and the pending pod fits once kube-scheduler tries it again. A quota change is no
+  // event for kube-scheduler: like any unschedulable pod it retries on a cluster event (here a Node
+  // update) or after its unschedulable-queue timeout.
+  ASSERT_TRUE(env.client().Delete(kube::kPods, env.ns(), "waiting").ok());
+  ASSERT_TRUE(quota_used(3500)) << "Kubernetes used: " << k8s_used() << "\n" << env.Metrics();
+  std::string node = env.id() + "-q";
+  ASSERT_TRUE(env.client().Patch(kube::kNodes, "", node, {{"metadata", {{"labels", {{"quota-test", "retry"}}}}}}).ok());
+  EXPECT_TRUE(env.WaitBound({"pct20"}, 30)) << env.SchedulingMessage("pct20") << "\nKubernetes used: " << k8s_used();
+  EXPECT_TRUE(quota_used(5500)) << env.Metrics();
 }
 
 // The slice a container got at admission (its /run/tessera/slice.conf as the agent wrote it).
