@@ -134,17 +134,24 @@ int Scheduler::Run() {
   Metrics* m = &metrics_;
   Extender* ext = extender_.get();
   Webhook* wh = webhook_.get();
-  https_->Post("/filter", [m, ext](const httplib::Request& q, httplib::Response& r) {
+  std::atomic<int64_t>* last_call = &last_call_ns_;
+  auto touch = [last_call](std::chrono::steady_clock::time_point t) {
+    last_call->store(t.time_since_epoch().count(), std::memory_order_relaxed);
+  };
+  https_->Post("/filter", [m, ext, touch](const httplib::Request& q, httplib::Response& r) {
     auto t0 = std::chrono::steady_clock::now();
+    touch(t0);
     r.set_content(ext->FilterBody(q.body), "application/json");
     m->ObserveLatency(Metrics::kFilter, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   });
-  https_->Post("/prioritize", [m, ext](const httplib::Request& q, httplib::Response& r) {
+  https_->Post("/prioritize", [m, ext, touch](const httplib::Request& q, httplib::Response& r) {
     auto t0 = std::chrono::steady_clock::now();
+    touch(t0);
     r.set_content(ext->PrioritizeBody(q.body), "application/json");
     m->ObserveLatency(Metrics::kPrioritize, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   });
-  https_->Post("/bind", [m, ext](const httplib::Request& q, httplib::Response& r) {
+  https_->Post("/bind", [m, ext, touch](const httplib::Request& q, httplib::Response& r) {
+    touch(std::chrono::steady_clock::now());
     JsonHandler(m, Metrics::kBind, q, r, [ext](const json& in) { return ext->Bind(in); });
   });
   https_->Post("/mutate", [m, wh](const httplib::Request& q, httplib::Response& r) {
@@ -197,8 +204,19 @@ int Scheduler::Run() {
   {
     // Bursts of JSON on many HTTPS threads leave freed memory in per-thread malloc arenas; hand it back to
     // the OS now and then so the resident size tracks the live state (nodes, pods) rather than the peak.
-    std::unique_lock<std::mutex> l(mu_);
-    while (!cv_.wait_for(l, std::chrono::seconds(10), [this] { return stop_.load(); })) malloc_trim(0);
+    // Not in the middle of a burst: malloc_trim holds each arena's lock while it walks it (which can take
+    // milliseconds with a large heap), stalling the extender calls that allocate meanwhile. So: every 10 s once 2 s
+    // have passed without an extender call, and at the latest every 60 s.
+    using Clock = std::chrono::steady_clock;
+    auto last_trim = Clock::now();
+    while (!cv_.wait_for(l, std::chrono::seconds(1), [this] { return stop_.load(); })) {
+      auto now = Clock::now();
+      bool idle = now - Clock::time_point(Clock::duration(last_call_ns_.load())) > std::chrono::seconds(2);
+      if ((idle && now - last_trim >= std::chrono::seconds(10)) || now - last_trim >= std::chrono::seconds(60)) {
+        malloc_trim(0);
+        last_trim = Clock::now();
+      }
+    }
   }
   ready_ = false;
   if (leader_) leader_->Stop();

@@ -71,6 +71,7 @@ class Scheduler {
   std::unique_ptr<httplib::Server> metrics_server_;
   std::atomic<bool> ready_{false};
   std::atomic<bool> stop_{false};
+  std::atomic<int64_t> last_call_ns_{0};  // steady_clock of the last extender call (trims wait for a lull)
   std::mutex mu_;
   std::condition_variable cv_;
 };
