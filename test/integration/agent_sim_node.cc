@@ -175,7 +175,7 @@ bool AgentSimNode::AgentAlive() {
   if (agent_ <= 0) return false;
   int status = 0;
   if (waitpid(agent_, &status, WNOHANG) == 0) return true;  // 0: still running
-  agent_ = -1;  // exited (now reaped) or not our child any more
+  agent_ = -1;                                              // exited (now reaped) or not our child any more
   return false;
 }
 

@@ -4,6 +4,7 @@
 #include "reserved_port.h"
 
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <httplib.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -11,8 +12,6 @@
 
 #include <cerrno>
 #include <thread>
-
-#include <gtest/gtest.h>
 
 namespace tessera::itest {
 namespace {
@@ -38,7 +37,8 @@ void ServeOnce(int port, bool reuse_addr_only) {
       setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
     });
   }
-  srv.Get("/ping", [](const httplib::Request&, httplib::Response& res) { res.set_content("pong", "text/plain"); });
+  srv.Get("/ping",
+          [](const httplib::Request&, httplib::Response& res) { res.set_content("pong", "text/plain"); });
   ASSERT_TRUE(srv.bind_to_port("127.0.0.1", port)) << "the server cannot bind the reserved port " << port;
   std::thread t([&] { srv.listen_after_bind(); });
   httplib::Client c("127.0.0.1", port);
