@@ -208,6 +208,7 @@ int Scheduler::Run() {
     // milliseconds with a large heap), stalling the extender calls that allocate meanwhile. So: every 10 s once 2 s
     // have passed without an extender call, and at the latest every 60 s.
     using Clock = std::chrono::steady_clock;
+    std::unique_lock<std::mutex> l(mu_);
     auto last_trim = Clock::now();
     while (!cv_.wait_for(l, std::chrono::seconds(1), [this] { return stop_.load(); })) {
       auto now = Clock::now();
