@@ -125,9 +125,12 @@ TEST(SchedulerPlacement, TypeAndUuidFiltersExclusiveMultiGpuAndNuma) {
   ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("numa-2", {{"nvidia.com/gpu", "2"}},
                                                  {{"nvidia.com/numa-bind", "true"}, {"nvidia.com/use-gputype", "H100"}}))
                   .ok());
+  // (On a loaded machine an earlier attempt may have failed otherwise, e.g. an extender timeout: wait for the
+  // reason, kube-scheduler retries within its 2 s backoff.)
   std::string why;
-  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !(why = env.SchedulingMessage("numa-2")).empty(); }, 20));
-  EXPECT_NE(why.find("not enough GPUs"), std::string::npos) << why;
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) {
+    return (why = env.SchedulingMessage("numa-2")).find("not enough GPUs") != std::string::npos;
+  }, 20)) << why;
 }
 
 // A ResourceQuota on nvidia.com/gpumem with Kubernetes' own semantics: its quota controller (running in the
@@ -178,7 +181,9 @@ TEST(SchedulerPlacement, QuotaOnGpuMemoryCountsPercentagesInMib) {
   // 20% = 2000 more would make 8500: refused with Kubernetes' message, the MiB explained.
   ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("pct20", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem-percentage", "20"}})).ok());
   std::string msg;
-  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !(msg = env.SchedulingMessage("pct20")).empty(); }, 20));
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) {
+    return (msg = env.SchedulingMessage("pct20")).find("exceeded quota") != std::string::npos;
+  }, 20)) << msg;
   EXPECT_NE(msg.find("exceeded quota: gpu-mem, requested: requests.nvidia.com/gpumem=2000 (20% of a 10000 MiB T4), "
                      "used: requests.nvidia.com/gpumem=6500, limited: requests.nvidia.com/gpumem=8000"),
             std::string::npos) << msg;
