@@ -127,8 +127,13 @@ TEST(ViewTest, InitContainerLargerThanTheAppGrowsTheHoldByTheExcessOnly) {
   ClusterView v{ParseOptions{}};
   v.ReplaceNodes({Node("n1", 1, 8000)});
   ASSERT_TRUE(v.Reserve(Parse(PodWith("other", {{"main", 2000}})), "n1", engine).ok());
-  // app 4000 + init 6000 summed would need 10000 > 6000 free; the pod needs max(6000, 4000) = 6000.
-  auto r = v.Reserve(Parse(PodWith("big-init", {{"download", 6000, true}, {"main", 4000}})), "n1", engine);
+  // app 4000 + init 6000 summed would need 10000 > 6000 free; the pod needs max(6000, 4000) = 6000. The
+  // filter agrees with the bind.
+  json big = PodWith("big-init", {{"download", 6000, true}, {"main", 4000}});
+  std::string reason = "not evaluated";
+  v.Evaluate(Parse(big), {"n1"}, engine, [&](size_t, const char* why, int) { reason = why ? why : ""; });
+  EXPECT_EQ(reason, "");
+  auto r = v.Reserve(Parse(big), "n1", engine);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->init_devices[0][0].memory_mib, 6000);
   EXPECT_EQ(r->devices[0][0].memory_mib, 4000);
@@ -137,7 +142,10 @@ TEST(ViewTest, InitContainerLargerThanTheAppGrowsTheHoldByTheExcessOnly) {
   ClusterView w{ParseOptions{}};
   w.ReplaceNodes({Node("n1", 1, 8000)});
   ASSERT_TRUE(w.Reserve(Parse(PodWith("other", {{"main", 4000}})), "n1", engine).ok());
-  EXPECT_FALSE(w.Reserve(Parse(PodWith("too-big", {{"download", 6000, true}, {"main", 1000}})), "n1", engine).ok());
+  json too_big = PodWith("too-big", {{"download", 6000, true}, {"main", 1000}});
+  w.Evaluate(Parse(too_big), {"n1"}, engine, [&](size_t, const char* why, int) { reason = why ? why : ""; });
+  EXPECT_EQ(reason, "insufficient GPU memory");
+  EXPECT_FALSE(w.Reserve(Parse(too_big), "n1", engine).ok());
   EXPECT_EQ(UsedMib(w), 4000);
 }
 
