@@ -130,7 +130,7 @@ const Visible& VisibleDevices() {
       size_t n = e ? static_cast<size_t>(e - p) : strlen(p);
       int found = -1;
       for (int d = 0; d < DeviceCount() && found < 0; ++d) {
-        char u[64], idx[8];
+        char u[64], idx[16];
         UuidString(d, u, sizeof(u));
         snprintf(idx, sizeof(idx), "%d", d);
         if ((strlen(u) == n && !strncmp(p, u, n)) || (strlen(idx) == n && !strncmp(p, idx, n))) found = d;
