@@ -376,9 +376,18 @@ int ModeLaunch() {
   return g_failures;
 }
 
-// Alloc/free rounds through cudart-style pointers; the parent watches the device's real usage.
+// Alloc/free rounds through cudart-style pointers; the parent watches the device's real usage. With
+// PROBE_GO_FD set, the process says "ready" once its context exists and starts racing only when that pipe
+// reaches end-of-file (the parent closes it when every racer is ready), so all of them race at once.
 int ModeRace(int rounds, unsigned seed, int max_mib, int slots) {
   Setup();
+  if (const char* go = getenv("PROBE_GO_FD")) {
+    printf("ready\n");
+    fflush(stdout);
+    char c;
+    while (read(atoi(go), &c, 1) > 0) {
+    }
+  }
   using AllocFn = CUresult (*)(CUdeviceptr*, size_t);
   using FreeFn = CUresult (*)(CUdeviceptr);
   AllocFn a = nullptr;
