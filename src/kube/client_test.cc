@@ -198,5 +198,38 @@ TEST(ReflectorTest, RelistsAfterGone) {
   }
 }
 
+// A 504 "Too large resource version" means the API server already waited for its watch cache and gave up:
+// the reflector asks again at once instead of adding its own back-off (here 60 s, longer than the test waits).
+TEST(ReflectorTest, RetriesAtOnceWhenTheWatchCacheLags) {
+  std::atomic<int> lists{0};
+  FakeApiServer api;
+  api.srv().Get("/api/v1/pods", [&](const httplib::Request& req, httplib::Response& res) {
+    if (req.get_param_value("watch") == "1") {
+      res.status = 200;
+      res.set_content("", "application/json");
+      return;
+    }
+    if (++lists <= 2) {
+      res.status = 504;
+      Json st = {{"kind", "Status"},
+                 {"status", "Failure"},
+                 {"reason", "Timeout"},
+                 {"code", 504},
+                 {"message", "Timeout: Too large resource version: 5092, current: 4844"}};
+      res.set_content(st.dump(), "application/json");
+      return;
+    }
+    Json j = {{"metadata", {{"resourceVersion", "30"}}}, {"items", Json::array()}};
+    res.set_content(j.dump(), "application/json");
+  });
+  ReflectorOptions o;
+  o.retry_backoff_s = 60;
+  Reflector r(api.NewClient(), kPods, o, ReflectorHandler{});
+  r.Start();
+  EXPECT_TRUE(r.WaitSynced(10)) << lists.load() << " lists";
+  r.Stop();
+  EXPECT_GE(lists.load(), 3);
+}
+
 }  // namespace
 }  // namespace tessera::kube

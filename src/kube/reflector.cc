@@ -61,6 +61,11 @@ bool Reflector::ListOnce() {
   auto res = client_->List(resource_, opts_.ns, lo);
   if (!res) {
     std::fprintf(stderr, "reflector %s: list failed: %s\n", resource_.plural, res.error().ToString().c_str());
+    // 504 "Too large resource version": the API server already waited (about 3 s) for its watch cache to
+    // catch up with etcd and gave up. Asking again at once is the way through; backing off only adds
+    // our own wait to the server's.
+    last_list_timed_out_ = res.error().http_status == 504 &&
+                           res.error().message.find("Too large resource version") != std::string::npos;
     return false;
   }
   if (handler_.on_replace) handler_.on_replace(res->items);
@@ -80,6 +85,7 @@ void Reflector::Loop() {
   while (!stop_) {
     if (need_list) {
       if (!ListOnce()) {
+        if (last_list_timed_out_) continue;
         std::unique_lock<std::mutex> l(mu_);
         cv_.wait_for(l, std::chrono::duration<double>(backoff), [&] { return stop_.load(); });
         backoff = std::min(backoff * 2, 8.0);

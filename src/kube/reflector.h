@@ -59,6 +59,7 @@ class Reflector {
   std::atomic<bool> stop_{false};
   std::atomic<bool> synced_{false};
   std::atomic<uint64_t> relists_{0};
+  bool last_list_timed_out_ = false;  // the last ListOnce failed on the server's watch-cache wait (504); Loop only
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string rv_;

@@ -232,7 +232,7 @@ TEST(SchedulerBurst, ThousandPodsSchedulerKilledTwiceAgentKilledOnce) {
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 250; }, 120));
   env.KillTessera(SIGKILL);
   env.StartTessera("replica-b");
-  ASSERT_TRUE(env.WaitLeader(20)) << "replica-b never took over";
+  ASSERT_TRUE(env.WaitLeader(60)) << "replica-b never took over";
   // The agent: SIGKILLed and restarted once ~400 pods are bound, while binds and admissions go on.
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 400; }, 120));
   kill_agent = true;
@@ -242,7 +242,7 @@ TEST(SchedulerBurst, ThousandPodsSchedulerKilledTwiceAgentKilledOnce) {
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 600; }, 120));
   env.KillTessera(SIGKILL);
   env.StartTessera("replica-a");
-  ASSERT_TRUE(env.WaitLeader(20));
+  ASSERT_TRUE(env.WaitLeader(60)) << "replica-a never took over again";
   for (auto& t : ts) t.join();
   ASSERT_EQ(created.load(), kPods);
   std::vector<Json> pods;
