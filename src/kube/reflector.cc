@@ -53,7 +53,8 @@ std::string Reflector::last_resource_version() const {
   return rv_;
 }
 
-bool Reflector::ListOnce() {
+bool Reflector::ListOnce(bool* retry_now) {
+  *retry_now = false;
   ListOptions lo;
   lo.label_selector = opts_.label_selector;
   lo.field_selector = opts_.field_selector;
@@ -64,8 +65,8 @@ bool Reflector::ListOnce() {
     // 504 "Too large resource version": the API server already waited (about 3 s) for its watch cache to
     // catch up with etcd and gave up. Asking again at once is the way through; backing off only adds
     // our own wait to the server's.
-    last_list_timed_out_ = res.error().http_status == 504 &&
-                           res.error().message.find("Too large resource version") != std::string::npos;
+    *retry_now = res.error().http_status == 504 &&
+                 res.error().message.find("Too large resource version") != std::string::npos;
     return false;
   }
   if (handler_.on_replace) handler_.on_replace(res->items);
@@ -84,8 +85,9 @@ void Reflector::Loop() {
   bool need_list = true;
   while (!stop_) {
     if (need_list) {
-      if (!ListOnce()) {
-        if (last_list_timed_out_) continue;
+      bool retry_now = false;
+      if (!ListOnce(&retry_now)) {
+        if (retry_now) continue;
         std::unique_lock<std::mutex> l(mu_);
         cv_.wait_for(l, std::chrono::duration<double>(backoff), [&] { return stop_.load(); });
         backoff = std::min(backoff * 2, 8.0);

@@ -49,7 +49,9 @@ class Reflector {
 
  private:
   void Loop();
-  bool ListOnce();
+  // One full list. On failure, *retry_now says whether to list again without backing off (the server
+  // already waited: 504 "Too large resource version").
+  bool ListOnce(bool* retry_now);
   std::shared_ptr<Client> client_;
   std::shared_ptr<Client> watch_client_;  // its own pool so StopWatches() touches only this reflector
   Resource resource_;
@@ -59,7 +61,6 @@ class Reflector {
   std::atomic<bool> stop_{false};
   std::atomic<bool> synced_{false};
   std::atomic<uint64_t> relists_{0};
-  bool last_list_timed_out_ = false;  // the last ListOnce failed on the server's watch-cache wait (504); Loop only
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::string rv_;
