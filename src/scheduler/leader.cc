@@ -47,6 +47,16 @@ std::string LeaderElector::holder() const {
   return observed_holder_;
 }
 
+bool LeaderElector::Observe(const std::string& holder, const std::string& renew, int duration_s) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (holder != observed_holder_ || renew != observed_renew_ || observed_at_ == Clock::time_point{}) {
+    observed_holder_ = holder;
+    observed_renew_ = renew;
+    observed_at_ = Clock::now();
+  }
+  return Clock::now() > observed_at_ + std::chrono::seconds(duration_s);
+}
+
 bool LeaderElector::TryAcquireOrRenew() {
   std::string now = NowMicroTime();
   int duration = static_cast<int>(std::ceil(opts_.lease_duration_s));
@@ -76,16 +86,8 @@ bool LeaderElector::TryAcquireOrRenew() {
   std::string holder = spec.value("holderIdentity", "");
   std::string renew = spec.value("renewTime", "");
   int their_duration = spec.value("leaseDurationSeconds", duration);
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    if (holder != observed_holder_ || renew != observed_renew_ || observed_at_ == Clock::time_point{}) {
-      observed_holder_ = holder;
-      observed_renew_ = renew;
-      observed_at_ = Clock::now();
-    }
-    bool expired = Clock::now() > observed_at_ + std::chrono::seconds(their_duration);
-    if (!holder.empty() && holder != opts_.identity && !expired) return false;
-  }
+  bool expired = Observe(holder, renew, their_duration);
+  if (!holder.empty() && holder != opts_.identity && !expired) return false;
   if (holder != opts_.identity) {
     spec["acquireTime"] = now;
     spec["leaseTransitions"] = spec.value("leaseTransitions", 0) + 1;
@@ -110,13 +112,7 @@ bool LeaderElector::ObserveHeld() {
   std::string holder = spec.value("holderIdentity", "");
   std::string renew = spec.value("renewTime", "");
   int duration = spec.value("leaseDurationSeconds", static_cast<int>(std::ceil(opts_.lease_duration_s)));
-  std::lock_guard<std::mutex> l(mu_);
-  if (holder != observed_holder_ || renew != observed_renew_ || observed_at_ == Clock::time_point{}) {
-    observed_holder_ = holder;
-    observed_renew_ = renew;
-    observed_at_ = Clock::now();
-  }
-  bool expired = Clock::now() > observed_at_ + std::chrono::seconds(duration);
+  bool expired = Observe(holder, renew, duration);
   bool ours = holder == opts_.identity || holder.rfind(opts_.identity + "_", 0) == 0;
   return ours && !expired;
 }

@@ -49,6 +49,9 @@ class LeaderElector {
   bool ObserveHeld();
 
  private:
+  // Records the Lease's holder and renewTime as seen now and returns whether it has expired by this
+  // process's clock: duration_s after the first sighting of that holder/renewTime pair.
+  bool Observe(const std::string& holder, const std::string& renew, int duration_s);
   void Loop();
   void SetLeader(bool v);
   std::shared_ptr<kube::Client> client_;
