@@ -29,6 +29,15 @@ Node MakeNode(const std::string& name, int gpus, const std::string& model = "A10
   return n;
 }
 
+// A typical request for a share of one GPU (cores %) with arrival weight w.
+TypicalRequest OneGpuKind(int cores, double w) {
+  TypicalRequest t;
+  t.gpus = 1;
+  t.cores = cores;
+  t.weight = w;
+  return t;
+}
+
 PodRequest Req(int gpus, int cores, int64_t mem_mib = 0, Policy p = Policy::kBinpack) {
   PodRequest r;
   r.cpu_milli = 1000;
@@ -351,21 +360,14 @@ TEST(Snapshot, FgdFragmentationFollowsTheDefinition) {
 // tessera's sliver table: what is left on a card that no kind can fill is wasted; what a common
 // kind fills exactly is not; a remainder only a rare kind fits is still mostly waste.
 TEST(Snapshot, ExpectedSliverFollowsTheFillModel) {
-  auto kind = [](int cores, double w) {
-    TypicalRequest t;
-    t.gpus = 1;
-    t.cores = cores;
-    t.weight = w;
-    return t;
-  };
-  Snapshot common({MakeNode("n", 1)}, Workload::Make({kind(50, 1), kind(100, 1)}));
+  Snapshot common({MakeNode("n", 1)}, Workload::Make({OneGpuKind(50, 1), OneGpuKind(100, 1)}));
   EXPECT_DOUBLE_EQ(common.expected_sliver(0), 0);
   EXPECT_DOUBLE_EQ(common.expected_sliver(30), 30) << "no fractional kind fits 30 %";
   EXPECT_DOUBLE_EQ(common.expected_sliver(50), 0) << "a 50 % pod fills it exactly";
   EXPECT_DOUBLE_EQ(common.expected_sliver(80), 30) << "a 50 % pod leaves 30 % nothing fills";
   EXPECT_DOUBLE_EQ(common.expected_sliver(100), 0) << "two 50 % pods";
   // A 10 % kind with 1 % of arrivals: a 19 % remainder gets one with probability 30 x 1 % = 0.3.
-  Snapshot rare({MakeNode("n", 1)}, Workload::Make({kind(10, 1), kind(100, 99)}));
+  Snapshot rare({MakeNode("n", 1)}, Workload::Make({OneGpuKind(10, 1), OneGpuKind(100, 99)}));
   EXPECT_NEAR(rare.expected_sliver(19), 0.7 * 19 + 0.3 * rare.expected_sliver(9), 1e-9);
   EXPECT_DOUBLE_EQ(rare.expected_sliver(9), 9);
   EXPECT_GT(rare.expected_sliver(19), 15);
@@ -375,14 +377,7 @@ TEST(Snapshot, ExpectedSliverFollowsTheFillModel) {
 // 81 % pod (19 -> 3 % left) rather than beside a 47 % pod, where it would turn 53 % that another 47 %
 // pod fills into 37 % that almost nothing fills.
 TEST(EngineScore, TesseraPutsSmallPodsIntoSliversOnlyTheyFit) {
-  auto kind = [](int cores, double w) {
-    TypicalRequest t;
-    t.gpus = 1;
-    t.cores = cores;
-    t.weight = w;
-    return t;
-  };
-  auto wl = Workload::Make({kind(81, 10), kind(47, 10), kind(16, 0.2)});
+  auto wl = Workload::Make({OneGpuKind(81, 10), OneGpuKind(47, 10), OneGpuKind(16, 0.2)});
   auto used = [](int pct) {
     Node n = MakeNode(pct == 81 ? "beside81" : "beside47", 1);
     n.gpus[0].used = {n.gpus[0].memory_mib * pct / 100, pct, false, 1};

@@ -102,6 +102,25 @@ json Grant(const std::string& uuid, int64_t mib, int cores) {
   return {{"uuid", uuid}, {"memory_mib", mib}, {"cores", cores}};
 }
 
+// Pod i of a mixed burst on a node whose GPUs are Uuid(prefix, 0..3), by i % 5: single-GPU slices of several
+// sizes (identical ones too), a two-GPU container, a pod with two GPU containers around a CPU-only one, and
+// a single-GPU slice of `last_mib` MiB and `last_cores` cores (0 MiB and 100 cores: a whole card).
+json MixedBurstPod(const std::string& name, const std::string& node, const std::string& prefix, int i,
+                   int64_t last_mib, int last_cores) {
+  switch (i % 5) {
+    case 0:
+      return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
+    case 1:
+      return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
+    case 2:
+      return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
+    case 3:
+      return BoundPod(name, node, {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
+    default:
+      return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), last_mib, last_cores)}});
+  }
+}
+
 class AgentIntegration : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -270,19 +289,7 @@ TEST_F(AgentIntegration, TwoNumaNodesBurstWithAgentKilledOnce) {
   // NUMA 1, a pod with two GPU containers and a CPU-only one.
   auto make = [&](const std::string& prefix, const std::string& node, int i) {
     const std::string name = "burst-" + node.substr(node.size() - 8) + "-" + std::to_string(i);
-    switch (i % 5) {
-      case 0:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
-      case 1:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
-      case 2:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
-      case 3:
-        return BoundPod(name, node,
-                        {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
-      default:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
-    }
+    return MixedBurstPod(name, node, prefix, i, 8192, 25);
   };
   const int per_node = 20;  // uses 28 of each node's 40 devices
   std::vector<json> pods_a, pods_b;
@@ -357,19 +364,7 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
     const std::string prefix = "d" + std::to_string(100 + n) + id.substr(0, 4);
     const std::string node = nodes[n]->name(),
                       name = "k" + id + "-" + std::to_string(n) + "-" + std::to_string(i);
-    switch (i % 5) {
-      case 0:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 8192, 25)}});
-      case 1:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, (i + 1) % 4), 4096 * (1 + i % 3), 10 + i)}});
-      case 2:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, 2), 2048, 5), Grant(Uuid(prefix, 3), 2048, 5)}});
-      case 3:
-        return BoundPod(name, node,
-                        {{Grant(Uuid(prefix, 0), 1024, 20)}, {}, {Grant(Uuid(prefix, 1), 3072, 30)}});
-      default:
-        return BoundPod(name, node, {{Grant(Uuid(prefix, i % 4), 0, 100)}});
-    }
+    return MixedBurstPod(name, node, prefix, i, 0, 100);
   };
   // Shapes vary the requests (one whole card per pod in five); capacity is the scheduler's concern, not
   // checked here.

@@ -178,14 +178,16 @@ std::string SchedulerEnv::Metrics() const {
   return r && r->status == 200 ? r->body : "";
 }
 
-bool SchedulerEnv::WaitLeader(double timeout_s) {
+bool SchedulerEnv::WaitMetricLine(const std::string& line, double timeout_s) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
-    if (Metrics().find("\ntessera_scheduler_leader 1\n") != std::string::npos) return true;
+    if (Metrics().find("\n" + line + "\n") != std::string::npos) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return false;
 }
+
+bool SchedulerEnv::WaitLeader(double timeout_s) { return WaitMetricLine("tessera_scheduler_leader 1", timeout_s); }
 
 void SchedulerEnv::Start(const Options& o) {
   opts_ = o;

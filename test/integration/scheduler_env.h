@@ -49,6 +49,8 @@ class SchedulerEnv {
   void StartTessera(const std::string& identity);
   void KillTessera(int sig);  // and waits for the process to go
   bool WaitLeader(double timeout_s);
+  // Polls /metrics every 50 ms until it holds `line` as a whole line, or the timeout.
+  bool WaitMetricLine(const std::string& line, double timeout_s);
 
   kube::Client& client() { return *client_; }
   // For helpers that keep the client (AgentSimNode in the burst test).

@@ -2,9 +2,6 @@
 // from a Lease that kube-scheduler holds, is never written, and never refuses a bind.
 #include <gtest/gtest.h>
 
-#include <chrono>
-#include <thread>
-
 #include "scheduler/leader.h"
 #include "scheduler_env.h"
 
@@ -13,15 +10,6 @@ namespace {
 
 #define NEED_KUBE(env)                                                        \
   if (!(env).available()) GTEST_SKIP() << "TESSERA_KUBECONFIG unset (run under ctest, fixture kube)"
-
-bool WaitMetric(SchedulerEnv& env, const std::string& line, double timeout_s) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (env.Metrics().find("\n" + line + "\n") != std::string::npos) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return false;
-}
 
 TEST(SchedulerLease, FollowsKubeSchedulerLease) {
   SchedulerEnv env;
@@ -59,7 +47,7 @@ TEST(SchedulerLease, FollowsKubeSchedulerLease) {
   taken["spec"]["leaseTransitions"] = 1;
   auto updated = env.client().Update(kube::kLeases, env.ns(), "tessera-scheduler", taken);
   ASSERT_TRUE(updated.ok()) << updated.error().ToString();
-  EXPECT_TRUE(WaitMetric(env, "tessera_scheduler_leader 0", 10)) << env.Metrics();
+  EXPECT_TRUE(env.WaitMetricLine("tessera_scheduler_leader 0", 10)) << env.Metrics();
 
   // The kube-scheduler that calls this replica decides by itself that it leads; a lagging read of the Lease
   // must not turn its binds into NotLeader failures.
@@ -74,7 +62,7 @@ TEST(SchedulerLease, FollowsKubeSchedulerLease) {
   back["spec"]["holderIdentity"] = "replica-a_0a0b0c0d-0000-4000-8000-000000000001";
   back["spec"]["renewTime"] = scheduler::NowMicroTime();
   ASSERT_TRUE(env.client().Update(kube::kLeases, env.ns(), "tessera-scheduler", back).ok());
-  EXPECT_TRUE(WaitMetric(env, "tessera_scheduler_leader 1", 10)) << env.Metrics();
+  EXPECT_TRUE(env.WaitMetricLine("tessera_scheduler_leader 1", 10)) << env.Metrics();
   got = env.client().Get(kube::kLeases, env.ns(), "tessera-scheduler");
   ASSERT_TRUE(got.ok());
   EXPECT_EQ((*got)["spec"]["holderIdentity"], "replica-a_0a0b0c0d-0000-4000-8000-000000000001");
