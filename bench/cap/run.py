@@ -230,6 +230,16 @@ class Bench:
                 f"{row['tessera']['be_share']:.2f} of solo")
         return res
 
+    def partitions(self):
+        """Spatial mode: how many SMs the MPS server grants a client for a given cores (percentage)."""
+        out = {}
+        for cores in [int(x) for x in os.environ.get("CAP_PROBE_PCTS", "9,10,11,12,86,88,89,90").split(",")]:
+            conf = self.slice(cores, spatial=True, tag="probe")
+            r = self.group([(conf, ["calibrate", "--us", "50", "--blocks", "1"])])[0]
+            out[str(cores)] = {"sms": r.get("sms"), "mps_pct": r.get("mps_pct")}
+        log(f"  partitions (cores -> SMs): {json.dumps({k: v['sms'] for k, v in out.items()})}")
+        return out
+
     def fault(self):
         """Spatial mode: what a faulting or killed client does to its neighbours."""
         S = 4
@@ -311,6 +321,7 @@ def main():
             if spatial:
                 b.mps_start()
                 r["mps_pipe"] = b.mps_pipe
+                r["partitions"] = b.partitions()
             if "cap" in only:
                 r["accuracy"] = b.cap_accuracy(spatial, baselines)
             if "launch" in only and not spatial:  # the SM partition does not depend on the launch API

@@ -31,7 +31,7 @@ struct NvmlApi {
   decltype(&nvmlDeviceGetName) get_name = nullptr;
   decltype(&nvmlDeviceGetMemoryInfo) get_memory = nullptr;
   decltype(&nvmlDeviceGetPciInfo_v3) get_pci = nullptr;
-  decltype(&nvmlDeviceGetNumaNodeId) get_numa = nullptr;  // optional (newer drivers)
+  decltype(&nvmlDeviceGetMemoryAffinity) get_memory_affinity = nullptr;  // optional (older drivers)
   decltype(&nvmlDeviceGetUtilizationRates) get_utilization = nullptr;
   decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;  // optional
   decltype(&nvmlEventSetCreate) event_set_create = nullptr;
@@ -105,7 +105,7 @@ class NvmlBackend : public Backend {
       ok &= Resolve(lib_, "nvmlDeviceRegisterEvents", &api_.register_events, true, &missing);
       ok &= Resolve(lib_, "nvmlDeviceGetSupportedEventTypes", &api_.supported_events, true, &missing);
       ok &= Resolve(lib_, "nvmlEventSetWait_v2", &api_.event_wait, true, &missing);
-      Resolve(lib_, "nvmlDeviceGetNumaNodeId", &api_.get_numa, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetMemoryAffinity", &api_.get_memory_affinity, false, &missing);
       Resolve(lib_, "nvmlDeviceGetComputeRunningProcesses_v3", &api_.get_processes, false, &missing);
       if (!ok) {
         dlclose(lib_);
@@ -146,12 +146,10 @@ class NvmlBackend : public Backend {
       info.memory_bytes = mem.total;
       nvmlPciInfo_t pci{};
       if (api_.get_pci(dev, &pci) == NVML_SUCCESS) info.pci_bus_id = SysfsBusId(pci.busId);
-      unsigned int numa = 0;
-      if (api_.get_numa && api_.get_numa(dev, &numa) == NVML_SUCCESS) {
-        info.numa_node = static_cast<int>(numa);
-      } else if (!info.pci_bus_id.empty()) {
-        info.numa_node = NumaFromSysfs(info.pci_bus_id);
-      }
+      // The host NUMA node nearest the GPU (what `nvidia-smi topo -m` calls NUMA affinity): the driver
+      // knows it even in VMs whose PCI devices report no node in sysfs.
+      info.numa_node = NearestNumaNode(dev);
+      if (info.numa_node < 0 && !info.pci_bus_id.empty()) info.numa_node = NumaFromSysfs(info.pci_bus_id);
       auto h = unhealthy_.find(info.uuid);
       if (h != unhealthy_.end()) {
         info.healthy = false;
@@ -266,6 +264,19 @@ class NvmlBackend : public Backend {
   std::string library_;
   std::mutex mu_;
   void* lib_ = nullptr;
+  // Lowest NUMA node in the GPU's memory affinity set, -1 when the driver cannot say.
+  int NearestNumaNode(nvmlDevice_t dev) {
+    if (!api_.get_memory_affinity) return -1;
+    constexpr unsigned kWords = 16;  // 1024 nodes
+    unsigned long set[kWords] = {};
+    if (api_.get_memory_affinity(dev, kWords, set, NVML_AFFINITY_SCOPE_NODE) != NVML_SUCCESS) return -1;
+    constexpr unsigned kBits = 8 * sizeof(unsigned long);
+    for (unsigned w = 0; w < kWords; ++w) {
+      if (set[w] != 0) return static_cast<int>(w * kBits + __builtin_ctzl(set[w]));
+    }
+    return -1;
+  }
+
   NvmlApi api_;
   bool initialised_ = false;
   nvmlEventSet_t events_ = nullptr;

@@ -1,5 +1,6 @@
 #include "shim/launch_gate_core.h"
 
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,6 +41,13 @@ constexpr int64_t kPollNs = 20'000;
 constexpr int64_t kMaxCapSleepNs = 3'000'000;
 constexpr int64_t kBatchNs = 1'000'000;
 constexpr int64_t kTurnNs = 1'000'000;
+// Best effort beside a periodic high-priority participant: a kernel is started only if its estimated
+// cost plus this margin (launch, context switch, the other side's jitter) ends before the next burst is
+// due. A kernel that never fits is still started, one at a time, once it has waited kMaxHoldPeriods
+// periods (and kMinHoldNs), early in a period, so best effort is slowed, never starved.
+constexpr int64_t kDueGuardNs = 150'000;
+constexpr int64_t kMaxHoldPeriods = 2;
+constexpr int64_t kMinHoldNs = 2'000'000;
 // An isolated launch costs a few microseconds on current GPUs (about 3 us on an H100); a larger
 // "floor" can only come from a calibration that waited for other work.
 constexpr int64_t kMaxFloorNs = 8'000;
@@ -67,6 +75,7 @@ struct Gate::Ring {
   std::atomic<bool> has_sample{false};
   CUevent cover = nullptr;  // consumer only: end event of the latest-ending harvested bracket
   std::atomic<int64_t> floor_ns{0};
+  std::atomic<int64_t> held_since{0};  // best effort: first hold for a due high-priority burst (0: none)
   // Calibration kit (harvester only, under the harvest flag): a no-op kernel on a private stream.
   // It measures the launch floor and anchors this context's event clock to CLOCK_MONOTONIC.
   int calib_state = 0;  // 0 not set up, 1 measuring, 2 floor known, -1 impossible
@@ -257,6 +266,28 @@ void Gate::Before(CUstream stream) {
       Wait(kPollNs);
       continue;
     }
+    if (watch_high) {
+      // A periodic high-priority participant finds the GPU free when its next burst comes: start only
+      // a kernel that ends before then.
+      int64_t period = 0;
+      const int64_t due = node->HighPriorityDueIn(g.row, now, opts_.stale_ns, &period);
+      const int64_t est = ring->has_sample.load(std::memory_order_acquire)
+                              ? ring->estimate_ns.load(std::memory_order_relaxed)
+                              : 0;
+      if (due >= 0 && est + kDueGuardNs > due) {
+        int64_t since = ring->held_since.load(std::memory_order_relaxed);
+        if (since == 0) {
+          since = now;
+          ring->held_since.store(now, std::memory_order_relaxed);
+        }
+        const bool starved = now - since >= std::max(kMaxHoldPeriods * period, kMinHoldNs);
+        if (!starved || due < period / 2) {
+          waited_prio = true;
+          Wait(std::clamp<int64_t>(due, kPollNs, kMaxCapSleepNs));
+          continue;
+        }
+      }
+    }
     if (capped) {
       const bool sampled = ring->has_sample.load(std::memory_order_acquire);
       if (!sampled && ring->InFlight() > 0) {
@@ -298,6 +329,8 @@ void Gate::Before(CUstream stream) {
     }
     break;
   }
+
+  if (watch_high) ring->held_since.store(0, std::memory_order_relaxed);
 
   // Claim a cell (Vyukov bounded queue, producer side).
   Cell* cell = nullptr;
@@ -458,6 +491,9 @@ void Gate::StartHarvester() {
   if (!harvester_started_.compare_exchange_strong(expected, true)) return;
   stop_.store(false);
   harvester_ = std::thread([this] {
+    // Its sleeps are tens of microseconds: the default 50 us timer slack would double them, and a
+    // high-priority completion would reach best-effort neighbours that much later.
+    prctl(PR_SET_TIMERSLACK, 1000UL, 0, 0, 0);
     while (!stop_.load(std::memory_order_relaxed)) {
       if (opts_.calibrate_floor) CalibratePending();
       HarvestOnce();

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 #include "shim/launch_gate.h"
 #include "shim/real.h"
 
@@ -42,7 +44,11 @@ std::atomic<uint64_t> g_local_bytes[kMaxGpus];     // this process's charged all
 std::atomic<uint64_t> g_local_overhead[kMaxGpus];  // this process's overhead (estimate or measured)
 std::atomic<int> g_ctx_charged[kMaxGpus];
 std::atomic<int64_t> g_ctx_floor_until[kMaxGpus];  // keep the estimate at least until then (ns)
-std::atomic<uint64_t> g_ctx_size[kMaxGpus];        // the context as the driver first showed it
+std::atomic<uint64_t> g_ctx_size[kMaxGpus];        // the context as the driver first showed it whole
+std::atomic<uint64_t> g_ctx_estimate[kMaxGpus];    // what was charged for the context at its creation
+// A smaller per-process figure is never a whole context (a CUDA context takes hundreds of MiB on every
+// GPU the driver supports): it is the driver showing one late or in part.
+constexpr uint64_t kMinContextSighting = 128ull << 20;
 std::atomic<uint64_t> g_inflight[kMaxGpus];        // allocations/frees between books and driver
 std::atomic<uint64_t> g_ops_done[kMaxGpus];        // completed allocations/frees
 std::atomic<int> g_devmap[kMaxOrdinals];           // 0 unknown, gpu+1, or 1000 = not in slice
@@ -114,6 +120,7 @@ void AtForkChild() {
     g_local_overhead[g].store(0);
     g_ctx_charged[g].store(0);
     g_ctx_size[g].store(0);
+    g_ctx_estimate[g].store(0);
     g_inflight[g].store(0);
   }
 }
@@ -209,26 +216,24 @@ void ReconcileOnce() {
       uint64_t overhead = used > tracked ? used - tracked : 0;
       // used - tracked dips whenever a reservation is published before the driver shows it, or a free
       // is seen by the driver before our books: the context itself never goes away while the process
-      // lives, so the overhead never drops below it.
+      // lives, so the overhead never drops below it. Until the driver has shown a whole context, that
+      // floor is the estimate charged at creation: the driver shows a new context late and at first
+      // only in part (14 MiB of a ~610 MiB context on an H100 with a second GPU visible).
       uint64_t ctx = g_ctx_size[g].load();
-      if (overhead < ctx) overhead = ctx;
-      // Right after a context was created the driver's figure may still lag: until it has shown the
-      // context once (or 2 s passed), never go under the estimate.
-      if (NowNs() < g_ctx_floor_until[g].load()) {
-        uint64_t est = g_local_overhead[g].load();
-        if (overhead == 0) {
-          overhead = est;
-        } else {
-          // First sight of this context at the driver: that is what a context costs on this GPU, the
-          // estimate the next process of the slice will charge.
-          g_ctx_floor_until[g].store(0);
-          g_ctx_size[g].store(overhead);
-          uint64_t hint = h->gpus[g].ctx_hint_bytes.load();
-          while (overhead > hint && overhead < (8ull << 30) &&
-                 !h->gpus[g].ctx_hint_bytes.compare_exchange_weak(hint, overhead)) {
-          }
+      if (ctx == 0 && overhead >= kMinContextSighting) {
+        // First sight of a whole context at the driver: that is what a context costs on this GPU, the
+        // estimate the next process of the slice will charge.
+        ctx = overhead;
+        g_ctx_size[g].store(ctx);
+        uint64_t hint = h->gpus[g].ctx_hint_bytes.load();
+        while (ctx > hint && ctx < (8ull << 30) && !h->gpus[g].ctx_hint_bytes.compare_exchange_weak(hint, ctx)) {
         }
       }
+      uint64_t floor = ctx != 0 ? ctx : g_ctx_estimate[g].load();
+      // Right after a context was created the driver's figure may still lag behind a context that has
+      // been shown whole: for 2 s the estimate stays a floor too.
+      if (NowNs() < g_ctx_floor_until[g].load()) floor = std::max(floor, g_ctx_estimate[g].load());
+      if (overhead < floor) overhead = floor;
       g_local_overhead[g].store(overhead);
       slice::SetOverhead(h, row, g, overhead);
       break;
@@ -453,6 +458,7 @@ bool ContextBefore(int g, const char* api, bool* charged_estimate) {
     return false;
   }
   g_local_overhead[g].store(est);
+  g_ctx_estimate[g].store(est);
   g_ctx_floor_until[g].store(NowNs() + 2000000000);
   *charged_estimate = true;
   return true;

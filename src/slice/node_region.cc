@@ -16,7 +16,7 @@ namespace tessera::slice {
 
 namespace {
 constexpr uint64_t kMagic = 0x31474e4f444e5354ull;  // "TSNDONG1"
-constexpr uint32_t kVersion = 3;
+constexpr uint32_t kVersion = 4;
 
 static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
@@ -128,6 +128,8 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     r.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
     r.pid.store(getpid(), std::memory_order_relaxed);
     r.submits.store(0, std::memory_order_relaxed);
+    r.burst_start_ns.store(0, std::memory_order_relaxed);
+    r.period_ns.store(0, std::memory_order_relaxed);
     std::memset(r.slice, 0, sizeof(r.slice));
     for (int k = 0; k < kNodeRecent; ++k) r.recent_end[k].store(0, std::memory_order_relaxed);
     r.recent_pos.store(0, std::memory_order_relaxed);
@@ -164,10 +166,20 @@ void NodeRegion::Heartbeat(NodeRow* row, int64_t now_ns) {
 }
 
 void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
-  row->inflight.fetch_add(1, std::memory_order_relaxed);
+  const int32_t before = row->inflight.fetch_add(1, std::memory_order_relaxed);
   row->last_submit_ns.store(now_ns, std::memory_order_relaxed);
   if (row->priority.load(std::memory_order_relaxed) == 0) {
     header()->hp_last_submit_ns.store(now_ns, std::memory_order_relaxed);
+    if (before == 0) {
+      // A new burst: learn the interval between bursts (EWMA over ~4; gaps over 1 s are pauses).
+      const int64_t last = row->burst_start_ns.load(std::memory_order_relaxed);
+      const int64_t gap = now_ns - last;
+      if (last != 0 && gap > 0 && gap < 1'000'000'000) {
+        const int64_t p = row->period_ns.load(std::memory_order_relaxed);
+        row->period_ns.store(p == 0 ? gap : p + (gap - p) / 4, std::memory_order_relaxed);
+      }
+      row->burst_start_ns.store(now_ns, std::memory_order_relaxed);
+    }
   }
 }
 
@@ -211,6 +223,31 @@ bool NodeRegion::HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_
     if (r.inflight.load(std::memory_order_relaxed) > 0) return true;
   }
   return false;
+}
+
+int64_t NodeRegion::HighPriorityDueIn(const NodeRow* self, int64_t now_ns, int64_t stale_ns,
+                                      int64_t* period_ns) const {
+  const Header* h = header();
+  if (!HighPriorityPresent(now_ns, stale_ns)) return -1;
+  int64_t due = -1;
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  for (int i = 0; i < hw; ++i) {
+    const NodeRow& r = h->row[i];
+    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    const int64_t period = r.period_ns.load(std::memory_order_relaxed);
+    const int64_t start = r.burst_start_ns.load(std::memory_order_relaxed);
+    if (period <= 0 || start == 0) continue;
+    const int64_t next = start + period;
+    if (now_ns > next + period / 4) continue;  // late: not periodic right now
+    const int64_t in = std::max<int64_t>(0, next - now_ns);
+    if (due < 0 || in < due) {
+      due = in;
+      if (period_ns) *period_ns = period;
+    }
+  }
+  return due;
 }
 
 void NodeRegion::PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns) {

@@ -37,6 +37,10 @@ struct NodeRow {
   std::atomic<int64_t> heartbeat_ns;    // CLOCK_MONOTONIC
   std::atomic<int64_t> pid;             // for people reading the file; never used for liveness
   std::atomic<uint64_t> submits;        // bumped by every submission, even untracked ones (no clock)
+  // High priority only: when its latest burst of work began (a submission with nothing in flight) and
+  // the smoothed interval between bursts, so best effort can leave the GPU free when the next is due.
+  std::atomic<int64_t> burst_start_ns;
+  std::atomic<int64_t> period_ns;
   char slice[64];
   // The participant's latest completed GPU busy intervals in CLOCK_MONOTONIC ns (single writer: the
   // owner's harvester). A time-sliced GPU runs one context at a time, so another participant's
@@ -73,6 +77,12 @@ class NodeRegion {
   bool HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns, int64_t stale_ns) const;
   // True while some other live high-priority participant has submissions not yet seen complete.
   bool HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const;
+  // Nanoseconds until the next burst of a live, periodic high-priority participant that is not running
+  // now (0 when one is due or slightly late), or -1 when none is predictable: no period learnt yet,
+  // or the participant is more than a quarter period late (it is not periodic at the moment).
+  // With `period_ns`, the period of the participant that is due first.
+  int64_t HighPriorityDueIn(const NodeRow* self, int64_t now_ns, int64_t stale_ns,
+                            int64_t* period_ns = nullptr) const;
   // True when a live high-priority participant exists at all (best effort then tracks its queue).
   bool HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const;
   // False only when no high-priority participant has joined (or all left cleanly): one load, no

@@ -119,6 +119,32 @@ cudaError_t AllocOne(const char* path, size_t bytes, cudaStream_t s, cudaMemPool
     e = cudaGraphLaunch(out->exec, s);
     return e != cudaSuccess ? e : cudaStreamSynchronize(s);
   }
+  if (!strcmp(path, "array_v1")) {
+    // The unversioned export is the CUDA 3.1 ABI (32-bit sizes): what old binaries and
+    // cuGetProcAddress(..., version < 3020) reach.
+    out->kind = 6;
+    struct DescV1 {
+      unsigned int width, height;
+      CUarray_format format;
+      unsigned int channels;
+    } d{8192, static_cast<unsigned int>(bytes / (8192 * 4)), CU_AD_FORMAT_FLOAT, 1};
+    using ArrFn = CUresult (*)(CUarray*, const DescV1*);
+    auto a = reinterpret_cast<ArrFn>(dlsym(dlopen("libcuda.so.1", RTLD_NOW), "cuArrayCreate"));
+    if (a == nullptr) {
+      snprintf(drv_err, drv_err_len, "no cuArrayCreate export");
+      return cudaErrorUnknown;
+    }
+    CUarray arr = nullptr;
+    CUresult r = a(&arr, &d);
+    out->p = arr;
+    if (r != CUDA_SUCCESS) {
+      const char* n = "?";
+      cuGetErrorName(r, &n);
+      snprintf(drv_err, drv_err_len, "%s", n);
+      return r == CUDA_ERROR_OUT_OF_MEMORY ? cudaErrorMemoryAllocation : cudaErrorUnknown;
+    }
+    return cudaSuccess;
+  }
   if (!strcmp(path, "driver") || !strcmp(path, "dlsym")) {
     out->kind = 5;
     using AllocFn = CUresult (*)(CUdeviceptr*, size_t);
@@ -156,6 +182,7 @@ void FreeOne(const Held& h, cudaStream_t s) {
       cudaGraphDestroy(h.graph);
       break;
     case 5: cuMemFree(reinterpret_cast<CUdeviceptr>(h.p)); break;
+    case 6: cuArrayDestroy(static_cast<CUarray>(h.p)); break;
   }
 }
 

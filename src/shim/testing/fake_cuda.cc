@@ -54,6 +54,7 @@ std::mutex g_mu;
 std::unordered_map<uint64_t, std::pair<uint64_t, int>>* g_allocs;  // addr -> (bytes counted, dev)
 std::atomic<uint64_t> g_next_handle{0x1000};
 int g_ctx_count[8];
+uint64_t g_ctx_lazy[8];  // context overhead still to show at the next allocation (FAKE_CUDA_CTX_EARLY_MIB)
 
 // The "device": usage of all processes together, shared through FAKE_GPU_STATE_DIR/device, with its
 // peak kept exactly (a sum of per-process snapshots taken at different instants could overstate it).
@@ -199,6 +200,16 @@ CUresult AllocOn(int dev, CUdeviceptr* dptr, uint64_t bytes) {
   if (!dptr || bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   uint64_t p = Reserve(bytes);
   if (!p) return CUDA_ERROR_OUT_OF_MEMORY;
+  {
+    // The rest of a lazily initialised context appears with its first allocation.
+    std::lock_guard<std::mutex> l(g_mu);
+    if (uint64_t lazy = g_ctx_lazy[dev]) {
+      g_ctx_lazy[dev] = 0;
+      g_used[dev].fetch_add(lazy);
+      DeviceAdd(dev, lazy);
+      Publish();
+    }
+  }
   CUresult r = Take(dev, bytes, p);
   if (r != CUDA_SUCCESS) {
     munmap(reinterpret_cast<void*>(p), bytes);
@@ -218,6 +229,11 @@ CUresult CtxCreateOn(CUcontext* pctx, CUdevice dev, bool primary) {
     if (g_used[phys].load() + c > TotalBytes()) {
       if (primary) --g_ctx_count[phys];
       return CUDA_ERROR_OUT_OF_MEMORY;
+    }
+    const uint64_t early = CtxEarlyBytes();
+    if (early > 0) {
+      g_ctx_lazy[phys] += c - early;
+      c = early;
     }
     g_used[phys].fetch_add(c);
     DeviceAdd(phys, c);

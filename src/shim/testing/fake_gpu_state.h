@@ -4,6 +4,8 @@
 // FAKE_GPU_STATE_DIR=<dir>: each process using the fake libcuda writes <dir>/<pid> with one line of
 // device usage in bytes per device ("123 0\n"). FAKE_CUDA_DEVICES (default 2), FAKE_CUDA_TOTAL_MIB
 // (default 16384) and FAKE_CUDA_CTX_MIB (context overhead, default 300) shape the fake GPUs.
+// FAKE_CUDA_CTX_EARLY_MIB=E: a new context first shows only E MiB and the rest of its overhead at its
+// first allocation, as a real driver's lazily initialised context does.
 #pragma once
 
 #include <cstdint>
@@ -24,6 +26,11 @@ inline uint64_t TotalBytes() {
 inline uint64_t CtxBytes() {
   const char* s = getenv("FAKE_CUDA_CTX_MIB");
   return (s ? strtoull(s, nullptr, 10) : 300ull) << 20;
+}
+inline uint64_t CtxEarlyBytes() {  // 0: the whole context shows at creation
+  const char* s = getenv("FAKE_CUDA_CTX_EARLY_MIB");
+  uint64_t e = s ? strtoull(s, nullptr, 10) << 20 : 0;
+  return e < CtxBytes() ? e : 0;
 }
 inline void UuidBytes(int dev, unsigned char out[16]) {
   for (int i = 0; i < 16; ++i) out[i] = 0;

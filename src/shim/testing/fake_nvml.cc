@@ -150,10 +150,12 @@ FAKE nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t d, nvmlPciInfo_t* pci) {
   pci->bus = bus;
   return NVML_SUCCESS;
 }
-FAKE nvmlReturn_t nvmlDeviceGetNumaNodeId(nvmlDevice_t d, unsigned int* node) {
+FAKE nvmlReturn_t nvmlDeviceGetMemoryAffinity(nvmlDevice_t d, unsigned int words, unsigned long* set,
+                                              nvmlAffinityScope_t scope) {
   int i = IndexOf(d);
-  if (i < 0) return NVML_ERROR_INVALID_ARGUMENT;
-  *node = static_cast<unsigned>(i % 2);
+  if (i < 0 || words == 0 || set == nullptr || scope != NVML_AFFINITY_SCOPE_NODE) return NVML_ERROR_INVALID_ARGUMENT;
+  for (unsigned w = 0; w < words; ++w) set[w] = 0;
+  set[0] = 1ul << (i % 2);
   return NVML_SUCCESS;
 }
 FAKE nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t d, nvmlUtilization_t* u) {

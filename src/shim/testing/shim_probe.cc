@@ -454,6 +454,21 @@ int ModeHold(uint64_t mib) {
   for (;;) pause();
 }
 
+// A context, "ready", then (once `go_path` exists) 64 MiB allocations until one is refused; prints
+// "filled <MiB>" and holds.
+int ModeLazyFill(const char* go_path) {
+  Setup();
+  printf("ready\n");
+  fflush(stdout);
+  while (access(go_path, F_OK) != 0) usleep(5000);
+  uint64_t got = 0;
+  CUdeviceptr p;
+  while (cuMemAlloc(&p, 64 * kMiB) == CUDA_SUCCESS) got += 64;
+  printf("filled %llu\n", static_cast<unsigned long long>(got));
+  fflush(stdout);
+  for (;;) pause();
+}
+
 // On every device the process sees: a context, cuMemGetInfo and one allocation of `mib` MiB. One line
 // per device ("dev <ordinal> phys <last UUID byte> total <bytes> alloc <result>"), then "ready"; holds.
 int ModeDevices(uint64_t mib) {
@@ -494,6 +509,7 @@ int main(int argc, char** argv) {
     return ModeRace(atoi(argv[2]), static_cast<unsigned>(atoi(argv[3])), argc > 4 ? atoi(argv[4]) : 256,
                     argc > 5 ? atoi(argv[5]) : 4);
   if (!strcmp(argv[1], "hold")) return ModeHold(strtoull(argv[2], nullptr, 10));
+  if (!strcmp(argv[1], "lazyfill")) return ModeLazyFill(argv[2]);
   if (!strcmp(argv[1], "devices")) return ModeDevices(strtoull(argv[2], nullptr, 10));
   if (!strcmp(argv[1], "ctx")) {
     Setup();

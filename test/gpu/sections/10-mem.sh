@@ -14,7 +14,7 @@ watch_stop() { touch "$WATCH_STOP"; wait "$WATCH_PID"; }
 section_mem() {
   local limit=$((2 * GiB)) cfg out p verdict
   cfg=$(new_slice paths $limit)
-  for p in malloc pitch managed async pool array mipmap vmm graph driver dlsym; do
+  for p in malloc pitch managed async pool array array_v1 mipmap vmm graph driver dlsym; do
     out=$(in_slice "$cfg" "$ALLOC" fill $p 64 2>>"$LOG" | tail -1)
     log "path $p: $out"
     record "path_$p" "${out:-{\}}"

@@ -89,9 +89,11 @@ print(json.dumps([dict(zip(["index", "name", "uuid", "memory_total", "pci_bus_id
   verdict=$(walls_verdict "${out:-{\}}" "1=$((3 * GiB))" "$u1:$((3 * GiB))" "$u0")
   check second_gpu_as_device_1 "${verdict%% *}" "${verdict#* }"
 
-  # 3. DDP over NCCL, rank r in its own slice on GPU r (2 GiB and 6 GiB).
-  local ca cb port r pids=()
-  ca=$(new_slice_on ddp-0 0 $((2 * GiB)))
+  # 3. DDP over NCCL, rank r in its own slice on GPU r (4 GiB and 6 GiB: a context, NCCL's buffers
+  #    (~1 GiB with NVLink peers) and the model's ~0.4 GiB take more than 2 GiB, which the first run
+  #    showed as a clean OutOfMemoryError in a 2 GiB slice).
+  local ca cb port r pids=() ended=0
+  ca=$(new_slice_on ddp-0 0 $((4 * GiB)))
   cb=$(new_slice_on ddp-1 1 $((6 * GiB)))
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   multi_watch_start ddp "$u0" "$u1"
@@ -104,11 +106,14 @@ print(json.dumps([dict(zip(["index", "name", "uuid", "memory_total", "pci_bus_id
     pids+=($!); echo $! >> "$MW_PIDS"
   done
   # A rank stuck in NCCL must not hang the whole run (polled: a background timer would outlive the
-  # section holding its pipes).
+  # section holding its pipes); once one rank has ended, its peer gets 30 s to follow.
   local t0=$SECONDS
   while kill -0 "${pids[0]}" 2> /dev/null || kill -0 "${pids[1]}" 2> /dev/null; do
-    if [ $((SECONDS - t0)) -gt 300 ]; then
-      log "ddp: ranks still running after 300 s, killed"
+    if [ "$ended" = 0 ] && ! { kill -0 "${pids[0]}" 2> /dev/null && kill -0 "${pids[1]}" 2> /dev/null; }; then
+      ended=$SECONDS
+    fi
+    if [ $((SECONDS - t0)) -gt 240 ] || { [ "$ended" != 0 ] && [ $((SECONDS - ended)) -gt 30 ]; }; then
+      log "ddp: a rank still running after $((SECONDS - t0)) s, killed"
       kill -9 "${pids[@]}" 2> /dev/null
       break
     fi
@@ -125,7 +130,7 @@ print(json.dumps([dict(zip(["index", "name", "uuid", "memory_total", "pci_bus_id
   record ddp_watch_gpu0 "${w0:-{\}}"
   record ddp_watch_gpu1 "${w1:-{\}}"
   record ddp_slices "$(printf '[%s,%s]' "$("$SLICECTL" usage "$ca")" "$("$SLICECTL" usage "$cb")")"
-  verdict=$(python3 - "${d0:-{\}}" "${d1:-{\}}" "${w0:-{\}}" "${w1:-{\}}" $((2 * GiB)) $((6 * GiB)) <<'PY'
+  verdict=$(python3 - "${d0:-{\}}" "${d1:-{\}}" "${w0:-{\}}" "${w1:-{\}}" $((4 * GiB)) $((6 * GiB)) <<'PY'
 import json, sys
 ranks = [json.loads(sys.argv[1]), json.loads(sys.argv[2])]
 watch = [json.loads(sys.argv[3]), json.loads(sys.argv[4])]
@@ -168,9 +173,20 @@ PY
   wait "$ha" "$hb"
   log "nodeinfo: $out"
   record nodeinfo "${out:-{\}}"
-  verdict=$(python3 - "${out:-{\}}" "$u0" "$u1" <<'PY'
+  local topo
+  topo=$(nvidia-smi topo -m 2>/dev/null | sed 's/\x1b\[[0-9;]*m//g')
+  verdict=$(python3 - "${out:-{\}}" "$u0" "$u1" "$topo" <<'PY'
 import json, sys
-r, uuids = json.loads(sys.argv[1]), sys.argv[2:4]
+r, uuids, topo = json.loads(sys.argv[1]), sys.argv[2:4], sys.argv[4].splitlines()
+# nvidia-smi's own answer: the "NUMA Affinity" column of `nvidia-smi topo -m`, row GPU<i>.
+head = next((l.split("\t") for l in topo if "NUMA Affinity" in l), [])
+col = next((i for i, h in enumerate(head) if h.strip() == "NUMA Affinity"), None)
+smi_numa = {}
+for l in topo:
+    f = l.split("\t")
+    if col is not None and f and f[0].strip().startswith("GPU") and len(f) > col:
+        try: smi_numa[int(f[0].strip()[3:])] = int(f[col].strip())
+        except ValueError: pass
 GiB, bad, parts = 2**30, [], []
 if "error" in r: bad.append(r["error"])
 gpus = {g["uuid"]: g for g in r.get("gpus", [])}
@@ -180,7 +196,10 @@ for i, u in enumerate(uuids):
         bad.append(f"GPU {u} not discovered"); continue
     if g["index"] != i: bad.append(f"{u} discovered as index {g['index']}")
     if not g["healthy"]: bad.append(f"{u} unhealthy: {g['health_reason']}")
-    parts.append(f"GPU {i}: {g['model']}, NUMA {g['numa_node']}, PCI {g['pci_bus_id']}, healthy")
+    if i in smi_numa and g["numa_node"] != smi_numa[i]:
+        bad.append(f"GPU {i}: NUMA node {g['numa_node']}, nvidia-smi topo says {smi_numa[i]}")
+    parts.append(f"GPU {i}: {g['model']}, NUMA {g['numa_node']} (nvidia-smi topo: {smi_numa.get(i, '?')}), "
+                 f"PCI {g['pci_bus_id']}, healthy")
 for k, s in enumerate(r.get("slices", [])):
     sg = s["gpus"][0]
     if sg["host_index"] != k: bad.append(f"slice {s['name']} on host GPU {sg['host_index']}, expected {k}")
