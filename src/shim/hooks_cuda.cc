@@ -193,6 +193,11 @@ extern "C" CUresult tsr_cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) 
   return ContextCommon(dev, "cuDevicePrimaryCtxRetain",
                        [&] { return g_real.cuDevicePrimaryCtxRetain(pctx, dev); });
 }
+// The CUDA 3.1 ABI context (the unversioned export; cuGetProcAddress below 3020): the only kind of
+// context the v1 array and memory calls accept.
+extern "C" CUresult tsr_cuCtxCreate(CUcontext* pctx, unsigned int flags, CUdevice dev) {
+  return ContextCommon(dev, "cuCtxCreate(v1)", [&] { return g_real.cuCtxCreate(pctx, flags, dev); });
+}
 extern "C" CUresult tsr_cuCtxCreate_v2(CUcontext* pctx, unsigned int flags, CUdevice dev) {
   return ContextCommon(dev, "cuCtxCreate", [&] { return g_real.cuCtxCreate_v2(pctx, flags, dev); });
 }

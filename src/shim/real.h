@@ -18,6 +18,7 @@
 // names every ABI variant explicitly, so those macros are switched off here.
 #undef cuArray3DCreate
 #undef cuArrayCreate
+#undef cuCtxCreate
 #undef cuDeviceGetUuid
 #undef cuDeviceTotalMem
 #undef cuEventElapsedTime

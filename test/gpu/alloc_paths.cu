@@ -119,32 +119,6 @@ cudaError_t AllocOne(const char* path, size_t bytes, cudaStream_t s, cudaMemPool
     e = cudaGraphLaunch(out->exec, s);
     return e != cudaSuccess ? e : cudaStreamSynchronize(s);
   }
-  if (!strcmp(path, "array_v1")) {
-    // The unversioned export is the CUDA 3.1 ABI (32-bit sizes): what old binaries and
-    // cuGetProcAddress(..., version < 3020) reach.
-    out->kind = 6;
-    struct DescV1 {
-      unsigned int width, height;
-      CUarray_format format;
-      unsigned int channels;
-    } d{8192, static_cast<unsigned int>(bytes / (8192 * 4)), CU_AD_FORMAT_FLOAT, 1};
-    using ArrFn = CUresult (*)(CUarray*, const DescV1*);
-    auto a = reinterpret_cast<ArrFn>(dlsym(dlopen("libcuda.so.1", RTLD_NOW), "cuArrayCreate"));
-    if (a == nullptr) {
-      snprintf(drv_err, drv_err_len, "no cuArrayCreate export");
-      return cudaErrorUnknown;
-    }
-    CUarray arr = nullptr;
-    CUresult r = a(&arr, &d);
-    out->p = arr;
-    if (r != CUDA_SUCCESS) {
-      const char* n = "?";
-      cuGetErrorName(r, &n);
-      snprintf(drv_err, drv_err_len, "%s", n);
-      return r == CUDA_ERROR_OUT_OF_MEMORY ? cudaErrorMemoryAllocation : cudaErrorUnknown;
-    }
-    return cudaSuccess;
-  }
   if (!strcmp(path, "driver") || !strcmp(path, "dlsym")) {
     out->kind = 5;
     using AllocFn = CUresult (*)(CUdeviceptr*, size_t);
@@ -182,7 +156,6 @@ void FreeOne(const Held& h, cudaStream_t s) {
       cudaGraphDestroy(h.graph);
       break;
     case 5: cuMemFree(reinterpret_cast<CUdeviceptr>(h.p)); break;
-    case 6: cuArrayDestroy(static_cast<CUarray>(h.p)); break;
   }
 }
 
@@ -238,6 +211,60 @@ int Fill(const char* path, size_t chunk, int hold_s) {
   return 0;
 }
 
+// The CUDA 3.1 ABI, as old binaries and cuGetProcAddress(..., version < 3020) reach it: a v1 context
+// (the driver refuses v1 calls in any other kind) and v1 arrays (32-bit sizes), all through dlsym of the
+// unversioned exports. Same JSON as Fill.
+int FillV1(size_t chunk) {
+  struct DescV1 {
+    unsigned int width, height;
+    CUarray_format format;
+    unsigned int channels;
+  };
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW);
+  using CtxFn = CUresult (*)(CUcontext*, unsigned int, CUdevice);
+  using ArrFn = CUresult (*)(CUarray*, const DescV1*);
+  using InfoFn = CUresult (*)(unsigned int*, unsigned int*);
+  auto ctx_create = reinterpret_cast<CtxFn>(dlsym(lib, "cuCtxCreate"));
+  auto arr_create = reinterpret_cast<ArrFn>(dlsym(lib, "cuArrayCreate"));
+  auto info = reinterpret_cast<InfoFn>(dlsym(lib, "cuMemGetInfo"));
+  CUcontext ctx = nullptr;
+  CUresult r = cuInit(0);
+  if (r == CUDA_SUCCESS) r = ctx_create(&ctx, 0, 0);
+  auto name = [](CUresult e) {
+    const char* n = "?";
+    cuGetErrorName(e, &n);
+    return e == CUDA_ERROR_OUT_OF_MEMORY ? "cudaErrorMemoryAllocation" : (e == CUDA_SUCCESS ? "cudaSuccess" : n);
+  };
+  if (r != CUDA_SUCCESS) {
+    printf("{\"path\":\"array_v1\",\"init_error\":\"%s\"}\n", name(r));
+    return 3;
+  }
+  const DescV1 d{8192, static_cast<unsigned int>(chunk / (8192 * 4)), CU_AD_FORMAT_FLOAT, 1};
+  unsigned int free_b = 0, total_b = 0, free2 = 0, total2 = 0;
+  info(&free_b, &total_b);
+  std::vector<CUarray> held;
+  unsigned long long peak = DriverUsed();
+  CUresult last = CUDA_SUCCESS;
+  for (int i = 0; i < 100000; ++i) {
+    CUarray a = nullptr;
+    last = arr_create(&a, &d);
+    if (last != CUDA_SUCCESS) break;
+    held.push_back(a);
+    unsigned long long u = DriverUsed();
+    if (u > peak) peak = u;
+  }
+  info(&free2, &total2);
+  for (CUarray a : held) cuArrayDestroy(a);
+  CUarray again = nullptr;
+  CUresult r2 = arr_create(&again, &d);
+  if (r2 == CUDA_SUCCESS) cuArrayDestroy(again);
+  printf("{\"path\":\"array_v1\",\"chunk\":%zu,\"chunks\":%zu,\"bytes\":%zu,\"error\":\"%s\",\"driver_error\":\"\","
+         "\"driver_used_peak\":%llu,\"meminfo_total\":%u,\"meminfo_free_start\":%u,\"meminfo_free_full\":%u,"
+         "\"realloc_after_free\":\"%s\"}\n",
+         chunk, held.size(), held.size() * chunk, name(last), peak, total_b, free_b, free2, name(r2));
+  return 0;
+}
+
 int Churn(int seconds, size_t chunk) {
   if (cudaFree(nullptr) != cudaSuccess) return 3;
   printf("churning\n");
@@ -260,6 +287,7 @@ int Churn(int seconds, size_t chunk) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 4 && !strcmp(argv[1], "fill") && !strcmp(argv[2], "array_v1")) return FillV1(strtoull(argv[3], nullptr, 10) * kMiB);
   if (argc >= 4 && !strcmp(argv[1], "fill")) return Fill(argv[2], strtoull(argv[3], nullptr, 10) * kMiB, argc > 4 ? atoi(argv[4]) : 0);
   if (argc == 4 && !strcmp(argv[1], "churn")) return Churn(atoi(argv[2]), strtoull(argv[3], nullptr, 10) * kMiB);
   if (argc == 2 && !strcmp(argv[1], "init")) {

@@ -293,6 +293,7 @@ FAKE CUresult cuDeviceTotalMem(unsigned int* b, CUdevice) {
 }
 FAKE CUresult cuDevicePrimaryCtxRetain(CUcontext* pctx, CUdevice dev) { return CtxCreateOn(pctx, dev, true); }
 FAKE CUresult cuDevicePrimaryCtxRelease_v2(CUdevice) { return CUDA_SUCCESS; }
+FAKE CUresult cuCtxCreate(CUcontext* pctx, unsigned int, CUdevice dev) { return CtxCreateOn(pctx, dev, false); }
 FAKE CUresult cuCtxCreate_v2(CUcontext* pctx, unsigned int, CUdevice dev) { return CtxCreateOn(pctx, dev, false); }
 FAKE CUresult cuCtxCreate_v3(CUcontext* pctx, CUexecAffinityParam*, int, unsigned int, CUdevice dev) {
   return CtxCreateOn(pctx, dev, false);
@@ -561,6 +562,7 @@ const Sym kSyms[] = {
     {"cuDeviceTotalMem", reinterpret_cast<void*>(&cuDeviceTotalMem)},
     {"cuDevicePrimaryCtxRetain", reinterpret_cast<void*>(&cuDevicePrimaryCtxRetain)},
     {"cuDevicePrimaryCtxRelease_v2", reinterpret_cast<void*>(&cuDevicePrimaryCtxRelease_v2)},
+    {"cuCtxCreate", reinterpret_cast<void*>(&cuCtxCreate)},
     {"cuCtxCreate_v2", reinterpret_cast<void*>(&cuCtxCreate_v2)},
     {"cuCtxCreate_v3", reinterpret_cast<void*>(&cuCtxCreate_v3)},
     {"cuCtxCreate_v4", reinterpret_cast<void*>(&cuCtxCreate_v4)},
@@ -650,6 +652,7 @@ const Variant kVariants[] = {
     {"cuMemGetInfo", "cuMemGetInfo_v2", 3020, false},
     {"cuDeviceTotalMem", "cuDeviceTotalMem", 0, false},
     {"cuDeviceTotalMem", "cuDeviceTotalMem_v2", 3020, false},
+    {"cuCtxCreate", "cuCtxCreate", 2000, false},
     {"cuCtxCreate", "cuCtxCreate_v2", 3020, false},
     {"cuCtxCreate", "cuCtxCreate_v3", 11040, false},
     {"cuCtxCreate", "cuCtxCreate_v4", 12050, false},

@@ -257,6 +257,8 @@ int ModePaths() {
       {"cuMemFree", 13000, 0, "cuMemFree_v2"},
       {"cuMemGetInfo", 3000, 0, "cuMemGetInfo"},
       {"cuMemGetInfo", 13000, 0, "cuMemGetInfo_v2"},
+      {"cuCtxCreate", 3010, 0, "cuCtxCreate"},
+      {"cuCtxCreate", 3020, 0, "cuCtxCreate_v2"},
       {"cuCtxCreate", 11040, 0, "cuCtxCreate_v3"},
       {"cuCtxCreate", 13000, 0, "cuCtxCreate_v4"},
       {"cuMemAllocAsync", 13000, 0, "cuMemAllocAsync"},
