@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Compute-cap and priority benchmarks on a real GPU (issue 3). Driven by test/gpu/run; standalone:
 
-    python3 bench/cap/run.py OUTDIR [--lib path/libtessera.so] [--only cap,tenants,latency,launch,fault]
+    python3 bench/cap/run.py OUTDIR [--lib path/libtessera.so] [--only cap,tenants,latency,launch,fault,variants]
                              [--modes timesliced,spatial] [--seconds S]
 
 Builds bench/cap/capbench.cu with nvcc, creates slices under /run/tessera/slices/ (config + region),
@@ -45,6 +45,7 @@ class Bench:
         self.seq = 0
         self.calib = {}
         self.mps_pipe = None
+        self.be_solo = {}
 
     # ---- build ---------------------------------------------------------------------------------------
     def compile(self):
@@ -186,21 +187,24 @@ class Bench:
         log(f"  tenants 30/70: shares {res['share_30']}% / {res['share_70']}%, ratio {ratio:.3f} (3:7 = 0.429)")
         return res
 
-    def latency(self, spatial):
+    def latency(self, spatial, hp_cores=None, be_cores=None):
         S = self.args.seconds + 1
         hp_blocks = max(1, self.sms // 10)
         hp_iters = self.calibrate(50, hp_blocks)
         lat = ["latency", "--iters", str(hp_iters), "--period-us", "1000", "--seconds", str(S),
                "--blocks", str(hp_blocks)]
-        hp_cores, be_cores = (10, 90) if spatial else (100, 100)
+        if hp_cores is None:
+            hp_cores, be_cores = (10, 90) if spatial else (100, 100)
         hp_conf = self.slice(hp_cores, priority=0, spatial=spatial, tag="hp")
         alone = self.group([(hp_conf, lat)])[0]
         res = {"hp_kernel_us": 50, "hp_blocks": hp_blocks, "hp_cores": hp_cores, "be_cores": be_cores,
                "alone": alone, "with_be": []}
-        log(f"  latency alone: p50 {alone.get('p50_us')} us p99 {alone.get('p99_us')} us")
+        log(f"  latency (cores {hp_cores}/{be_cores}) alone: p50 {alone.get('p50_us')} us p99 {alone.get('p99_us')} us")
         for be_ms in self.args.be_lens:
             iters = self.calibrate(int(be_ms * 1000))
-            be_solo = self.group([(None, self.work(iters, S))])[0]["rate"]
+            if be_ms not in self.be_solo:
+                self.be_solo[be_ms] = self.group([(None, self.work(iters, S))])[0]["rate"]
+            be_solo = self.be_solo[be_ms]
             row = {"be_kernel_ms": be_ms, "be_solo_rate": be_solo}
             if not spatial:
                 # The problem being solved: plain sharing, no Tessera at all.
@@ -285,7 +289,7 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--lib", default=os.environ.get("TESSERA_LIB", ""))
     ap.add_argument("--build", default="/tmp/tessera-capbench")
-    ap.add_argument("--only", default="cap,launch,tenants,latency,fault")
+    ap.add_argument("--only", default="cap,launch,tenants,latency,fault,variants")
     ap.add_argument("--modes", default="timesliced,spatial")
     ap.add_argument("--seconds", type=float, default=2.5)
     ap.add_argument("--lens", default="0.1,2,10", help="kernel lengths (ms) of the cap table")
@@ -330,6 +334,11 @@ def main():
                 r["tenants"] = b.tenants(spatial, baselines)
             if "latency" in only:
                 r["latency"] = b.latency(spatial)
+            if spatial and "variants" in only:
+                # Other splits of the GPU between the two tenants (hp_cores:be_cores), same experiment.
+                r["latency_variants"] = [
+                    b.latency(spatial, *map(int, v.split(":")))
+                    for v in os.environ.get("CAP_SPATIAL_VARIANTS", "11:89,10:86,12:86").split(",") if v]
             if spatial and "fault" in only:
                 r["fault"] = b.fault()
         except Exception as e:  # keep what was measured

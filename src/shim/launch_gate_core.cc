@@ -40,12 +40,17 @@ int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) *
 constexpr int64_t kPollNs = 20'000;
 constexpr int64_t kMaxCapSleepNs = 3'000'000;
 constexpr int64_t kBatchNs = 1'000'000;
-constexpr int64_t kTurnNs = 1'000'000;
+constexpr int64_t kTurnNs = 2'000'000;
 // Best effort beside a periodic high-priority participant: a kernel is started only if its estimated
 // cost plus this margin (launch, context switch, the other side's jitter) ends before the next burst is
 // due. A kernel that never fits is still started, one at a time, once it has waited kMaxHoldPeriods
 // periods (and kMinHoldNs), early in a period, so best effort is slowed, never starved.
-constexpr int64_t kDueGuardNs = 150'000;
+constexpr int64_t kDueGuardNs = 250'000;
+// A periodic high-priority participant brings its context onto the GPU this long before its next burst
+// is due (a no-op kernel): on a time-sliced GPU, switching in the context of a process that was not
+// the last to run costs ~0.1 ms (H100), which its first kernel would otherwise pay.
+constexpr int64_t kPrewarmLeadNs = 200'000;
+constexpr int64_t kPrewarmWindowNs = 120'000;
 constexpr int64_t kMaxHoldPeriods = 2;
 constexpr int64_t kMinHoldNs = 2'000'000;
 // An isolated launch costs a few microseconds on current GPUs (about 3 us on an H100); a larger
@@ -76,6 +81,7 @@ struct Gate::Ring {
   CUevent cover = nullptr;  // consumer only: end event of the latest-ending harvested bracket
   std::atomic<int64_t> floor_ns{0};
   std::atomic<int64_t> held_since{0};  // best effort: first hold for a due high-priority burst (0: none)
+  int64_t prewarmed_for = 0;            // high priority: the burst whose successor was prewarmed
   // Calibration kit (harvester only, under the harvest flag): a no-op kernel on a private stream.
   // It measures the launch floor and anchors this context's event clock to CLOCK_MONOTONIC.
   int calib_state = 0;  // 0 not set up, 1 measuring, 2 floor known, -1 impossible
@@ -623,6 +629,25 @@ void Gate::Calibrate(Ring* r, int64_t now) {
   if (prev != r->ctx) drv_.ctx_set_current(prev);
 }
 
+// High priority, time-sliced: once per period, a no-op kernel just before the next burst is due, so the
+// burst finds its context already running. Only when this context is idle and its no-op kit is loaded.
+void Gate::Prewarm(Ring* r, int64_t now) {
+  GpuState& g = *gpus_[r->gpu];
+  if (g.row == nullptr || r->calib_state < 1 || r->InFlight() != 0) return;
+  const int64_t period = g.row->period_ns.load(std::memory_order_relaxed);
+  const int64_t start = g.row->burst_start_ns.load(std::memory_order_relaxed);
+  if (period <= 2 * kPrewarmLeadNs || start == 0 || r->prewarmed_for == start) return;
+  const int64_t at = start + period - kPrewarmLeadNs;
+  if (now < at || now > at + kPrewarmWindowNs) return;
+  r->prewarmed_for = start;
+  CUcontext prev = nullptr;
+  drv_.ctx_get_current(&prev);
+  if (prev != r->ctx && drv_.ctx_set_current(r->ctx) != CUDA_SUCCESS) return;
+  drv_.launch_kernel(r->calib_fn, 1, 1, 1, 32, 1, 1, 0, r->calib_stream, nullptr, nullptr);
+  prewarms_.fetch_add(1, std::memory_order_relaxed);
+  if (prev != r->ctx) drv_.ctx_set_current(prev);
+}
+
 void Gate::CalibratePending() {
   bool expected = false;
   if (!harvesting_.compare_exchange_strong(expected, true, std::memory_order_acquire)) return;
@@ -635,6 +660,7 @@ void Gate::CalibratePending() {
     // would only add context switches in front of high-priority work.
     if (opts_.priority != 0 && !gpus_[r->gpu]->capped()) continue;
     Calibrate(r, now);
+    if (opts_.priority == 0 && !opts_.spatial) Prewarm(r, now);
   }
   harvesting_.store(false, std::memory_order_release);
 }
@@ -652,6 +678,7 @@ GateStats Gate::Stats() const {
   s.completed = completed_.load();
   s.cap_waits = cap_waits_.load();
   s.priority_waits = prio_waits_.load();
+  s.prewarms = prewarms_.load();
   for (auto& g : gpus_) s.measured_ns += g->measured.load();
   return s;
 }

@@ -108,6 +108,7 @@ struct GateStats {
   uint64_t cap_waits = 0;       // Before() calls that waited for the cap
   uint64_t priority_waits = 0;  // Before() calls that waited for high priority
   int64_t measured_ns = 0;      // GPU time measured, all GPUs
+  uint64_t prewarms = 0;        // high priority: no-op kernels that brought the context in before a burst
 };
 
 class Gate {
@@ -155,6 +156,7 @@ class Gate {
   int HarvestRing(Ring* r, int64_t now);
   void Heartbeat(int64_t now);
   void Calibrate(Ring* r, int64_t now);
+  void Prewarm(Ring* r, int64_t now);
 
   GateDriver drv_;
   GateClock clock_;
@@ -174,7 +176,7 @@ class Gate {
   std::atomic<uint64_t> generation_{1};
   uint64_t nonce_ = 0;  // this process's identity in turn_owner (new after fork)
 
-  std::atomic<uint64_t> tracked_{0}, completed_{0}, cap_waits_{0}, prio_waits_{0};
+  std::atomic<uint64_t> tracked_{0}, completed_{0}, cap_waits_{0}, prio_waits_{0}, prewarms_{0};
 };
 
 }  // namespace tessera::shim

@@ -357,7 +357,7 @@ TEST_F(SimTest, ProcessesOfASliceTakeTurns) {
   a.After(S(0), CUDA_SUCCESS);
   const uint64_t a_owner = owner.load();
   EXPECT_NE(a_owner, 0u);
-  EXPECT_EQ(until.load(), 100 * kMs + kMs);
+  EXPECT_EQ(until.load(), 100 * kMs + 2 * kMs);  // turns of 2 ms
   sim.now += 20 * kUs;  // the first bracket completes: the cost is known
   a.HarvestOnce();
   // a again within its turn: no wait.
@@ -370,8 +370,8 @@ TEST_F(SimTest, ProcessesOfASliceTakeTurns) {
   b.Before(S(1));
   sim.Launch(S(1), 10 * kUs, 1);
   b.After(S(1), CUDA_SUCCESS);
-  EXPECT_GE(sim.now, 101 * kMs);
-  EXPECT_LT(sim.now, 103 * kMs);
+  EXPECT_GE(sim.now, 102 * kMs);
+  EXPECT_LT(sim.now, 104 * kMs);
   EXPECT_NE(owner.load(), a_owner);
   // A turn held by a process that died: at most 1 ms of delay.
   owner.store(0x1234);
@@ -581,6 +581,38 @@ TEST_F(PriorityTest, BestEffortKernelsThatNeverFitAreSlowedNotStarved) {
   // good share find the GPU free (this simulated GPU never preempts, a real one does after its slice).
   const auto free_bursts = std::count(r.waits.begin() + 10, r.waits.end(), 0);
   EXPECT_GE(free_bursts, static_cast<long>((r.waits.size() - 10) / 4));
+}
+
+TEST_F(PriorityTest, PeriodicHighPriorityBringsItsContextInBeforeEachBurst) {
+  // Time-sliced: one no-op kernel per period, shortly before the burst is due, never more.
+  sim.now = 10 * kMs;
+  GateGpu hg = Gpu(100);
+  hg.node = node;
+  Gate high(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(0), {hg});
+  sim.current = reinterpret_cast<CUcontext>(0x1000);
+  std::vector<int64_t> nops;
+  int64_t next = sim.now;
+  const int periods = 500;
+  for (int i = 0; i < periods; ++i) {
+    while (sim.now < next) {
+      const uint64_t before = high.Stats().prewarms;
+      high.CalibratePending();
+      if (high.Stats().prewarms != before) nops.push_back(next - sim.now);  // lead before the burst
+      high.HarvestOnce();
+      sim.now += 10 * kUs;
+    }
+    high.Before(S(0));
+    sim.Launch(S(0), 50 * kUs, 0);
+    high.After(S(0), CUDA_SUCCESS);
+    next += kMs;
+  }
+  // Every period once the interval is learnt (a few bursts, and calibration first).
+  EXPECT_GE(nops.size(), static_cast<size_t>(periods - 20));
+  EXPECT_LE(nops.size(), static_cast<size_t>(periods));
+  for (int64_t lead : nops) {
+    EXPECT_GT(lead, 50 * kUs);
+    EXPECT_LE(lead, 200 * kUs);
+  }
 }
 
 TEST_F(PriorityTest, BestEffortRunsFreelyWithoutHighPriority) {
