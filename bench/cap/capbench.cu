@@ -297,9 +297,10 @@ int main(int argc, char** argv) {
       wmax = std::max(wmax, per_second[s]);
     }
     std::printf("{\"mode\":\"work\",\"iters\":%d,\"launch\":\"%s\",\"streams\":%d,\"kernels\":%ld,"
-                "\"seconds\":%.3f,\"rate\":%.3f,\"window_min\":%ld,\"window_max\":%ld%s}\n",
+                "\"seconds\":%.3f,\"rate\":%.3f,\"window_min\":%ld,\"window_max\":%ld,\"mps_pct\":\"%s\"%s}\n",
                 a.iters, a.launch.c_str(), a.streams, in_window, elapsed, in_window / elapsed,
-                wmin, wmax, GateStats().c_str());
+                wmin, wmax, std::getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE") ? std::getenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE") : "",
+                GateStats().c_str());
     return 0;
   }
 

@@ -95,6 +95,22 @@ const char* ConfigPath() {
 // Spatial mode must be in the environment before the driver initialises, which is earlier than
 // LaunchGateInit (that runs after the real cuInit). So at library load, if the slice's trusted config
 // names an MPS pipe, the client settings are written then. Costs one open() in processes of a slice.
+int g_spatial_pct = 0;  // the partition chosen at load (0: not yet)
+
+int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
+  if (g_spatial_pct > 0) return g_spatial_pct;
+  const int override_pct = std::atoi(ReadConfigExtra(path, "mps_percentage").c_str());
+  bool high_present = false;
+  struct stat st;
+  if (cfg.priority != 0 && override_pct == 0 && stat(slice::kNodeRegionDir, &st) == 0) {
+    std::string nerr;
+    auto node = slice::NodeRegion::Open(slice::NodeRegion::PathFor(cfg.gpus[0].uuid), &nerr);
+    high_present = node && node->HighPriorityPresent(slice::MonotonicNs(), 200'000'000);
+  }
+  g_spatial_pct = MpsPartitionPercent(cfg.gpus[0].cores, cfg.priority, override_pct, high_present);
+  return g_spatial_pct;
+}
+
 __attribute__((constructor)) void ApplySpatialAtLoad() {
   const char* path = ConfigPath();
   const std::string pipe = ReadConfigExtra(path, "mps_pipe");
@@ -102,7 +118,7 @@ __attribute__((constructor)) void ApplySpatialAtLoad() {
   static slice::SliceConfig cfg;  // large: not on the stack of a constructor
   char err[256];
   if (!slice::LoadSliceConfig(path, true, &cfg, err, sizeof(err)) || cfg.gpu_count <= 0) return;
-  MpsApplyClientEnv(pipe, cfg.gpus[0].cores, cfg.priority);
+  MpsApplyClientEnv(pipe, ChooseSpatialPercent(path, cfg), cfg.priority);
 }
 
 }  // namespace
@@ -112,7 +128,7 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
   const std::string mps_pipe = ReadConfigExtra(ConfigPath(), "mps_pipe");
   const bool spatial = !mps_pipe.empty();
   if (spatial) {
-    MpsApplyClientEnv(mps_pipe, cfg.gpus[0].cores, cfg.priority);
+    MpsApplyClientEnv(mps_pipe, ChooseSpatialPercent(ConfigPath(), cfg), cfg.priority);
   } else {
     // An inherited pipe directory would put the process under somebody else's MPS server.
     unsetenv("CUDA_MPS_PIPE_DIRECTORY");

@@ -125,9 +125,19 @@ bool StopMpsDaemon(const MpsPaths& paths, std::string* err) {
   return MpsControl(paths, "quit", &reply, err);
 }
 
-void MpsApplyClientEnv(const std::string& pipe_dir, int cores, int priority) {
+int MpsPartitionPercent(int cores, int priority, int override_pct, bool high_priority_present) {
+  int pct = cores;
+  if (override_pct >= 1 && override_pct <= 100) {
+    pct = override_pct;
+  } else if (priority != 0 && high_priority_present) {
+    pct = cores - kMpsBestEffortGuardPct;
+  }
+  return pct < 1 ? 1 : (pct > 100 ? 100 : pct);
+}
+
+void MpsApplyClientEnv(const std::string& pipe_dir, int pct, int priority) {
   setenv("CUDA_MPS_PIPE_DIRECTORY", pipe_dir.c_str(), 1);
-  const int pct = cores < 1 ? 1 : (cores > 100 ? 100 : cores);
+  pct = pct < 1 ? 1 : (pct > 100 ? 100 : pct);
   setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", std::to_string(pct).c_str(), 1);
   // Best-effort clients yield to normal-priority ones inside the MPS server's scheduler.
   setenv("CUDA_MPS_CLIENT_PRIORITY", priority == 0 ? "0" : "1", 1);

@@ -45,6 +45,15 @@ TEST(Mps, ClientEnvComesFromTheSliceNotTheApplication) {
   EXPECT_STREQ(getenv("CUDA_MPS_CLIENT_PRIORITY"), "0");
 }
 
+TEST(Mps, BestEffortLeavesAGuardBesideHighPriority) {
+  EXPECT_EQ(MpsPartitionPercent(90, 1, 0, false), 90);   // alone: its cores
+  EXPECT_EQ(MpsPartitionPercent(90, 1, 0, true), 90 - kMpsBestEffortGuardPct);
+  EXPECT_EQ(MpsPartitionPercent(10, 0, 0, true), 10);    // high priority keeps its share
+  EXPECT_EQ(MpsPartitionPercent(3, 1, 0, true), 1);      // never below 1 %
+  EXPECT_EQ(MpsPartitionPercent(90, 1, 70, true), 70);   // the slice's mps_percentage wins
+  EXPECT_EQ(MpsPartitionPercent(90, 1, 101, false), 90); // out of range: ignored
+}
+
 TEST(Mps, PathsArePerGpu) {
   const MpsPaths p = MpsPathsFor("GPU-abc", "/run/tessera/mps");
   EXPECT_EQ(p.pipe_dir, "/run/tessera/mps/GPU-abc/pipe");
