@@ -99,7 +99,15 @@ int g_spatial_pct = 0;  // the partition chosen at load (0: not yet)
 
 int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
   if (g_spatial_pct > 0) return g_spatial_pct;
-  const int override_pct = std::atoi(ReadConfigExtra(path, "mps_percentage").c_str());
+  const std::string text = ReadConfigExtra(path, "mps_percentage");
+  char* end = nullptr;
+  const long v = text.empty() ? 0 : std::strtol(text.c_str(), &end, 10);
+  const bool valid = !text.empty() && end != nullptr && *end == '\0' && v >= 1 && v <= 100;
+  if (!text.empty() && !valid) {
+    Note("slice config %s: mps_percentage=%s is not a whole number in 1..100; the partition follows cores", path,
+         text.c_str());
+  }
+  const int override_pct = valid ? static_cast<int>(v) : 0;
   bool high_present = false;
   struct stat st;
   if (cfg.priority != 0 && override_pct == 0 && stat(slice::kNodeRegionDir, &st) == 0) {
