@@ -92,11 +92,10 @@ const char* ConfigPath() {
   return p != nullptr ? p : slice::kContainerSliceConfig;
 }
 
-// Spatial mode must be in the environment before the driver initialises, which is earlier than
-// LaunchGateInit (that runs after the real cuInit). So at library load, if the slice's trusted config
-// names an MPS pipe, the client settings are written then. Costs one open() in processes of a slice.
 int g_spatial_pct = 0;  // the partition chosen at load (0: not yet)
 
+// The MPS partition of this process (MpsPartitionPercent), decided once: at load, where the node region
+// says whether a high-priority participant is alive, and reused by LaunchGateInit.
 int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
   if (g_spatial_pct > 0) return g_spatial_pct;
   const std::string text = ReadConfigExtra(path, "mps_percentage");
@@ -119,6 +118,9 @@ int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
   return g_spatial_pct;
 }
 
+// Spatial mode must be in the environment before the driver initialises, which is earlier than
+// LaunchGateInit (that runs after the real cuInit). So at library load, if the slice's trusted config
+// names an MPS pipe, the client settings are written then. Costs one open() in processes of a slice.
 __attribute__((constructor)) void ApplySpatialAtLoad() {
   const char* path = ConfigPath();
   const std::string pipe = ReadConfigExtra(path, "mps_pipe");

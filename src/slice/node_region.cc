@@ -40,6 +40,21 @@ uint64_t NewNonce() {
   uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(MonotonicNs());
   return v == 0 ? 1 : v;
 }
+
+// Calls fn(row) for each row of another live high-priority participant (owned, not `self`, heartbeat
+// within `stale_ns`) until fn returns true; true when one did.
+template <typename Fn>
+bool AnyLiveHighPriority(const NodeRow* rows, int high_water, const NodeRow* self, int64_t now_ns,
+                         int64_t stale_ns, Fn fn) {
+  for (int i = 0; i < high_water; ++i) {
+    const NodeRow& r = rows[i];
+    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (fn(r)) return true;
+  }
+  return false;
+}
 }  // namespace
 
 int64_t MonotonicNs() {
@@ -199,30 +214,18 @@ bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t
   const Header* h = header();
   // Fast exits: nobody high-priority alive, or one submitted just now (the common busy case).
   if (now_ns - h->hp_beat_ns.load(std::memory_order_relaxed) > stale_ns) return false;
-  const int hw = h->high_water.load(std::memory_order_acquire);
-  for (int i = 0; i < hw; ++i) {
-    const NodeRow& r = h->row[i];
-    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
-    if (r.inflight.load(std::memory_order_relaxed) > 0) return true;
-    if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < linger_ns) return true;
-  }
-  return false;
+  return AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
+                             [&](const NodeRow& r) {
+                               return r.inflight.load(std::memory_order_relaxed) > 0 ||
+                                      now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < linger_ns;
+                             });
 }
 
 bool NodeRegion::HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const {
   const Header* h = header();
   if (!HighPriorityPresent(now_ns, stale_ns)) return false;
-  const int hw = h->high_water.load(std::memory_order_acquire);
-  for (int i = 0; i < hw; ++i) {
-    const NodeRow& r = h->row[i];
-    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
-    if (r.inflight.load(std::memory_order_relaxed) > 0) return true;
-  }
-  return false;
+  return AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
+                             [](const NodeRow& r) { return r.inflight.load(std::memory_order_relaxed) > 0; });
 }
 
 int64_t NodeRegion::HighPriorityDueIn(const NodeRow* self, int64_t now_ns, int64_t stale_ns,
@@ -230,23 +233,20 @@ int64_t NodeRegion::HighPriorityDueIn(const NodeRow* self, int64_t now_ns, int64
   const Header* h = header();
   if (!HighPriorityPresent(now_ns, stale_ns)) return -1;
   int64_t due = -1;
-  const int hw = h->high_water.load(std::memory_order_acquire);
-  for (int i = 0; i < hw; ++i) {
-    const NodeRow& r = h->row[i];
-    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
-    const int64_t period = r.period_ns.load(std::memory_order_relaxed);
-    const int64_t start = r.burst_start_ns.load(std::memory_order_relaxed);
-    if (period <= 0 || start == 0) continue;
-    const int64_t next = start + period;
-    if (now_ns > next + period / 4) continue;  // late: not periodic right now
-    const int64_t in = std::max<int64_t>(0, next - now_ns);
-    if (due < 0 || in < due) {
-      due = in;
-      if (period_ns) *period_ns = period;
-    }
-  }
+  AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
+                      [&](const NodeRow& r) {
+                        const int64_t period = r.period_ns.load(std::memory_order_relaxed);
+                        const int64_t start = r.burst_start_ns.load(std::memory_order_relaxed);
+                        if (period <= 0 || start == 0) return false;
+                        const int64_t next = start + period;
+                        if (now_ns > next + period / 4) return false;  // late: not periodic right now
+                        const int64_t in = std::max<int64_t>(0, next - now_ns);
+                        if (due < 0 || in < due) {
+                          due = in;
+                          if (period_ns) *period_ns = period;
+                        }
+                        return false;  // every row: the soonest wins
+                      });
   return due;
 }
 
