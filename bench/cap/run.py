@@ -66,7 +66,7 @@ class Bench:
         sh(f"g++ -std=c++20 -O2 -DTESSERA_MPS_TOOL -I{src} -o {self.build}/tessera-mps {src}/shim/mps_main.cc {' '.join(mps_o)}")
 
     # ---- slices --------------------------------------------------------------------------------------
-    def slice(self, cores, priority=1, mode="hard", spatial=False, tag="s"):
+    def slice(self, cores, priority=1, mode="hard", spatial=False, tag="s", mps_pct=None):
         self.seq += 1
         name = f"cap{self.seq}-{tag}"
         d = os.path.join(SLICES, name)
@@ -76,6 +76,8 @@ class Bench:
                  f"cap_mode={mode}", f"gpu={self.uuid} memory=60000000000 cores={cores}"]
         if spatial:
             lines.append(f"mps_pipe={self.mps_pipe}")
+            if mps_pct:
+                lines.append(f"mps_percentage={mps_pct}")
         conf = os.path.join(d, "slice.conf")
         with open(conf, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -241,6 +243,51 @@ class Bench:
                 f"{row['tessera']['be_share']:.2f} of solo")
         return res
 
+    def mps_pct_for(self, rule, cores):
+        """A partition rule of the partition_rules experiment: `cores`, `cores+N`, `even` (the smallest
+        percentage for which MPS grants at least cores % of the SMs; it rounds down to even counts) or N."""
+        if rule == "cores":
+            return cores
+        if rule.startswith("cores+"):
+            return min(100, cores + int(rule[6:]))
+        if rule == "even":
+            want = -(-cores * self.sms // 100)
+            want += want % 2
+            pct = cores
+            while pct < 100 and (pct * self.sms // 100) // 2 * 2 < want:
+                pct += 1
+            return pct
+        return int(rule)
+
+    def partition_rules(self, baselines):
+        """Spatial caps with the partition set by rule (mps_percentage) and charged at the partition."""
+        S = self.args.seconds
+        out = []
+        for rule in os.environ.get("CAP_MPS_RULES", "cores,even,cores+8,100").split(","):
+            rows = []
+            for ms in [float(x) for x in os.environ.get("CAP_RULE_LENS", "0.1,2").split(",")]:
+                iters = self.calibrate(int(ms * 1000))
+                base = baselines.setdefault(ms, self.group([(None, self.work(iters, S))])[0]["rate"])
+                for cap in self.args.caps:
+                    pct = self.mps_pct_for(rule, cap)
+                    conf = self.slice(cap, spatial=True, tag=f"r{cap}", mps_pct=pct)
+                    o = self.group([(conf, self.work(iters, S))])[0]
+                    share = 100.0 * o.get("rate", 0) / base
+                    rows.append({"cap": cap, "kernel_ms": ms, "mps_pct": pct, "share": round(share, 2),
+                                 "ok": abs(share - cap) <= 3.0, "rc": o.get("rc")})
+                    log(f"  rule {rule:8s} cap {cap:3d}% ({pct}%) kernel {ms:5.1f} ms: share {share:6.2f}%")
+            iters = self.calibrate(2000)
+            base = baselines.get(2) or self.group([(None, self.work(iters, S + 1))])[0]["rate"]
+            a = self.slice(30, spatial=True, tag="t30", mps_pct=self.mps_pct_for(rule, 30))
+            b = self.slice(70, spatial=True, tag="t70", mps_pct=self.mps_pct_for(rule, 70))
+            oa, ob = self.group([(a, self.work(iters, S + 1)), (b, self.work(iters, S + 1))])
+            ra, rb = oa.get("rate", 0), ob.get("rate", 0)
+            ten = {"share_30": round(100 * ra / base, 2), "share_70": round(100 * rb / base, 2),
+                   "ratio": round(ra / rb, 4) if rb else 0}
+            log(f"  rule {rule:8s} tenants 30/70: {ten}")
+            out.append({"rule": rule, "cells": rows, "tenants": ten})
+        return out
+
     def partitions(self):
         """Spatial mode: how many SMs the MPS server grants a client for a given cores (percentage)."""
         out = {}
@@ -335,6 +382,8 @@ def main():
                 r["partitions"] = b.partitions()
             if "cap" in only:
                 r["accuracy"] = b.cap_accuracy(spatial, baselines)
+            if spatial and "rules" in only:
+                r["partition_rules"] = b.partition_rules(baselines)
             if "launch" in only and not spatial:  # the SM partition does not depend on the launch API
                 r["launch_kinds"] = b.launch_kinds(spatial)
             if "tenants" in only:

@@ -18,6 +18,7 @@
 #include "agent/proto/deviceplugin_v1beta1.grpc.pb.h"
 #include "agent/proto/podresources_v1.grpc.pb.h"
 #include "slice/config.h"
+#include "slice/host_pid.h"
 #include "slice/region.h"
 
 namespace tessera::agent {
@@ -202,6 +203,7 @@ Status Agent::Start() {
   threads_.emplace_back([this] { FollowHealth(); });
   threads_.emplace_back([this] { VerifyLoop(); });
   threads_.emplace_back([this] { MarkLoop(); });
+  threads_.emplace_back([this] { HostPidLoop(); });
   return Status::Ok();
 }
 
@@ -783,6 +785,51 @@ void Agent::VerifyLoop() {
       Log("the kubelet's PodResources API is unreachable: slices cannot be verified");
     }
     warned = !ok;
+  }
+}
+
+int Agent::MapHostPidsNow() {
+  std::lock_guard<std::mutex> guard(host_pid_mu_);
+  const uint64_t own_ns = slice::SelfPidNamespace();
+  const int64_t now = NowNs();
+  int published = 0;
+  std::set<uint64_t> still_missing;
+  for (const auto& dir : writer_.ListSlices()) {
+    slice::Region region;
+    char err[256];
+    const fs::path rpath = dir / "region" / "slice.region";
+    if (!slice::OpenRegion(rpath.c_str(), true, &region, err, sizeof(err))) continue;  // no process yet
+    const slice::HostPidPass pass = slice::PublishHostPids(region.hdr, opts_.proc_root.c_str(), own_ns);
+    slice::CloseRegion(&region);
+    published += pass.published;
+    for (int k = 0; k < pass.unresolved_count; ++k) {
+      const uint64_t owner = pass.unresolved[k];
+      still_missing.insert(owner);
+      const int64_t since = host_pid_missing_.emplace(owner, now).first->second;
+      // A process that stays unmapped: the agent does not see the host's pids (no hostPID), and the
+      // driver's figure for this process's context cannot be matched.
+      if (now - since > 5'000'000'000 && host_pid_warned_.insert(owner).second) {
+        Log("slice %s: process %d of another pid namespace is not in %s after 5 s; its context is counted "
+            "at the estimate, not measured (does the agent run with hostPID?)",
+            dir.filename().c_str(), slice::OwnerPid(owner), opts_.proc_root.c_str());
+      }
+    }
+  }
+  for (auto it = host_pid_missing_.begin(); it != host_pid_missing_.end();) {
+    it = still_missing.count(it->first) ? std::next(it) : host_pid_missing_.erase(it);
+  }
+  for (auto it = host_pid_warned_.begin(); it != host_pid_warned_.end();) {
+    it = still_missing.count(*it) ? std::next(it) : host_pid_warned_.erase(it);
+  }
+  return published;
+}
+
+void Agent::HostPidLoop() {
+  while (!stopping_) {
+    MapHostPidsNow();
+    std::unique_lock<std::mutex> lock(stop_mu_);
+    stop_cv_.wait_for(lock, std::chrono::duration<double>(opts_.host_pid_period_s),
+                      [this] { return stopping_.load(); });
   }
 }
 

@@ -65,6 +65,10 @@ struct AgentOptions {
   std::string metrics_address = "0.0.0.0";
   bool hami_metric_names = true;
   double verify_period_s = 1.0;
+  // Host pids of slice processes in containers (slice/host_pid.h): looked up under proc_root, which
+  // must be the host's /proc (the DaemonSet runs with hostPID), every host_pid_period_s.
+  std::string proc_root = "/proc";
+  double host_pid_period_s = 0.25;
   int init_attempts = 5;     // GPU backend Init() tries before Start() fails
   int init_retry_ms = 1000;  // wait before try n+1: n × this
   std::string version = "dev";
@@ -91,6 +95,8 @@ class Agent {
   std::string RenderMetricsNow();
   // One verification pass now (tests); returns false when PodResources was unreachable.
   bool VerifyNow();
+  // One pass of host-pid publishing over every slice region now; returns the rows published.
+  int MapHostPidsNow();
 
   // gRPC handlers (called by the service; public so the service class stays a thin adapter).
   void ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::ListAndWatchResponse>* w);
@@ -107,6 +113,7 @@ class Agent {
   void FollowHealth();
   void VerifyLoop();
   void MarkLoop();
+  void HostPidLoop();
   bool ListPodResources(PodResourcesView* view);
   void VerifyEntry(const std::string& ns, const std::string& pod, const std::string& container,
                    const std::vector<std::string>& ids);
@@ -149,6 +156,9 @@ class Agent {
   std::mutex stop_mu_;
   std::condition_variable stop_cv_;
   std::vector<std::thread> threads_;
+  std::mutex host_pid_mu_;                          // one MapHostPidsNow at a time
+  std::map<uint64_t, int64_t> host_pid_missing_;    // row owner -> first pass that could not map it
+  std::set<uint64_t> host_pid_warned_;
   std::unique_ptr<class MetricsServer> metrics_;
   int bound_metrics_port_ = 0;
 };

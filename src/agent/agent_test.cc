@@ -173,6 +173,8 @@ gpus:
     o.slices.shim_path = root_ / "libtessera.so";
     o.metrics_port = 0;
     o.verify_period_s = 3600;  // tests drive verification with VerifyNow()
+    o.proc_root = (root_ / "proc").string();  // a /proc lookalike (HostPidsOfContainerProcesses)
+    o.host_pid_period_s = 3600;               // tests drive it with MapHostPidsNow()
     agent_ = std::make_unique<Agent>(o, std::move(backend), cluster_);
     auto st = agent_->Start();
     ASSERT_TRUE(st.ok()) << st.message();
@@ -533,6 +535,43 @@ TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
   EXPECT_NE(text.find("tessera_slice_throttled_seconds_total" + labels + " 2.5"), std::string::npos);
   EXPECT_NE(text.find("tessera_slice_priority_waits_total" + labels + " 3"), std::string::npos);
   EXPECT_NE(text.find("tessera_slice_compute_cap_ratio" + labels + " 0.3"), std::string::npos);
+}
+
+// A process in a container (its own pid namespace) is known to the driver by its host pid: the agent finds
+// it under the host's /proc and publishes it in the process's row, where the shim matches NVML against it.
+TEST_F(AgentTest, PublishesHostPidsOfContainerProcesses) {
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    cluster_->pods = {Pod("user", "u6", 10, R"([[{"uuid":"GPU-aaaa","memory_mib":2048,"cores":100}]])")};
+  }
+  v1beta1::AllocateRequest req;
+  req.add_container_requests()->add_devices_ids("GPU-aaaa::1");
+  v1beta1::AllocateResponse resp;
+  grpc::ClientContext ctx;
+  ASSERT_TRUE(plugin_->Allocate(&ctx, req, &resp).ok());
+  const fs::path dir = root_ / "state" / "slices" / "gpu-aaaa-1";
+  slice::SliceConfig cfg;
+  char err[256];
+  ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) << err;
+  std::snprintf(cfg.region, sizeof(cfg.region), "%s", (dir / "region" / "slice.region").c_str());
+  slice::Region region;
+  ASSERT_TRUE(slice::OpenRegionForSlice(cfg, &region, err, sizeof(err))) << err;
+  // The container's process: pid 12 in namespace 4026532100, host pid 31337, started at tick 900.
+  const uint64_t owner = slice::PackOwner(12, 900);
+  region.hdr->rows[0].owner.store(owner);
+  region.hdr->rows[0].pidns.store(4026532100);
+  region.hdr->rows_high_water.store(1);
+  EXPECT_EQ(agent_->MapHostPidsNow(), 0);  // not in /proc (yet): nothing published
+  const fs::path p = root_ / "proc" / "31337";
+  fs::create_directories(p / "ns");
+  fs::create_symlink("pid:[4026532100]", p / "ns" / "pid");
+  std::ofstream(p / "status") << "Name:\tpython3\nNSpid:\t31337\t12\n";
+  std::ofstream(p / "stat") << "31337 (python3) S 1 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 900 0 0\n";
+  EXPECT_EQ(agent_->MapHostPidsNow(), 1);
+  EXPECT_EQ(slice::RowHostPid(region.hdr, 0), 31337);
+  EXPECT_EQ(agent_->MapHostPidsNow(), 0);  // already published
+  region.hdr->rows[0].owner.store(0);
+  slice::CloseRegion(&region);
 }
 
 }  // namespace

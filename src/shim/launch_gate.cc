@@ -152,8 +152,10 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
   opts.priority = cfg.priority;
   opts.slice = cfg.name;
   opts.spatial = spatial;
-  // MPS applies one thread percentage per process (the first GPU's cores, see MpsApplyClientEnv).
-  if (spatial) opts.spatial_ppm = static_cast<int64_t>(std::clamp(cfg.gpus[0].cores, 1, 100)) * 10'000;
+  // MPS applies one thread percentage per process (the first GPU's, see MpsApplyClientEnv): a bracket
+  // costs its time × the partition this process really asked for, which may differ from cores (the
+  // best-effort guard, mps_percentage).
+  if (spatial) opts.spatial_ppm = static_cast<int64_t>(std::clamp(g_spatial_pct, 1, 100)) * 10'000;
   std::vector<GateGpu> gpus;
   char err[256] = {0};
   const bool have_region = slice::OpenRegionForSlice(cfg, &g_region, err, sizeof(err));

@@ -198,6 +198,11 @@ void ReconcileOnce() {
   slice::RegionHeader* h = g_region.hdr;
   int row = EnsureRow();
   if (row < 0) return;
+  // NVML lists host pids. In a container (its own pid namespace) getpid() is not among them; the node
+  // agent publishes this process's host pid in its row (slice/host_pid.h).
+  // Once published it is the only match: a container pid may equal some other host process's pid.
+  const unsigned host = static_cast<unsigned>(slice::RowHostPid(h, row));
+  const unsigned driver_pid = host != 0 ? host : self;
   for (int g = 0; g < g_cfg.gpu_count && g < kMaxGpus; ++g) {
     if (!g_ctx_charged[g].load()) continue;
     nvmlDevice_t dev;
@@ -211,7 +216,7 @@ void ReconcileOnce() {
     if (g_real_nvml.nvmlDeviceGetComputeRunningProcesses_v3(dev, &count, infos) != NVML_SUCCESS) continue;
     if (g_inflight[g].load() != 0 || g_ops_done[g].load() != ops_before || g_local_bytes[g].load() != tracked) continue;
     for (unsigned i = 0; i < count && i < 512; ++i) {
-      if (infos[i].pid != self || infos[i].usedGpuMemory == static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE)) continue;
+      if (infos[i].pid != driver_pid || infos[i].usedGpuMemory == static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE)) continue;
       uint64_t used = infos[i].usedGpuMemory;
       uint64_t overhead = used > tracked ? used - tracked : 0;
       // used - tracked dips whenever a reservation is published before the driver shows it, or a free

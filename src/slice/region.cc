@@ -48,6 +48,8 @@ void ZeroRowCounters(RegionRow* r) {
     r->overhead[g].store(0);
   }
   for (auto& s : r->limiter_spare) s.store(0);
+  r->host_owner.store(0);
+  r->host_pid.store(0);
 }
 
 void FillImmutable(RegionHeader* h, const SliceConfig& cfg) {
@@ -295,6 +297,7 @@ int ReadProcs(const RegionHeader* h, ProcUsage* out, int max) {
     p.pid = OwnerPid(o);
     p.start_ticks = OwnerStart(o);
     p.pidns = r.pidns.load();
+    p.host_pid = RowHostPid(h, static_cast<int>(i));
     for (uint32_t g = 0; g < h->gpu_count && g < kMaxGpus; ++g) {
       p.overhead[g] = r.overhead[g].load();
       p.bytes[g] = r.bytes[g].load() + p.overhead[g];
@@ -465,6 +468,29 @@ void Uncharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead) {
 void SetOverhead(RegionHeader* h, int row, int g, uint64_t bytes) {
   if (g < 0 || g >= kMaxGpus || row < 0 || row >= kRegionMaxProcs) return;
   h->rows[row].overhead[g].store(bytes);
+}
+
+int RowHostPid(const RegionHeader* h, int row) {
+  if (row < 0 || row >= kRegionMaxProcs) return 0;
+  const RegionRow& r = h->rows[row];
+  // host_pid is stored before host_owner, and a new owner zeroes both after claiming: a matching
+  // host_owner means host_pid belongs to this owner.
+  const uint64_t o = r.owner.load();
+  if (o == 0 || (o & kOwnerReclaiming) || r.host_owner.load() != o) return 0;
+  return static_cast<int>(r.host_pid.load());
+}
+
+bool PublishHostPid(RegionHeader* h, int row, uint64_t owner, int host_pid) {
+  if (row < 0 || row >= kRegionMaxProcs || owner == 0 || host_pid <= 0) return false;
+  RegionRow& r = h->rows[row];
+  if (r.owner.load() != owner) return false;
+  r.host_pid.store(static_cast<uint64_t>(host_pid));
+  r.host_owner.store(owner);
+  if (r.owner.load() == owner) return true;
+  // Changed hands meanwhile: withdraw, unless the new owner has already cleared the fields itself.
+  uint64_t expect = owner;
+  r.host_owner.compare_exchange_strong(expect, 0);
+  return false;
 }
 
 int FindRegionGpu(const RegionHeader* h, const char* uuid) {

@@ -58,7 +58,11 @@ struct alignas(64) RegionRow {
   std::atomic<uint64_t> pidns;             // inode of the owner's pid namespace (liveness is judged only in it)
   std::atomic<uint64_t> bytes[kMaxGpus];   // bytes charged by this process's allocations
   std::atomic<uint64_t> overhead[kMaxGpus];  // driver-measured usage beyond `bytes` (context, modules, pools)
-  std::atomic<uint64_t> limiter_spare[6];  // reserved for the compute limiter
+  // The owner's pid in the host's pid namespace, which is how the driver (NVML) names it, published by
+  // the node agent for owners in other namespaces (host_pid.h). Valid only while host_owner == owner.
+  std::atomic<uint64_t> host_owner;
+  std::atomic<uint64_t> host_pid;
+  std::atomic<uint64_t> limiter_spare[4];  // reserved for the compute limiter
 };
 
 struct alignas(64) RegionHeader {
@@ -130,6 +134,7 @@ struct ProcUsage {
   int32_t pid;
   uint32_t start_ticks;     // low 31 bits of the process start time (clock ticks since boot)
   uint64_t pidns;
+  int32_t host_pid;             // pid in the host's namespace when the agent published it, else 0
   uint64_t bytes[kMaxGpus];     // charged + overhead per GPU index
   uint64_t overhead[kMaxGpus];  // of which overhead
 };
@@ -160,6 +165,13 @@ ChargeOutcome TryCharge(RegionHeader* h, int row, int g, uint64_t bytes, bool ov
 void Uncharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead);
 // Replaces the row's overhead for GPU g with a measured value (no limit check: it is a fact, not a request).
 void SetOverhead(RegionHeader* h, int row, int g, uint64_t bytes);
+
+// The row owner's host pid as published by the node agent (PublishHostPid), or 0 when none was published
+// for the row's current owner.
+int RowHostPid(const RegionHeader* h, int row);
+// Records host_pid for the row while its owner is `owner`; false (nothing kept) when the row has changed
+// hands since the caller read `owner`.
+bool PublishHostPid(RegionHeader* h, int row, uint64_t owner, int host_pid);
 
 // Index of the GPU with this UUID in the region, or -1.
 int FindRegionGpu(const RegionHeader* h, const char* uuid);

@@ -5,11 +5,17 @@
 //   slicectl usage CONFIG                                 reclaims dead rows, prints usage as JSON
 //                                                         (first GPU at the top level, every GPU in "gpus")
 //   slicectl peek CONFIG                                  same without reclaiming (observer only)
+//   slicectl hostpids CONFIG STOP_FILE publish|observe    every 100 ms until STOP_FILE exists: with
+//                                                         `publish`, the node agent's host-pid pass
+//                                                         (slice/host_pid.h); then the rows seen, as JSON
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "slice/config.h"
+#include "slice/host_pid.h"
 #include "slice/region.h"
 
 using namespace tessera::slice;
@@ -77,7 +83,54 @@ int main(int argc, char** argv) {
     printf("]}\n");
     return 0;
   }
+  if (argc == 5 && !strcmp(argv[1], "hostpids")) {
+    SliceConfig c;
+    Region r;
+    if (!LoadSliceConfig(argv[2], false, &c, err, sizeof(err)) ||
+        !OpenRegion(c.region, true, &r, err, sizeof(err))) {
+      fprintf(stderr, "slicectl: %s\n", err);
+      return 1;
+    }
+    const bool publish = !strcmp(argv[4], "publish");
+    struct Seen {
+      int pid, host_pid;
+      unsigned long long first_overhead, last_overhead, max_overhead, max_used;
+    } seen[64];
+    int nseen = 0, passes = 0, published = 0;
+    const uint64_t own_ns = SelfPidNamespace();
+    while (access(argv[3], F_OK) != 0) {
+      if (publish) published += PublishHostPids(r.hdr, "/proc", own_ns).published;
+      ++passes;
+      ProcUsage procs[kRegionMaxProcs];
+      const int n = ReadProcs(r.hdr, procs, kRegionMaxProcs);
+      for (int i = 0; i < n; ++i) {
+        int k = 0;
+        while (k < nseen && seen[k].pid != procs[i].pid) ++k;
+        if (k == nseen) {
+          if (nseen == 64) continue;
+          seen[nseen++] = Seen{procs[i].pid, 0, procs[i].overhead[0], 0, 0, 0};
+        }
+        Seen& s = seen[k];
+        if (procs[i].host_pid) s.host_pid = procs[i].host_pid;
+        s.last_overhead = procs[i].overhead[0];
+        if (s.last_overhead > s.max_overhead) s.max_overhead = s.last_overhead;
+        if (procs[i].bytes[0] > s.max_used) s.max_used = procs[i].bytes[0];
+      }
+      timespec ts{0, 100 * 1000 * 1000};
+      nanosleep(&ts, nullptr);
+    }
+    printf("{\"mode\":\"%s\",\"passes\":%d,\"published\":%d,\"rows\":[", argv[4], passes, published);
+    for (int k = 0; k < nseen; ++k) {
+      const Seen& s = seen[k];
+      printf("%s{\"pid\":%d,\"host_pid\":%d,\"first_overhead\":%llu,\"last_overhead\":%llu,"
+             "\"max_overhead\":%llu,\"max_used\":%llu}",
+             k ? "," : "", s.pid, s.host_pid, s.first_overhead, s.last_overhead, s.max_overhead, s.max_used);
+    }
+    printf("]}\n");
+    return 0;
+  }
   fprintf(stderr,
-          "usage: slicectl create DIR NAME UUID BYTES [UUID BYTES...] | slicectl usage|peek CONFIG\n");
+          "usage: slicectl create DIR NAME UUID BYTES [UUID BYTES...] | slicectl usage|peek CONFIG |\n"
+          "       slicectl hostpids CONFIG STOP_FILE publish|observe\n");
   return 2;
 }

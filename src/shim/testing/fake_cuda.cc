@@ -98,7 +98,7 @@ void Publish() {
   const char* dir = getenv("FAKE_GPU_STATE_DIR");
   if (!dir) return;
   char path[512], tmp[520], line[256];
-  snprintf(path, sizeof(path), "%s/%d", dir, static_cast<int>(getpid()));
+  snprintf(path, sizeof(path), "%s/%d", dir, DriverPid());
   snprintf(tmp, sizeof(tmp), "%s.tmp", path);
   int n = 0;
   for (int d = 0; d < DeviceCount(); ++d)

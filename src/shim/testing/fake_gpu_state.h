@@ -6,11 +6,16 @@
 // (default 16384) and FAKE_CUDA_CTX_MIB (context overhead, default 300) shape the fake GPUs.
 // FAKE_CUDA_CTX_EARLY_MIB=E: a new context first shows only E MiB and the rest of its overhead at its
 // first allocation, as a real driver's lazily initialised context does.
+// FAKE_DRIVER_PROC=<dir>: a /proc mount of the host's pid namespace, for processes run in their own pid
+// namespace (a container): like the real driver, the fake one then names each process by its host pid
+// (<dir>/self) and judges it alive there, so the per-process list carries pids the process itself
+// does not know.
 #pragma once
 
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <unistd.h>
 
 namespace tessera::fake {
 
@@ -31,6 +36,18 @@ inline uint64_t CtxEarlyBytes() {  // 0: the whole context shows at creation
   const char* s = getenv("FAKE_CUDA_CTX_EARLY_MIB");
   uint64_t e = s ? strtoull(s, nullptr, 10) << 20 : 0;
   return e < CtxBytes() ? e : 0;
+}
+inline const char* DriverProc() { return getenv("FAKE_DRIVER_PROC"); }
+// The calling process's pid as the driver names it.
+inline int DriverPid() {
+  const char* proc = DriverProc();
+  if (proc == nullptr) return static_cast<int>(getpid());
+  char path[512], link[32];
+  snprintf(path, sizeof(path), "%s/self", proc);
+  ssize_t n = readlink(path, link, sizeof(link) - 1);
+  if (n <= 0) return static_cast<int>(getpid());
+  link[n] = '\0';
+  return atoi(link);
 }
 inline void UuidBytes(int dev, unsigned char out[16]) {
   for (int i = 0; i < 16; ++i) out[i] = 0;

@@ -39,9 +39,12 @@ void ForEachProcess(int dev, Fn fn) {
     char* end = nullptr;
     long pid = strtol(e->d_name, &end, 10);
     if (pid <= 0 || *end != '\0') continue;
-    if (kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) continue;  // exited: driver freed it
-    char stat_path[64], stat_buf[512];
-    snprintf(stat_path, sizeof(stat_path), "/proc/%ld/stat", pid);
+    const char* proc = DriverProc();
+    // exited: driver freed it (pids are the driver's: judged in its /proc when that is another one)
+    if (proc == nullptr && kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) continue;
+    char stat_path[600], stat_buf[512];
+    snprintf(stat_path, sizeof(stat_path), "%s/%ld/stat", proc ? proc : "/proc", pid);
+    if (proc != nullptr && access(stat_path, F_OK) != 0) continue;
     if (FILE* sf = fopen(stat_path, "r")) {  // a zombie holds no GPU memory either
       size_t n = fread(stat_buf, 1, sizeof(stat_buf) - 1, sf);
       fclose(sf);

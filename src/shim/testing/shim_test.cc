@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "slice/config.h"
+#include "slice/host_pid.h"
 #include "slice/region.h"
 
 namespace {
@@ -112,13 +113,15 @@ class ShimTest : public ::testing::Test {
       close(e[0]);
       std::vector<char*> argv, envp;
       std::string probe = TESSERA_PROBE_PATH;
+      std::vector<std::string> wrap = wrapper_;
+      for (auto& w : wrap) argv.push_back(w.data());
       argv.push_back(probe.data());
       std::vector<std::string> a = args;
       for (auto& s : a) argv.push_back(s.data());
       argv.push_back(nullptr);
       for (auto& s : env) envp.push_back(s.data());
       envp.push_back(nullptr);
-      execve(probe.c_str(), argv.data(), envp.data());
+      execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     close(o[1]);
@@ -157,6 +160,8 @@ class ShimTest : public ::testing::Test {
     tessera::slice::CloseRegion(&r);
     return u;
   }
+  // Runs the probe through this command line (e.g. into new namespaces) when not empty.
+  std::vector<std::string> wrapper_;
   uint64_t DevicePeak() {
     FILE* f = fopen((state_ + "/device").c_str(), "rb");
     if (!f) return 0;
@@ -301,6 +306,59 @@ TEST_F(ShimTest, PartlyShownContextKeepsTheEstimate) {
   const std::string filled = ReadLine(c);
   EXPECT_EQ(filled.rfind("filled ", 0), 0u) << filled;
   EXPECT_LE(DevicePeak(), limit) << filled;
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+  close(c.out);
+  close(c.err);
+}
+
+// A process in a container has its own pid namespace; the driver lists it under its host pid, so the
+// shim cannot find its own context in NVML and would count it at the estimate forever, whatever it grows
+// to. Here the fake driver's context (900 MiB) is larger than the estimate (640 MiB): it is counted
+// whole once the node agent's pass (PublishHostPids, run here from the host's namespace) names the host pid.
+TEST_F(ShimTest, ContainerProcessIsMeasuredOnceTheAgentPublishesItsHostPid) {
+  const std::string hostproc = std::string(dir_) + "/hostproc";
+  mkdir(hostproc.c_str(), 0755);
+  // A user + pid + mount namespace as a container has, with the host's /proc kept at `hostproc` for the
+  // fake driver and a /proc of its own for the process.
+  const std::string enter = "mount --bind /proc " + hostproc + " && mount -t proc proc /proc && exec \"$0\" \"$@\"";
+  std::string probe_out, probe_err;
+  if (system(("unshare -Urpfm sh -c '" + std::string("mount --bind /proc ") + hostproc +
+              " && mount -t proc proc /proc' 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "this machine does not allow unprivileged user and pid namespaces (unshare -Urpfm)";
+  }
+  WriteConfig(4096 * kMiB);
+  wrapper_ = {"/usr/bin/unshare", "-Urpfm", "--kill-child", "/bin/sh", "-c", enter};
+  Child c = Start({"hold", "100"}, true, {"FAKE_CUDA_CTX_MIB=900", "FAKE_DRIVER_PROC=" + hostproc});
+  ASSERT_EQ(ReadLine(c), "hold 0");
+  // Without the host pid the reconciler finds nothing: the estimate stays, past the 2 s after creation
+  // where it is a floor anyway.
+  const double t0 = Now();
+  uint64_t overhead = 0;
+  while (Now() - t0 < 3) {
+    overhead = Usage().overhead_bytes;
+    EXPECT_EQ(overhead, 640 * kMiB);
+    usleep(50000);
+  }
+  // The agent's pass, from the host's namespace.
+  tessera::slice::Region r;
+  char err[256];
+  ASSERT_TRUE(tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), true, &r, err, sizeof(err)))
+      << err;
+  const tessera::slice::HostPidPass pass =
+      tessera::slice::PublishHostPids(r.hdr, "/proc", tessera::slice::SelfPidNamespace());
+  tessera::slice::ProcUsage proc[4];
+  const int n = tessera::slice::ReadProcs(r.hdr, proc, 4);
+  tessera::slice::CloseRegion(&r);
+  EXPECT_EQ(pass.pending, 1);
+  EXPECT_EQ(pass.published, 1);
+  ASSERT_EQ(n, 1);
+  EXPECT_NE(proc[0].host_pid, proc[0].pid);
+  EXPECT_GT(proc[0].host_pid, 0);
+  const double t1 = Now();
+  while (Now() - t1 < 10 && Usage().overhead_bytes != 900 * kMiB) usleep(20000);
+  EXPECT_EQ(Usage().overhead_bytes, 900 * kMiB);
+  EXPECT_EQ(Usage().used_bytes, 1000 * kMiB);
   kill(c.pid, SIGKILL);
   waitpid(c.pid, nullptr, 0);
   close(c.out);

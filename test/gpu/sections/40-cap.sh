@@ -6,7 +6,8 @@
 section_cap() {
   local dir=$WORK/cap
   if ! python3 "$ROOT/bench/cap/run.py" "$dir" --lib "$SHIM" --build "$WORK/capbuild" \
-      --seconds "${CAP_SECONDS:-2}" --only "${CAP_ONLY:-cap,launch,tenants,latency,fault,variants}"; then
+      --seconds "${CAP_SECONDS:-2}" --only "${CAP_ONLY:-cap,launch,tenants,latency,fault,variants}" \
+      --modes "${CAP_MODES:-timesliced,spatial}"; then
     check run fail "bench/cap/run.py failed (see gpu-log.txt)"
     return
   fi
