@@ -76,6 +76,8 @@ class Bench:
                  f"cap_mode={mode}", f"gpu={self.uuid} memory=60000000000 cores={cores}"]
         if spatial:
             lines.append(f"mps_pipe={self.mps_pipe}")
+            if getattr(self, "sms", 0) and not os.environ.get("CAP_NO_MPS_SMS"):
+                lines.append(f"mps_sms={self.sms}")  # the GPU's SMs (measured outside MPS at start)
             if mps_pct:
                 lines.append(f"mps_percentage={mps_pct}")
         conf = os.path.join(d, "slice.conf")
@@ -291,8 +293,8 @@ class Bench:
     def partitions(self):
         """Spatial mode: how many SMs the MPS server grants a client for a given cores (percentage)."""
         out = {}
-        for cores in [int(x) for x in os.environ.get("CAP_PROBE_PCTS", "9,10,11,12,86,88,89,90").split(",")]:
-            conf = self.slice(cores, spatial=True, tag="probe")
+        for cores in [int(x) for x in os.environ.get("CAP_PROBE_PCTS", "9,10,11,12,75,76,86,88,89,90").split(",")]:
+            conf = self.slice(cores, spatial=True, tag="probe", mps_pct=cores)  # MPS's own rounding
             r = self.group([(conf, ["calibrate", "--us", "50", "--blocks", "1"])])[0]
             out[str(cores)] = {"sms": r.get("sms"), "mps_pct": r.get("mps_pct")}
         log(f"  partitions (cores -> SMs): {json.dumps({k: v['sms'] for k, v in out.items()})}")

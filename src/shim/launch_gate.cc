@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,7 @@ namespace {
 
 Gate* g_gate = nullptr;  // leaked on purpose: the harvester may still run while statics are destroyed
 slice::Region g_region;
+int g_mps_sms = 0;  // the GPU's SM count from the slice config (mps_sms), 0 when absent
 
 template <typename T>
 bool Bind(void* lib, const char* name, T* out) {
@@ -66,6 +68,35 @@ bool BindRealDriver(GateDriver* d) {
   return ok;
 }
 
+// The SMs of this process's MPS partition on the GPU with this UUID, as the driver reports them to an MPS
+// client (the multiprocessor count is the partition's); 0 when unknown or not smaller than the GPU.
+int GrantedSms(const char* uuid) {
+  if (g_mps_sms <= 0) return 0;
+  void* lib = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL | RTLD_NOLOAD);
+  if (lib == nullptr) return 0;
+  CUresult (*count)(int*) = nullptr;
+  CUresult (*get)(CUdevice*, int) = nullptr;
+  CUresult (*attr)(int*, CUdevice_attribute, CUdevice) = nullptr;
+  CUresult (*get_uuid)(CUuuid*, CUdevice) = nullptr;
+  int n = 0, sms = 0;
+  if (Bind(lib, "cuDeviceGetCount", &count) && Bind(lib, "cuDeviceGet", &get) &&
+      Bind(lib, "cuDeviceGetAttribute", &attr) &&
+      (Bind(lib, "cuDeviceGetUuid_v2", &get_uuid) || Bind(lib, "cuDeviceGetUuid", &get_uuid)) &&
+      count(&n) == CUDA_SUCCESS) {
+    for (int i = 0; i < n && sms == 0; ++i) {
+      CUdevice d = 0;
+      CUuuid u{};
+      char text[48];
+      if (get(&d, i) != CUDA_SUCCESS || get_uuid(&u, d) != CUDA_SUCCESS) continue;
+      FormatUuid(u, text);
+      if (std::strcmp(text, uuid) != 0) continue;
+      if (attr(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, d) != CUDA_SUCCESS) sms = 0;
+    }
+  }
+  dlclose(lib);
+  return sms > 0 && sms < g_mps_sms ? sms : 0;
+}
+
 void Note(const char* fmt, const char* a, const char* b = "") {
   std::fprintf(stderr, "tessera: ");
   std::fprintf(stderr, fmt, a, b);
@@ -94,19 +125,24 @@ const char* ConfigPath() {
 
 int g_spatial_pct = 0;  // the partition chosen at load (0: not yet)
 
+// A whole number in [lo, hi] from the config's `key`, 0 when absent; a bad value is reported once.
+int ConfigNumber(const char* path, const char* key, int lo, int hi, const char* otherwise) {
+  const std::string text = ReadConfigExtra(path, key);
+  if (text.empty()) return 0;
+  char* end = nullptr;
+  const long v = std::strtol(text.c_str(), &end, 10);
+  if (end != nullptr && *end == '\0' && v >= lo && v <= hi) return static_cast<int>(v);
+  std::fprintf(stderr, "tessera: slice config %s: %s=%s is not a whole number in %d..%d; %s\n", path, key,
+               text.c_str(), lo, hi, otherwise);
+  return 0;
+}
+
 // The MPS partition of this process (MpsPartitionPercent), decided once: at load, where the node region
 // says whether a high-priority participant is alive, and reused by LaunchGateInit.
 int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
   if (g_spatial_pct > 0) return g_spatial_pct;
-  const std::string text = ReadConfigExtra(path, "mps_percentage");
-  char* end = nullptr;
-  const long v = text.empty() ? 0 : std::strtol(text.c_str(), &end, 10);
-  const bool valid = !text.empty() && end != nullptr && *end == '\0' && v >= 1 && v <= 100;
-  if (!text.empty() && !valid) {
-    Note("slice config %s: mps_percentage=%s is not a whole number in 1..100; the partition follows cores", path,
-         text.c_str());
-  }
-  const int override_pct = valid ? static_cast<int>(v) : 0;
+  const int override_pct = ConfigNumber(path, "mps_percentage", 1, 100, "the partition follows cores");
+  g_mps_sms = ConfigNumber(path, "mps_sms", 1, 4096, "partitions are not rounded up to the share");
   bool high_present = false;
   struct stat st;
   if (cfg.priority != 0 && override_pct == 0 && stat(slice::kNodeRegionDir, &st) == 0) {
@@ -114,7 +150,7 @@ int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
     auto node = slice::NodeRegion::Open(slice::NodeRegion::PathFor(cfg.gpus[0].uuid), &nerr);
     high_present = node && node->HighPriorityPresent(slice::MonotonicNs(), 200'000'000);
   }
-  g_spatial_pct = MpsPartitionPercent(cfg.gpus[0].cores, cfg.priority, override_pct, high_present);
+  g_spatial_pct = MpsPartitionPercent(cfg.gpus[0].cores, cfg.priority, override_pct, high_present, g_mps_sms);
   return g_spatial_pct;
 }
 
@@ -155,7 +191,7 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
   // MPS applies one thread percentage per process (the first GPU's, see MpsApplyClientEnv): a bracket
   // costs its time × the partition this process really asked for, which may differ from cores (the
   // best-effort guard, mps_percentage).
-  if (spatial) opts.spatial_ppm = static_cast<int64_t>(std::clamp(g_spatial_pct, 1, 100)) * 10'000;
+  if (spatial) opts.spatial_ppm = SpatialChargePpm(GrantedSms(cfg.gpus[0].uuid), g_mps_sms, g_spatial_pct);
   std::vector<GateGpu> gpus;
   char err[256] = {0};
   const bool have_region = slice::OpenRegionForSlice(cfg, &g_region, err, sizeof(err));

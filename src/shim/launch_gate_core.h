@@ -39,6 +39,9 @@
 namespace tessera::shim {
 
 // The driver entry points the gate needs, real or simulated. All must be non-null.
+// "GPU-xxxxxxxx-xxxx-..." as in slice configs and NVML.
+void FormatUuid(const CUuuid& u, char out[48]);
+
 struct GateDriver {
   CUresult (*ctx_get_current)(CUcontext*);
   CUresult (*ctx_set_current)(CUcontext);

@@ -125,14 +125,35 @@ bool StopMpsDaemon(const MpsPaths& paths, std::string* err) {
   return MpsControl(paths, "quit", &reply, err);
 }
 
-int MpsPartitionPercent(int cores, int priority, int override_pct, bool high_priority_present) {
+int MpsGrantedSms(int pct, int sm_count) {
+  if (pct <= 0 || sm_count <= 0) return 0;
+  const int sms = static_cast<int>(static_cast<int64_t>(pct) * sm_count / 100);
+  return sms / 2 * 2;
+}
+
+int MpsPartitionPercent(int cores, int priority, int override_pct, bool high_priority_present, int sm_count) {
   int pct = cores;
   if (override_pct >= 1 && override_pct <= 100) {
     pct = override_pct;
   } else if (priority != 0 && high_priority_present) {
     pct = cores - kMpsBestEffortGuardPct;
+  } else if (sm_count > 0 && cores >= 1 && cores < 100) {
+    // At least cores % of the SMs: ceil(cores × N / 100), up to an even count.
+    int want = static_cast<int>((static_cast<int64_t>(cores) * sm_count + 99) / 100);
+    want += want % 2;
+    if (want > sm_count) want = sm_count;
+    while (pct < 100 && MpsGrantedSms(pct, sm_count) < want) ++pct;
   }
   return pct < 1 ? 1 : (pct > 100 ? 100 : pct);
+}
+
+int64_t SpatialChargePpm(int granted_sms, int sm_count, int asked_pct) {
+  if (granted_sms > 0 && sm_count > 0) {
+    const int64_t ppm = static_cast<int64_t>(granted_sms) * 1'000'000 / sm_count;
+    return ppm > 1'000'000 ? 1'000'000 : ppm;
+  }
+  asked_pct = asked_pct < 1 ? 1 : (asked_pct > 100 ? 100 : asked_pct);
+  return static_cast<int64_t>(asked_pct) * 10'000;
 }
 
 void MpsApplyClientEnv(const std::string& pipe_dir, int pct, int priority) {

@@ -14,6 +14,7 @@
 // before other threads use CUDA (the shim calls MpsApplyClientEnv from LaunchGateInit).
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 namespace tessera::shim {
@@ -40,8 +41,20 @@ bool MpsControl(const MpsPaths& paths, const std::string& command, std::string* 
 // the GPU up to the high-priority client's share lands its blocks beside the other's (measured on an
 // H100: HP 10 % + BE 90 % raised the high-priority p99 from 81 to 122..153 us; BE 86 % kept it at
 // 76..83 us, the best effort keeping 0.82..0.84 of its solo rate).
+//
+// With `sm_count` (the GPU's SMs, config key `mps_sms`; 0 when unknown) a partition sized by cores asks
+// for the smallest percentage that MPS turns into at least cores % of the SMs: MPS grants an even number
+// of SMs, rounded down (MpsGrantedSms), so 75 % of an H100's 132 SMs is 98 SMs (74.2 %) and 76 % is 100.
+// The slice's budget then charges the partition actually granted (SpatialChargePpm), so the cap is held
+// by time on a partition at least as large as the share. The guard and mps_percentage are used as given.
 inline constexpr int kMpsBestEffortGuardPct = 4;
-int MpsPartitionPercent(int cores, int priority, int override_pct, bool high_priority_present);
+int MpsPartitionPercent(int cores, int priority, int override_pct, bool high_priority_present,
+                        int sm_count = 0);
+// SMs MPS grants for `pct` of `sm_count` (observed with CUDA 12/13 on H100: the count rounded down to even).
+int MpsGrantedSms(int pct, int sm_count);
+// What one ns of this process's GPU time costs the slice's budget, in ppm of the GPU: granted/sm_count
+// when both are known (granted as the driver reports it under MPS), else the asked percentage.
+int64_t SpatialChargePpm(int granted_sms, int sm_count, int asked_pct);
 
 // The client environment for a slice process: `pct` 1..100 (MpsPartitionPercent); priority 0 high,
 // 1 best effort.

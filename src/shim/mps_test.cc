@@ -54,6 +54,29 @@ TEST(Mps, BestEffortLeavesAGuardBesideHighPriority) {
   EXPECT_EQ(MpsPartitionPercent(90, 1, 101, false), 90); // out of range: ignored
 }
 
+// H100 (132 SMs), counts measured with bench/cap/run.py: 75 % -> 98 SMs, 76 % -> 100, 10 % -> 12, 11 % -> 14.
+TEST(Mps, PartitionSizedByCoresGetsAtLeastItsShareOfSms) {
+  EXPECT_EQ(MpsGrantedSms(75, 132), 98);
+  EXPECT_EQ(MpsGrantedSms(90, 132), 118);
+  EXPECT_EQ(MpsPartitionPercent(75, 1, 0, false, 132), 76);  // 100 SMs >= 99
+  EXPECT_EQ(MpsPartitionPercent(50, 1, 0, false, 132), 50);  // 66 SMs exactly
+  EXPECT_EQ(MpsPartitionPercent(25, 1, 0, false, 132), 26);  // 34 SMs >= 33
+  EXPECT_EQ(MpsPartitionPercent(10, 0, 0, false, 132), 11);  // 14 SMs >= 13.2
+  EXPECT_EQ(MpsPartitionPercent(100, 1, 0, false, 132), 100);
+  EXPECT_EQ(MpsPartitionPercent(99, 1, 0, false, 132), 100);  // 131 SMs is odd: only 100 % gives them all
+  EXPECT_EQ(MpsPartitionPercent(75, 1, 0, false, 0), 75);    // SM count unknown: cores as asked
+  // The guard and mps_percentage are partitions chosen by SMs already: used as given.
+  EXPECT_EQ(MpsPartitionPercent(90, 1, 0, true, 132), 90 - kMpsBestEffortGuardPct);
+  EXPECT_EQ(MpsPartitionPercent(75, 1, 60, false, 132), 60);
+}
+
+TEST(Mps, BudgetChargesThePartitionGranted) {
+  EXPECT_EQ(SpatialChargePpm(100, 132, 76), 757'575);  // 100 of 132 SMs
+  EXPECT_EQ(SpatialChargePpm(0, 132, 76), 760'000);    // granted unknown: the percentage asked
+  EXPECT_EQ(SpatialChargePpm(14, 0, 11), 110'000);
+  EXPECT_EQ(SpatialChargePpm(140, 132, 100), 1'000'000);
+}
+
 TEST(Mps, PathsArePerGpu) {
   const MpsPaths p = MpsPathsFor("GPU-abc", "/run/tessera/mps");
   EXPECT_EQ(p.pipe_dir, "/run/tessera/mps/GPU-abc/pipe");

@@ -3,9 +3,12 @@
 context (memory no allocation call asked for), then it fills its slice with 64 MiB tensors until the
 wall says no. Prints one JSON line: pid, what it loaded, bytes of tensors held, the error that stopped it.
 
-usage: ctx_growth.py"""
+usage: ctx_growth.py [SETTLE_SECONDS]   (default 3: the libraries are loaded, the process serves a while
+                                        before it grows its tensors, as a model server does)"""
 import json
 import os
+import sys
+import time
 
 import torch
 
@@ -20,6 +23,14 @@ def main():
     torch.fft.rfft(torch.randn(1 << 16, device=dev)).abs().sum().item()  # cuFFT
     torch.cuda.synchronize()
     out["loaded"] = ["cublas", "cudnn", "cufft"]
+    time.sleep(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0)
+    try:  # what NVML shows from inside the pid namespace
+        import pynvml
+        pynvml.nvmlInit()
+        h = pynvml.nvmlDeviceGetHandleByIndex(0)
+        out["nvml_inside"] = [[p.pid, p.usedGpuMemory] for p in pynvml.nvmlDeviceGetComputeRunningProcesses(h)]
+    except Exception as e:  # noqa: BLE001 - informative only
+        out["nvml_inside"] = repr(e)[:200]
     held, n = [], 0
     try:
         while True:
