@@ -198,11 +198,10 @@ void ReconcileOnce() {
   slice::RegionHeader* h = g_region.hdr;
   int row = EnsureRow();
   if (row < 0) return;
-  // NVML lists host pids. In a container (its own pid namespace) getpid() is not among them; the node
-  // agent publishes this process's host pid in its row (slice/host_pid.h).
-  // Once published it is the only match: a container pid may equal some other host process's pid.
+  // Which pid NVML gives this process depends on the driver: a recent one (580, measured) translates pids
+  // into the caller's pid namespace, so getpid() matches even in a container; an older one lists host
+  // pids, which the node agent publishes in the row (slice/host_pid.h). Either is accepted.
   const unsigned host = static_cast<unsigned>(slice::RowHostPid(h, row));
-  const unsigned driver_pid = host != 0 ? host : self;
   for (int g = 0; g < g_cfg.gpu_count && g < kMaxGpus; ++g) {
     if (!g_ctx_charged[g].load()) continue;
     nvmlDevice_t dev;
@@ -215,8 +214,21 @@ void ReconcileOnce() {
     unsigned count = 512;
     if (g_real_nvml.nvmlDeviceGetComputeRunningProcesses_v3(dev, &count, infos) != NVML_SUCCESS) continue;
     if (g_inflight[g].load() != 0 || g_ops_done[g].load() != ops_before || g_local_bytes[g].load() != tracked) continue;
+    int pick = -1;
     for (unsigned i = 0; i < count && i < 512; ++i) {
-      if (infos[i].pid != driver_pid || infos[i].usedGpuMemory == static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE)) continue;
+      if (infos[i].usedGpuMemory == static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE)) continue;
+      if (infos[i].pid != self && (host == 0 || infos[i].pid != host)) continue;
+      // Both found (our container pid is also some other process's pid in the list): ours holds at least
+      // what this process allocated and is the closest such figure.
+      if (pick >= 0) {
+        const unsigned long long a = infos[i].usedGpuMemory, b = infos[pick].usedGpuMemory;
+        const bool a_fits = a >= tracked, b_fits = b >= tracked;
+        if (a_fits != b_fits ? !a_fits : a >= b) continue;
+      }
+      pick = static_cast<int>(i);
+    }
+    if (pick >= 0) {
+      const unsigned i = static_cast<unsigned>(pick);
       uint64_t used = infos[i].usedGpuMemory;
       uint64_t overhead = used > tracked ? used - tracked : 0;
       // used - tracked dips whenever a reservation is published before the driver shows it, or a free
@@ -241,7 +253,6 @@ void ReconcileOnce() {
       if (overhead < floor) overhead = floor;
       g_local_overhead[g].store(overhead);
       slice::SetOverhead(h, row, g, overhead);
-      break;
     }
   }
 }

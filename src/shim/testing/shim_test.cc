@@ -365,6 +365,37 @@ TEST_F(ShimTest, ContainerProcessIsMeasuredOnceTheAgentPublishesItsHostPid) {
   close(c.err);
 }
 
+// A recent driver (580, measured on an H100) shows a process in a pid namespace under its pid there,
+// so getpid() matches; the host pid the agent publishes must not replace that match.
+TEST_F(ShimTest, ContainerProcessIsMeasuredWhenTheDriverShowsItsOwnPid) {
+  const std::string hostproc = std::string(dir_) + "/hostproc";
+  mkdir(hostproc.c_str(), 0755);
+  if (system(("unshare -Urpfm sh -c 'mount --bind /proc " + hostproc +
+              " && mount -t proc proc /proc' 2>/dev/null").c_str()) != 0) {
+    GTEST_SKIP() << "this machine does not allow unprivileged user and pid namespaces (unshare -Urpfm)";
+  }
+  WriteConfig(4096 * kMiB);
+  wrapper_ = {"/usr/bin/unshare", "-Urpfm", "--kill-child", "/bin/sh", "-c",
+              "mount -t proc proc /proc && exec \"$0\" \"$@\""};
+  Child c = Start({"hold", "100"}, true, {"FAKE_CUDA_CTX_MIB=900"});  // the fake driver names it by getpid()
+  ASSERT_EQ(ReadLine(c), "hold 0");
+  tessera::slice::Region r;
+  char err[256];
+  ASSERT_TRUE(tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), true, &r, err, sizeof(err)))
+      << err;
+  const tessera::slice::HostPidPass pass =
+      tessera::slice::PublishHostPids(r.hdr, "/proc", tessera::slice::SelfPidNamespace());
+  tessera::slice::CloseRegion(&r);
+  EXPECT_EQ(pass.published, 1);
+  const double t0 = Now();
+  while (Now() - t0 < 10 && Usage().overhead_bytes != 900 * kMiB) usleep(20000);
+  EXPECT_EQ(Usage().overhead_bytes, 900 * kMiB);
+  kill(c.pid, SIGKILL);
+  waitpid(c.pid, nullptr, 0);
+  close(c.out);
+  close(c.err);
+}
+
 TEST_F(ShimTest, EightProcessesRacingNeverOvershoot) {
   // Each process alone can ask for up to 8 x 512 MiB, so the wall is reached even when the scheduler
   // runs the processes one after another.
