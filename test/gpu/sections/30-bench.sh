@@ -1,6 +1,8 @@
 # Shim overhead against the native baseline, same machine, same run: launch submit, launch+sync round
-# trip, cudaMalloc/cudaFree, process start-up. Native and shim runs alternate (8 pairs, pinned to one
-# core) and each metric compares the medians: single runs on this VM vary by more than the bounds.
+# trip, cudaMalloc/cudaFree, process start-up. Native and shim runs alternate (BENCH_PAIRS pairs, default
+# 16, pinned to one core) and each metric compares the medians: single runs on these VMs vary by more
+# than the bounds (a process lands in a fast or a slow mode: 33 or 47 us per 4 KiB cudaMalloc, native).
+# Each check also reports the same-version spread: the medians of the odd and the even native runs.
 # The hook layer is measured with the launch gate off (no compute cap, no node region); if a node
 # region directory exists (priority coordination turns the gate on) it is set aside for those runs and
 # the gate-on cost is recorded separately.
@@ -11,7 +13,7 @@ section_bench() {
   command -v taskset >/dev/null && pin="taskset -c 2"
   local node_dir=/run/tessera/node moved=""
   if [ -d $node_dir ]; then mv $node_dir $node_dir.bench-off && moved=1; fi
-  for i in 1 2 3 4 5 6 7 8; do
+  for i in $(seq 1 "${BENCH_PAIRS:-16}"); do
     n=$($pin "$BENCH" 1 2>>"$LOG"); record "native_$i" "${n:-{\}}"; log "native $i: $n"
     s=$(LD_PRELOAD=$SHIM TESSERA_SLICE_CONFIG=$cfg $pin "$BENCH" 1 2>>"$LOG"); record "shim_$i" "${s:-{\}}"; log "shim $i: $s"
   done
@@ -63,8 +65,11 @@ def cmp(name, f, bound_pct=None, bound_abs=None, unit="us", fmt="{:.2f}"):
     if bound_pct is not None: ok = b <= a * (1 + bound_pct / 100)
     if bound_abs is not None: ok = b <= a + bound_abs
     bound = f"bound +{bound_pct}%" if bound_pct is not None else (f"bound +{bound_abs} {unit}" if bound_abs is not None else "no bound")
+    nat = [f(d) for d in runs["native"]]
+    same = statistics.median(nat[1::2]) - statistics.median(nat[0::2]) if len(nat) >= 4 else 0
     line(name, ok, f"shim {fmt.format(b)} {unit} vs native {fmt.format(a)} {unit} ({(b / a - 1) * 100:+.1f}%, {b - a:+.3f} {unit}; "
-         f"{bound}; medians of {len(runs['native'])} runs, native {fmt.format(alo)}..{fmt.format(ahi)}, shim {fmt.format(blo)}..{fmt.format(bhi)})")
+         f"{bound}; medians of {len(runs['native'])} runs, native {fmt.format(alo)}..{fmt.format(ahi)}, shim {fmt.format(blo)}..{fmt.format(bhi)}; "
+         f"same-version spread {same:+.3f} {unit})")
 cmp("launch_submit", lambda d: d["launch_submit_ns"], bound_pct=2, unit="ns", fmt="{:.0f}")
 cmp("roundtrip_p50", lambda d: d["roundtrip_us_p50"], bound_pct=5)
 cmp("roundtrip_p99", lambda d: d["roundtrip_us_p99"], bound_pct=10)
