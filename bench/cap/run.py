@@ -45,6 +45,7 @@ class Bench:
         self.seq = 0
         self.calib = {}
         self.mps_pipe = None
+        self.mps_sms = 0
         self.be_solo = {}
 
     # ---- build ---------------------------------------------------------------------------------------
@@ -76,8 +77,8 @@ class Bench:
                  f"cap_mode={mode}", f"gpu={self.uuid} memory=60000000000 cores={cores}"]
         if spatial:
             lines.append(f"mps_pipe={self.mps_pipe}")
-            if getattr(self, "sms", 0) and not os.environ.get("CAP_NO_MPS_SMS"):
-                lines.append(f"mps_sms={self.sms}")  # the GPU's SMs (measured outside MPS at start)
+            if getattr(self, "mps_sms", 0) and not os.environ.get("CAP_NO_MPS_SMS"):
+                lines.append(f"mps_sms={self.mps_sms}")  # the GPU's SMs (tessera-mps sms)
             if mps_pct:
                 lines.append(f"mps_percentage={mps_pct}")
         conf = os.path.join(d, "slice.conf")
@@ -334,6 +335,9 @@ class Bench:
     def mps_start(self):
         out = sh(f"{self.build}/tessera-mps start --gpu {self.uuid} --base {MPS_BASE}")
         self.mps_pipe = out.strip()
+        # What an operator writes as mps_sms: the tool's answer (checked against the benchmark's own count).
+        self.mps_sms = int(sh(f"{self.build}/tessera-mps sms --gpu {self.uuid}").strip())
+        log(f"  tessera-mps sms: {self.mps_sms} (capbench outside MPS: {self.sms})")
 
     def mps_stop(self):
         subprocess.run([f"{self.build}/tessera-mps", "stop", "--gpu", self.uuid, "--base", MPS_BASE],

@@ -1,17 +1,66 @@
 // tessera-mps: start, stop or query the Tessera-owned MPS control daemon of one GPU (spatial mode).
-//   tessera-mps start|stop|status --gpu GPU-UUID [--base DIR]
-// Used by test/gpu and by operators; `tessera run --spatial` and the node agent call the same library.
+//   tessera-mps start|stop|status|sms --gpu GPU-UUID [--base DIR]
+// Used by test/gpu and by operators (the library calls are StartMpsDaemon/StopMpsDaemon/MpsControl).
+// `sms` prints the GPU's SM count, the value of a spatial slice's `mps_sms` key (docs/compute.md); it
+// asks the driver directly, never through an MPS server.
 // libtessera.so compiles every src/shim/mps*.cc; only the tool build defines TESSERA_MPS_TOOL.
 #ifdef TESSERA_MPS_TOOL
+#include <dlfcn.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "shim/mps.h"
 
+namespace {
+
+// The GPU's SM count from the CUDA driver (dlopen'ed: the tool links nothing of CUDA), 0 on failure.
+int GpuSmCount(const std::string& uuid, std::string* err) {
+  unsetenv("CUDA_MPS_PIPE_DIRECTORY");  // this query must not become an MPS client (of any partition)
+  unsetenv("CUDA_VISIBLE_DEVICES");
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+  if (lib == nullptr) {
+    *err = "cannot load libcuda.so.1";
+    return 0;
+  }
+  using InitFn = int (*)(unsigned);
+  using CountFn = int (*)(int*);
+  using GetFn = int (*)(int*, int);
+  using UuidFn = int (*)(unsigned char*, int);
+  using AttrFn = int (*)(int*, int, int);
+  auto init = reinterpret_cast<InitFn>(dlsym(lib, "cuInit"));
+  auto count = reinterpret_cast<CountFn>(dlsym(lib, "cuDeviceGetCount"));
+  auto get = reinterpret_cast<GetFn>(dlsym(lib, "cuDeviceGet"));
+  auto get_uuid = reinterpret_cast<UuidFn>(dlsym(lib, "cuDeviceGetUuid_v2"));
+  if (get_uuid == nullptr) get_uuid = reinterpret_cast<UuidFn>(dlsym(lib, "cuDeviceGetUuid"));
+  auto attr = reinterpret_cast<AttrFn>(dlsym(lib, "cuDeviceGetAttribute"));
+  int n = 0;
+  if (!init || !count || !get || !get_uuid || !attr || init(0) != 0 || count(&n) != 0) {
+    *err = "the CUDA driver did not initialise";
+    return 0;
+  }
+  constexpr int kMultiprocessorCount = 16;  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
+  for (int i = 0; i < n; ++i) {
+    int dev = 0, sms = 0;
+    unsigned char u[16];
+    char text[48];
+    if (get(&dev, i) != 0 || get_uuid(u, dev) != 0) continue;
+    std::snprintf(text, sizeof(text), "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+                  u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+                  u[15]);
+    if (uuid == text && attr(&sms, kMultiprocessorCount, dev) == 0) return sms;
+  }
+  *err = "no GPU " + uuid;
+  return 0;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: tessera-mps start|stop|status --gpu GPU-UUID [--base DIR]\n");
+    std::fprintf(stderr, "usage: tessera-mps start|stop|status|sms --gpu GPU-UUID [--base DIR]\n");
     return 2;
   }
   std::string verb = argv[1], gpu, base = tessera::shim::kMpsBaseDir;
@@ -54,7 +103,16 @@ int main(int argc, char** argv) {
     std::printf("running; servers: %s\n", reply.c_str());
     return 0;
   }
-  std::fprintf(stderr, "tessera-mps: unknown verb %s (start, stop, status)\n", verb.c_str());
+  if (verb == "sms") {
+    const int sms = GpuSmCount(gpu, &err);
+    if (sms <= 0) {
+      std::fprintf(stderr, "tessera-mps: %s\n", err.c_str());
+      return 1;
+    }
+    std::printf("%d\n", sms);
+    return 0;
+  }
+  std::fprintf(stderr, "tessera-mps: unknown verb %s (start, stop, status, sms)\n", verb.c_str());
   return 2;
 }
 #endif  // TESSERA_MPS_TOOL
