@@ -454,13 +454,13 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
           }
         }
         if (r->anchor != nullptr && cost > 0 && g.row != nullptr && !opts_.spatial) {
-          // Another participant's bracket that began inside ours ran while ours was preempted
-          // (time slicing): that time was theirs, and they are charged for it.
+          // Other participants' brackets that overlap ours ran while ours was preempted (time
+          // slicing): that time was theirs, and they are charged for it (OthersBusy splits it).
           float as = 0, ae = 0;
           if (drv_.event_elapsed(&as, r->anchor, c.start) == CUDA_SUCCESS &&
               drv_.event_elapsed(&ae, r->anchor, c.end) == CUDA_SUCCESS) {
             const int64_t hs = r->anchor_host_ns + MsToNs(as), he = r->anchor_host_ns + MsToNs(ae);
-            cost = std::max<int64_t>(0, cost - g.cfg.node->NestedBusy(g.row, hs, he));
+            cost = std::max<int64_t>(0, cost - g.cfg.node->OthersBusy(g.row, hs, he));
             g.cfg.node->PublishBusy(g.row, hs, he);
           }
         }

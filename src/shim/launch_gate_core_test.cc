@@ -648,20 +648,27 @@ TEST_F(PriorityTest, HighPriorityLingersBetweenPeriodicKernels) {
   EXPECT_TRUE(node->OthersIdle(be, 30 * kMs, 20 * kMs, 200 * kMs));
 }
 
-TEST_F(PriorityTest, NestedBusyCountsOnlyIntervalsThatBeganInsideOurs) {
+TEST_F(PriorityTest, OthersBusyCreditsNestedIntervalsAndSplitsPartialOverlaps) {
   slice::NodeRow* a = node->Join(1, "a", 0);
   slice::NodeRow* b = node->Join(1, "b", 0);
-  // b ran 2..4 ms while a's bracket 1..6 ms was preempted; a's bracket began before b's 3..8.
+  // b ran 2..4 ms while a's bracket 1..6 ms was preempted: all of it is credited to a.
   node->PublishBusy(b, 2 * kMs, 4 * kMs);
   node->PublishBusy(a, 1 * kMs, 6 * kMs);
-  EXPECT_EQ(node->NestedBusy(a, 1 * kMs, 6 * kMs), 2 * kMs);
-  EXPECT_EQ(node->NestedBusy(b, 3 * kMs, 8 * kMs), 0);
-  EXPECT_EQ(node->NestedBusy(a, 5 * kMs, 9 * kMs), 0);
+  EXPECT_EQ(node->OthersBusy(a, 1 * kMs, 6 * kMs), 2 * kMs);
+  // b's bracket 3..8 overlaps a's 1..6 by 3 ms: half of it credited to b, and a's 1..6 seen against a
+  // b bracket 3..8 would be credited the other half.
+  EXPECT_EQ(node->OthersBusy(b, 3 * kMs, 8 * kMs), 3 * kMs / 2);
+  node->PublishBusy(b, 3 * kMs, 8 * kMs);
+  EXPECT_EQ(node->OthersBusy(a, 1 * kMs, 6 * kMs), 2 * kMs + 3 * kMs / 2);
+  // A bracket of a's at 2.5..3.5 lies inside b's 2..4 (nothing credited for it: a ran inside it) and
+  // overlaps the start of b's 3..8 by 0.5 ms (half credited).
+  EXPECT_EQ(node->OthersBusy(a, 5 * kMs / 2, 7 * kMs / 2), kMs / 4);
+  EXPECT_EQ(node->OthersBusy(a, 9 * kMs, 10 * kMs), 0);
   // The ring keeps the latest intervals only.
   for (int i = 0; i < 2 * slice::kNodeRecent; ++i)
     node->PublishBusy(b, (100 + i) * kMs, (100 + i) * kMs + 10);
-  EXPECT_EQ(node->NestedBusy(a, 0, 99 * kMs), 0);
-  EXPECT_EQ(node->NestedBusy(a, 0, 1'000 * kMs), slice::kNodeRecent * 10);
+  EXPECT_EQ(node->OthersBusy(a, 0, 99 * kMs), 0);
+  EXPECT_EQ(node->OthersBusy(a, 0, 1'000 * kMs), slice::kNodeRecent * 10);
 }
 
 TEST_F(PriorityTest, BestEffortHoldsEverythingWhileHighPriorityWorkIsPending) {

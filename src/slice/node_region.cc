@@ -259,7 +259,7 @@ void NodeRegion::PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns) {
   row->recent_pos.store(i + 1, std::memory_order_release);
 }
 
-int64_t NodeRegion::NestedBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const {
+int64_t NodeRegion::OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const {
   const Header* h = header();
   const int hw = h->high_water.load(std::memory_order_acquire);
   int64_t total = 0;
@@ -270,8 +270,16 @@ int64_t NodeRegion::NestedBusy(const NodeRow* self, int64_t start_ns, int64_t en
       const int64_t e1 = row.recent_end[i].load(std::memory_order_acquire);
       const int64_t s = row.recent_start[i].load(std::memory_order_acquire);
       const int64_t e2 = row.recent_end[i].load(std::memory_order_acquire);
-      if (e1 == 0 || e1 != e2 || s <= start_ns || s >= end_ns) continue;
-      total += std::min(e1, end_ns) - s;
+      if (e1 == 0 || e1 != e2 || e1 <= start_ns || s >= end_ns) continue;
+      if (s > start_ns) {
+        // Began inside ours: ours was preempted for it. Wholly inside: all of it was theirs; running on
+        // past our end: the overlap was shared, half each.
+        total += e1 <= end_ns ? e1 - s : (end_ns - s) / 2;
+      } else if (e1 < end_ns) {
+        // Began before ours and ended inside: the same shared overlap seen from the other side.
+        total += (e1 - start_ns) / 2;
+      }
+      // Began before and ended after: ours ran inside theirs, all ours.
     }
   }
   return std::min(total, end_ns - start_ns);

@@ -44,7 +44,7 @@ struct NodeRow {
   char slice[64];
   // The participant's latest completed GPU busy intervals in CLOCK_MONOTONIC ns (single writer: the
   // owner's harvester). A time-sliced GPU runs one context at a time, so another participant's
-  // interval that starts inside ours was GPU time we did not get (see NestedBusy).
+  // interval that overlaps ours was partly GPU time we did not get (see OthersBusy).
   std::atomic<uint32_t> recent_pos;
   std::atomic<int64_t> recent_start[kNodeRecent];
   std::atomic<int64_t> recent_end[kNodeRecent];
@@ -106,9 +106,11 @@ class NodeRegion {
 
   // Records one completed busy interval of `row` (host monotonic ns).
   void PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns);
-  // GPU time other participants' published intervals took inside [start, end) among those that began
-  // after `start`: on a time-sliced GPU, ours was preempted for them.
-  int64_t NestedBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const;
+  // GPU time inside [start, end) that other participants' published intervals took from ours on a
+  // time-sliced GPU: all of one nested inside ours (ours was preempted for it), half of a partial
+  // overlap (each side was preempted for the other for part of it; both sides count half), none of
+  // one that contains ours (ours ran inside it, and the other side is credited for ours).
+  int64_t OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const;
 
  private:
   struct Header;
