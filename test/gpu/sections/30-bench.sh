@@ -3,6 +3,7 @@
 # 16, pinned to one core) and each metric compares the medians: single runs on these VMs vary by more
 # than the bounds (a process lands in a fast or a slow mode: 33 or 47 us per 4 KiB cudaMalloc, native).
 # Each check also reports the same-version spread: the medians of the odd and the even native runs.
+# STARTUP_PAIRS (default 40) sets the pairs of the start-up measurement.
 # The hook layer is measured with the launch gate off (no compute cap, no node region); if a node
 # region directory exists (priority coordination turns the gate on) it is set aside for those runs and
 # the gate-on cost is recorded separately.
@@ -29,7 +30,7 @@ res = {}
 for name, cmd in (("cuda_init", [alloc, "init"]), ("no_cuda", ["/bin/true"])):
     t(cmd, env_n); t(cmd, env_s)
     n, s = [], []
-    for _ in range(40):  # a CUDA process starts in ~300 ms, +- several ms: many pairs
+    for _ in range(int(os.environ.get("STARTUP_PAIRS", "40"))):  # ~300 ms each, +- several ms: many pairs
         n.append(t(cmd, env_n)); s.append(t(cmd, env_s))
     res[name] = {"native_ms_median": statistics.median(n), "shim_ms_median": statistics.median(s),
                  "added_ms": statistics.median(s) - statistics.median(n),
