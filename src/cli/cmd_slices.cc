@@ -109,7 +109,9 @@ int SlicesCmd(int argc, char** argv) {
       }
       out += "],\"processes\":[";
       for (size_t i = 0; i < procs.size(); ++i) {
-        out += std::string(i ? "," : "") + "{\"pid\":" + std::to_string(procs[i].pid) + ",\"bytes\":[";
+        out += std::string(i ? "," : "") + "{\"pid\":" + std::to_string(procs[i].pid);
+        if (procs[i].host_pid != 0) out += ",\"host_pid\":" + std::to_string(procs[i].host_pid);
+        out += ",\"bytes\":[";
         for (int g = 0; g < cfg.gpu_count; ++g) out += std::string(g ? "," : "") + std::to_string(procs[i].bytes[g]);
         out += "]}";
       }
@@ -128,7 +130,8 @@ int SlicesCmd(int argc, char** argv) {
       for (const slice::ProcUsage& p : procs) {
         std::string per;
         for (int g = 0; g < cfg.gpu_count; ++g) per += (g ? ", " : "") + Mib(p.bytes[g]);
-        out += "    pid " + std::to_string(p.pid) + ": " + per + "\n";
+        const std::string host = p.host_pid != 0 ? " (host pid " + std::to_string(p.host_pid) + ")" : "";
+        out += "    pid " + std::to_string(p.pid) + host + ": " + per + "\n";
       }
       if (!have) out += std::string("    region unreadable: ") + err + "\n";
     }

@@ -1,8 +1,8 @@
 // Spatial mode: a Tessera-owned MPS control daemon per GPU, and the client settings of a slice.
 //
-// Spatial mode is opt-in per GPU. Tessera (the launcher `tessera run --spatial`, the node agent, or
-// the `tessera-mps` tool) starts one nvidia-cuda-mps-control daemon for the GPU with its own pipe and
-// log directories under /run/tessera/mps/<gpu-uuid>/, restricted to that GPU by CUDA_VISIBLE_DEVICES.
+// Spatial mode is opt-in per GPU. The `tessera-mps` tool (StartMpsDaemon) starts one
+// nvidia-cuda-mps-control daemon for the GPU with its own pipe and log directories under
+// /run/tessera/mps/<gpu-uuid>/, restricted to that GPU by CUDA_VISIBLE_DEVICES.
 // It never touches the GPU's compute mode, clocks or MIG layout, so processes outside Tessera keep
 // using the GPU as before (time-sliced against the MPS server). A slice opts in with the config key
 // `mps_pipe=<pipe dir>`; the shim then points the process at that daemon and gives it the SM share

@@ -57,6 +57,7 @@ name=defaults
 render $name
 expect $name '^kind: Deployment' "a scheduler Deployment"
 expect $name '^kind: DaemonSet' "an agent DaemonSet"
+expect $name 'hostPID: true' "the agent in the host's pid namespace (host pids of container processes)"
 expect $name 'key: nvidia.com/gpu.present' "agent selected by nvidia.com/gpu.present"
 expect $name 'key: feature.node.kubernetes.io/pci-10de.present' "agent selected by NFD's PCI vendor label"
 expect $name 'schedulerName: tessera-scheduler' "a tessera-scheduler profile"

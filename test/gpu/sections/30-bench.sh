@@ -1,9 +1,9 @@
 # Shim overhead against the native baseline, same machine, same run: launch submit, launch+sync round
 # trip, cudaMalloc/cudaFree, process start-up. Native and shim runs alternate (BENCH_PAIRS pairs, default
-# 16, pinned to one core) and each metric compares the medians: single runs on these VMs vary by more
+# 32, pinned to one core) and each metric compares the medians: single runs on these VMs vary by more
 # than the bounds (a process lands in a fast or a slow mode: 33 or 47 us per 4 KiB cudaMalloc, native).
 # Each check also reports the same-version spread: the medians of the odd and the even native runs.
-# STARTUP_PAIRS (default 40) sets the pairs of the start-up measurement.
+# STARTUP_PAIRS (default 80) sets the pairs of the start-up measurement.
 # The hook layer is measured with the launch gate off (no compute cap, no node region); if a node
 # region directory exists (priority coordination turns the gate on) it is set aside for those runs and
 # the gate-on cost is recorded separately.
@@ -14,7 +14,7 @@ section_bench() {
   command -v taskset >/dev/null && pin="taskset -c 2"
   local node_dir=/run/tessera/node moved=""
   if [ -d $node_dir ]; then mv $node_dir $node_dir.bench-off && moved=1; fi
-  for i in $(seq 1 "${BENCH_PAIRS:-16}"); do
+  for i in $(seq 1 "${BENCH_PAIRS:-32}"); do
     n=$($pin "$BENCH" 1 2>>"$LOG"); record "native_$i" "${n:-{\}}"; log "native $i: $n"
     s=$(LD_PRELOAD=$SHIM TESSERA_SLICE_CONFIG=$cfg $pin "$BENCH" 1 2>>"$LOG"); record "shim_$i" "${s:-{\}}"; log "shim $i: $s"
   done
@@ -30,7 +30,7 @@ res = {}
 for name, cmd in (("cuda_init", [alloc, "init"]), ("no_cuda", ["/bin/true"])):
     t(cmd, env_n); t(cmd, env_s)
     n, s = [], []
-    for _ in range(int(os.environ.get("STARTUP_PAIRS", "40"))):  # ~300 ms each, +- several ms: many pairs
+    for _ in range(int(os.environ.get("STARTUP_PAIRS", "80"))):  # ~300 ms each, +- several ms: many pairs
         n.append(t(cmd, env_n)); s.append(t(cmd, env_s))
     res[name] = {"native_ms_median": statistics.median(n), "shim_ms_median": statistics.median(s),
                  "added_ms": statistics.median(s) - statistics.median(n),
