@@ -581,6 +581,73 @@ TEST_F(PriorityTest, PeriodicHighPriorityBringsItsContextInBeforeEachBurst) {
   }
 }
 
+// Two tenants on a time-sliced GPU: a capped 30 % best-effort gate and a neighbour whose 2 ms kernels
+// keep the GPU ~70 % busy. Each alternation between their contexts costs a switch. When the neighbour
+// is visible in the node region, the gate submits in longer batches after each throttle: fewer
+// alternations, the same share.
+struct Alternations {
+  int switches = 0;
+  double share = 0;
+};
+Alternations RunBesideNeighbour(Sim& sim, std::shared_ptr<slice::NodeRegion> node, bool visible) {
+  sim = Sim();
+  sim.exclusive = true;
+  sim.switch_cost = 100 * kUs;
+  slice::NodeRow* other = visible ? node->Join(1, "neighbour", 0) : nullptr;
+  GateGpu g;
+  g.uuid = FakeUuid(sim.uuid_byte);
+  g.cap.share_ppm = 300'000;
+  g.node = node;
+  GateOptions o;
+  o.priority = 1;
+  o.background_harvester = false;
+  o.slice = "tenant";
+  Gate gate(FakeDriver(), GateClock{&FNow, &FSleep}, o, {g});
+  sim.harvesters = {&gate};
+  const CUcontext mine = reinterpret_cast<CUcontext>(0x1000), theirs = reinterpret_cast<CUcontext>(0x2000);
+  int64_t next_other = 0;
+  sim.on_tick = [&] {
+    if (sim.now < next_other) return;
+    const CUcontext saved = sim.current;
+    sim.current = theirs;
+    sim.Launch(S(2), 2 * kMs, 2);
+    sim.current = saved;
+    if (other) {
+      node->NoteSubmit(other, sim.now);
+      node->NoteComplete(other);
+      node->Heartbeat(other, sim.now);
+    }
+    next_other = sim.now + 2857 * kUs;  // ~70 % of the GPU
+  };
+  const int64_t until = 3'000 * kMs;
+  while (sim.now < until) {
+    sim.on_tick();
+    sim.current = mine;
+    gate.Before(S(0));
+    sim.Launch(S(0), 2 * kMs, 0);
+    gate.After(S(0), CUDA_SUCCESS);
+    FSleep(10 * kUs);
+  }
+  sim.on_tick = nullptr;
+  sim.harvesters.clear();
+  Alternations out;
+  std::vector<Interval> k = sim.kernels;
+  std::sort(k.begin(), k.end(), [](const Interval& a, const Interval& b) { return a.start < b.start; });
+  for (size_t i = 1; i < k.size(); ++i) out.switches += k[i].tag != k[i - 1].tag;
+  out.share = 100.0 * sim.Busy(1'000 * kMs, until, 0) / (until - 1'000 * kMs);
+  if (other) node->Leave(other);
+  return out;
+}
+
+TEST_F(PriorityTest, CappedBestEffortBatchesBesideAnActiveNeighbour) {
+  const Alternations hidden = RunBesideNeighbour(sim, node, false);
+  const Alternations seen = RunBesideNeighbour(sim, node, true);
+  EXPECT_NEAR(hidden.share, 30.0, 3.0);
+  EXPECT_NEAR(seen.share, 30.0, 3.0);
+  EXPECT_GT(hidden.switches, 0);
+  EXPECT_LE(seen.switches * 10, hidden.switches * 6) << seen.switches << " vs " << hidden.switches;
+}
+
 TEST_F(PriorityTest, BestEffortRunsFreelyWithoutHighPriority) {
   GateGpu bg = Gpu(100);
   bg.node = node;
