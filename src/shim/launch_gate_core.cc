@@ -34,11 +34,6 @@ int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) *
 constexpr int64_t kPollNs = 20'000;
 constexpr int64_t kMaxCapSleepNs = 3'000'000;
 constexpr int64_t kBatchNs = 1'000'000;
-// Time-sliced, best effort, another participant active on the GPU: every alternation between two
-// contexts costs the GPU a switch, charged to whoever's bracket it lands in (measured on an H100 at
-// 30/70 flat out with 2 ms kernels: the 70 % tenant lost ~6.5 points to ~150 switches/s). Longer
-// batches after a throttle mean fewer alternations for the same share.
-constexpr int64_t kContendedBatchNs = 8'000'000;
 constexpr int64_t kTurnNs = 2'000'000;
 constexpr int64_t kSpatialTurnNs = 1'000'000;
 // Best effort beside a periodic high-priority participant: a kernel is started only if its estimated
@@ -88,7 +83,6 @@ struct Gate::Ring {
   CUevent cover = nullptr;  // consumer only: end event of the latest-ending harvested bracket
   std::atomic<int64_t> floor_ns{0};
   std::atomic<int64_t> held_since{0};  // best effort: first hold for a due high-priority burst (0: none)
-  std::atomic<int64_t> batch_until{0};  // capped: after a throttle, hold until then, then submit a batch
   int64_t prewarmed_for = 0;            // high priority: the burst whose successor was prewarmed
   // Calibration kit (harvester only, under the harvest flag): a no-op kernel on a private stream.
   // It measures the launch floor and anchors this context's event clock to CLOCK_MONOTONIC.
@@ -321,12 +315,6 @@ void Gate::Before(CUstream stream) {
         Wait(std::min(until - now, kMaxCapSleepNs));
         continue;
       }
-      const int64_t batch_until = ring->batch_until.load(std::memory_order_relaxed);
-      if (now < batch_until) {
-        waited_cap = true;
-        Wait(std::min(batch_until - now, kMaxCapSleepNs));
-        continue;
-      }
       estimate = Scaled(ring->estimate_ns.load(std::memory_order_relaxed));
       Admission a = CapBucket::TryAdmit(*g.tat, g.cfg.cap, now, estimate, false);
       if (!a.admitted && g.cfg.cap.burst) {
@@ -338,14 +326,8 @@ void Gate::Before(CUstream stream) {
         // Once throttled, sleep until a little credit has built up, so the next submissions go out
         // back to back: a queued kernel's launch latency is hidden (and not charged), while an
         // isolated one pays it. The average share is unchanged; the GPU sees ~1 ms bursts.
-        const bool contended = !opts_.spatial && opts_.priority != 0 && node != nullptr &&
-                               !node->OthersIdle(g.row, now, opts_.burst_idle_ns, opts_.stale_ns);
-        const int64_t batch = contended ? kContendedBatchNs : kBatchNs;
-        // A contended batch is held to the end even past short sleeps (below a few ms the loop would
-        // otherwise admit one kernel as soon as the TAT allows it).
-        if (contended) ring->batch_until.store(now + a.wait_ns + batch, std::memory_order_relaxed);
         waited_cap = true;
-        Wait(std::min(a.wait_ns + batch, kMaxCapSleepNs));
+        Wait(std::min(a.wait_ns + kBatchNs, kMaxCapSleepNs));
         continue;
       }
       if (owner != nonce_ || now >= until) {
