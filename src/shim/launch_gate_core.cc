@@ -460,7 +460,10 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
           if (drv_.event_elapsed(&as, r->anchor, c.start) == CUDA_SUCCESS &&
               drv_.event_elapsed(&ae, r->anchor, c.end) == CUDA_SUCCESS) {
             const int64_t hs = r->anchor_host_ns + MsToNs(as), he = r->anchor_host_ns + MsToNs(ae);
-            cost = std::max<int64_t>(0, cost - g.cfg.node->OthersBusy(g.row, hs, he));
+            const int64_t theirs = std::min(cost, g.cfg.node->OthersBusy(g.row, hs, he));
+            cost -= theirs;
+            placed_.fetch_add(1, std::memory_order_relaxed);
+            credited_.fetch_add(theirs, std::memory_order_relaxed);
             g.cfg.node->PublishBusy(g.row, hs, he);
           }
         }
@@ -683,6 +686,8 @@ GateStats Gate::Stats() const {
   s.cap_waits = cap_waits_.load();
   s.priority_waits = prio_waits_.load();
   s.prewarms = prewarms_.load();
+  s.placed = placed_.load();
+  s.credited_ns = credited_.load();
   for (auto& g : gpus_) s.measured_ns += g->measured.load();
   return s;
 }

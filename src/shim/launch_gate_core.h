@@ -112,6 +112,8 @@ struct GateStats {
   uint64_t priority_waits = 0;  // Before() calls that waited for high priority
   int64_t measured_ns = 0;      // GPU time measured, all GPUs
   uint64_t prewarms = 0;        // high priority: no-op kernels that brought the context in before a burst
+  uint64_t placed = 0;          // time-sliced brackets placed on the host clock (node region + anchor)
+  int64_t credited_ns = 0;      // of their time, what other participants' brackets took (OthersBusy)
 };
 
 class Gate {
@@ -179,7 +181,8 @@ class Gate {
   std::atomic<uint64_t> generation_{1};
   uint64_t nonce_ = 0;  // this process's identity in turn_owner (new after fork)
 
-  std::atomic<uint64_t> tracked_{0}, completed_{0}, cap_waits_{0}, prio_waits_{0}, prewarms_{0};
+  std::atomic<uint64_t> tracked_{0}, completed_{0}, cap_waits_{0}, prio_waits_{0}, prewarms_{0}, placed_{0};
+  std::atomic<int64_t> credited_{0};
 };
 
 }  // namespace tessera::shim
