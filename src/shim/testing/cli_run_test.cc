@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "slice/config.h"
+#include "slice/region.h"
 
 namespace {
 
@@ -232,6 +234,24 @@ TEST_F(CliRunTest, SlicesListsLiveProcesses) {
   r = Call(tessera::cli::SlicesCmd, {"slices", "--state-dir", state_});
   EXPECT_NE(r.out.find("held"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("pid " + std::to_string(holder)), std::string::npos) << r.out;
+  // A host pid published by the node agent (a process in a container) is listed with the process.
+  {
+    tessera::slice::SliceConfig cfg;
+    tessera::slice::Region region;
+    char err[256];
+    ASSERT_TRUE(tessera::slice::LoadSliceConfig((state_ + "/held/slice.conf").c_str(), false, &cfg, err,
+                                                sizeof(err)))
+        << err;
+    ASSERT_TRUE(tessera::slice::OpenRegion(cfg.region, true, &region, err, sizeof(err))) << err;
+    const uint64_t owner = region.hdr->rows[0].owner.load();
+    ASSERT_EQ(tessera::slice::OwnerPid(owner), holder);
+    ASSERT_TRUE(tessera::slice::PublishHostPid(region.hdr, 0, owner, 424242));
+    tessera::slice::CloseRegion(&region);
+  }
+  r = Call(tessera::cli::SlicesCmd, {"slices", "--json", "--state-dir", state_});
+  EXPECT_NE(r.out.find("\"pid\":" + std::to_string(holder) + ",\"host_pid\":424242"), std::string::npos) << r.out;
+  r = Call(tessera::cli::SlicesCmd, {"slices", "--state-dir", state_});
+  EXPECT_NE(r.out.find("pid " + std::to_string(holder) + " (host pid 424242)"), std::string::npos) << r.out;
   // Once the process is gone, the listing drops it (its row is reclaimed by the reader).
   kill(holder, SIGKILL);
   waitpid(holder, nullptr, 0);
