@@ -99,6 +99,14 @@ TEST(SchedulerPlacement, TypeAndUuidFiltersExclusiveMultiGpuAndNuma) {
   ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("want-h100", small, {{"nvidia.com/use-gputype", "H100"}})).ok());
   EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return !env.SchedulingMessage("want-h100").empty(); }, 20));
   EXPECT_TRUE(env.GetPod("want-h100")["spec"].value("nodeName", "").empty());
+  // It would fit the H100 node added below, and kube-scheduler retries it: gone before that node exists,
+  // so the GPUs there are only the ones this test places.
+  ASSERT_TRUE(env.client().Delete(kube::kPods, env.ns(), "want-h100").ok());
+  ASSERT_TRUE(env.WaitPods([](const std::vector<Json>& pods) {
+    for (const auto& p : pods)
+      if (p["metadata"].value("name", "") == "want-h100") return false;
+    return true;
+  }, 20));
 
   // Multi-GPU + NUMA on an H100 box with NUMA 0 = GPUs 0,1 and NUMA 1 = GPUs 2,3. GPU 0 is taken first, so
   // two whole cards on one NUMA node exist only on NUMA 1; without numa-bind GPUs 1 and 2 would do.
