@@ -292,15 +292,23 @@ profiles:
 	if bound.Spec.NodeName != node {
 		t.Fatalf("pod bound to %q, want %q", bound.Spec.NodeName, node)
 	}
-	events, err := cs.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The scheduler records the event after binding, through its asynchronous event broadcaster: wait for it.
 	var by []string
-	for _, e := range events.Items {
-		if e.Reason == "Scheduled" {
-			by = append(by, e.ReportingController+e.Source.Component)
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		events, err := cs.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod.Name})
+		if err != nil {
+			t.Fatal(err)
 		}
+		by = nil
+		for _, e := range events.Items {
+			if e.Reason == "Scheduled" {
+				by = append(by, e.ReportingController+e.Source.Component)
+			}
+		}
+		if len(by) > 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	if len(by) != 1 || by[0] != name {
 		t.Fatalf("Scheduled events reported by %v, want exactly one by %q", by, name)
