@@ -26,7 +26,6 @@ void SysSleep(int64_t ns) {
   }
 }
 
-
 int64_t MsToNs(float ms) { return static_cast<int64_t>(static_cast<double>(ms) * 1e6); }
 
 // Waiting granularity: short enough that a drained queue is noticed within a fraction of a 0.05 ms

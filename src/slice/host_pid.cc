@@ -45,21 +45,6 @@ int InnermostPid(const char* status) {
   return last > 0 && last < 0x7fffffff ? static_cast<int>(last) : 0;
 }
 
-// Field 22 of <proc>/<pid>/stat (start time, clock ticks since boot); 0 when unreadable.
-uint64_t StartTicks(const char* stat) {
-  const char* p = strrchr(stat, ')');
-  if (p == nullptr || p[1] != ' ') return 0;
-  p += 2;
-  for (int field = 3; field < 22 && *p; ++field) {
-    p = strchr(p, ' ');
-    if (p == nullptr) return 0;
-    ++p;
-  }
-  uint64_t v = 0;
-  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
-  return v;
-}
-
 }  // namespace
 
 uint64_t ParsePidNamespaceLink(const char* text) {
@@ -112,7 +97,7 @@ HostPidPass PublishHostPids(RegionHeader* h, const char* proc_root, uint64_t own
       const int inner = InnermostPid(buf);
       snprintf(path, sizeof(path), "%s/%s/stat", proc_root, e->d_name);
       uint64_t ticks = 0;
-      if (ReadSmall(path, buf, sizeof(buf))) ticks = StartTicks(buf);
+      if (ReadSmall(path, buf, sizeof(buf))) ParseStatStartTicks(buf, &ticks);  // stays 0 when unreadable
       for (int k = 0; k < out.pending; ++k) {
         const Pending& p = pending[k];
         if (done[k] || p.ns != ns || OwnerPid(p.owner) != inner) continue;

@@ -306,6 +306,21 @@ int ReadProcs(const RegionHeader* h, ProcUsage* out, int max) {
   return n;
 }
 
+bool ParseStatStartTicks(const char* stat, uint64_t* ticks) {
+  const char* p = strrchr(stat, ')');
+  if (p == nullptr || p[1] != ' ') return false;
+  p += 2;  // ") " then field 3 (state)
+  for (int field = 3; field < 22 && *p; ++field) {
+    p = strchr(p, ' ');
+    if (p == nullptr) return false;
+    ++p;
+  }
+  uint64_t v = 0;
+  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+  *ticks = v;
+  return true;
+}
+
 uint64_t ProcessStartTicks(int pid) {
   char path[64];
   snprintf(path, sizeof(path), "/proc/%d/stat", pid);
@@ -316,17 +331,8 @@ uint64_t ProcessStartTicks(int pid) {
   close(fd);
   if (n <= 0) return 0;
   buf[n] = '\0';
-  char* p = strrchr(buf, ')');
-  if (!p) return 0;
-  p += 2;  // ") " then field 3 (state)
-  for (int field = 3; field < 22 && *p; ++field) {
-    p = strchr(p, ' ');
-    if (!p) return 0;
-    ++p;
-  }
   uint64_t v = 0;
-  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
-  return v;
+  return ParseStatStartTicks(buf, &v) ? v : 0;
 }
 
 bool ProcessAlive(int pid, uint32_t start_ticks) {
@@ -341,18 +347,12 @@ bool ProcessAlive(int pid, uint32_t start_ticks) {
   close(fd);
   if (n <= 0) return false;
   buf[n] = '\0';
-  char* p = strrchr(buf, ')');
+  const char* p = strrchr(buf, ')');
   if (!p || p[1] != ' ') return true;
   char state = p[2];
   if (state == 'Z' || state == 'X' || state == 'x') return false;  // exited: the driver freed its memory
-  p += 2;
-  for (int field = 3; field < 22 && *p; ++field) {
-    p = strchr(p, ' ');
-    if (!p) return true;
-    ++p;
-  }
   uint64_t v = 0;
-  while (*p >= '0' && *p <= '9') v = v * 10 + static_cast<uint64_t>(*p++ - '0');
+  if (!ParseStatStartTicks(buf, &v)) return true;
   return static_cast<uint32_t>(v & 0x7fffffffu) == start_ticks;
 }
 

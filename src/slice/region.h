@@ -179,6 +179,8 @@ int FindRegionGpu(const RegionHeader* h, const char* uuid);
 // Process helpers shared with the agent and tests.
 // Start time of pid in clock ticks since boot (field 22 of /proc/<pid>/stat); 0 when unknown.
 uint64_t ProcessStartTicks(int pid);
+// Field 22 (start time) of the text of a /proc/<pid>/stat file; false when the text has no such field.
+bool ParseStatStartTicks(const char* stat, uint64_t* ticks);
 // True when pid is alive, not a zombie, and its start time matches (start_ticks as stored, 31 bits).
 bool ProcessAlive(int pid, uint32_t start_ticks);
 uint64_t SelfPidNamespace();
