@@ -805,10 +805,11 @@ int Agent::MapHostPidsNow() {
     for (int k = 0; k < pass.unresolved_count; ++k) {
       const uint64_t owner = pass.unresolved[k];
       still_missing.insert(owner);
-      const int64_t since = host_pid_missing_.emplace(owner, now).first->second;
+      auto& [since, warned] = host_pid_missing_.emplace(owner, std::make_pair(now, false)).first->second;
       // A process that stays unmapped: the agent does not see the host's pids (no hostPID), and the
       // driver's figure for this process's context cannot be matched.
-      if (now - since > 5'000'000'000 && host_pid_warned_.insert(owner).second) {
+      if (now - since > 5'000'000'000 && !warned) {
+        warned = true;
         Log("slice %s: process %d of another pid namespace is not in %s after 5 s; its context is counted "
             "at the estimate, not measured (does the agent run with hostPID?)",
             dir.filename().c_str(), slice::OwnerPid(owner), opts_.proc_root.c_str());
@@ -817,9 +818,6 @@ int Agent::MapHostPidsNow() {
   }
   for (auto it = host_pid_missing_.begin(); it != host_pid_missing_.end();) {
     it = still_missing.count(it->first) ? std::next(it) : host_pid_missing_.erase(it);
-  }
-  for (auto it = host_pid_warned_.begin(); it != host_pid_warned_.end();) {
-    it = still_missing.count(*it) ? std::next(it) : host_pid_warned_.erase(it);
   }
   return published;
 }

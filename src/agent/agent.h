@@ -157,8 +157,8 @@ class Agent {
   std::condition_variable stop_cv_;
   std::vector<std::thread> threads_;
   std::mutex host_pid_mu_;                          // one MapHostPidsNow at a time
-  std::map<uint64_t, int64_t> host_pid_missing_;    // row owner -> first pass that could not map it
-  std::set<uint64_t> host_pid_warned_;
+  // Row owners the host-pid pass could not map: when first missed, and whether that was logged.
+  std::map<uint64_t, std::pair<int64_t, bool>> host_pid_missing_;
   std::unique_ptr<class MetricsServer> metrics_;
   int bound_metrics_port_ = 0;
 };

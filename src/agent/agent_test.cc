@@ -189,6 +189,27 @@ gpus:
     fs::remove_all(root_);
   }
 
+  // Allocates `device_id` for a pod whose assignment is `devices`, then opens the slice's region as the
+  // shim in the container does (with the host path of the mounted region directory).
+  void AllocateAndOpenRegion(const std::string& pod, const std::string& uid, const std::string& devices,
+                             const std::string& device_id, const std::string& slice, slice::Region* region) {
+    {
+      std::lock_guard<std::mutex> l(cluster_->mu);
+      cluster_->pods = {Pod(pod, uid, 10, devices)};
+    }
+    v1beta1::AllocateRequest req;
+    req.add_container_requests()->add_devices_ids(device_id);
+    v1beta1::AllocateResponse resp;
+    grpc::ClientContext ctx;
+    ASSERT_TRUE(plugin_->Allocate(&ctx, req, &resp).ok());
+    const fs::path dir = root_ / "state" / "slices" / slice;
+    slice::SliceConfig cfg;
+    char err[256];
+    ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) << err;
+    std::snprintf(cfg.region, sizeof(cfg.region), "%s", (dir / "region" / "slice.region").c_str());
+    ASSERT_TRUE(slice::OpenRegionForSlice(cfg, region, err, sizeof(err))) << err;
+  }
+
   fs::path root_;
   FakeKubelet kubelet_;
   std::unique_ptr<grpc::Server> registration_, podres_;
@@ -497,23 +518,9 @@ namespace {
 
 // Usage comes from the slice's accounting region, as the shim in the container writes it.
 TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
-  {
-    std::lock_guard<std::mutex> l(cluster_->mu);
-    cluster_->pods = {Pod("user", "u5", 10, R"([[{"uuid":"GPU-bbbb","memory_mib":4096,"cores":30}]])")};
-  }
-  v1beta1::AllocateRequest req;
-  req.add_container_requests()->add_devices_ids("GPU-bbbb::2");
-  v1beta1::AllocateResponse resp;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(plugin_->Allocate(&ctx, req, &resp).ok());
-  const fs::path dir = root_ / "state" / "slices" / "gpu-bbbb-2";
-  // What the shim does inside the container, with the host path of the mounted region directory.
-  slice::SliceConfig cfg;
-  char err[256];
-  ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) << err;
-  std::snprintf(cfg.region, sizeof(cfg.region), "%s", (dir / "region" / "slice.region").c_str());
   slice::Region region;
-  ASSERT_TRUE(slice::OpenRegionForSlice(cfg, &region, err, sizeof(err))) << err;
+  ASSERT_NO_FATAL_FAILURE(AllocateAndOpenRegion(
+      "user", "u5", R"([[{"uuid":"GPU-bbbb","memory_mib":4096,"cores":30}]])", "GPU-bbbb::2", "gpu-bbbb-2", &region));
   int row = slice::ClaimRow(region.hdr);
   ASSERT_GE(row, 0);
   ASSERT_EQ(slice::TryCharge(region.hdr, row, 0, 1ull << 30, false).result, slice::ChargeResult::kOk);
@@ -540,22 +547,9 @@ TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
 // A process in a container (its own pid namespace) is known to the driver by its host pid: the agent finds
 // it under the host's /proc and publishes it in the process's row, where the shim matches NVML against it.
 TEST_F(AgentTest, PublishesHostPidsOfContainerProcesses) {
-  {
-    std::lock_guard<std::mutex> l(cluster_->mu);
-    cluster_->pods = {Pod("user", "u6", 10, R"([[{"uuid":"GPU-aaaa","memory_mib":2048,"cores":100}]])")};
-  }
-  v1beta1::AllocateRequest req;
-  req.add_container_requests()->add_devices_ids("GPU-aaaa::1");
-  v1beta1::AllocateResponse resp;
-  grpc::ClientContext ctx;
-  ASSERT_TRUE(plugin_->Allocate(&ctx, req, &resp).ok());
-  const fs::path dir = root_ / "state" / "slices" / "gpu-aaaa-1";
-  slice::SliceConfig cfg;
-  char err[256];
-  ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) << err;
-  std::snprintf(cfg.region, sizeof(cfg.region), "%s", (dir / "region" / "slice.region").c_str());
   slice::Region region;
-  ASSERT_TRUE(slice::OpenRegionForSlice(cfg, &region, err, sizeof(err))) << err;
+  ASSERT_NO_FATAL_FAILURE(AllocateAndOpenRegion(
+      "user", "u6", R"([[{"uuid":"GPU-aaaa","memory_mib":2048,"cores":100}]])", "GPU-aaaa::1", "gpu-aaaa-1", &region));
   // The container's process: pid 12 in namespace 4026532100, host pid 31337, started at tick 900.
   const uint64_t owner = slice::PackOwner(12, 900);
   region.hdr->rows[0].owner.store(owner);
