@@ -200,6 +200,28 @@ class ShimTest : public ::testing::Test {
     fclose(f);
     return v;
   }
+  // Whether this machine lets an unprivileged user make a user + pid + mount namespace (as a container
+  // has) with the host's /proc kept at `hostproc`, which the namespace tests need.
+  bool NamespacesAllowed(const std::string& hostproc) {
+    mkdir(hostproc.c_str(), 0755);
+    return system(("unshare -Urpfm sh -c 'mount --bind /proc " + hostproc +
+                   " && mount -t proc proc /proc' 2>/dev/null").c_str()) == 0;
+  }
+  // The node agent's host-pid pass over the slice's region, from the test's (the host's) namespace;
+  // with `procs`, the rows afterwards (*n of them).
+  tessera::slice::HostPidPass PublishAsAgent(tessera::slice::ProcUsage* procs = nullptr, int* n = nullptr) {
+    tessera::slice::Region r;
+    char err[256];
+    tessera::slice::HostPidPass pass;
+    if (!tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), true, &r, err, sizeof(err))) {
+      ADD_FAILURE() << err;
+      return pass;
+    }
+    pass = tessera::slice::PublishHostPids(r.hdr, "/proc", tessera::slice::SelfPidNamespace());
+    if (procs != nullptr) *n = tessera::slice::ReadProcs(r.hdr, procs, *n);
+    tessera::slice::CloseRegion(&r);
+    return pass;
+  }
   void Stop(const Child& c) {
     kill(c.pid, SIGKILL);
     waitpid(c.pid, nullptr, 0);
@@ -278,10 +300,7 @@ TEST_F(ShimTest, DriverUsageReplacesTheContextEstimate) {
   }
   EXPECT_EQ(overhead, 300 * kMiB);
   EXPECT_EQ(Usage().charged_bytes, 100 * kMiB);
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
-  close(c.out);
-  close(c.err);
+  Stop(c);
 }
 
 // A context the driver first shows only in part (seen on an H100 with two GPUs visible: 14 MiB of a
@@ -306,10 +325,7 @@ TEST_F(ShimTest, PartlyShownContextKeepsTheEstimate) {
   const std::string filled = ReadLine(c);
   EXPECT_EQ(filled.rfind("filled ", 0), 0u) << filled;
   EXPECT_LE(DevicePeak(), limit) << filled;
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
-  close(c.out);
-  close(c.err);
+  Stop(c);
 }
 
 // A process in a container has its own pid namespace; the driver lists it under its host pid, so the
@@ -318,15 +334,12 @@ TEST_F(ShimTest, PartlyShownContextKeepsTheEstimate) {
 // whole once the node agent's pass (PublishHostPids, run here from the host's namespace) names the host pid.
 TEST_F(ShimTest, ContainerProcessIsMeasuredOnceTheAgentPublishesItsHostPid) {
   const std::string hostproc = std::string(dir_) + "/hostproc";
-  mkdir(hostproc.c_str(), 0755);
+  if (!NamespacesAllowed(hostproc)) {
+    GTEST_SKIP() << "this machine does not allow unprivileged user and pid namespaces (unshare -Urpfm)";
+  }
   // A user + pid + mount namespace as a container has, with the host's /proc kept at `hostproc` for the
   // fake driver and a /proc of its own for the process.
   const std::string enter = "mount --bind /proc " + hostproc + " && mount -t proc proc /proc && exec \"$0\" \"$@\"";
-  std::string probe_out, probe_err;
-  if (system(("unshare -Urpfm sh -c '" + std::string("mount --bind /proc ") + hostproc +
-              " && mount -t proc proc /proc' 2>/dev/null").c_str()) != 0) {
-    GTEST_SKIP() << "this machine does not allow unprivileged user and pid namespaces (unshare -Urpfm)";
-  }
   WriteConfig(4096 * kMiB);
   wrapper_ = {"/usr/bin/unshare", "-Urpfm", "--kill-child", "/bin/sh", "-c", enter};
   Child c = Start({"hold", "100"}, true, {"FAKE_CUDA_CTX_MIB=900", "FAKE_DRIVER_PROC=" + hostproc});
@@ -341,15 +354,9 @@ TEST_F(ShimTest, ContainerProcessIsMeasuredOnceTheAgentPublishesItsHostPid) {
     usleep(50000);
   }
   // The agent's pass, from the host's namespace.
-  tessera::slice::Region r;
-  char err[256];
-  ASSERT_TRUE(tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), true, &r, err, sizeof(err)))
-      << err;
-  const tessera::slice::HostPidPass pass =
-      tessera::slice::PublishHostPids(r.hdr, "/proc", tessera::slice::SelfPidNamespace());
   tessera::slice::ProcUsage proc[4];
-  const int n = tessera::slice::ReadProcs(r.hdr, proc, 4);
-  tessera::slice::CloseRegion(&r);
+  int n = 4;
+  const tessera::slice::HostPidPass pass = PublishAsAgent(proc, &n);
   EXPECT_EQ(pass.pending, 1);
   EXPECT_EQ(pass.published, 1);
   ASSERT_EQ(n, 1);
@@ -359,19 +366,13 @@ TEST_F(ShimTest, ContainerProcessIsMeasuredOnceTheAgentPublishesItsHostPid) {
   while (Now() - t1 < 10 && Usage().overhead_bytes != 900 * kMiB) usleep(20000);
   EXPECT_EQ(Usage().overhead_bytes, 900 * kMiB);
   EXPECT_EQ(Usage().used_bytes, 1000 * kMiB);
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
-  close(c.out);
-  close(c.err);
+  Stop(c);
 }
 
 // A recent driver (580, measured on an H100) shows a process in a pid namespace under its pid there,
 // so getpid() matches; the host pid the agent publishes must not replace that match.
 TEST_F(ShimTest, ContainerProcessIsMeasuredWhenTheDriverShowsItsOwnPid) {
-  const std::string hostproc = std::string(dir_) + "/hostproc";
-  mkdir(hostproc.c_str(), 0755);
-  if (system(("unshare -Urpfm sh -c 'mount --bind /proc " + hostproc +
-              " && mount -t proc proc /proc' 2>/dev/null").c_str()) != 0) {
+  if (!NamespacesAllowed(std::string(dir_) + "/hostproc")) {
     GTEST_SKIP() << "this machine does not allow unprivileged user and pid namespaces (unshare -Urpfm)";
   }
   WriteConfig(4096 * kMiB);
@@ -379,21 +380,11 @@ TEST_F(ShimTest, ContainerProcessIsMeasuredWhenTheDriverShowsItsOwnPid) {
               "mount -t proc proc /proc && exec \"$0\" \"$@\""};
   Child c = Start({"hold", "100"}, true, {"FAKE_CUDA_CTX_MIB=900"});  // the fake driver names it by getpid()
   ASSERT_EQ(ReadLine(c), "hold 0");
-  tessera::slice::Region r;
-  char err[256];
-  ASSERT_TRUE(tessera::slice::OpenRegion((std::string(dir_) + "/region").c_str(), true, &r, err, sizeof(err)))
-      << err;
-  const tessera::slice::HostPidPass pass =
-      tessera::slice::PublishHostPids(r.hdr, "/proc", tessera::slice::SelfPidNamespace());
-  tessera::slice::CloseRegion(&r);
-  EXPECT_EQ(pass.published, 1);
+  EXPECT_EQ(PublishAsAgent().published, 1);
   const double t0 = Now();
   while (Now() - t0 < 10 && Usage().overhead_bytes != 900 * kMiB) usleep(20000);
   EXPECT_EQ(Usage().overhead_bytes, 900 * kMiB);
-  kill(c.pid, SIGKILL);
-  waitpid(c.pid, nullptr, 0);
-  close(c.out);
-  close(c.err);
+  Stop(c);
 }
 
 TEST_F(ShimTest, EightProcessesRacingNeverOvershoot) {
