@@ -20,6 +20,14 @@
 
 using namespace tessera::slice;
 
+// The slice of the config at `path` and its region, mapped read-write; says why on stderr when not.
+static bool OpenSlice(const char* path, SliceConfig* c, Region* r) {
+  char err[256];
+  if (LoadSliceConfig(path, false, c, err, sizeof(err)) && OpenRegion(c->region, true, r, err, sizeof(err))) return true;
+  fprintf(stderr, "slicectl: %s\n", err);
+  return false;
+}
+
 int main(int argc, char** argv) {
   char err[256];
   if (argc >= 6 && !strcmp(argv[1], "create") && (argc - 4) % 2 == 0) {
@@ -50,11 +58,7 @@ int main(int argc, char** argv) {
   if (argc == 3 && (!strcmp(argv[1], "usage") || !strcmp(argv[1], "peek"))) {
     SliceConfig c;
     Region r;
-    if (!LoadSliceConfig(argv[2], false, &c, err, sizeof(err)) ||
-        !OpenRegion(c.region, true, &r, err, sizeof(err))) {
-      fprintf(stderr, "slicectl: %s\n", err);
-      return 1;
-    }
+    if (!OpenSlice(argv[2], &c, &r)) return 1;
     if (!strcmp(argv[1], "usage")) ReclaimDead(r.hdr);  // peek: see only what the slice's processes did
     GpuUsage u = ReadGpuUsage(r.hdr, 0);
     ProcUsage procs[kRegionMaxProcs];
@@ -86,11 +90,7 @@ int main(int argc, char** argv) {
   if (argc == 5 && !strcmp(argv[1], "hostpids")) {
     SliceConfig c;
     Region r;
-    if (!LoadSliceConfig(argv[2], false, &c, err, sizeof(err)) ||
-        !OpenRegion(c.region, true, &r, err, sizeof(err))) {
-      fprintf(stderr, "slicectl: %s\n", err);
-      return 1;
-    }
+    if (!OpenSlice(argv[2], &c, &r)) return 1;
     const bool publish = !strcmp(argv[4], "publish");
     struct Seen {
       int pid, host_pid;
