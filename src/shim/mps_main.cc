@@ -16,44 +16,33 @@
 
 namespace {
 
-// The GPU's SM count from the CUDA driver (dlopen'ed: the tool links nothing of CUDA), 0 on failure.
+// The GPU's SM count from the CUDA driver (dlopen'ed: the tool links nothing of CUDA), 0 on failure. The
+// driver picks the GPU by its UUID in CUDA_VISIBLE_DEVICES (as for the daemon, StartMpsDaemon).
 int GpuSmCount(const std::string& uuid, std::string* err) {
   unsetenv("CUDA_MPS_PIPE_DIRECTORY");  // this query must not become an MPS client (of any partition)
-  unsetenv("CUDA_VISIBLE_DEVICES");
+  setenv("CUDA_VISIBLE_DEVICES", uuid.c_str(), 1);
   void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
   if (lib == nullptr) {
     *err = "cannot load libcuda.so.1";
     return 0;
   }
   using InitFn = int (*)(unsigned);
-  using CountFn = int (*)(int*);
   using GetFn = int (*)(int*, int);
-  using UuidFn = int (*)(unsigned char*, int);
   using AttrFn = int (*)(int*, int, int);
   auto init = reinterpret_cast<InitFn>(dlsym(lib, "cuInit"));
-  auto count = reinterpret_cast<CountFn>(dlsym(lib, "cuDeviceGetCount"));
   auto get = reinterpret_cast<GetFn>(dlsym(lib, "cuDeviceGet"));
-  auto get_uuid = reinterpret_cast<UuidFn>(dlsym(lib, "cuDeviceGetUuid_v2"));
-  if (get_uuid == nullptr) get_uuid = reinterpret_cast<UuidFn>(dlsym(lib, "cuDeviceGetUuid"));
   auto attr = reinterpret_cast<AttrFn>(dlsym(lib, "cuDeviceGetAttribute"));
-  int n = 0;
-  if (!init || !count || !get || !get_uuid || !attr || init(0) != 0 || count(&n) != 0) {
-    *err = "the CUDA driver did not initialise";
+  if (!init || !get || !attr || init(0) != 0) {
+    *err = "the CUDA driver did not initialise (is " + uuid + " a GPU of this machine?)";
     return 0;
   }
   constexpr int kMultiprocessorCount = 16;  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT
-  for (int i = 0; i < n; ++i) {
-    int dev = 0, sms = 0;
-    unsigned char u[16];
-    char text[48];
-    if (get(&dev, i) != 0 || get_uuid(u, dev) != 0) continue;
-    std::snprintf(text, sizeof(text), "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-                  u[0], u[1], u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
-                  u[15]);
-    if (uuid == text && attr(&sms, kMultiprocessorCount, dev) == 0) return sms;
+  int dev = 0, sms = 0;
+  if (get(&dev, 0) != 0 || attr(&sms, kMultiprocessorCount, dev) != 0) {
+    *err = "no GPU " + uuid;
+    return 0;
   }
-  *err = "no GPU " + uuid;
-  return 0;
+  return sms;
 }
 
 }  // namespace
