@@ -256,11 +256,12 @@ int LaunchGateDescribe(char* buf, int len) {
   return std::snprintf(
       buf, len,
       "{\"tracked\":%llu,\"completed\":%llu,\"cap_waits\":%llu,\"priority_waits\":%llu,"
-      "\"measured_ms\":%.3f,\"floor_us\":%.2f,\"placed\":%llu,\"credited_ms\":%.3f}",
+      "\"measured_ms\":%.3f,\"floor_us\":%.2f,\"placed\":%llu,\"credited_ms\":%.3f,"
+      "\"switch_billed_ms\":%.3f,\"switch_charged_ms\":%.3f}",
       static_cast<unsigned long long>(st.tracked), static_cast<unsigned long long>(st.completed),
       static_cast<unsigned long long>(st.cap_waits), static_cast<unsigned long long>(st.priority_waits),
       st.measured_ns / 1e6, g_gate->LaunchFloorNs() / 1e3, static_cast<unsigned long long>(st.placed),
-      st.credited_ns / 1e6);
+      st.credited_ns / 1e6, st.switch_billed_ns / 1e6, st.switch_charged_ns / 1e6);
 }
 
 }  // namespace tessera::shim

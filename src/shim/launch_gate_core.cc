@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstdio>
 
 namespace tessera::shim {
@@ -94,6 +95,10 @@ struct Gate::Ring {
   int64_t calib_best = -1;
   CUevent anchor = nullptr;  // completed event whose host time is anchor_host_ns
   int64_t anchor_host_ns = 0;
+  // Consumer only: what this context's brackets cost when no other participant ran inside them, and
+  // how much that varies (EWMAs over ~8), to tell the switch time inside a preempted bracket.
+  int64_t clean_ns = 0, clean_dev_ns = 0;
+  int clean_n = 0;
   Cell cells[kRingCells];
   Ring() {
     for (uint32_t i = 0; i < kRingCells; ++i) cells[i].seq.store(i, std::memory_order_relaxed);
@@ -116,6 +121,7 @@ struct Gate::GpuState {
   std::atomic<uint64_t>* throttled = nullptr;
   std::atomic<uint64_t>* prio = nullptr;
   slice::NodeRow* row = nullptr;
+  int64_t billed_seen = 0;  // under the harvest flag: the row's billed_ns already charged
   std::atomic<int64_t> measured{0};
   slice::NodeRegion::ActivityWatch watch;  // burst decisions (threads of this process race benignly)
   bool capped() const { return !CapBucket::Uncapped(cfg.cap); }
@@ -401,6 +407,7 @@ int Gate::HarvestOnce() {
   int done = 0;
   const int n = ring_count_.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) done += HarvestRing(rings_[i].load(std::memory_order_acquire), now);
+  CollectBills(now);
   Heartbeat(now);
   harvesting_.store(false, std::memory_order_release);
   return done;
@@ -459,10 +466,23 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
           if (drv_.event_elapsed(&as, r->anchor, c.start) == CUDA_SUCCESS &&
               drv_.event_elapsed(&ae, r->anchor, c.end) == CUDA_SUCCESS) {
             const int64_t hs = r->anchor_host_ns + MsToNs(as), he = r->anchor_host_ns + MsToNs(ae);
-            const int64_t theirs = std::min(cost, g.cfg.node->OthersBusy(g.row, hs, he));
+            int top = -1;
+            const int64_t theirs = std::min(cost, g.cfg.node->OthersBusy(g.row, hs, he, &top));
             cost -= theirs;
             placed_.fetch_add(1, std::memory_order_relaxed);
             credited_.fetch_add(theirs, std::memory_order_relaxed);
+            if (theirs == 0) {
+              NoteClean(*r, cost);
+            } else {
+              // Ours was switched out and back in around their work. Each side pays its own switch-in:
+              // half the excess over what our brackets cost unpreempted goes to the main preemptor.
+              const int64_t half = SwitchExcess(*r, cost) / 2;
+              if (half > 0 && top >= 0) {
+                cost -= half;
+                g.cfg.node->Bill(top, half);
+                switch_billed_.fetch_add(half, std::memory_order_relaxed);
+              }
+            }
             g.cfg.node->PublishBusy(g.row, hs, he);
           }
         }
@@ -490,6 +510,39 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
     ++done;
   }
   return done;
+}
+
+void Gate::NoteClean(Ring& r, int64_t cost) {
+  if (r.clean_n == 0) {
+    r.clean_ns = cost;
+    r.clean_dev_ns = 0;
+  } else {
+    r.clean_dev_ns += (std::abs(cost - r.clean_ns) - r.clean_dev_ns) / 8;
+    r.clean_ns += (cost - r.clean_ns) / 8;
+  }
+  if (r.clean_n < kSteadySamples) ++r.clean_n;
+}
+
+int64_t Gate::SwitchExcess(const Ring& r, int64_t own) const {
+  // Only a context whose unpreempted brackets are steady (spread within 1/8 of their cost) can tell
+  // its own work from the switch time; otherwise it keeps the whole bracket, as before.
+  if (r.clean_n < kSteadySamples || r.clean_dev_ns * 8 > r.clean_ns) return 0;
+  return std::clamp<int64_t>(own - r.clean_ns, 0, kMaxSwitchPairNs);
+}
+
+void Gate::CollectBills(int64_t now) {
+  for (auto& gp : gpus_) {
+    GpuState& g = *gp;
+    if (g.row == nullptr) continue;
+    const int64_t billed = g.row->billed_ns.load(std::memory_order_relaxed);
+    const int64_t d = billed - g.billed_seen;
+    if (d <= 0) continue;
+    g.billed_seen = billed;
+    if (g.capped()) CapBucket::Charge(*g.tat, g.cfg.cap, now, Scaled(d));
+    g.busy->fetch_add(static_cast<uint64_t>(d), std::memory_order_relaxed);
+    g.measured.fetch_add(d, std::memory_order_relaxed);
+    switch_charged_.fetch_add(d, std::memory_order_relaxed);
+  }
 }
 
 void Gate::Heartbeat(int64_t now) {
@@ -553,6 +606,7 @@ void Gate::ResetAfterFork() {
   const int64_t now = clock_.now_ns();
   for (auto& g : gpus_) {
     if (g->cfg.node) g->row = g->cfg.node->Join(opts_.priority, opts_.slice, now);
+    g->billed_seen = 0;  // a fresh row starts unbilled
   }
 }
 
@@ -687,6 +741,8 @@ GateStats Gate::Stats() const {
   s.prewarms = prewarms_.load();
   s.placed = placed_.load();
   s.credited_ns = credited_.load();
+  s.switch_billed_ns = switch_billed_.load();
+  s.switch_charged_ns = switch_charged_.load();
   for (auto& g : gpus_) s.measured_ns += g->measured.load();
   return s;
 }

@@ -671,6 +671,98 @@ TEST_F(PriorityTest, OthersBusyCreditsNestedIntervalsAndSplitsPartialOverlaps) {
   EXPECT_EQ(node->OthersBusy(a, 0, 1'000 * kMs), slice::kNodeRecent * 10);
 }
 
+TEST_F(PriorityTest, OthersBusyNamesTheMainPreemptorAndBillsReachOnlyLiveRows) {
+  slice::NodeRow* a = node->Join(1, "a", 0);
+  slice::NodeRow* b = node->Join(1, "b", 0);
+  slice::NodeRow* c = node->Join(1, "c", 0);
+  node->PublishBusy(b, 2 * kMs, 3 * kMs);
+  node->PublishBusy(c, 4 * kMs, 6 * kMs);
+  int top = -1;
+  EXPECT_EQ(node->OthersBusy(a, 1 * kMs, 8 * kMs, &top), 3 * kMs);
+  EXPECT_EQ(top, 2);  // c took 2 ms of it, b 1 ms
+  EXPECT_EQ(node->OthersBusy(a, 10 * kMs, 12 * kMs, &top), 0);
+  EXPECT_EQ(top, -1);
+  node->Bill(2, 150 * kUs);
+  node->Bill(2, 50 * kUs);
+  EXPECT_EQ(c->billed_ns.load(), 200 * kUs);
+  EXPECT_EQ(b->billed_ns.load(), 0);
+  // A row that changed hands starts unbilled; bills to free rows or past the table are dropped.
+  node->Leave(c);
+  node->Bill(2, kMs);
+  node->Bill(slice::NodeRegion::kRows, kMs);
+  node->Bill(-1, kMs);
+  slice::NodeRow* d = node->Join(1, "d", 0);
+  EXPECT_EQ(d, c);
+  EXPECT_EQ(d->billed_ns.load(), 0);
+}
+
+// Two capped tenants on a time-sliced GPU. When b's kernel preempts a's, a's bracket holds a's own
+// work, b's work and two context switches (a out, b in; b out, a in). b's work is credited to a (it
+// is b's), and the switches are split: each side pays its own switch-in. Only a context whose
+// unpreempted brackets are steady can tell its work from the switches; one that cannot keeps them.
+TEST_F(PriorityTest, EachSideOfAContextSwitchPaysItsOwnSwitchIn) {
+  for (bool steady : {true, false}) {
+    sim = Sim();
+    sim.exclusive = false;  // the preemption below is laid out by hand
+    std::atomic<int64_t> tat_a{0}, tat_b{0};
+    GateGpu ga = Gpu(70, &tat_a), gb = Gpu(30, &tat_b);
+    ga.node = node;
+    gb.node = node;
+    Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {ga});
+    Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {gb});
+    sim.harvesters = {&a, &b};
+    const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
+    auto run = [&](Gate& g, CUcontext ctx, CUstream st, int64_t len) {
+      sim.current = ctx;
+      g.Before(st);
+      sim.Launch(st, len, ctx == ca ? 0 : 1);
+      g.After(st, CUDA_SUCCESS);
+    };
+    auto settle = [&](int64_t until) {
+      FSleep(until - sim.now);
+      for (CUcontext ctx : {ca, cb}) {
+        sim.current = ctx;
+        for (int i = 0; i < 12; ++i) {
+          a.CalibratePending();
+          b.CalibratePending();
+        }
+      }
+    };
+    // Unpreempted history: a's kernels are all 2 ms, or alternate 0.5 / 3.5 ms.
+    for (int i = 0; i < 12; ++i) {
+      run(a, ca, S(0), steady ? 2 * kMs : (i % 2 ? 3'500 : 500) * kUs);
+      settle(sim.now + 5 * kMs);
+    }
+    run(b, cb, S(1), 2 * kMs);
+    settle(sim.now + 5 * kMs);
+    const int64_t a0 = a.MeasuredNs(0), b0 = b.MeasuredNs(0);
+    // a's 2 ms kernel is switched out after 1 ms (0.2 ms), b runs 2 ms, a comes back in (0.2 ms).
+    const int64_t t0 = sim.now;
+    run(a, ca, S(0), 4'400 * kUs);
+    sim.now = t0 + 1'200 * kUs;
+    run(b, cb, S(1), 2 * kMs);
+    FSleep(t0 + 3'500 * kUs - sim.now);  // b's bracket is harvested, a's not yet
+    const int64_t tat_b0 = tat_b.load();
+    FSleep(t0 + 10 * kMs - sim.now);
+    const int64_t a_cost = a.MeasuredNs(0) - a0, b_cost = b.MeasuredNs(0) - b0;
+    if (steady) {
+      EXPECT_NEAR(a_cost, 2'200 * kUs, 5 * kUs);  // own work + own switch-in
+      EXPECT_NEAR(b_cost, 2'200 * kUs, 5 * kUs);  // own work + own switch-in, billed by a
+      EXPECT_NEAR(a.Stats().switch_billed_ns, 200 * kUs, 5 * kUs);
+      EXPECT_NEAR(b.Stats().switch_charged_ns, 200 * kUs, 5 * kUs);
+      // The bill reached b's budget: 0.2 ms of GPU time at 30 % is 0.667 ms of wall time.
+      EXPECT_NEAR(static_cast<double>(tat_b.load() - tat_b0), 200.0 * kUs / 0.3, 1.0 * kUs);
+    } else {
+      EXPECT_NEAR(a_cost, 2'400 * kUs, 5 * kUs);
+      EXPECT_NEAR(b_cost, 2'000 * kUs, 5 * kUs);
+      EXPECT_EQ(a.Stats().switch_billed_ns, 0);
+      EXPECT_EQ(b.Stats().switch_charged_ns, 0);
+      EXPECT_EQ(tat_b.load(), tat_b0);
+    }
+    sim.harvesters.clear();
+  }
+}
+
 TEST_F(PriorityTest, BestEffortHoldsEverythingWhileHighPriorityWorkIsPending) {
   slice::NodeRow* hp = node->Join(0, "video", 0);
   slice::NodeRow* be = node->Join(1, "batch", 0);

@@ -16,7 +16,7 @@ namespace tessera::slice {
 
 namespace {
 constexpr uint64_t kMagic = 0x31474e4f444e5354ull;  // "TSNDONG1"
-constexpr uint32_t kVersion = 4;
+constexpr uint32_t kVersion = 5;
 
 static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
@@ -148,6 +148,7 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     std::memset(r.slice, 0, sizeof(r.slice));
     for (int k = 0; k < kNodeRecent; ++k) r.recent_end[k].store(0, std::memory_order_relaxed);
     r.recent_pos.store(0, std::memory_order_relaxed);
+    r.billed_ns.store(0, std::memory_order_relaxed);
     std::memcpy(r.slice, slice.data(), std::min(slice.size(), sizeof(r.slice) - 1));
     r.owner.store(NewNonce(), std::memory_order_release);
     int hw = h->high_water.load(std::memory_order_relaxed);
@@ -259,13 +260,15 @@ void NodeRegion::PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns) {
   row->recent_pos.store(i + 1, std::memory_order_release);
 }
 
-int64_t NodeRegion::OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const {
+int64_t NodeRegion::OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns, int* top) const {
   const Header* h = header();
   const int hw = h->high_water.load(std::memory_order_acquire);
-  int64_t total = 0;
+  int64_t total = 0, top_ns = 0;
+  if (top) *top = -1;
   for (int r = 0; r < hw; ++r) {
     const NodeRow& row = h->row[r];
     if (&row == self) continue;
+    int64_t theirs = 0;
     for (int i = 0; i < kNodeRecent; ++i) {
       const int64_t e1 = row.recent_end[i].load(std::memory_order_acquire);
       const int64_t s = row.recent_start[i].load(std::memory_order_acquire);
@@ -274,15 +277,27 @@ int64_t NodeRegion::OthersBusy(const NodeRow* self, int64_t start_ns, int64_t en
       if (s > start_ns) {
         // Began inside ours: ours was preempted for it. Wholly inside: all of it was theirs; running on
         // past our end: the overlap was shared, half each.
-        total += e1 <= end_ns ? e1 - s : (end_ns - s) / 2;
+        theirs += e1 <= end_ns ? e1 - s : (end_ns - s) / 2;
       } else if (e1 < end_ns) {
         // Began before ours and ended inside: the same shared overlap seen from the other side.
-        total += (e1 - start_ns) / 2;
+        theirs += (e1 - start_ns) / 2;
       }
       // Began before and ended after: ours ran inside theirs, all ours.
     }
+    total += theirs;
+    if (top && theirs > top_ns) {
+      top_ns = theirs;
+      *top = r;
+    }
   }
   return std::min(total, end_ns - start_ns);
+}
+
+void NodeRegion::Bill(int index, int64_t ns) {
+  if (index < 0 || index >= kRows || ns <= 0) return;
+  NodeRow& row = header()->row[index];
+  if (row.owner.load(std::memory_order_acquire) == 0) return;
+  row.billed_ns.fetch_add(ns, std::memory_order_relaxed);
 }
 
 bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns,

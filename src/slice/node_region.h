@@ -48,6 +48,10 @@ struct NodeRow {
   std::atomic<uint32_t> recent_pos;
   std::atomic<int64_t> recent_start[kNodeRecent];
   std::atomic<int64_t> recent_end[kNodeRecent];
+  // Context-switch time that other participants found in their brackets and attributed to this one
+  // (its switch-in when it preempted them; see Bill). Others add, the owner's harvester charges the
+  // growth to its own slice. Reset when the row changes hands.
+  std::atomic<int64_t> billed_ns;
 };
 
 class NodeRegion {
@@ -110,7 +114,11 @@ class NodeRegion {
   // time-sliced GPU: all of one nested inside ours (ours was preempted for it), half of a partial
   // overlap (each side was preempted for the other for part of it; both sides count half), none of
   // one that contains ours (ours ran inside it, and the other side is credited for ours).
-  int64_t OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns) const;
+  // With `top`, the index of the row whose intervals took the most of it (-1 when none).
+  int64_t OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns, int* top = nullptr) const;
+  // Adds `ns` of GPU time to what row `index` owes (its share of a context switch that landed in a
+  // caller's bracket). Out-of-range indices and free rows are ignored.
+  void Bill(int index, int64_t ns);
 
  private:
   struct Header;
