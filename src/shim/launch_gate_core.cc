@@ -99,6 +99,7 @@ struct Gate::Ring {
   // how much that varies (EWMAs over ~8), to tell the switch time inside a preempted bracket.
   int64_t clean_ns = 0, clean_dev_ns = 0;
   int clean_n = 0;
+  int64_t deferred_end = 0;  // this round: host end of a bracket left for later (see HarvestRing)
   Cell cells[kRingCells];
   Ring() {
     for (uint32_t i = 0; i < kRingCells; ++i) cells[i].seq.store(i, std::memory_order_relaxed);
@@ -407,6 +408,7 @@ int Gate::HarvestOnce() {
   int done = 0;
   const int n = ring_count_.load(std::memory_order_acquire);
   for (int i = 0; i < n; ++i) done += HarvestRing(rings_[i].load(std::memory_order_acquire), now);
+  PublishThrough(now);
   CollectBills(now);
   Heartbeat(now);
   harvesting_.store(false, std::memory_order_release);
@@ -418,6 +420,7 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
   GpuState& g = *gpus_[r->gpu];
   int done = 0;
   bool ctx_set = false;
+  r->deferred_end = 0;
   for (;;) {
     const uint64_t pos = r->head.load(std::memory_order_relaxed);
     Cell& c = r->cells[pos % kRingCells];
@@ -466,6 +469,15 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
           if (drv_.event_elapsed(&as, r->anchor, c.start) == CUDA_SUCCESS &&
               drv_.event_elapsed(&ae, r->anchor, c.end) == CUDA_SUCCESS) {
             const int64_t hs = r->anchor_host_ns + MsToNs(as), he = r->anchor_host_ns + MsToNs(ae);
+            // A preemptor's interval reaches the node region only when its own harvester has seen it
+            // complete. A capped context whose bracket may hold one waits (up to kMaxDeferNs) until every
+            // other publishing participant has published through the bracket's end; otherwise their work
+            // would be charged to us. Nothing has been changed for this cell yet: the next round redoes it.
+            if (g.capped() && now - he < kMaxDeferNs && cost > SettledCost(*r) &&
+                !g.cfg.node->OthersPublishedThrough(g.row, he, now, opts_.stale_ns)) {
+              r->deferred_end = he;
+              break;
+            }
             int top = -1;
             const int64_t theirs = std::min(cost, g.cfg.node->OthersBusy(g.row, hs, he, &top));
             cost -= theirs;
@@ -528,6 +540,29 @@ int64_t Gate::SwitchExcess(const Ring& r, int64_t own) const {
   // its own work from the switch time; otherwise it keeps the whole bracket, as before.
   if (r.clean_n < kSteadySamples || r.clean_dev_ns * 8 > r.clean_ns) return 0;
   return std::clamp<int64_t>(own - r.clean_ns, 0, kMaxSwitchPairNs);
+}
+
+int64_t Gate::SettledCost(const Ring& r) {
+  // A steady context's bracket within its usual spread held nobody else's work worth waiting for.
+  if (r.clean_n < kSteadySamples || r.clean_dev_ns * 8 > r.clean_ns) return 0;
+  return r.clean_ns + 4 * r.clean_dev_ns + 20'000;
+}
+
+void Gate::PublishThrough(int64_t now) {
+  if (opts_.spatial) return;
+  // Every bracket that ended before this round began was seen complete by it (less a margin for the
+  // event-to-host clock mapping) and published, except where a ring stopped at a deferred bracket.
+  // Brackets of other streams behind a running head-of-line bracket are not covered; a participant
+  // that reads this may then miss them and keep the time (the conservative side).
+  std::vector<int64_t> through(gpus_.size(), now - kThroughMarginNs);
+  const int n = ring_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < n; ++i) {
+    const Ring* r = rings_[i].load(std::memory_order_acquire);
+    if (r->gpu >= 0 && r->deferred_end != 0) through[r->gpu] = std::min(through[r->gpu], r->deferred_end);
+  }
+  for (size_t i = 0; i < gpus_.size(); ++i) {
+    if (gpus_[i]->row) gpus_[i]->row->published_through_ns.store(through[i], std::memory_order_release);
+  }
 }
 
 void Gate::CollectBills(int64_t now) {

@@ -151,6 +151,9 @@ class Gate {
   int InFlightCurrent();
 
   static constexpr uint32_t kRingCells = 256;
+  // The longest a capped context waits for other participants to publish the intervals that may lie
+  // inside one of its brackets (a participant whose harvester stopped is not waited for longer).
+  static constexpr int64_t kMaxDeferNs = 20'000'000;
 
  private:
   struct Cell;
@@ -169,6 +172,11 @@ class Gate {
   static void NoteClean(Ring& r, int64_t cost);
   int64_t SwitchExcess(const Ring& r, int64_t own) const;
   void CollectBills(int64_t now);
+  // Waiting for preemptors' intervals (see HarvestRing): the cost above which a bracket may hold one,
+  // and this process's promise that its intervals ending before a time are all published.
+  static int64_t SettledCost(const Ring& r);
+  void PublishThrough(int64_t now);
+  static constexpr int64_t kThroughMarginNs = 50'000;
   static constexpr int kSteadySamples = 8;
   // The most a switch out and back in may cost a bracket (measured ~0.45 ms on an H100 with 2 ms
   // kernels); anything past it is taken for the context's own work.

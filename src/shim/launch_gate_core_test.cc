@@ -763,6 +763,70 @@ TEST_F(PriorityTest, EachSideOfAContextSwitchPaysItsOwnSwitchIn) {
   }
 }
 
+// The preempting tenant's harvester may see its kernel complete only after the preempted tenant's
+// bracket ended. The preempted tenant waits for it to publish (it would otherwise pay for the other's
+// work), but never for a participant that stopped publishing: at most kMaxDeferNs.
+TEST_F(PriorityTest, PreemptedBracketWaitsForThePreemptorToPublish) {
+  for (bool b_returns : {true, false}) {
+    sim = Sim();
+    sim.exclusive = false;
+    std::atomic<int64_t> tat_a{0}, tat_b{0};
+    GateGpu ga = Gpu(70, &tat_a), gb = Gpu(30, &tat_b);
+    ga.node = node;
+    gb.node = node;
+    Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {ga});
+    Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {gb});
+    sim.harvesters = {&a, &b};
+    const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
+    auto run = [&](Gate& g, CUcontext ctx, CUstream st, int64_t len) {
+      sim.current = ctx;
+      g.Before(st);
+      sim.Launch(st, len, ctx == ca ? 0 : 1);
+      g.After(st, CUDA_SUCCESS);
+    };
+    auto settle = [&](int64_t until) {
+      FSleep(until - sim.now);
+      for (CUcontext ctx : {ca, cb}) {
+        sim.current = ctx;
+        for (int i = 0; i < 12; ++i) {
+          a.CalibratePending();
+          b.CalibratePending();
+        }
+      }
+    };
+    for (int i = 0; i < 12; ++i) {
+      run(a, ca, S(0), 2 * kMs);
+      settle(sim.now + 5 * kMs);
+    }
+    run(b, cb, S(1), 2 * kMs);
+    settle(sim.now + 5 * kMs);
+    const int64_t a0 = a.MeasuredNs(0);
+    // b preempts a near the end of a's kernel, and b's harvester is late (b is not polled).
+    const int64_t t0 = sim.now;
+    run(a, ca, S(0), 4'400 * kUs);
+    sim.now = t0 + 2'200 * kUs;
+    run(b, cb, S(1), 2 * kMs);
+    sim.harvesters = {&a};
+    FSleep(t0 + 6 * kMs - sim.now);
+    EXPECT_EQ(a.MeasuredNs(0), a0) << "a's bracket must wait for b's interval";
+    if (b_returns) {
+      b.HarvestOnce();
+      FSleep(t0 + 7 * kMs - sim.now);
+      EXPECT_NEAR(a.MeasuredNs(0) - a0, 2'200 * kUs, 5 * kUs);  // b's work credited, switches split
+      b.HarvestOnce();
+      EXPECT_NEAR(b.Stats().switch_charged_ns, 200 * kUs, 5 * kUs);
+    } else {
+      // b publishes nothing more (a hung harvester): a stops waiting 20 ms after its bracket ended
+      // and keeps the whole bracket, as it would without the node region.
+      FSleep(t0 + 4'400 * kUs + Gate::kMaxDeferNs - 100 * kUs - sim.now);
+      EXPECT_EQ(a.MeasuredNs(0), a0);
+      FSleep(200 * kUs);
+      EXPECT_NEAR(a.MeasuredNs(0) - a0, 4'400 * kUs, 5 * kUs);
+    }
+    sim.harvesters.clear();
+  }
+}
+
 TEST_F(PriorityTest, BestEffortHoldsEverythingWhileHighPriorityWorkIsPending) {
   slice::NodeRow* hp = node->Join(0, "video", 0);
   slice::NodeRow* be = node->Join(1, "batch", 0);

@@ -149,6 +149,7 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     for (int k = 0; k < kNodeRecent; ++k) r.recent_end[k].store(0, std::memory_order_relaxed);
     r.recent_pos.store(0, std::memory_order_relaxed);
     r.billed_ns.store(0, std::memory_order_relaxed);
+    r.published_through_ns.store(0, std::memory_order_relaxed);
     std::memcpy(r.slice, slice.data(), std::min(slice.size(), sizeof(r.slice) - 1));
     r.owner.store(NewNonce(), std::memory_order_release);
     int hw = h->high_water.load(std::memory_order_relaxed);
@@ -298,6 +299,20 @@ void NodeRegion::Bill(int index, int64_t ns) {
   NodeRow& row = header()->row[index];
   if (row.owner.load(std::memory_order_acquire) == 0) return;
   row.billed_ns.fetch_add(ns, std::memory_order_relaxed);
+}
+
+bool NodeRegion::OthersPublishedThrough(const NodeRow* self, int64_t t_ns, int64_t now_ns,
+                                        int64_t stale_ns) const {
+  const Header* h = header();
+  const int hw = h->high_water.load(std::memory_order_acquire);
+  for (int i = 0; i < hw; ++i) {
+    const NodeRow& r = h->row[i];
+    if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
+    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    const int64_t through = r.published_through_ns.load(std::memory_order_acquire);
+    if (through != 0 && through < t_ns) return false;
+  }
+  return true;
 }
 
 bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns,

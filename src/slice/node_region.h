@@ -52,6 +52,9 @@ struct NodeRow {
   // (its switch-in when it preempted them; see Bill). Others add, the owner's harvester charges the
   // growth to its own slice. Reset when the row changes hands.
   std::atomic<int64_t> billed_ns;
+  // Every busy interval of this participant that ended before this host time is published (0: it
+  // publishes none). Others wait for it before judging a bracket that may hold its work.
+  std::atomic<int64_t> published_through_ns;
 };
 
 class NodeRegion {
@@ -119,6 +122,9 @@ class NodeRegion {
   // Adds `ns` of GPU time to what row `index` owes (its share of a context switch that landed in a
   // caller's bracket). Out-of-range indices and free rows are ignored.
   void Bill(int index, int64_t ns);
+  // True when every other live participant that publishes intervals has published through `t_ns`
+  // (heartbeat within `stale_ns`; rows that publish none are not waited for).
+  bool OthersPublishedThrough(const NodeRow* self, int64_t t_ns, int64_t now_ns, int64_t stale_ns) const;
 
  private:
   struct Header;
