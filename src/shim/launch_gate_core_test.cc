@@ -696,70 +696,90 @@ TEST_F(PriorityTest, OthersBusyNamesTheMainPreemptorAndBillsReachOnlyLiveRows) {
   EXPECT_EQ(d->billed_ns.load(), 0);
 }
 
-// Two capped tenants on a time-sliced GPU. When b's kernel preempts a's, a's bracket holds a's own
-// work, b's work and two context switches (a out, b in; b out, a in). b's work is credited to a (it
-// is b's), and the switches are split: each side pays its own switch-in. Only a context whose
-// unpreempted brackets are steady can tell its work from the switches; one that cannot keeps them.
-TEST_F(PriorityTest, EachSideOfAContextSwitchPaysItsOwnSwitchIn) {
-  for (bool steady : {true, false}) {
+// Two capped tenants of one time-sliced GPU, a at 70 % and b at 30 %, in their own contexts, whose
+// kernels the tests lay out by hand (the simulated device does not preempt).
+struct TwoTenants {
+  Sim& sim;
+  std::atomic<int64_t> tat_a{0}, tat_b{0};
+  std::unique_ptr<Gate> a, b;
+  static constexpr uintptr_t kCtxA = 0x1000, kCtxB = 0x2000;
+  TwoTenants(SimTest& t, std::shared_ptr<slice::NodeRegion> node) : sim(t.sim) {
     sim = Sim();
-    sim.exclusive = false;  // the preemption below is laid out by hand
-    std::atomic<int64_t> tat_a{0}, tat_b{0};
-    GateGpu ga = Gpu(70, &tat_a), gb = Gpu(30, &tat_b);
+    sim.exclusive = false;
+    GateGpu ga = t.Gpu(70, &tat_a), gb = t.Gpu(30, &tat_b);
     ga.node = node;
     gb.node = node;
-    Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {ga});
-    Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {gb});
-    sim.harvesters = {&a, &b};
-    const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
-    auto run = [&](Gate& g, CUcontext ctx, CUstream st, int64_t len) {
-      sim.current = ctx;
-      g.Before(st);
-      sim.Launch(st, len, ctx == ca ? 0 : 1);
-      g.After(st, CUDA_SUCCESS);
-    };
-    auto settle = [&](int64_t until) {
-      FSleep(until - sim.now);
-      for (CUcontext ctx : {ca, cb}) {
-        sim.current = ctx;
-        for (int i = 0; i < 12; ++i) {
-          a.CalibratePending();
-          b.CalibratePending();
-        }
-      }
-    };
-    // Unpreempted history: a's kernels are all 2 ms, or alternate 0.5 / 3.5 ms.
+    a = std::make_unique<Gate>(FakeDriver(), GateClock{&FNow, &FSleep}, t.Opts(), std::vector<GateGpu>{ga});
+    b = std::make_unique<Gate>(FakeDriver(), GateClock{&FNow, &FSleep}, t.Opts(), std::vector<GateGpu>{gb});
+    sim.harvesters = {a.get(), b.get()};
+  }
+  ~TwoTenants() { sim.harvesters.clear(); }
+  void RunA(int64_t len) { Run(*a, kCtxA, 0, len); }
+  void RunB(int64_t len) { Run(*b, kCtxB, 1, len); }
+  // Twelve unpreempted kernels of a (lengths from `len(i)`) and one of b, each harvested, with both
+  // contexts' event clocks anchored.
+  template <typename Len>
+  void History(Len len) {
     for (int i = 0; i < 12; ++i) {
-      run(a, ca, S(0), steady ? 2 * kMs : (i % 2 ? 3'500 : 500) * kUs);
-      settle(sim.now + 5 * kMs);
+      RunA(len(i));
+      Settle();
     }
-    run(b, cb, S(1), 2 * kMs);
-    settle(sim.now + 5 * kMs);
-    const int64_t a0 = a.MeasuredNs(0), b0 = b.MeasuredNs(0);
+    RunB(2 * kMs);
+    Settle();
+  }
+
+ private:
+  void Run(Gate& g, uintptr_t ctx, int tag, int64_t len) {
+    sim.current = reinterpret_cast<CUcontext>(ctx);
+    g.Before(S(tag));
+    sim.Launch(S(tag), len, tag);
+    g.After(S(tag), CUDA_SUCCESS);
+  }
+  void Settle() {
+    FSleep(5 * kMs);
+    for (uintptr_t ctx : {kCtxA, kCtxB}) {
+      sim.current = reinterpret_cast<CUcontext>(ctx);
+      for (int i = 0; i < 12; ++i) {
+        a->CalibratePending();
+        b->CalibratePending();
+      }
+    }
+  }
+};
+
+// When b's kernel preempts a's, a's bracket holds a's own work, b's work and two context switches
+// (a out, b in; b out, a in). b's work is credited to a (it is b's), and the switches are split: each
+// side pays its own switch-in. Only a context whose unpreempted brackets are steady can tell its work
+// from the switches; one that cannot keeps them.
+TEST_F(PriorityTest, EachSideOfAContextSwitchPaysItsOwnSwitchIn) {
+  for (bool steady : {true, false}) {
+    TwoTenants t(*this, node);
+    // a's kernels are all 2 ms, or alternate 0.5 / 3.5 ms.
+    t.History([&](int i) { return steady ? 2 * kMs : (i % 2 ? 3'500 : 500) * kUs; });
+    const int64_t a0 = t.a->MeasuredNs(0), b0 = t.b->MeasuredNs(0);
     // a's 2 ms kernel is switched out after 1 ms (0.2 ms), b runs 2 ms, a comes back in (0.2 ms).
     const int64_t t0 = sim.now;
-    run(a, ca, S(0), 4'400 * kUs);
+    t.RunA(4'400 * kUs);
     sim.now = t0 + 1'200 * kUs;
-    run(b, cb, S(1), 2 * kMs);
+    t.RunB(2 * kMs);
     FSleep(t0 + 3'500 * kUs - sim.now);  // b's bracket is harvested, a's not yet
-    const int64_t tat_b0 = tat_b.load();
+    const int64_t tat_b0 = t.tat_b.load();
     FSleep(t0 + 10 * kMs - sim.now);
-    const int64_t a_cost = a.MeasuredNs(0) - a0, b_cost = b.MeasuredNs(0) - b0;
+    const int64_t a_cost = t.a->MeasuredNs(0) - a0, b_cost = t.b->MeasuredNs(0) - b0;
     if (steady) {
       EXPECT_NEAR(a_cost, 2'200 * kUs, 5 * kUs);  // own work + own switch-in
       EXPECT_NEAR(b_cost, 2'200 * kUs, 5 * kUs);  // own work + own switch-in, billed by a
-      EXPECT_NEAR(a.Stats().switch_billed_ns, 200 * kUs, 5 * kUs);
-      EXPECT_NEAR(b.Stats().switch_charged_ns, 200 * kUs, 5 * kUs);
+      EXPECT_NEAR(t.a->Stats().switch_billed_ns, 200 * kUs, 5 * kUs);
+      EXPECT_NEAR(t.b->Stats().switch_charged_ns, 200 * kUs, 5 * kUs);
       // The bill reached b's budget: 0.2 ms of GPU time at 30 % is 0.667 ms of wall time.
-      EXPECT_NEAR(static_cast<double>(tat_b.load() - tat_b0), 200.0 * kUs / 0.3, 1.0 * kUs);
+      EXPECT_NEAR(static_cast<double>(t.tat_b.load() - tat_b0), 200.0 * kUs / 0.3, 1.0 * kUs);
     } else {
       EXPECT_NEAR(a_cost, 2'400 * kUs, 5 * kUs);
       EXPECT_NEAR(b_cost, 2'000 * kUs, 5 * kUs);
-      EXPECT_EQ(a.Stats().switch_billed_ns, 0);
-      EXPECT_EQ(b.Stats().switch_charged_ns, 0);
-      EXPECT_EQ(tat_b.load(), tat_b0);
+      EXPECT_EQ(t.a->Stats().switch_billed_ns, 0);
+      EXPECT_EQ(t.b->Stats().switch_charged_ns, 0);
+      EXPECT_EQ(t.tat_b.load(), tat_b0);
     }
-    sim.harvesters.clear();
   }
 }
 
@@ -768,62 +788,31 @@ TEST_F(PriorityTest, EachSideOfAContextSwitchPaysItsOwnSwitchIn) {
 // work), but never for a participant that stopped publishing: at most kMaxDeferNs.
 TEST_F(PriorityTest, PreemptedBracketWaitsForThePreemptorToPublish) {
   for (bool b_returns : {true, false}) {
-    sim = Sim();
-    sim.exclusive = false;
-    std::atomic<int64_t> tat_a{0}, tat_b{0};
-    GateGpu ga = Gpu(70, &tat_a), gb = Gpu(30, &tat_b);
-    ga.node = node;
-    gb.node = node;
-    Gate a(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {ga});
-    Gate b(FakeDriver(), GateClock{&FNow, &FSleep}, Opts(), {gb});
-    sim.harvesters = {&a, &b};
-    const CUcontext ca = reinterpret_cast<CUcontext>(0x1000), cb = reinterpret_cast<CUcontext>(0x2000);
-    auto run = [&](Gate& g, CUcontext ctx, CUstream st, int64_t len) {
-      sim.current = ctx;
-      g.Before(st);
-      sim.Launch(st, len, ctx == ca ? 0 : 1);
-      g.After(st, CUDA_SUCCESS);
-    };
-    auto settle = [&](int64_t until) {
-      FSleep(until - sim.now);
-      for (CUcontext ctx : {ca, cb}) {
-        sim.current = ctx;
-        for (int i = 0; i < 12; ++i) {
-          a.CalibratePending();
-          b.CalibratePending();
-        }
-      }
-    };
-    for (int i = 0; i < 12; ++i) {
-      run(a, ca, S(0), 2 * kMs);
-      settle(sim.now + 5 * kMs);
-    }
-    run(b, cb, S(1), 2 * kMs);
-    settle(sim.now + 5 * kMs);
-    const int64_t a0 = a.MeasuredNs(0);
+    TwoTenants t(*this, node);
+    t.History([](int) { return 2 * kMs; });
+    const int64_t a0 = t.a->MeasuredNs(0);
     // b preempts a near the end of a's kernel, and b's harvester is late (b is not polled).
     const int64_t t0 = sim.now;
-    run(a, ca, S(0), 4'400 * kUs);
+    t.RunA(4'400 * kUs);
     sim.now = t0 + 2'200 * kUs;
-    run(b, cb, S(1), 2 * kMs);
-    sim.harvesters = {&a};
+    t.RunB(2 * kMs);
+    sim.harvesters = {t.a.get()};
     FSleep(t0 + 6 * kMs - sim.now);
-    EXPECT_EQ(a.MeasuredNs(0), a0) << "a's bracket must wait for b's interval";
+    EXPECT_EQ(t.a->MeasuredNs(0), a0) << "a's bracket must wait for b's interval";
     if (b_returns) {
-      b.HarvestOnce();
+      t.b->HarvestOnce();
       FSleep(t0 + 7 * kMs - sim.now);
-      EXPECT_NEAR(a.MeasuredNs(0) - a0, 2'200 * kUs, 5 * kUs);  // b's work credited, switches split
-      b.HarvestOnce();
-      EXPECT_NEAR(b.Stats().switch_charged_ns, 200 * kUs, 5 * kUs);
+      EXPECT_NEAR(t.a->MeasuredNs(0) - a0, 2'200 * kUs, 5 * kUs);  // b's work credited, switches split
+      t.b->HarvestOnce();
+      EXPECT_NEAR(t.b->Stats().switch_charged_ns, 200 * kUs, 5 * kUs);
     } else {
       // b publishes nothing more (a hung harvester): a stops waiting 20 ms after its bracket ended
       // and keeps the whole bracket, as it would without the node region.
       FSleep(t0 + 4'400 * kUs + Gate::kMaxDeferNs - 100 * kUs - sim.now);
-      EXPECT_EQ(a.MeasuredNs(0), a0);
+      EXPECT_EQ(t.a->MeasuredNs(0), a0);
       FSleep(200 * kUs);
-      EXPECT_NEAR(a.MeasuredNs(0) - a0, 4'400 * kUs, 5 * kUs);
+      EXPECT_NEAR(t.a->MeasuredNs(0) - a0, 4'400 * kUs, 5 * kUs);
     }
-    sim.harvesters.clear();
   }
 }
 
