@@ -54,12 +54,6 @@ constexpr int64_t kMaxFloorNs = 8'000;
 
 }  // namespace
 
-void FormatUuid(const CUuuid& u, char out[48]) {
-  const auto* b = reinterpret_cast<const unsigned char*>(u.bytes);
-  std::snprintf(out, 48, "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0],
-                b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
-                b[15]);
-}
 
 GateClock SystemClock() { return GateClock{&SysNow, &SysSleep, &SysCoarseNow}; }
 

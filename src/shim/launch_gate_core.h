@@ -34,13 +34,12 @@
 #include <vector>
 
 #include "shim/limiter.h"
+#include "shim/uuid.h"
 #include "slice/node_region.h"
 
 namespace tessera::shim {
 
 // The driver entry points the gate needs, real or simulated. All must be non-null.
-// "GPU-xxxxxxxx-xxxx-..." as in slice configs and NVML.
-void FormatUuid(const CUuuid& u, char out[48]);
 
 struct GateDriver {
   CUresult (*ctx_get_current)(CUcontext*);

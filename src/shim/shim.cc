@@ -19,6 +19,7 @@
 
 #include "shim/launch_gate.h"
 #include "shim/real.h"
+#include "shim/uuid.h"
 
 namespace tessera::shim {
 
@@ -386,10 +387,8 @@ int GpuOfDevice(CUdevice dev) {
   CUuuid u;
   auto get = g_real.cuDeviceGetUuid_v2 ? g_real.cuDeviceGetUuid_v2 : g_real.cuDeviceGetUuid;
   if (!get || get(&u, dev) != CUDA_SUCCESS) return kGpuUnknown;
-  const unsigned char* b = reinterpret_cast<const unsigned char*>(u.bytes);
-  char s[64];
-  snprintf(s, sizeof(s), "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2],
-           b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]);
+  char s[48];
+  FormatUuid(u, s);
   int g = slice::FindGpu(g_cfg, s);
   g_devmap[dev].store(g < 0 ? 1000 : g + 1, std::memory_order_relaxed);
   return g < 0 ? kGpuNotInSlice : g;
