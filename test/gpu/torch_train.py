@@ -3,6 +3,8 @@
 
 --steps N          train N steps (A), or
 --until FILE       train until FILE exists (B: the neighbour that must keep running), max 300 s
+--ready FILE       create FILE once the first step is done (B: it is training from then on)
+--after FILE       wait (at most 120 s) for FILE before training (A: so B trains the whole time A does)
 --cross            after training, allocate tensors that would cross the wall and expect OutOfMemoryError,
                    then train a few more steps (the process must survive its OOM)
 """
@@ -23,6 +25,8 @@ def main():
     ap.add_argument("--until", default="")
     ap.add_argument("--cross", action="store_true")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--ready", default="")
+    ap.add_argument("--after", default="")
     a = ap.parse_args()
     t_start = time.time()
     dev = torch.device("cuda")
@@ -37,10 +41,18 @@ def main():
 
     out = {"tag": a.tag, "pid": os.getpid(), "alloc_conf": os.environ.get("PYTORCH_CUDA_ALLOC_CONF", "")}
     losses, n = [], 0
+    if a.after:
+        waited = time.time()
+        while not os.path.exists(a.after) and time.time() - waited < 120:
+            time.sleep(0.05)
+        out["neighbour_ready"] = os.path.exists(a.after)
     deadline = time.time() + 300
     while (a.steps and n < a.steps) or (a.until and not os.path.exists(a.until) and time.time() < deadline):
         losses.append(step())
         n += 1
+        if n == 1 and a.ready:
+            torch.cuda.synchronize()
+            open(a.ready, "w").close()
     torch.cuda.synchronize()
     free, total = torch.cuda.mem_get_info()
     out.update(steps=n, first_loss=losses[0] if losses else None, last_loss=losses[-1] if losses else None,

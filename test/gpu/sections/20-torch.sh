@@ -9,12 +9,15 @@ section_torch() {
     cfga=$(new_slice torch-a-$mode $((2 * GiB)))
     cfgb=$(new_slice torch-b-$mode $((4 * GiB)))
     watch_start torch_$mode
-    rm -f "$WORK/a.done"
+    rm -f "$WORK/a.done" "$WORK/b.ready"
+    # B is training before A starts its steps (A waits for b.ready), so B runs beside all of A's work.
     PYTORCH_CUDA_ALLOC_CONF=$conf LD_PRELOAD=$SHIM TESSERA_SLICE_CONFIG=$cfgb \
-      python3 "$ROOT/test/gpu/torch_train.py" --until "$WORK/a.done" --tag B > "$WORK/torch_b.json" 2>>"$LOG" &
+      python3 "$ROOT/test/gpu/torch_train.py" --until "$WORK/a.done" --ready "$WORK/b.ready" --tag B \
+      > "$WORK/torch_b.json" 2>>"$LOG" &
     pidb=$!; echo $pidb >> "$WATCH_PIDS"
     PYTORCH_CUDA_ALLOC_CONF=$conf LD_PRELOAD=$SHIM TESSERA_SLICE_CONFIG=$cfga \
-      python3 "$ROOT/test/gpu/torch_train.py" --steps 200 --cross --tag A > "$WORK/torch_a.json" 2>>"$LOG" &
+      python3 "$ROOT/test/gpu/torch_train.py" --steps 200 --cross --after "$WORK/b.ready" --tag A \
+      > "$WORK/torch_a.json" 2>>"$LOG" &
     pida=$!; echo $pida >> "$WATCH_PIDS"
     wait $pida
     touch "$WORK/a.done"
@@ -35,6 +38,7 @@ GiB = 2**30
 pa, pb = w["per_pid_peak"].get(str(a.get("pid")), 0), w["per_pid_peak"].get(str(b.get("pid")), 0)
 bad = []
 if a.get("steps") != 200 or not a.get("finite"): bad.append("A did not train")
+if not a.get("neighbour_ready"): bad.append("B never started training")
 if a.get("mem_get_info_total") != 2 * GiB: bad.append(f"A sees total {a.get('mem_get_info_total')}")
 cross = a.get("cross", [])
 if not cross or any(c["raised"] != "OutOfMemoryError" for c in cross[:2]): bad.append(f"crossing tensors: {cross}")
