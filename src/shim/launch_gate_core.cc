@@ -5,8 +5,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 
 namespace tessera::shim {
 
@@ -54,7 +54,6 @@ constexpr int64_t kMaxFloorNs = 8'000;
 
 }  // namespace
 
-
 GateClock SystemClock() { return GateClock{&SysNow, &SysSleep, &SysCoarseNow}; }
 
 struct Gate::Cell {
@@ -77,7 +76,7 @@ struct Gate::Ring {
   CUevent cover = nullptr;  // consumer only: end event of the latest-ending harvested bracket
   std::atomic<int64_t> floor_ns{0};
   std::atomic<int64_t> held_since{0};  // best effort: first hold for a due high-priority burst (0: none)
-  int64_t prewarmed_for = 0;            // high priority: the burst whose successor was prewarmed
+  int64_t prewarmed_for = 0;           // high priority: the burst whose successor was prewarmed
   // Calibration kit (harvester only, under the harvest flag): a no-op kernel on a private stream.
   // It measures the launch floor and anchors this context's event clock to CLOCK_MONOTONIC.
   int calib_state = 0;  // 0 not set up, 1 measuring, 2 floor known, -1 impossible
@@ -467,7 +466,8 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
             // complete. A capped context whose bracket may hold one waits (up to kMaxDeferNs) until every
             // other publishing participant has published through the bracket's end; otherwise their work
             // would be charged to us. Nothing has been changed for this cell yet: the next round redoes it.
-            if (g.capped() && now - he < kMaxDeferNs && cost > SettledCost(*r) &&
+            // High priority never waits: its completions release best-effort neighbours (NoteComplete).
+            if (g.capped() && opts_.priority != 0 && now - he < kMaxDeferNs && cost > SettledCost(*r) &&
                 !g.cfg.node->OthersPublishedThrough(g.row, he, now, opts_.stale_ns)) {
               r->deferred_end = he;
               break;

@@ -105,14 +105,14 @@ struct GateOptions {
 };
 
 struct GateStats {
-  uint64_t tracked = 0;         // submissions bracketed with events
-  uint64_t completed = 0;       // brackets harvested
-  uint64_t cap_waits = 0;       // Before() calls that waited for the cap
-  uint64_t priority_waits = 0;  // Before() calls that waited for high priority
-  int64_t measured_ns = 0;      // GPU time measured, all GPUs
-  uint64_t prewarms = 0;        // high priority: no-op kernels that brought the context in before a burst
-  uint64_t placed = 0;          // time-sliced brackets placed on the host clock (node region + anchor)
-  int64_t credited_ns = 0;      // of their time, what other participants' brackets took (OthersBusy)
+  uint64_t tracked = 0;           // submissions bracketed with events
+  uint64_t completed = 0;         // brackets harvested
+  uint64_t cap_waits = 0;         // Before() calls that waited for the cap
+  uint64_t priority_waits = 0;    // Before() calls that waited for high priority
+  int64_t measured_ns = 0;        // GPU time measured, all GPUs
+  uint64_t prewarms = 0;          // high priority: no-op kernels that brought the context in before a burst
+  uint64_t placed = 0;            // time-sliced brackets placed on the host clock (node region + anchor)
+  int64_t credited_ns = 0;        // of their time, what other participants' brackets took (OthersBusy)
   int64_t switch_billed_ns = 0;   // context-switch time in our preempted brackets passed to the preemptor
   int64_t switch_charged_ns = 0;  // context-switch time others passed to us (our switch-ins), charged
 };

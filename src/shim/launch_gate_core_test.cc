@@ -358,7 +358,7 @@ TEST_F(SimTest, ProcessesOfASliceTakeTurns) {
   const uint64_t a_owner = owner.load();
   EXPECT_NE(a_owner, 0u);
   EXPECT_EQ(until.load(), 100 * kMs + 2 * kMs);  // turns of 2 ms
-  sim.now += 20 * kUs;  // the first bracket completes: the cost is known
+  sim.now += 20 * kUs;                           // the first bracket completes: the cost is known
   a.HarvestOnce();
   // a again within its turn: no wait.
   a.Before(S(0));
@@ -696,21 +696,23 @@ TEST_F(PriorityTest, OthersBusyNamesTheMainPreemptorAndBillsReachOnlyLiveRows) {
   EXPECT_EQ(d->billed_ns.load(), 0);
 }
 
-// Two capped tenants of one time-sliced GPU, a at 70 % and b at 30 %, in their own contexts, whose
-// kernels the tests lay out by hand (the simulated device does not preempt).
+// Two capped tenants of one time-sliced GPU, a at 70 % and b at 30 %, in their own contexts and of one
+// priority, whose kernels the tests lay out by hand (the simulated device does not preempt).
 struct TwoTenants {
   Sim& sim;
   std::atomic<int64_t> tat_a{0}, tat_b{0};
   std::unique_ptr<Gate> a, b;
   static constexpr uintptr_t kCtxA = 0x1000, kCtxB = 0x2000;
-  TwoTenants(SimTest& t, std::shared_ptr<slice::NodeRegion> node) : sim(t.sim) {
+  TwoTenants(SimTest& t, std::shared_ptr<slice::NodeRegion> node, int priority = 1) : sim(t.sim) {
     sim = Sim();
     sim.exclusive = false;
     GateGpu ga = t.Gpu(70, &tat_a), gb = t.Gpu(30, &tat_b);
     ga.node = node;
     gb.node = node;
-    a = std::make_unique<Gate>(FakeDriver(), GateClock{&FNow, &FSleep}, t.Opts(), std::vector<GateGpu>{ga});
-    b = std::make_unique<Gate>(FakeDriver(), GateClock{&FNow, &FSleep}, t.Opts(), std::vector<GateGpu>{gb});
+    a = std::make_unique<Gate>(FakeDriver(), GateClock{&FNow, &FSleep}, t.Opts(priority),
+                               std::vector<GateGpu>{ga});
+    b = std::make_unique<Gate>(FakeDriver(), GateClock{&FNow, &FSleep}, t.Opts(priority),
+                               std::vector<GateGpu>{gb});
     sim.harvesters = {a.get(), b.get()};
   }
   ~TwoTenants() { sim.harvesters.clear(); }
@@ -785,8 +787,24 @@ TEST_F(PriorityTest, EachSideOfAContextSwitchPaysItsOwnSwitchIn) {
 
 // The preempting tenant's harvester may see its kernel complete only after the preempted tenant's
 // bracket ended. The preempted tenant waits for it to publish (it would otherwise pay for the other's
-// work), but never for a participant that stopped publishing: at most kMaxDeferNs.
+// work), but never for a participant that stopped publishing: at most kMaxDeferNs. A high-priority
+// tenant never waits (best-effort neighbours are held until they see its completions).
 TEST_F(PriorityTest, PreemptedBracketWaitsForThePreemptorToPublish) {
+  {
+    // Two high-priority tenants (neither holds for the other); b's harvester is late, a does not wait.
+    TwoTenants t(*this, node, /*priority=*/0);
+    t.History([](int) { return 2 * kMs; });
+    const int64_t a0 = t.a->MeasuredNs(0);
+    const int64_t t0 = sim.now;
+    t.RunA(4'400 * kUs);
+    sim.now = t0 + 2'200 * kUs;
+    t.RunB(2 * kMs);
+    sim.harvesters = {t.a.get()};
+    FSleep(t0 + 4'500 * kUs - sim.now);
+    sim.current = reinterpret_cast<CUcontext>(TwoTenants::kCtxA);
+    EXPECT_EQ(t.a->InFlightCurrent(), 0);  // harvested at once: its neighbours see it complete
+    EXPECT_NEAR(t.a->MeasuredNs(0) - a0, 4'400 * kUs, 5 * kUs);
+  }
   for (bool b_returns : {true, false}) {
     TwoTenants t(*this, node);
     t.History([](int) { return 2 * kMs; });
