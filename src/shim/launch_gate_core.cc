@@ -5,7 +5,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <cstdlib>
 
 namespace tessera::shim {
@@ -92,7 +91,6 @@ struct Gate::Ring {
   // how much that varies (EWMAs over ~8), to tell the switch time inside a preempted bracket.
   int64_t clean_ns = 0, clean_dev_ns = 0;
   int clean_n = 0;
-  int64_t deferred_end = 0;  // this round: host end of a bracket left for later (see HarvestRing)
   Cell cells[kRingCells];
   Ring() {
     for (uint32_t i = 0; i < kRingCells; ++i) cells[i].seq.store(i, std::memory_order_relaxed);
@@ -116,6 +114,8 @@ struct Gate::GpuState {
   std::atomic<uint64_t>* prio = nullptr;
   slice::NodeRow* row = nullptr;
   int64_t billed_seen = 0;  // under the harvest flag: the row's billed_ns already charged
+  // Under the harvest flag, this round: the earliest host end of a bracket left for later (0: none).
+  int64_t deferred_end = 0;
   std::atomic<int64_t> measured{0};
   slice::NodeRegion::ActivityWatch watch;  // burst decisions (threads of this process race benignly)
   bool capped() const { return !CapBucket::Uncapped(cfg.cap); }
@@ -400,6 +400,7 @@ int Gate::HarvestOnce() {
   const int64_t now = clock_.now_ns();
   int done = 0;
   const int n = ring_count_.load(std::memory_order_acquire);
+  for (auto& g : gpus_) g->deferred_end = 0;
   for (int i = 0; i < n; ++i) done += HarvestRing(rings_[i].load(std::memory_order_acquire), now);
   PublishThrough(now);
   CollectBills(now);
@@ -413,7 +414,6 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
   GpuState& g = *gpus_[r->gpu];
   int done = 0;
   bool ctx_set = false;
-  r->deferred_end = 0;
   for (;;) {
     const uint64_t pos = r->head.load(std::memory_order_relaxed);
     Cell& c = r->cells[pos % kRingCells];
@@ -469,7 +469,7 @@ int Gate::HarvestRing(Ring* r, int64_t now) {
             // High priority never waits: its completions release best-effort neighbours (NoteComplete).
             if (g.capped() && opts_.priority != 0 && now - he < kMaxDeferNs && cost > SettledCost(*r) &&
                 !g.cfg.node->OthersPublishedThrough(g.row, he, now, opts_.stale_ns)) {
-              r->deferred_end = he;
+              g.deferred_end = g.deferred_end == 0 ? he : std::min(g.deferred_end, he);
               break;
             }
             int top = -1;
@@ -529,16 +529,21 @@ void Gate::NoteClean(Ring& r, int64_t cost) {
   if (r.clean_n < kSteadySamples) ++r.clean_n;
 }
 
+bool Gate::Steady(const Ring& r) {
+  // Enough unpreempted brackets, spread within 1/8 of their cost: only then can a context tell its own
+  // work from time that others (or switching to them) took inside a bracket.
+  return r.clean_n >= kSteadySamples && r.clean_dev_ns * 8 <= r.clean_ns;
+}
+
 int64_t Gate::SwitchExcess(const Ring& r, int64_t own) const {
-  // Only a context whose unpreempted brackets are steady (spread within 1/8 of their cost) can tell
-  // its own work from the switch time; otherwise it keeps the whole bracket, as before.
-  if (r.clean_n < kSteadySamples || r.clean_dev_ns * 8 > r.clean_ns) return 0;
+  // An unsteady context keeps the whole bracket, as before.
+  if (!Steady(r)) return 0;
   return std::clamp<int64_t>(own - r.clean_ns, 0, kMaxSwitchPairNs);
 }
 
 int64_t Gate::SettledCost(const Ring& r) {
   // A steady context's bracket within its usual spread held nobody else's work worth waiting for.
-  if (r.clean_n < kSteadySamples || r.clean_dev_ns * 8 > r.clean_ns) return 0;
+  if (!Steady(r)) return 0;
   return r.clean_ns + 4 * r.clean_dev_ns + 20'000;
 }
 
@@ -548,14 +553,11 @@ void Gate::PublishThrough(int64_t now) {
   // event-to-host clock mapping) and published, except where a ring stopped at a deferred bracket.
   // Brackets of other streams behind a running head-of-line bracket are not covered; a participant
   // that reads this may then miss them and keep the time (the conservative side).
-  std::vector<int64_t> through(gpus_.size(), now - kThroughMarginNs);
-  const int n = ring_count_.load(std::memory_order_acquire);
-  for (int i = 0; i < n; ++i) {
-    const Ring* r = rings_[i].load(std::memory_order_acquire);
-    if (r->gpu >= 0 && r->deferred_end != 0) through[r->gpu] = std::min(through[r->gpu], r->deferred_end);
-  }
-  for (size_t i = 0; i < gpus_.size(); ++i) {
-    if (gpus_[i]->row) gpus_[i]->row->published_through_ns.store(through[i], std::memory_order_release);
+  for (auto& g : gpus_) {
+    if (g->row == nullptr) continue;
+    int64_t through = now - kThroughMarginNs;
+    if (g->deferred_end != 0) through = std::min(through, g->deferred_end);
+    g->row->published_through_ns.store(through, std::memory_order_release);
   }
 }
 

@@ -40,7 +40,6 @@
 namespace tessera::shim {
 
 // The driver entry points the gate needs, real or simulated. All must be non-null.
-
 struct GateDriver {
   CUresult (*ctx_get_current)(CUcontext*);
   CUresult (*ctx_set_current)(CUcontext);
@@ -169,6 +168,7 @@ class Gate {
   // Switch-time attribution (time-sliced mode, see HarvestRing): the clean-bracket statistics of a
   // context, the excess of a preempted bracket over them, and charging what others billed us.
   static void NoteClean(Ring& r, int64_t cost);
+  static bool Steady(const Ring& r);
   int64_t SwitchExcess(const Ring& r, int64_t own) const;
   void CollectBills(int64_t now);
   // Waiting for preemptors' intervals (see HarvestRing): the cost above which a bracket may hold one,

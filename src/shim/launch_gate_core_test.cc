@@ -718,6 +718,16 @@ struct TwoTenants {
   ~TwoTenants() { sim.harvesters.clear(); }
   void RunA(int64_t len) { Run(*a, kCtxA, 0, len); }
   void RunB(int64_t len) { Run(*b, kCtxB, 1, len); }
+  // b preempts a 2 ms kernel of a near its end (a's bracket: 4.4 ms, b's 2 ms inside it), and b's
+  // harvester is late (only a is polled from then on). Returns when a's kernel was launched.
+  int64_t PreemptWithLateHarvest() {
+    const int64_t t0 = sim.now;
+    RunA(4'400 * kUs);
+    sim.now = t0 + 2'200 * kUs;
+    RunB(2 * kMs);
+    sim.harvesters = {a.get()};
+    return t0;
+  }
   // Twelve unpreempted kernels of a (lengths from `len(i)`) and one of b, each harvested, with both
   // contexts' event clocks anchored.
   template <typename Len>
@@ -795,11 +805,7 @@ TEST_F(PriorityTest, PreemptedBracketWaitsForThePreemptorToPublish) {
     TwoTenants t(*this, node, /*priority=*/0);
     t.History([](int) { return 2 * kMs; });
     const int64_t a0 = t.a->MeasuredNs(0);
-    const int64_t t0 = sim.now;
-    t.RunA(4'400 * kUs);
-    sim.now = t0 + 2'200 * kUs;
-    t.RunB(2 * kMs);
-    sim.harvesters = {t.a.get()};
+    const int64_t t0 = t.PreemptWithLateHarvest();
     FSleep(t0 + 4'500 * kUs - sim.now);
     sim.current = reinterpret_cast<CUcontext>(TwoTenants::kCtxA);
     EXPECT_EQ(t.a->InFlightCurrent(), 0);  // harvested at once: its neighbours see it complete
@@ -809,12 +815,7 @@ TEST_F(PriorityTest, PreemptedBracketWaitsForThePreemptorToPublish) {
     TwoTenants t(*this, node);
     t.History([](int) { return 2 * kMs; });
     const int64_t a0 = t.a->MeasuredNs(0);
-    // b preempts a near the end of a's kernel, and b's harvester is late (b is not polled).
-    const int64_t t0 = sim.now;
-    t.RunA(4'400 * kUs);
-    sim.now = t0 + 2'200 * kUs;
-    t.RunB(2 * kMs);
-    sim.harvesters = {t.a.get()};
+    const int64_t t0 = t.PreemptWithLateHarvest();
     FSleep(t0 + 6 * kMs - sim.now);
     EXPECT_EQ(t.a->MeasuredNs(0), a0) << "a's bracket must wait for b's interval";
     if (b_returns) {
