@@ -1,8 +1,9 @@
 // gpu::Backend: how the node agent learns about the GPUs of its host.
 //
 // The agent calls Init() once, Discover() at start-up and whenever it republishes the node, Usage() from
-// the metrics scrape, and WaitHealthEvent() in a loop on one dedicated watcher thread. Implementations
-// make Discover() and Usage() safe to call from any thread, concurrently with WaitHealthEvent().
+// the metrics scrape, Processes() from the watchdog's poll, and WaitHealthEvent() in a loop on one
+// dedicated watcher thread. Implementations make Discover(), Usage() and Processes() safe to call from any
+// thread, concurrently with WaitHealthEvent().
 // Only one thread may call WaitHealthEvent() at a time.
 //
 // GPUs are identified by UUID ("GPU-..."), never by index: indexes change with CUDA_VISIBLE_DEVICES
@@ -14,6 +15,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gpu/status.h"
@@ -31,9 +33,13 @@ struct GpuInfo {
   std::string health_reason;  // why it is unhealthy; empty when healthy
 };
 
+// One process holding memory on a GPU, as the driver sees it: pid in the host's pid namespace (NVML
+// always names processes so, whatever namespace asks).
 struct ProcessUsage {
   uint32_t pid = 0;
   uint64_t used_bytes = 0;
+  bool used_known = true;  // false: the driver lists the process but cannot say how much it holds
+  bool operator==(const ProcessUsage&) const = default;
 };
 
 struct GpuUsage {
@@ -63,8 +69,17 @@ class Backend {
   // Every GPU of the host with its current health, in index order.
   virtual Status Discover(std::vector<GpuInfo>* out) = 0;
 
-  // Current memory use and utilisation of one GPU.
+  // Current memory use and utilisation of one GPU, with its processes.
   virtual Status Usage(const std::string& uuid, GpuUsage* out) = 0;
+
+  // Only the processes of one GPU (compute, graphics and MPS clients; one entry per pid), what the
+  // watchdog reads every poll. The default asks Usage(); backends override it when they can do less.
+  virtual Status Processes(const std::string& uuid, std::vector<ProcessUsage>* out) {
+    GpuUsage u;
+    Status st = Usage(uuid, &u);
+    if (st.ok()) *out = std::move(u.processes);
+    return st;
+  }
 
   // Waits up to `timeout` for the next health change. On return with ok(): *event holds the change, or
   // is empty when the timeout passed without one.

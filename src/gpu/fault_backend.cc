@@ -14,7 +14,7 @@ Status ParseFaultPlan(const std::string& text, FaultPlan* out) {
     auto eq = item.find('=');
     if (eq == std::string::npos) {
       return Status::Error("fault plan: '" + item +
-                           "' must be key=value (keys: init, discover, usage, wait, hide)");
+                           "' must be key=value (keys: init, discover, usage, wait, processes, hide)");
     }
     std::string key = item.substr(0, eq), value = item.substr(eq + 1);
     if (key == "hide") {
@@ -29,9 +29,10 @@ Status ParseFaultPlan(const std::string& text, FaultPlan* out) {
                  : key == "discover" ? &plan.fail_discover
                  : key == "usage"    ? &plan.fail_usage
                  : key == "wait"     ? &plan.fail_wait
+                 : key == "processes" ? &plan.fail_processes
                                      : nullptr;
     if (!field) {
-      return Status::Error("fault plan: unknown key '" + key + "' (keys: init, discover, usage, wait, hide)");
+      return Status::Error("fault plan: unknown key '" + key + "' (keys: init, discover, usage, wait, processes, hide)");
     }
     if (value.empty() || value.size() > 6 ||
         !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
@@ -86,6 +87,11 @@ Status FaultBackend::Discover(std::vector<GpuInfo>* out) {
 Status FaultBackend::Usage(const std::string& uuid, GpuUsage* out) {
   if (Take(&FaultPlan::fail_usage)) return Status::Error("injected fault: Usage failed for " + uuid);
   return inner_->Usage(uuid, out);
+}
+
+Status FaultBackend::Processes(const std::string& uuid, std::vector<ProcessUsage>* out) {
+  if (Take(&FaultPlan::fail_processes)) return Status::Error("injected fault: Processes failed for " + uuid);
+  return inner_->Processes(uuid, out);
 }
 
 Status FaultBackend::WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) {

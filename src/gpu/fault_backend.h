@@ -20,10 +20,11 @@ struct FaultPlan {
   int fail_discover = 0;         // fail the next N Discover() calls
   int fail_usage = 0;            // fail the next N Usage() calls
   int fail_wait = 0;             // fail the next N WaitHealthEvent() calls
+  int fail_processes = 0;        // fail the next N Processes() calls
   std::set<std::string> hidden;  // UUIDs Discover() leaves out (a GPU that vanished)
 };
 
-// "init=2,discover=1,usage=3,wait=1,hide=GPU-a;GPU-b" → FaultPlan. Error names the bad item.
+// "init=2,discover=1,usage=3,wait=1,processes=2,hide=GPU-a;GPU-b" → FaultPlan. Error names the bad item.
 Status ParseFaultPlan(const std::string& text, FaultPlan* out);
 
 class FaultBackend : public Backend {
@@ -38,6 +39,7 @@ class FaultBackend : public Backend {
   Status Init() override;
   Status Discover(std::vector<GpuInfo>* out) override;
   Status Usage(const std::string& uuid, GpuUsage* out) override;
+  Status Processes(const std::string& uuid, std::vector<ProcessUsage>* out) override;
   Status WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) override;
 
  private:

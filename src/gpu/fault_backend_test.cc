@@ -64,5 +64,19 @@ TEST(FaultPlanParse, GoodAndBad) {
   EXPECT_NE(ParseFaultPlan("init", &p).message().find("key=value"), std::string::npos);
 }
 
+TEST(FaultBackend, ProcessesFailsThenPassesThrough) {
+  FaultPlan plan;
+  ASSERT_TRUE(ParseFaultPlan("processes=1", &plan).ok());
+  EXPECT_EQ(plan.fail_processes, 1);
+  FaultBackend b(TwoGpus(), plan);
+  ASSERT_TRUE(b.Init().ok());
+  std::vector<ProcessUsage> procs{{1, 1, true}};
+  Status st = b.Processes("GPU-a", &procs);
+  EXPECT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("injected fault: Processes failed for GPU-a"), std::string::npos);
+  ASSERT_TRUE(b.Processes("GPU-a", &procs).ok());
+  EXPECT_TRUE(procs.empty());
+}
+
 }  // namespace
 }  // namespace tessera::gpu

@@ -33,7 +33,11 @@ struct NvmlApi {
   decltype(&nvmlDeviceGetPciInfo_v3) get_pci = nullptr;
   decltype(&nvmlDeviceGetMemoryAffinity) get_memory_affinity = nullptr;  // optional (older drivers)
   decltype(&nvmlDeviceGetUtilizationRates) get_utilization = nullptr;
-  decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;  // optional
+  // Per-process memory (optional each): CUDA compute contexts, graphics contexts (Vulkan/OpenGL memory the
+  // CUDA shim never sees) and MPS clients.
+  decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;
+  decltype(&nvmlDeviceGetGraphicsRunningProcesses_v3) get_graphics_processes = nullptr;
+  decltype(&nvmlDeviceGetMPSComputeRunningProcesses_v3) get_mps_processes = nullptr;
   decltype(&nvmlEventSetCreate) event_set_create = nullptr;
   decltype(&nvmlEventSetFree) event_set_free = nullptr;
   decltype(&nvmlDeviceRegisterEvents) register_events = nullptr;
@@ -107,6 +111,8 @@ class NvmlBackend : public Backend {
       ok &= Resolve(lib_, "nvmlEventSetWait_v2", &api_.event_wait, true, &missing);
       Resolve(lib_, "nvmlDeviceGetMemoryAffinity", &api_.get_memory_affinity, false, &missing);
       Resolve(lib_, "nvmlDeviceGetComputeRunningProcesses_v3", &api_.get_processes, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetGraphicsRunningProcesses_v3", &api_.get_graphics_processes, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetMPSComputeRunningProcesses_v3", &api_.get_mps_processes, false, &missing);
       if (!ok) {
         dlclose(lib_);
         lib_ = nullptr;
@@ -173,23 +179,18 @@ class NvmlBackend : public Backend {
     nvmlUtilization_t util{};
     out->utilization_percent =
         api_.get_utilization(it->second, &util) == NVML_SUCCESS ? static_cast<int>(util.gpu) : -1;
-    out->processes.clear();
-    if (api_.get_processes) {
-      std::vector<nvmlProcessInfo_t> procs(64);
-      unsigned int n = static_cast<unsigned int>(procs.size());
-      rc = api_.get_processes(it->second, &n, procs.data());
-      if (rc == NVML_ERROR_INSUFFICIENT_SIZE) {
-        procs.resize(n + 16);
-        n = static_cast<unsigned int>(procs.size());
-        rc = api_.get_processes(it->second, &n, procs.data());
-      }
-      if (rc == NVML_SUCCESS) {
-        for (unsigned int i = 0; i < n; ++i) {
-          out->processes.push_back(ProcessUsage{procs[i].pid, procs[i].usedGpuMemory});
-        }
-      }
-    }
+    ProcessesLocked(it->second, &out->processes);
     return Status::Ok();
+  }
+
+  Status Processes(const std::string& uuid, std::vector<ProcessUsage>* out) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = handles_.find(uuid);
+    if (it == handles_.end()) return Status::Error("nvml backend: unknown GPU " + uuid + " (Discover first)");
+    if (!api_.get_processes) {
+      return Status::Error("nvml backend: the driver has no nvmlDeviceGetComputeRunningProcesses_v3");
+    }
+    return ProcessesLocked(it->second, out);
   }
 
   Status WaitHealthEvent(std::chrono::milliseconds timeout, std::optional<HealthEvent>* event) override {
@@ -256,6 +257,43 @@ class NvmlBackend : public Backend {
     return Status::Ok();
   }
 
+  // Every process of the GPU from the three lists, one entry per pid: a process with compute and graphics
+  // contexts appears in both with the same figure, so the larger is kept rather than the sum.
+  Status ProcessesLocked(nvmlDevice_t dev, std::vector<ProcessUsage>* out) {
+    out->clear();
+    Status first = Status::Ok();
+    for (auto list : {api_.get_processes, api_.get_graphics_processes, api_.get_mps_processes}) {
+      if (!list) continue;
+      procs_.resize(std::max<size_t>(procs_.size(), 64));
+      unsigned int n = static_cast<unsigned int>(procs_.size());
+      nvmlReturn_t rc = list(dev, &n, procs_.data());
+      if (rc == NVML_ERROR_INSUFFICIENT_SIZE) {  // n is now the count needed; more may start meanwhile
+        procs_.resize(n + 16);
+        n = static_cast<unsigned int>(procs_.size());
+        rc = list(dev, &n, procs_.data());
+      }
+      if (rc == NVML_ERROR_NOT_SUPPORTED) continue;
+      if (rc != NVML_SUCCESS) {
+        if (first.ok()) first = Err("nvmlDevice*RunningProcesses_v3", rc);
+        continue;
+      }
+      for (unsigned int i = 0; i < n; ++i) {
+        const nvmlProcessInfo_t& p = procs_[i];
+        const bool known = p.usedGpuMemory != static_cast<unsigned long long>(NVML_VALUE_NOT_AVAILABLE);
+        const uint64_t used = known ? p.usedGpuMemory : 0;
+        auto same = std::find_if(out->begin(), out->end(), [&](const ProcessUsage& u) { return u.pid == p.pid; });
+        if (same == out->end()) {
+          out->push_back(ProcessUsage{p.pid, used, known});
+        } else if (known) {
+          same->used_bytes = std::max(same->used_bytes, used);
+          same->used_known = true;
+        }
+      }
+    }
+    // The compute list is the one that must work; the others are extras some drivers refuse.
+    return api_.get_processes ? first : Status::Ok();
+  }
+
   Status Err(const std::string& what, nvmlReturn_t rc) const {
     const char* s = api_.error_string ? api_.error_string(rc) : "?";
     return Status::Error(what + " failed: " + s + " (" + std::to_string(static_cast<int>(rc)) + ")");
@@ -282,6 +320,7 @@ class NvmlBackend : public Backend {
   nvmlEventSet_t events_ = nullptr;
   std::map<std::string, nvmlDevice_t> handles_;
   std::map<std::string, std::string> unhealthy_;
+  std::vector<nvmlProcessInfo_t> procs_;  // scratch for the process lists (under mu_)
 };
 
 }  // namespace

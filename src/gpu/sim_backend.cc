@@ -87,7 +87,7 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   if (!g.IsMap()) return Status::Error(where + ": must be a mapping");
   Status st = CheckKeys(
       g, where,
-      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id"});
+      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id", "processes"});
   if (!st.ok()) return st;
   GpuInfo& info = out->info;
   info.index = index;
@@ -132,6 +132,41 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
     st = ReadInt(g["memory_used_mib"], where + ".memory_used_mib", 0, mib, &used);
     if (!st.ok()) return st;
     out->memory_used_bytes = static_cast<uint64_t>(used) * kMiB;
+  }
+  if (const YAML::Node procs = g["processes"]) {
+    if (!procs.IsSequence()) return Status::Error(where + ".processes: must be a list");
+    if (procs.size() > 4096) return Status::Error(where + ".processes: at most 4096 processes");
+    for (size_t i = 0; i < procs.size(); ++i) {
+      const YAML::Node p = procs[i];
+      const std::string pw = where + ".processes[" + std::to_string(i) + "]";
+      if (!p.IsMap()) return Status::Error(pw + ": must be a mapping");
+      st = CheckKeys(p, pw, {"pid", "memory_used_mib", "memory_unknown"});
+      if (!st.ok()) return st;
+      ProcessUsage u;
+      int64_t v = 0;
+      if (!p["pid"]) return Status::Error(pw + ".pid: required");
+      st = ReadInt(p["pid"], pw + ".pid", 1, 4194304, &v);
+      if (!st.ok()) return st;
+      u.pid = static_cast<uint32_t>(v);
+      for (const auto& other : out->processes) {
+        if (other.pid == u.pid) return Status::Error(pw + ".pid: " + std::to_string(v) + " appears twice");
+      }
+      bool unknown = false;
+      if (p["memory_unknown"]) {
+        st = ReadBool(p["memory_unknown"], pw + ".memory_unknown", &unknown);
+        if (!st.ok()) return st;
+      }
+      if (unknown == static_cast<bool>(p["memory_used_mib"])) {
+        return Status::Error(pw + ": give exactly one of memory_used_mib and memory_unknown: true");
+      }
+      if (!unknown) {
+        st = ReadInt(p["memory_used_mib"], pw + ".memory_used_mib", 0, mib, &v);
+        if (!st.ok()) return st;
+        u.used_bytes = static_cast<uint64_t>(v) * kMiB;
+      }
+      u.used_known = !unknown;
+      out->processes.push_back(u);
+    }
   }
   return Status::Ok();
 }
@@ -267,7 +302,23 @@ Status SimBackend::Usage(const std::string& uuid, GpuUsage* out) {
   out->memory_total_bytes = g->info.memory_bytes;
   out->memory_used_bytes = g->memory_used_bytes;
   out->utilization_percent = g->utilization_percent;
-  out->processes.clear();
+  out->processes = g->processes;
+  return Status::Ok();
+}
+
+Status SimBackend::Processes(const std::string& uuid, std::vector<ProcessUsage>* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SimSpec::Gpu* g = FindLocked(uuid);
+  if (!g) return Status::Error("sim backend: no GPU " + uuid);
+  *out = g->processes;
+  return Status::Ok();
+}
+
+Status SimBackend::SetProcesses(const std::string& uuid, std::vector<ProcessUsage> processes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SimSpec::Gpu* g = FindLocked(uuid);
+  if (!g) return Status::Error("sim backend: no GPU " + uuid);
+  g->processes = std::move(processes);
   return Status::Ok();
 }
 
@@ -323,6 +374,7 @@ Status SimBackend::ReloadIfChangedLocked() {
     }
     cur.utilization_percent = now.utilization_percent;
     cur.memory_used_bytes = now.memory_used_bytes;
+    cur.processes = now.processes;
     if (cur.info.healthy != now.info.healthy) {
       pending_.push_back(HealthEvent{now.info.uuid, now.info.healthy, now.info.health_reason});
     }

@@ -10,6 +10,10 @@
 //       healthy: true                                     # optional (default true)
 //       utilization: 0                                    # optional percent 0..100 (default 0)
 //       memory_used_mib: 0                                # optional, <= memory_mib (default 0)
+//       processes:                                        # optional: what Processes() lists
+//         - pid: 4242                                     # required, 1..4194304, unique per GPU
+//           memory_used_mib: 512                          # required, <= memory_mib; or
+//           # memory_unknown: true                        # listed without a figure
 //   events:                                               # optional scripted health changes
 //     - after_ms: 1500                                    # since Init()
 //       uuid: GPU-5f7a2c1e-0000-4000-8000-000000000001
@@ -44,6 +48,7 @@ struct SimSpec {
     GpuInfo info;
     int utilization_percent = 0;
     uint64_t memory_used_bytes = 0;
+    std::vector<ProcessUsage> processes;
   };
   std::vector<Gpu> gpus;
   std::vector<SimEvent> events;  // sorted by `after`
@@ -69,6 +74,9 @@ class SimBackend : public Backend {
   Status InjectHealthEvent(const HealthEvent& event);
   // Sets what Usage() reports for one GPU (tests of the metrics path).
   Status SetUsage(const std::string& uuid, uint64_t memory_used_bytes, int utilization_percent);
+  // Sets the processes one GPU lists (tests of the watchdog). Fails for an unknown UUID.
+  Status SetProcesses(const std::string& uuid, std::vector<ProcessUsage> processes);
+  Status Processes(const std::string& uuid, std::vector<ProcessUsage>* out) override;
 
  private:
   // Re-reads the file when its modification time changed; queues health changes. Caller holds mu_.

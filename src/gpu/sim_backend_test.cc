@@ -215,5 +215,59 @@ TEST(SimBackend, MissingFile) {
   EXPECT_NE(st.message().find("/nonexistent/gpus.yaml"), std::string::npos);
 }
 
+TEST(SimSpec, ProcessesListedPerGpuAndSetByTests) {
+  SimSpec spec;
+  Status st = ParseSimSpec(R"(
+gpus:
+  - uuid: GPU-a
+    model: m
+    memory_mib: 1024
+    processes:
+      - {pid: 41, memory_used_mib: 300}
+      - {pid: 42, memory_unknown: true}
+  - {uuid: GPU-b, model: m, memory_mib: 1024}
+)",
+                           "p", &spec);
+  ASSERT_TRUE(st.ok()) << st.message();
+  SimBackend b(spec);
+  ASSERT_TRUE(b.Init().ok());
+  std::vector<ProcessUsage> procs;
+  ASSERT_TRUE(b.Processes("GPU-a", &procs).ok());
+  EXPECT_EQ(procs, (std::vector<ProcessUsage>{{41, 300ull << 20, true}, {42, 0, false}}));
+  GpuUsage u;
+  ASSERT_TRUE(b.Usage("GPU-a", &u).ok());
+  EXPECT_EQ(u.processes, procs);  // Usage() carries the same list
+  ASSERT_TRUE(b.Processes("GPU-b", &procs).ok());
+  EXPECT_TRUE(procs.empty());
+  ASSERT_TRUE(b.SetProcesses("GPU-b", {{7, 5ull << 20, true}}).ok());
+  ASSERT_TRUE(b.Processes("GPU-b", &procs).ok());
+  EXPECT_EQ(procs, (std::vector<ProcessUsage>{{7, 5ull << 20, true}}));
+  EXPECT_FALSE(b.SetProcesses("GPU-zz", {}).ok());
+  EXPECT_FALSE(b.Processes("GPU-zz", &procs).ok());
+}
+
+TEST(SimSpec, BadProcessesNameTheField) {
+  struct Case {
+    const char* procs;
+    const char* expect;
+  } cases[] = {
+      {"processes: 3", "gpus[0].processes: must be a list"},
+      {"processes: [{memory_used_mib: 1}]", "gpus[0].processes[0].pid: required"},
+      {"processes: [{pid: 0, memory_used_mib: 1}]", "gpus[0].processes[0].pid: '0' is not an integer in [1, 4194304]"},
+      {"processes: [{pid: 5, memory_used_mib: 2048}]", "processes[0].memory_used_mib: '2048' is not an integer in [0, 1024]"},
+      {"processes: [{pid: 5}]", "processes[0]: give exactly one of memory_used_mib and memory_unknown: true"},
+      {"processes: [{pid: 5, memory_used_mib: 1}, {pid: 5, memory_used_mib: 2}]", "processes[1].pid: 5 appears twice"},
+      {"processes: [{pid: 5, memory_used_mib: 1, rss: 2}]", "processes[0]: unknown key 'rss'"},
+  };
+  for (const auto& c : cases) {
+    SimSpec spec;
+    Status st = ParseSimSpec(std::string("gpus: [{uuid: GPU-a, model: m, memory_mib: 1024, ") +
+                                 c.procs + "}]",
+                             "f", &spec);
+    ASSERT_FALSE(st.ok()) << c.procs;
+    EXPECT_NE(st.message().find(c.expect), std::string::npos) << st.message();
+  }
+}
+
 }  // namespace
 }  // namespace tessera::gpu
