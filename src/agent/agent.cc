@@ -46,7 +46,7 @@ Status ValidateOptions(const AgentOptions& o) {
                          "' must be a domain-qualified name like nvidia.com/gpu");
   }
   if (o.slices.shim_path.empty()) return Status::Error("--shim: required (host path of libtessera.so)");
-  return Status::Ok();
+  return ValidateWatchdogOptions(o.watchdog);
 }
 
 Agent::Agent(AgentOptions opts, std::unique_ptr<gpu::Backend> backend, std::shared_ptr<Cluster> cluster)
@@ -129,11 +129,13 @@ Status Agent::Start() {
   threads_.emplace_back([this] { VerifyLoop(); });
   threads_.emplace_back([this] { MarkLoop(); });
   threads_.emplace_back([this] { HostPidLoop(); });
+  StartWatchdog();
   return Status::Ok();
 }
 
 void Agent::Stop() {
   if (stopping_.exchange(true)) return;
+  if (watchdog_) watchdog_->Stop();
   stop_cv_.notify_all();
   {
     std::lock_guard<std::mutex> lock(mu_);

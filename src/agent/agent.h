@@ -10,7 +10,9 @@
 //     each slice went to the container it was written for, repairs the ones that did not, and removes
 //     slices of pods that are gone;
 //   - metrics: HTTP :<metrics-port>/metrics (see metrics.h) and /healthz;
-//   - marker: patches pods allocation-state=allocated (retrying on API errors).
+//   - marker: patches pods allocation-state=allocated (retrying on API errors);
+//   - watchdog: the driver's per-process memory against each slice's wall (watchdog.h), over the slices
+//     this agent wrote and the standalone ones of `tessera run` under standalone_slices_dir.
 // Allocate() (gRPC thread) matches the request to a pod (matcher.h), writes its slice (slice_writer.h)
 // and marks the pod allocated once all its GPU containers are served. Only the matching and claiming
 // step is serialised, and only inside this process: there is no node-wide lock.
@@ -35,6 +37,7 @@
 #include "agent/matcher.h"
 #include "agent/metrics.h"
 #include "agent/slice_writer.h"
+#include "agent/watchdog.h"
 #include "gpu/backend.h"
 
 namespace grpc {
@@ -69,6 +72,10 @@ struct AgentOptions {
   // must be the host's /proc (the DaemonSet runs with hostPID), every host_pid_period_s.
   std::string proc_root = "/proc";
   double host_pid_period_s = 0.25;
+  // The watchdog (watchdog.h); its proc_root and all_gpus_shared are taken from proc_root and split.
+  WatchdogOptions watchdog;
+  // Where `tessera run` keeps standalone slices on this host (its default); empty: none watched.
+  std::filesystem::path standalone_slices_dir = "/run/tessera/slices";
   int init_attempts = 5;     // GPU backend Init() tries before Start() fails
   int init_retry_ms = 1000;  // wait before try n+1: n × this
   std::string version = "dev";
@@ -97,6 +104,8 @@ class Agent {
   bool VerifyNow();
   // One pass of host-pid publishing over every slice region now; returns the rows published.
   int MapHostPidsNow();
+  // The watchdog (null when both its actions are off), for tests.
+  Watchdog* watchdog() { return watchdog_.get(); }
 
   // gRPC handlers (called by the service; public so the service class stays a thin adapter).
   void ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::ListAndWatchResponse>* w);
@@ -126,6 +135,10 @@ class Agent {
   void MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& candidates,
                                const std::string& pod_uid);
   MetricsSnapshot Snapshot();
+  // Watchdog hooks (watchdog_hooks.cc): the slices it watches, container names, events.
+  void StartWatchdog();
+  std::vector<WatchedSlice> WatchedSlices();
+  std::string ContainerName(const std::string& pod_uid, const std::string& container_id);
 
   AgentOptions opts_;
   std::unique_ptr<gpu::Backend> backend_;
@@ -159,6 +172,7 @@ class Agent {
   std::mutex host_pid_mu_;                          // one MapHostPidsNow at a time
   // Row owners the host-pid pass could not map: when first missed, and whether that was logged.
   std::map<uint64_t, std::pair<int64_t, bool>> host_pid_missing_;
+  std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<class MetricsServer> metrics_;
   int bound_metrics_port_ = 0;
 };

@@ -160,7 +160,61 @@ std::string RenderMetrics(const MetricsSnapshot& s, const RenderOptions& opts) {
            each_slice_gpu([&](auto& sl, auto& g) { emit(slice_labels(sl, g), double(g.priority_waits)); });
          });
 
+  Family(&out, "tessera_slice_memory_measured_bytes", "gauge",
+         "GPU memory a slice's processes hold on one GPU by the driver's per-process figures, in bytes",
+         [&](auto emit) {
+           each_slice_gpu([&](auto& sl, auto& g) {
+             if (g.measured_bytes >= 0) emit(slice_labels(sl, g), double(g.measured_bytes));
+           });
+         });
   const Labels node{{"node", s.node}};
+  const WatchdogSample& w = s.watchdog;
+  auto by_reason = [&](uint64_t over, uint64_t unknown) {
+    return [&, over, unknown](auto emit) {
+      if (!w.enabled) return;
+      emit(Labels{{"node", s.node}, {"reason", "over_limit"}}, double(over));
+      emit(Labels{{"node", s.node}, {"reason", "no_slice"}}, double(unknown));
+    };
+  };
+  Family(&out, "tessera_watchdog_kills_total", "counter",
+         "GPU processes the watchdog killed (over_limit: their slice was over its wall; no_slice: of no slice)",
+         by_reason(w.over_limit_kills, w.unknown_kills));
+  Family(&out, "tessera_watchdog_reports_total", "counter",
+         "Findings reported without a kill (over_limit: excursions of a slice; no_slice: processes)",
+         by_reason(w.over_limit_reports, w.unknown_reports));
+  Family(&out, "tessera_watchdog_kill_failures_total", "counter", "Kills the watchdog attempted that failed",
+         [&](auto emit) {
+           if (w.enabled) emit(node, double(w.kill_failures));
+         });
+  Family(&out, "tessera_watchdog_polls_total", "counter", "Watchdog polls of the GPUs' process lists",
+         [&](auto emit) {
+           if (w.enabled) emit(node, double(w.polls));
+         });
+  Family(&out, "tessera_watchdog_poll_failures_total", "counter",
+         "GPU process lists the watchdog could not read", [&](auto emit) {
+           if (w.enabled) emit(node, double(w.poll_failures));
+         });
+  Family(&out, "tessera_watchdog_poll_duration_seconds", "gauge", "How long the last watchdog poll took",
+         [&](auto emit) {
+           if (w.enabled) emit(node, w.last_poll_seconds);
+         });
+  Family(&out, "tessera_watchdog_unknown_processes", "gauge",
+         "GPU processes on a shared GPU that belong to no slice", [&](auto emit) {
+           if (!w.enabled) return;
+           for (const auto& g : s.gpus) {
+             auto it = w.unknown_now.find(g.uuid);
+             emit(Labels{{"node", s.node}, {"gpu_uuid", g.uuid}}, it == w.unknown_now.end() ? 0 : it->second.first);
+           }
+         });
+  Family(&out, "tessera_watchdog_unknown_memory_bytes", "gauge",
+         "GPU memory held by processes of no slice on a shared GPU, in bytes", [&](auto emit) {
+           if (!w.enabled) return;
+           for (const auto& g : s.gpus) {
+             auto it = w.unknown_now.find(g.uuid);
+             emit(Labels{{"node", s.node}, {"gpu_uuid", g.uuid}},
+                  it == w.unknown_now.end() ? 0 : double(it->second.second));
+           }
+         });
   const auto& c = s.counters;
   struct Counter {
     const char* name;

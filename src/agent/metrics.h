@@ -12,6 +12,8 @@
 //   {namespace, pod, container, slice, gpu_uuid}
 //   tessera_gpu_healthy, tessera_gpu_memory_total_bytes, tessera_gpu_memory_used_bytes,
 //   tessera_gpu_utilization_ratio {node, gpu_uuid, gpu_index, model}
+//   tessera_slice_memory_measured_bytes (the driver's per-process figures summed, from the watchdog)
+//   tessera_watchdog_* counters and gauges of the watchdog (watchdog.h), {node[, reason | gpu_uuid]}
 //   tessera_agent_* counters of the agent itself.
 // promtool's linter objects to HAMi's camelCase names; RenderOptions::hami_names turns them off for
 // users who do not need them (then `promtool check metrics` is clean).
@@ -20,6 +22,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -45,6 +48,7 @@ struct SliceGpuSample {
   double throttled_seconds = 0;
   uint64_t wall_refusals = 0;
   uint64_t priority_waits = 0;
+  int64_t measured_bytes = -1;  // the driver's figure (watchdog); -1 unknown: the series is left out
 };
 
 struct SliceSample {
@@ -62,8 +66,18 @@ struct AgentCounters {
   uint64_t health_events = 0;
 };
 
+struct WatchdogSample {
+  bool enabled = false;  // false: the tessera_watchdog_* families are declared without series
+  uint64_t polls = 0, poll_failures = 0;
+  double last_poll_seconds = 0;
+  uint64_t over_limit_kills = 0, over_limit_reports = 0, unknown_kills = 0, unknown_reports = 0;
+  uint64_t kill_failures = 0;
+  std::map<std::string, std::pair<int, uint64_t>> unknown_now;  // GPU UUID → (processes, bytes)
+};
+
 struct MetricsSnapshot {
   std::string node;
+  WatchdogSample watchdog;
   std::vector<GpuSample> gpus;
   std::vector<SliceSample> slices;
   AgentCounters counters;

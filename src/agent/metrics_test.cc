@@ -19,9 +19,15 @@ MetricsSnapshot Sample() {
   sl.pod = "worker \"a\"";
   sl.container = "main";
   sl.slice = "gpu-a-0";
-  sl.gpus = {{"GPU-a", 0, 1ull << 30, 4ull << 30, 0.25, 0.2, 1.5, 3, 7}};
+  sl.gpus = {{"GPU-a", 0, 1ull << 30, 4ull << 30, 0.25, 0.2, 1.5, 3, 7, 5ll << 30}};
   s.slices = {sl};
   s.counters.allocations = 4;
+  s.watchdog.enabled = true;
+  s.watchdog.polls = 12;
+  s.watchdog.over_limit_kills = 2;
+  s.watchdog.unknown_reports = 1;
+  s.watchdog.last_poll_seconds = 0.00025;
+  s.watchdog.unknown_now["GPU-b"] = {1, 3ull << 30};
   return s;
 }
 
@@ -57,6 +63,27 @@ TEST(RenderMetrics, TesseraNames) {
   EXPECT_NE(text.find("} 1.5\n"), std::string::npos);
   EXPECT_NE(text.find("# TYPE tessera_slice_wall_refusals_total counter\n"), std::string::npos);
   EXPECT_NE(text.find("tessera_agent_allocations_total{node=\"node-1\"} 4\n"), std::string::npos);
+}
+
+TEST(RenderMetrics, WatchdogSeries) {
+  std::string text = RenderMetrics(Sample(), {.hami_names = false});
+  EXPECT_NE(text.find("tessera_slice_memory_measured_bytes{namespace=\"team\",pod=\"worker \\\"a\\\"\",container=\"main\","
+                      "slice=\"gpu-a-0\",gpu_uuid=\"GPU-a\"} 5368709120\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("tessera_watchdog_kills_total{node=\"node-1\",reason=\"over_limit\"} 2\n"), std::string::npos);
+  EXPECT_NE(text.find("tessera_watchdog_kills_total{node=\"node-1\",reason=\"no_slice\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("tessera_watchdog_reports_total{node=\"node-1\",reason=\"no_slice\"} 1\n"), std::string::npos);
+  EXPECT_NE(text.find("tessera_watchdog_polls_total{node=\"node-1\"} 12\n"), std::string::npos);
+  EXPECT_NE(text.find("tessera_watchdog_unknown_processes{node=\"node-1\",gpu_uuid=\"GPU-a\"} 0\n"), std::string::npos);
+  EXPECT_NE(text.find("tessera_watchdog_unknown_memory_bytes{node=\"node-1\",gpu_uuid=\"GPU-b\"} 3221225472\n"),
+            std::string::npos);
+  // Without a watchdog the families are declared, with no series.
+  MetricsSnapshot off = Sample();
+  off.watchdog.enabled = false;
+  text = RenderMetrics(off, {.hami_names = false});
+  EXPECT_NE(text.find("# TYPE tessera_watchdog_kills_total counter\n"), std::string::npos);
+  EXPECT_EQ(text.find("tessera_watchdog_kills_total{"), std::string::npos);
 }
 
 // promtool is the judge of the format when it is installed (Debian package prometheus).

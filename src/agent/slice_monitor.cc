@@ -281,6 +281,13 @@ MetricsSnapshot Agent::Snapshot() {
     }
     s.gpus.push_back(gs);
   }
+  std::map<std::pair<std::string, std::string>, uint64_t> measured;  // (slice, GPU) → the driver's bytes
+  if (watchdog_) {
+    WatchdogStats w = watchdog_->Stats();
+    s.watchdog = {true,           w.polls,           w.poll_failures, w.last_poll_seconds, w.over_limit_kills,
+                  w.over_limit_reports, w.unknown_kills, w.unknown_reports, w.kill_failures, w.unknown_now};
+    for (const auto& m : w.measured) measured[{m.slice, m.gpu_uuid}] = m.bytes;
+  }
   const int64_t now = NowNs();
   for (const auto& dir : writer_.ListSlices()) {
     SliceOwner owner;
@@ -298,6 +305,10 @@ MetricsSnapshot Agent::Snapshot() {
       x.vdevice = g;
       x.limit_bytes = cfg.gpus[g].memory_bytes;
       x.cap_ratio = cfg.gpus[g].cores / 100.0;
+      if (watchdog_) {
+        auto m = measured.find({sl.slice, x.uuid});
+        x.measured_bytes = m == measured.end() ? 0 : static_cast<int64_t>(m->second);
+      }
       int rg = have_region ? slice::FindRegionGpu(region.hdr, cfg.gpus[g].uuid) : -1;
       if (rg >= 0) {
         slice::GpuUsage u = slice::ReadGpuUsage(region.hdr, rg);

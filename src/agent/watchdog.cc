@@ -98,7 +98,8 @@ const char* WatchdogActionName(WatchdogAction a) {
 
 Status ValidateWatchdogOptions(const WatchdogOptions& o) {
   if (!(o.period_s >= 0.01 && o.period_s <= 10)) {
-    return Status::Error("--watchdog-period: " + std::to_string(o.period_s) + " s is out of range [0.01, 10]");
+    return Status::Error("--watchdog-period-ms: " + std::to_string(static_cast<long long>(o.period_s * 1000)) +
+                         " is out of range [10, 10000]");
   }
   if (o.slack_bytes > (1ull << 40)) {
     return Status::Error("--watchdog-slack: " + std::to_string(o.slack_bytes) + " bytes is out of range [0, 1 TiB]");

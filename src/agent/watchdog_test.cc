@@ -55,7 +55,7 @@ TEST(WatchdogOptions, RangesNameTheFlag) {
   WatchdogOptions o;
   EXPECT_TRUE(ValidateWatchdogOptions(o).ok());
   o.period_s = 0.001;
-  EXPECT_NE(ValidateWatchdogOptions(o).message().find("--watchdog-period"), std::string::npos);
+  EXPECT_NE(ValidateWatchdogOptions(o).message().find("--watchdog-period-ms: 1 is out of range [10, 10000]"), std::string::npos);
   o.period_s = 0.1;
   o.slack_bytes = 1ull << 41;
   EXPECT_NE(ValidateWatchdogOptions(o).message().find("--watchdog-slack"), std::string::npos);

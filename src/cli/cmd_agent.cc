@@ -14,6 +14,7 @@
 #include "gpu/sim_backend.h"
 #include "kube/client.h"
 #include "kube/config.h"
+#include "slice/config.h"
 
 #ifndef TESSERA_VERSION
 #define TESSERA_VERSION "dev"
@@ -50,6 +51,22 @@ int AgentCmd(int argc, char** argv) {
   app.add_flag(
       "--hami-metric-names,!--no-hami-metric-names", o.hami_metric_names,
       "also serve HAMi's metric names (vGPU_device_memory_usage_in_bytes, HostCoreUtilization, ...)");
+  std::string watchdog = "kill", watchdog_unknown = "report", watchdog_slack = "0",
+              standalone_dir = o.standalone_slices_dir.string();
+  double watchdog_period_ms = o.watchdog.period_s * 1000;
+  app.add_option("--watchdog", watchdog,
+                 "slices over their memory wall by the driver's figures: kill the offending process, report "
+                 "(log, event, metric) or off")
+      ->check(CLI::IsMember({"kill", "report", "off"}));
+  app.add_option("--watchdog-unknown", watchdog_unknown,
+                 "GPU processes of no slice on a shared GPU: report, kill or off")
+      ->check(CLI::IsMember({"kill", "report", "off"}));
+  app.add_option("--watchdog-period-ms", watchdog_period_ms, "watchdog poll interval in ms, 10..10000");
+  app.add_option("--watchdog-slack", watchdog_slack,
+                 "memory a slice may hold above its wall before the watchdog acts (e.g. 0, 64MiB)");
+  app.add_option("--proc-root", o.proc_root, "the host's /proc (the agent runs with hostPID)");
+  app.add_option("--standalone-slices-dir", standalone_dir,
+                 "where `tessera run` keeps standalone slices, also watched (empty: none)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -59,6 +76,15 @@ int AgentCmd(int argc, char** argv) {
   o.slices.state_dir = state_dir;
   o.slices.shim_path = shim;
   o.slices.node_region_dir = node_region_dir;
+  agent::ParseWatchdogAction(watchdog, &o.watchdog.over_limit);
+  agent::ParseWatchdogAction(watchdog_unknown, &o.watchdog.unknown);
+  o.watchdog.period_s = watchdog_period_ms / 1000.0;
+  if (!slice::ParseBytes(watchdog_slack.c_str(), &o.watchdog.slack_bytes)) {
+    std::fprintf(stderr, "tessera agent: --watchdog-slack: '%s' is not a size (e.g. 0, 64MiB, 1G)\n",
+                 watchdog_slack.c_str());
+    return 2;
+  }
+  o.standalone_slices_dir = standalone_dir;
   if (gpu::Status st = agent::ValidateOptions(o); !st.ok()) {
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
     return 2;

@@ -5,8 +5,9 @@
 //
 // The slice lives in <state dir>/<name>/{slice.conf,region} (state dir: --state-dir, else
 // $TESSERA_STATE_DIR, else /run/tessera/slices). The command is exec'ed with LD_PRELOAD=libtessera.so,
-// TESSERA_SLICE_CONFIG=<config> and CUDA_VISIBLE_DEVICES=<the slice's GPU UUIDs>. GPUs are found through
-// NVML (dlopen'ed, so the binary runs on hosts without a driver for the other subcommands).
+// TESSERA_SLICE_CONFIG=<config> and CUDA_VISIBLE_DEVICES=<the slice's GPU UUIDs>, after its pid and start
+// time are appended to <dir>/roots (the watchdog's tie from process to slice, slice/roots.h). GPUs are
+// found through NVML (dlopen'ed, so the binary runs on hosts without a driver for the other subcommands).
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -23,6 +24,7 @@
 #include "cli/commands.h"
 #include "slice/config.h"
 #include "slice/region.h"
+#include "slice/roots.h"
 
 namespace tessera::cli {
 namespace {
@@ -420,6 +422,11 @@ int RunCmd(int argc, char** argv) {
   setenv("LD_PRELOAD", preload.c_str(), 1);
   setenv("TESSERA_SLICE_CONFIG", conf_path.c_str(), 1);
   setenv("CUDA_VISIBLE_DEVICES", visible.c_str(), 1);
+  // The exec keeps this pid and start time: the node agent's watchdog counts this process and all its
+  // descendants as the slice's, shim or no shim (slice/roots.h).
+  if (!slice::AppendSliceRoot(dir.c_str(), getpid(), slice::ProcessStartTicks(getpid())))
+    fprintf(stderr, "tessera run: cannot record this process in %s/roots (%s); the watchdog will not see "
+            "processes that drop the shim\n", dir.c_str(), strerror(errno));
   execvp(argv[cmd_at], argv + cmd_at);
   fprintf(stderr, "tessera run: cannot run %s: %s\n", argv[cmd_at], strerror(errno));
   return errno == ENOENT ? 127 : 126;
