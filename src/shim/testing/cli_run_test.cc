@@ -146,6 +146,19 @@ TEST_F(CliRunTest, CreatesASliceAndTheWallHolds) {
   r = Call(tessera::cli::RunCmd, RunArgs({"--slice", "s1"}, {TESSERA_PROBE_PATH, "alloc", "200"}));
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_NE(r.out.find("alloc-result 0"), std::string::npos) << r.out << r.err;
+  // Each run (creating, then joining) recorded its process as a root of the slice, for the watchdog.
+  std::istringstream roots(Slurp(state_ + "/s1/roots"));
+  std::string line;
+  int n = 0;
+  while (std::getline(roots, line)) {
+    int pid = 0;
+    unsigned long long start = 0;
+    EXPECT_EQ(sscanf(line.c_str(), "%d %llu", &pid, &start), 2) << line;
+    EXPECT_GT(pid, 0);
+    EXPECT_GT(start, 0u);
+    ++n;
+  }
+  EXPECT_EQ(n, 2);
 }
 
 TEST_F(CliRunTest, PercentagesGpuListsAndEnvironment) {
