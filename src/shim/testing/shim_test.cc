@@ -253,6 +253,35 @@ TEST_F(ShimTest, EveryInterceptionPathHoldsTheWall) {
   EXPECT_NE(err.find("asked 2.00 GiB"), std::string::npos) << err;
 }
 
+// The first attack: the C library's own dlsym fetched with dlvsym(RTLD_NEXT, "dlsym",
+// "GLIBC_2.34") allocated 2 GiB against a 1 GiB wall. Every by-name door (dlvsym, dlsym on libc's handle,
+// the driver opened by path or as a second copy, cuGetProcAddress at any version and flag) now leads
+// through the hooks: 100 MiB charged and 2 GiB refused through each.
+TEST_F(ShimTest, EveryDoorToTheDriverLeadsThroughTheWall) {
+  const std::string copy_dir = std::string(dir_) + "/copy";
+  ASSERT_EQ(mkdir(copy_dir.c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp " + std::string(TESSERA_FAKE_LIB_DIR) + "/libcuda.so.1 " + copy_dir + "/").c_str()), 0);
+  std::string out, err;
+  int rc = Run({"doors"}, &out, &err, true,
+               {"PROBE_DRIVER_DIR=" + std::string(TESSERA_FAKE_LIB_DIR), "PROBE_DRIVER_COPY=" + copy_dir + "/libcuda.so.1"});
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_EQ(CountOccurrences(out, "FAIL"), 0) << out;
+  // dlvsym x2 versions x2 handles, libc's dlsym, libc's dlvsym, by path, the copy and the copy's
+  // cuGetProcAddress: each one's over-the-wall refusal.
+  EXPECT_GE(CountOccurrences(out, "over the wall"), 8) << out;
+  EXPECT_NE(out.find("ok every cuGetProcAddress answer for a hooked function is a hook"), std::string::npos) << out;
+}
+
+// A driver that answers cuGetProcAddress with an entry point the shim has never seen (a newer ABI variant,
+// an internal alias) for a function it hooks: refused rather than handed to the application.
+TEST_F(ShimTest, UnknownDriverEntryPointForAHookedFunctionIsRefused) {
+  std::string out, err;
+  int rc = Run({"doors"}, &out, &err, true, {"FAKE_CUDA_PROCADDR_ALIAS=1", "PROBE_EXPECT_ALIAS=1"});
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_NE(out.find("ok an unknown driver entry point for a hooked function is refused"), std::string::npos) << out;
+  EXPECT_NE(err.find("cuGetProcAddress(\"cuMemAlloc\", version 13010)"), std::string::npos) << err;
+}
+
 TEST_F(ShimTest, LaunchesReachTheDriver) {
   std::string out, err;
   EXPECT_EQ(Run({"launch"}, &out, &err), 0) << out << err;
