@@ -4,7 +4,10 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <nvml.h>
+#include <fcntl.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -626,12 +629,101 @@ int ModeDoors() {
   }
   return g_failures;
 }
+
+// What a hostile process of the slice tries against the books (agent rows or standalone): write the
+// region, the roster, other processes' rows and the live part by path; make its read-only mapping
+// writable; zero its own row; rewrite the limit with a valid checksum. Prints "open-rw <what> <errno>"
+// (0 = it could), then allocates 64 MiB at a time until refused and prints "got <MiB>".
+int ModeTamper() {
+  Setup();
+  CUdeviceptr first;
+  if (cuMemAlloc(&first, 64 * kMiB) != CUDA_SUCCESS) return 3;  // the process holds something
+  tessera::slice::SliceConfig cfg;
+  char err[256];
+  const char* p = getenv("TESSERA_SLICE_CONFIG");
+  if (!p || !tessera::slice::LoadSliceConfig(p, false, &cfg, err, sizeof(err))) return 4;
+  char dir[512];
+  tessera::slice::RegionDir(cfg.region, dir, sizeof(dir));
+  auto try_open = [](const char* what, const char* path) {
+    int fd = open(path, O_RDWR);
+    printf("open-rw %s %d\n", what, fd >= 0 ? 0 : errno);
+    return fd;
+  };
+  int fd = try_open("region", cfg.region);
+  if (fd >= 0) {
+    // Standalone the slice's processes share the file: rewrite the limit and its checksum.
+    void* m = mmap(nullptr, tessera::slice::kRegionFileSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m != MAP_FAILED) {
+      auto* h = static_cast<tessera::slice::RegionHeader*>(m);
+      h->limits[0].limit_bytes *= 8;
+      h->checksum = tessera::slice::RegionChecksum(h);
+      for (auto& row : h->rows)
+        for (auto& b : row.bytes) b.store(0);
+      printf("rewrote limit and zeroed rows\n");
+    }
+    close(fd);
+  }
+  char path[600];
+  for (int i = 0; i < 4; ++i) {
+    snprintf(path, sizeof(path), "%s/rows/%d", dir, i);
+    if (access(path, F_OK) != 0) continue;
+    char what[32];
+    snprintf(what, sizeof(what), "row-%d", i);
+    int f = try_open(what, path);
+    if (f >= 0) close(f);
+  }
+  snprintf(path, sizeof(path), "%s/live", dir);
+  if (access(path, F_OK) == 0) {
+    int f = try_open("live", path);
+    if (f >= 0) close(f);
+  }
+  // Its own mappings: the header made writable, its own row zeroed.
+  FILE* maps = fopen("/proc/self/maps", "r");
+  char line[1024];
+  while (maps && fgets(line, sizeof(line), maps)) {
+    unsigned long lo, hi;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3) continue;
+    if (strstr(line, "/slice.region") && perms[1] == '-') {
+      int r = mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE);
+      printf("mprotect-header %d\n", r == 0 ? 0 : errno);
+    }
+    if (strstr(line, "/rows/") && perms[1] == 'w') {
+      memset(reinterpret_cast<void*>(lo), 0, hi - lo);
+      printf("zeroed own row\n");
+    }
+  }
+  if (maps) fclose(maps);
+  fflush(stdout);
+  uint64_t got = 64;
+  CUdeviceptr q;
+  while (got < 64 * 1024 && cuMemAlloc(&q, 64 * kMiB) == CUDA_SUCCESS) got += 64;
+  printf("got %llu\n", static_cast<unsigned long long>(got));
+  fflush(stdout);
+  for (;;) pause();
+}
+
+// Allocations and frees of random sizes forever, after "ready" (the chaos test kills it anywhere).
+int ModeChurn(unsigned seed) {
+  Setup();
+  printf("ready\n");
+  fflush(stdout);
+  CUdeviceptr held[8] = {};
+  for (unsigned i = 0;; ++i) {
+    const unsigned s = i % 8;
+    if (held[s]) cuMemFree(held[s]);
+    held[s] = 0;
+    if (cuMemAlloc(&held[s], (1 + rand_r(&seed) % 128) * kMiB) != CUDA_SUCCESS) held[s] = 0;
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   if (!strcmp(argv[1], "paths")) return ModePaths();
   if (!strcmp(argv[1], "doors")) return ModeDoors();
+  if (!strcmp(argv[1], "tamper")) return ModeTamper();
+  if (!strcmp(argv[1], "churn")) return ModeChurn(static_cast<unsigned>(atoi(argv[2])));
   if (!strcmp(argv[1], "launch")) return ModeLaunch();
   if (!strcmp(argv[1], "fork")) return ModeFork();
   if (!strcmp(argv[1], "race"))  // race ROUNDS SEED [MAX_MIB] [SLOTS]
