@@ -16,6 +16,7 @@
 #include "gpu/fault_backend.h"
 #include "gpu/sim_backend.h"
 #include "slice/config.h"
+#include "slice/agent_rows.h"
 #include "slice/region.h"
 
 namespace tessera::agent {
@@ -206,10 +207,16 @@ gpus:
     slice::SliceConfig cfg;
     char err[256];
     ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) << err;
-    std::snprintf(cfg.region, sizeof(cfg.region), "%s", (dir / "region" / "slice.region").c_str());
-    ASSERT_TRUE(slice::OpenRegionForSlice(cfg, region, err, sizeof(err))) << err;
+    // The agent keeps the region; the test takes a row as the container's process would get one.
+    ASSERT_TRUE(slice::OpenRegion((dir / "region" / "slice.region").c_str(), true, region, err, sizeof(err))) << err;
+    int slot = -1, row_fd = -1, live_fd = -1;
+    ASSERT_TRUE(slice::AssignAgentRow(region, getpid(), &slot, &row_fd, &live_fd, err, sizeof(err))) << err;
+    close(row_fd);
+    close(live_fd);
+    row_ = slot;
   }
 
+  int row_ = -1;  // the row AllocateAndOpenRegion took
   fs::path root_;
   FakeKubelet kubelet_;
   std::unique_ptr<grpc::Server> registration_, podres_;
@@ -301,7 +308,7 @@ TEST_F(AgentTest, PreferredAllocationAndAllocateServeTheOldestMatchingPod) {
   for (const auto& m : r.mounts()) mounts[m.container_path()] = {m.host_path(), m.read_only()};
   const fs::path dir = root_ / "state" / "slices" / "gpu-bbbb-0";
   EXPECT_EQ(mounts["/run/tessera/slice.conf"], std::make_pair((dir / "slice.conf").string(), true));
-  EXPECT_EQ(mounts["/run/tessera/region"], std::make_pair((dir / "region").string(), false));
+  EXPECT_EQ(mounts["/run/tessera/region"], std::make_pair((dir / "region").string(), true));  // the agent's books
   EXPECT_EQ(mounts["/usr/local/lib/tessera/libtessera.so"],
             std::make_pair((root_ / "libtessera.so").string(), true));
   EXPECT_EQ(mounts["/etc/ld.so.preload"].second, true);
@@ -521,7 +528,7 @@ TEST_F(AgentTest, MetricsReadUsageFromTheSliceRegion) {
   slice::Region region;
   ASSERT_NO_FATAL_FAILURE(AllocateAndOpenRegion(
       "user", "u5", R"([[{"uuid":"GPU-bbbb","memory_mib":4096,"cores":30}]])", "GPU-bbbb::2", "gpu-bbbb-2", &region));
-  int row = slice::ClaimRow(region.hdr);
+  int row = row_;
   ASSERT_GE(row, 0);
   ASSERT_EQ(slice::TryCharge(region.hdr, row, 0, 1ull << 30, false).result, slice::ChargeResult::kOk);
   region.hdr->gpus[0].throttled_ns.store(2'500'000'000);

@@ -11,7 +11,9 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "slice/agent_rows.h"
 #include "slice/config.h"
+#include "slice/node_region.h"
 
 namespace tessera::agent {
 
@@ -75,6 +77,17 @@ Status MakeDir(const fs::path& dir, mode_t mode) {
   return Status::Ok();
 }
 
+// The node-wide priority files of one GPU, created (and, when damaged, rebuilt) by the agent, 0666 so
+// that a container of any uid can write the file it gets mounted read-write.
+Status PrepareNodeFiles(const fs::path& node_dir, const std::string& uuid) {
+  for (const std::string& path : {slice::NodeRegion::PathFor(uuid, node_dir.string()),
+                                  slice::NodeRegion::HighPathFor(uuid, node_dir.string())}) {
+    std::string err;
+    if (!slice::NodeRegion::Prepare(path, &err)) return Status::Error(err);
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status SliceWriter::Prepare() {
@@ -83,11 +96,23 @@ Status SliceWriter::Prepare() {
   st = MakeDir(slices_dir(), 0755);
   if (!st.ok()) return st;
   if (!opts_.node_region_dir.empty()) {
-    // Sticky and world-writable like /tmp: every container's shim creates its GPU's file here.
-    st = MakeDir(opts_.node_region_dir, 01777);
+    // The agent's alone: it creates each GPU's files (Write) and mounts them one by one.
+    st = MakeDir(opts_.node_region_dir, 0755);
     if (!st.ok()) return st;
   }
-  return WriteFileAtomic(opts_.state_dir / "ld.so.preload", std::string(kCtrShim) + "\n", 0644);
+  st = WriteFileAtomic(opts_.state_dir / "ld.so.preload", std::string(kCtrShim) + "\n", 0644);
+  if (!st.ok()) return st;
+  for (const auto& dir : ListSlices()) {
+    slice::SliceConfig cfg;
+    char err[256];
+    std::string e;
+    if (!slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err)) ||
+        !broker_->Add((dir / "region").string(), cfg, &e)) {
+      continue;  // its container is served again once the slice is rewritten
+    }
+  }
+  broker_->Start();
+  return Status::Ok();
 }
 
 Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
@@ -101,14 +126,15 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
   const fs::path dir = slices_dir() / name;
   Status st = MakeDir(dir, 0755);
   if (!st.ok()) return st;
-  // The container's processes (any uid) create and map the region file in here.
-  st = MakeDir(dir / "region", 0777);
+  // The agent's books: read-only in the container (slice/agent_rows.h).
+  st = MakeDir(dir / "region", 0755);
   if (!st.ok()) return st;
 
   slice::SliceConfig cfg;
   slice::InitSliceConfig(&cfg);
   std::snprintf(cfg.name, sizeof(cfg.name), "%s", name.c_str());
   std::snprintf(cfg.region, sizeof(cfg.region), "%s", kCtrRegionFile);
+  std::snprintf(cfg.agent, sizeof(cfg.agent), "%s/%s", kCtrRegionDir, slice::kAgentSocketName);
   cfg.priority = a.priority;
   cfg.cap_mode = a.burst ? slice::CapMode::kBurst : slice::CapMode::kHard;
   cfg.gpu_count = 0;
@@ -127,9 +153,22 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
     limit.cores = g.cores <= 0 || g.cores > 100 ? 100 : g.cores;
   }
   char err[256] = {};
+  // The region first (the socket the config names must answer by the time a process reads it).
+  std::string berr;
+  if (!broker_->Add((dir / "region").string(), cfg, &berr)) {
+    return Status::Error("slice " + name + ": accounting region: " + berr);
+  }
   const fs::path conf = dir / "slice.conf";
   if (!slice::WriteSliceConfig(conf.c_str(), cfg, err, sizeof(err))) {
     return Status::Error("writing " + conf.string() + ": " + err);
+  }
+  std::vector<std::string> node_files;
+  if (!opts_.node_region_dir.empty()) {
+    for (const auto& g : a.grants) {
+      st = PrepareNodeFiles(opts_.node_region_dir, g.uuid);
+      if (!st.ok()) return st;
+      node_files.push_back(g.uuid);
+    }
   }
 
   SliceOwner owner{a.namespace_, a.pod_name, a.pod_uid, a.container, device_ids, a.grants, false};
@@ -144,11 +183,15 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
                {"CUDA_VISIBLE_DEVICES", uuids},
                {"TESSERA_SLICE_CONFIG", kCtrSliceConf}};
   out->mounts = {{kCtrSliceConf, conf.string(), true},
-                 {kCtrRegionDir, (dir / "region").string(), false},
+                 {kCtrRegionDir, (dir / "region").string(), true},
                  {kCtrShim, opts_.shim_path.string(), true},
                  {kCtrPreload, (opts_.state_dir / "ld.so.preload").string(), true}};
-  if (!opts_.node_region_dir.empty()) {
-    out->mounts.push_back({kCtrNodeDir, opts_.node_region_dir.string(), false});
+  for (const auto& uuid : node_files) {
+    const fs::path best_effort = slice::NodeRegion::PathFor(uuid, opts_.node_region_dir.string());
+    const fs::path high = slice::NodeRegion::HighPathFor(uuid, opts_.node_region_dir.string());
+    out->mounts.push_back({slice::NodeRegion::PathFor(uuid, kCtrNodeDir), best_effort.string(), false});
+    // Only a high-priority slice may write the high-priority participants' file.
+    out->mounts.push_back({slice::NodeRegion::HighPathFor(uuid, kCtrNodeDir), high.string(), a.priority != 0});
   }
   return Status::Ok();
 }
@@ -202,6 +245,7 @@ std::vector<fs::path> SliceWriter::ListSlices() const {
 }
 
 Status SliceWriter::Remove(const fs::path& dir) {
+  broker_->Remove((dir / "region").string());
   std::error_code ec;
   fs::remove_all(dir, ec);
   if (ec) return Status::Error("cannot remove " + dir.string() + ": " + ec.message());

@@ -3,7 +3,9 @@
 //
 // Host layout under the state dir (default /var/lib/tessera):
 //   slices/<slice>/slice.conf      the slice config (src/slice/config.h), root-owned, 0644
-//   slices/<slice>/region/         the accounting region's directory, mounted read-write
+//   slices/<slice>/region/         the accounting region's directory (root, 0755), mounted READ-ONLY:
+//                                  slice.region, live, rows/<i>, agent.sock (src/slice/agent_rows.h),
+//                                  kept by the RowBroker this writer owns
 //   slices/<slice>/owner.json      which pod/container the slice serves (for metrics and repairs)
 //   ld.so.preload                  one line: the in-container path of libtessera.so
 // <slice> is derived from the kubelet's first device ID ("GPU-ab12…::3" → "gpu-ab12…-3"): the kubelet
@@ -11,10 +13,13 @@
 // and the kubelet's PodResources answer (pod/container → device IDs) leads straight to the slice it
 // got, which is what makes repairs possible after a wrong guess.
 //
-// In the container: /run/tessera/slice.conf (ro), /run/tessera/region (rw),
-// /usr/local/lib/tessera/libtessera.so (ro), /etc/ld.so.preload (ro), /run/tessera/node (rw, the
-// node-wide priority files, when configured); NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the
-// assigned GPUs by UUID and nothing else.
+// In the container everything is read-only: /run/tessera/slice.conf, /run/tessera/region (a process
+// gets its own row through the agent's socket there, never by path), /usr/local/lib/tessera/libtessera.so,
+// /etc/ld.so.preload, and, when configured, the node-wide priority files of the slice's GPUs one by one
+// (/run/tessera/node/<uuid>: read-write, the best-effort participants' file; <uuid>.high: read-write
+// only for a high-priority slice, read-only for the others, so no tenant can make itself high
+// priority; see slice/node_region.h). NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the assigned
+// GPUs by UUID and nothing else.
 //
 // Thread-safe: distinct slices may be written concurrently; one slice is written by one caller.
 #pragma once
@@ -22,10 +27,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "agent/assignment.h"
+#include "agent/row_broker.h"
 #include "gpu/status.h"
 
 namespace tessera::agent {
@@ -70,7 +77,8 @@ class SliceWriter {
   };
   explicit SliceWriter(Options opts);
 
-  // Creates the state dir, slices/ and ld.so.preload. Idempotent.
+  // Creates the state dir, slices/ and ld.so.preload, and starts serving the rows of every slice already
+  // there (an agent restart keeps its containers' books). Idempotent.
   gpu::Status Prepare();
 
   // Writes (or rewrites) the slice for `a` on `device_ids`. gpu_memory_bytes gives each GPU's total so a
@@ -91,6 +99,7 @@ class SliceWriter {
 
  private:
   Options opts_;
+  std::unique_ptr<RowBroker> broker_ = std::make_unique<RowBroker>();
 };
 
 }  // namespace tessera::agent

@@ -63,12 +63,18 @@ TEST_F(SliceWriterTest, WritesConfigMountsAndEnvs) {
   const fs::path dir = root_ / "state" / "slices" / "gpu-aaaa-4";
   std::vector<Mount> want = {
       {"/run/tessera/slice.conf", (dir / "slice.conf").string(), true},
-      {"/run/tessera/region", (dir / "region").string(), false},
+      {"/run/tessera/region", (dir / "region").string(), true},
       {"/usr/local/lib/tessera/libtessera.so", "/opt/tessera/libtessera.so", true},
       {"/etc/ld.so.preload", (root_ / "state" / "ld.so.preload").string(), true},
-      {"/run/tessera/node", (root_ / "node").string(), false},
+      // A high-priority slice: both priority files of each of its GPUs writable.
+      {"/run/tessera/node/GPU-aaaa", (root_ / "node" / "GPU-aaaa").string(), false},
+      {"/run/tessera/node/GPU-aaaa.high", (root_ / "node" / "GPU-aaaa.high").string(), false},
+      {"/run/tessera/node/GPU-bbbb", (root_ / "node" / "GPU-bbbb").string(), false},
+      {"/run/tessera/node/GPU-bbbb.high", (root_ / "node" / "GPU-bbbb.high").string(), false},
   };
   EXPECT_EQ(out.mounts, want);
+  // The agent's books: the region, its live part and the socket exist before the config names them.
+  for (const char* f : {"slice.region", "live", "agent.sock"}) EXPECT_TRUE(fs::exists(dir / "region" / f)) << f;
 
   // The config reads back through the shim's own parser, with trusted-file checks.
   slice::SliceConfig cfg;
@@ -76,6 +82,7 @@ TEST_F(SliceWriterTest, WritesConfigMountsAndEnvs) {
   ASSERT_TRUE(slice::LoadSliceConfig((dir / "slice.conf").c_str(), true, &cfg, err, sizeof(err))) << err;
   EXPECT_STREQ(cfg.name, "gpu-aaaa-4");
   EXPECT_STREQ(cfg.region, "/run/tessera/region/slice.region");
+  EXPECT_STREQ(cfg.agent, "/run/tessera/region/agent.sock");
   EXPECT_EQ(cfg.priority, 0);
   EXPECT_EQ(cfg.cap_mode, slice::CapMode::kHard);
   ASSERT_EQ(cfg.gpu_count, 2);
@@ -87,8 +94,27 @@ TEST_F(SliceWriterTest, WritesConfigMountsAndEnvs) {
   struct stat sb;
   ASSERT_EQ(stat((dir / "slice.conf").c_str(), &sb), 0);
   EXPECT_EQ(sb.st_mode & 0777, 0644u);
-  ASSERT_EQ(stat((dir / "region").c_str(), &sb), 0);
-  EXPECT_EQ(sb.st_mode & 0777, 0777u);
+  // Nothing of the books is writable but by the agent (processes get their rows through the socket).
+  for (const fs::path& p : {dir / "region", dir / "region" / "rows", root_ / "node"}) {
+    ASSERT_EQ(stat(p.c_str(), &sb), 0) << p;
+    EXPECT_EQ(sb.st_mode & 0777, 0755u) << p;
+  }
+  for (const fs::path& p : {dir / "region" / "slice.region", dir / "region" / "live"}) {
+    ASSERT_EQ(stat(p.c_str(), &sb), 0) << p;
+    EXPECT_EQ(sb.st_mode & 0777, 0644u) << p;
+  }
+  // A best-effort slice on the same GPU gets the high-priority file read-only.
+  ContainerAssignment be = Two();
+  be.pod_name = "batch";
+  be.priority = 1;
+  be.grants = {{"GPU-aaaa", 1024, 50}};
+  ContainerSlice out_be;
+  ASSERT_TRUE(w.Write(be, {"GPU-aaaa::5"}, {}, &out_be).ok());
+  std::map<std::string, bool> ro;
+  for (const auto& m : out_be.mounts) ro[m.container_path] = m.read_only;
+  EXPECT_EQ(ro.at("/run/tessera/node/GPU-aaaa"), false);
+  EXPECT_EQ(ro.at("/run/tessera/node/GPU-aaaa.high"), true);
+  ASSERT_TRUE(w.Remove(root_ / "state" / "slices" / "gpu-aaaa-5").ok());
 
   SliceOwner owner;
   ASSERT_TRUE(SliceWriter::ReadOwner(dir, &owner).ok());

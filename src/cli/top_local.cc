@@ -74,11 +74,11 @@ void ReadSliceRows(const std::string& slice_dir, TopSnapshot* snap, std::vector<
     const slice::RegionGpu& rg = h->gpus[g];
     TopSlice s;
     s.name = h->slice;
-    s.gpu = rg.uuid;
+    s.gpu = h->limits[g].uuid;
     s.used_bytes = u.used_bytes;
     s.limit_bytes = u.limit_bytes;
     uint32_t cap = rg.cap_percent.load(std::memory_order_relaxed);
-    s.cap_percent = static_cast<int>(cap ? cap : rg.cores);
+    s.cap_percent = static_cast<int>(cap ? cap : h->limits[g].cores);
     s.priority = h->priority;
     s.wall_refusals = static_cast<int64_t>(u.wall_refusals);
     s.busy_ns = rg.busy_ns.load(std::memory_order_relaxed);

@@ -27,5 +27,7 @@ const HookEntry* FindHookByName(const char* name);
 // Hook whose real function is `real_fn` (cuGetProcAddress: the driver picked the ABI variant, we answer
 // with the hook of that same variant); nullptr when the function is not hooked.
 void* FindHookByReal(void* real_fn);
+// True when some ABI variant of `symbol` (symbol, symbol_v2, symbol_ptsz, ...) is a hooked driver function.
+bool HookedFamily(const char* symbol);
 
 }  // namespace tessera::shim

@@ -180,7 +180,7 @@ extern "C" CUresult tsr_cuInit(unsigned int flags) {
     // The limiter is set up once, before the application's first cuInit returns.
     int expect = 0;
     if (g_gate_init.compare_exchange_strong(expect, 1)) {
-      LaunchGateInit(Config());
+      LaunchGateInit(Config(), RegionHdr());
       g_gate_init.store(2);
     } else {
       while (g_gate_init.load() != 2) sched_yield();

@@ -18,9 +18,8 @@
 #include "slice/config.h"
 #include "slice/node_region.h"
 #include "slice/region.h"
-#ifndef TESSERA_GATE_STANDALONE
 #include "shim/real.h"
-#endif
+#include "shim/shim.h"
 
 namespace tessera::shim {
 
@@ -29,7 +28,6 @@ bool g_launch_gate_enabled = false;
 namespace {
 
 Gate* g_gate = nullptr;  // leaked on purpose: the harvester may still run while statics are destroyed
-slice::Region g_region;
 int g_mps_sms = 0;  // the GPU's SM count from the slice config (mps_sms), 0 when absent
 
 template <typename T>
@@ -116,65 +114,41 @@ void AtForkChild() {
   if (g_gate) g_gate->ResetAfterFork();
 }
 
-// The same file, found the same way, as the memory wall's (shim.cc): a process must not pick its own MPS pipe
-// by pointing TESSERA_SLICE_CONFIG at a file it wrote while the agent's mount is there.
-const char* ConfigPath() {
-  const char* p = slice::SliceConfigPath();
-  return p != nullptr ? p : slice::kContainerSliceConfig;
-}
-
 int g_spatial_pct = 0;  // the partition chosen at load (0: not yet)
-
-// A whole number in [lo, hi] from the config's `key`, 0 when absent; a bad value is reported once.
-int ConfigNumber(const char* path, const char* key, int lo, int hi, const char* otherwise) {
-  const std::string text = ReadConfigExtra(path, key);
-  if (text.empty()) return 0;
-  char* end = nullptr;
-  const long v = std::strtol(text.c_str(), &end, 10);
-  if (end != nullptr && *end == '\0' && v >= lo && v <= hi) return static_cast<int>(v);
-  std::fprintf(stderr, "tessera: slice config %s: %s=%s is not a whole number in %d..%d; %s\n", path, key,
-               text.c_str(), lo, hi, otherwise);
-  return 0;
-}
 
 // The MPS partition of this process (MpsPartitionPercent), decided once: at load, where the node region
 // says whether a high-priority participant is alive, and reused by LaunchGateInit.
-int ChooseSpatialPercent(const char* path, const slice::SliceConfig& cfg) {
+int ChooseSpatialPercent(const slice::SliceConfig& cfg) {
   if (g_spatial_pct > 0) return g_spatial_pct;
-  const int override_pct = ConfigNumber(path, "mps_percentage", 1, 100, "the partition follows cores");
-  g_mps_sms = ConfigNumber(path, "mps_sms", 1, 4096, "partitions are not rounded up to the share");
+  g_mps_sms = cfg.mps_sms;
   bool high_present = false;
   struct stat st;
-  if (cfg.priority != 0 && override_pct == 0 && stat(slice::kNodeRegionDir, &st) == 0) {
+  if (cfg.priority != 0 && cfg.mps_percentage == 0 && stat(slice::kNodeRegionDir, &st) == 0) {
     std::string nerr;
     auto node = slice::NodeRegion::Open(slice::NodeRegion::PathFor(cfg.gpus[0].uuid), &nerr);
     high_present = node && node->HighPriorityPresent(slice::MonotonicNs(), 200'000'000);
   }
-  g_spatial_pct = MpsPartitionPercent(cfg.gpus[0].cores, cfg.priority, override_pct, high_present, g_mps_sms);
+  g_spatial_pct = MpsPartitionPercent(cfg.gpus[0].cores, cfg.priority, cfg.mps_percentage, high_present, g_mps_sms);
   return g_spatial_pct;
 }
 
 // Spatial mode must be in the environment before the driver initialises, which is earlier than
-// LaunchGateInit (that runs after the real cuInit). So at library load, if the slice's trusted config
-// names an MPS pipe, the client settings are written then. Costs one open() in processes of a slice.
+// LaunchGateInit (that runs after the real cuInit). So at library load the slice config is loaded (the
+// shim's one load, LoadConfigOnce) and, if it names an MPS pipe, the client settings are written then.
+// Costs one stat() and one read in processes of a slice; nothing is allocated unless mps_pipe is set.
 __attribute__((constructor)) void ApplySpatialAtLoad() {
-  const char* path = ConfigPath();
-  const std::string pipe = ReadConfigExtra(path, "mps_pipe");
-  if (pipe.empty()) return;
-  static slice::SliceConfig cfg;  // large: not on the stack of a constructor
-  char err[256];
-  if (!slice::LoadSliceConfig(path, true, &cfg, err, sizeof(err)) || cfg.gpu_count <= 0) return;
-  MpsApplyClientEnv(pipe, ChooseSpatialPercent(path, cfg), cfg.priority);
+  const slice::SliceConfig* cfg = nullptr;
+  if (LoadConfigOnce(&cfg) != ConfigLoad::kOk || cfg->mps_pipe[0] == '\0' || cfg->gpu_count <= 0) return;
+  MpsApplyClientEnv(cfg->mps_pipe, ChooseSpatialPercent(*cfg), cfg->priority);
 }
 
 }  // namespace
 
-void LaunchGateInit(const slice::SliceConfig& cfg) {
+void LaunchGateInit(const slice::SliceConfig& cfg, slice::RegionHeader* region) {
   if (g_gate != nullptr || cfg.gpu_count <= 0) return;
-  const std::string mps_pipe = ReadConfigExtra(ConfigPath(), "mps_pipe");
-  const bool spatial = !mps_pipe.empty();
+  const bool spatial = cfg.mps_pipe[0] != '\0';
   if (spatial) {
-    MpsApplyClientEnv(mps_pipe, ChooseSpatialPercent(ConfigPath(), cfg), cfg.priority);
+    MpsApplyClientEnv(cfg.mps_pipe, ChooseSpatialPercent(cfg), cfg.priority);
   } else {
     // An inherited pipe directory would put the process under somebody else's MPS server.
     unsetenv("CUDA_MPS_PIPE_DIRECTORY");
@@ -193,10 +167,10 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
   // best-effort guard, mps_percentage).
   if (spatial) opts.spatial_ppm = SpatialChargePpm(GrantedSms(cfg.gpus[0].uuid), g_mps_sms, g_spatial_pct);
   std::vector<GateGpu> gpus;
-  char err[256] = {0};
-  const bool have_region = slice::OpenRegionForSlice(cfg, &g_region, err, sizeof(err));
+  // The memory wall's region (the shim opened it once): its live part carries the slice-wide cap state.
+  const bool have_region = region != nullptr;
   if (!have_region && any_cap) {
-    Note("compute cap of slice %s is per process only: %s", cfg.name, err);
+    Note("compute cap of slice %s is per process only: %s", cfg.name, "no accounting region");
   }
   bool any_node = false;
   for (int i = 0; i < cfg.gpu_count; ++i) {
@@ -205,9 +179,9 @@ void LaunchGateInit(const slice::SliceConfig& cfg) {
     g.cap.share_ppm = static_cast<int64_t>(cfg.gpus[i].cores) * 10'000;
     g.cap.burst = cfg.cap_mode == slice::CapMode::kBurst;
     if (have_region) {
-      const int rg = slice::FindRegionGpu(g_region.hdr, cfg.gpus[i].uuid);
+      const int rg = slice::FindRegionGpu(region, cfg.gpus[i].uuid);
       if (rg >= 0) {
-        slice::RegionGpu& r = g_region.hdr->gpus[rg];
+        slice::RegionGpu& r = region->gpus[rg];
         static_assert(sizeof(std::atomic<int64_t>) == sizeof(std::atomic<uint64_t>));
         g.tat = reinterpret_cast<std::atomic<int64_t>*>(&r.limiter_spare[0]);
         g.turn_owner = &r.limiter_spare[1];

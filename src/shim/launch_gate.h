@@ -9,7 +9,8 @@
 // CU_STREAM_PER_THREAD when the application passed stream 0, so the gate's timing events land on the
 // stream the kernel really runs on.
 //
-// LaunchGateInit is called once at shim initialisation, after the slice config is loaded and before
+// LaunchGateInit is called once at shim initialisation with the shim's one copy of the slice config
+// (mps_pipe/mps_percentage/mps_sms included: there is no second parser) and its region, before
 // the application's first cuInit returns. In spatial mode it also sets the MPS client environment
 // (CUDA_MPS_PIPE_DIRECTORY, CUDA_MPS_ACTIVE_THREAD_PERCENTAGE) from the config, so the application
 // cannot choose its own SM share. What the gate does is described in launch_gate_core.h and
@@ -23,13 +24,16 @@
 
 namespace tessera::slice {
 struct SliceConfig;
+struct RegionHeader;
 }
 
 namespace tessera::shim {
 
 extern bool g_launch_gate_enabled;
 
-void LaunchGateInit(const tessera::slice::SliceConfig& cfg);
+// `region`: the slice's accounting region as the shim mapped it (its live part holds the slice-wide cap
+// state), or nullptr (caps are then per process).
+void LaunchGateInit(const tessera::slice::SliceConfig& cfg, tessera::slice::RegionHeader* region);
 void LaunchGateBefore(CUstream stream);
 void LaunchGateAfter(CUstream stream, CUresult result);
 // One line of JSON with this process's gate counters (tracked, completed, waits, measured GPU ns, launch

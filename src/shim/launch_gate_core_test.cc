@@ -4,6 +4,10 @@
 #include "shim/launch_gate_core.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -452,6 +456,7 @@ struct PriorityTest : SimTest {
   void TearDown() override {
     node.reset();
     unlink(path.c_str());
+    unlink((path + ".high").c_str());
     SimTest::TearDown();
   }
 };
@@ -880,6 +885,105 @@ TEST_F(PriorityTest, ShutdownReleasesBestEffortAtOnce) {
   high.Before(S(0));  // passes straight through after shutdown
   high.After(S(0), CUDA_SUCCESS);
   EXPECT_EQ(high.Stats().tracked, 0u);
+}
+
+// The third attack: a tenant held the flock of the node-wide priority files and a neighbour's
+// CUDA initialisation hung until killed. Nothing takes that lock any more but a rebuild, and a rebuild
+// only without waiting: with both files locked by another process, a neighbour opens, joins and leaves;
+// a damaged file it cannot rebuild is given up within the set-up deadline (the process then runs without
+// priority coordination) instead of waited for.
+TEST_F(PriorityTest, ATenantHoldingTheFilesLocksStallsNobody) {
+  int ready[2], done[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(done), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(done[1]);
+    int a = open(path.c_str(), O_RDWR), b = open((path + ".high").c_str(), O_RDWR);
+    if (a < 0 || b < 0 || flock(a, LOCK_EX) != 0 || flock(b, LOCK_EX) != 0) _exit(1);
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(1);
+    while (read(done[0], &c, 1) > 0) {
+    }
+    _exit(0);
+  }
+  close(done[0]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1);
+  std::string err;
+  auto neighbour = slice::NodeRegion::Open(path, &err);
+  ASSERT_TRUE(neighbour) << err;
+  slice::NodeRow* row = neighbour->Join(1, "neighbour", slice::MonotonicNs());
+  ASSERT_NE(row, nullptr);
+  neighbour->Leave(row);
+  // Damaged while locked: not waited for.
+  {
+    FILE* f = std::fopen(path.c_str(), "r+");
+    ASSERT_NE(f, nullptr);
+    std::fputs("garbage garbage garbage", f);
+    std::fclose(f);
+  }
+  auto damaged = slice::NodeRegion::Open(path, &err);
+  EXPECT_FALSE(damaged);
+  EXPECT_NE(err.find("not usable"), std::string::npos) << err;
+  close(done[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  // Lock released: the next opener rebuilds it.
+  auto rebuilt = slice::NodeRegion::Open(path, &err);
+  EXPECT_TRUE(rebuilt) << err;
+  close(ready[0]);
+  close(ready[1]);
+}
+
+// ... and a tenant could write itself high priority. Priority is now the file a row lives in: where the
+// high-priority file is read-only (the agent mounts it so into best-effort slices) joining as high
+// priority fails, and a best-effort row that says priority 0 with work in flight holds nobody back.
+TEST_F(PriorityTest, ATenantCannotMakeItselfHighPriority) {
+  int ready[2], done[2];
+  ASSERT_EQ(pipe(ready), 0);
+  ASSERT_EQ(pipe(done), 0);
+  ASSERT_EQ(chmod((path + ".high").c_str(), 0444), 0);
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    close(done[1]);
+    // Root reads past modes: the tenant runs as another uid, as a container's does against the mount.
+    if (geteuid() == 0 && setuid(65534) != 0) _exit(2);
+    std::string err;
+    auto n = slice::NodeRegion::Open(path, &err);
+    if (!n) _exit(3);
+    if (n->Join(0, "liar", slice::MonotonicNs()) != nullptr) _exit(4);  // high priority refused
+    slice::NodeRow* row = n->Join(1, "liar", slice::MonotonicNs());
+    if (!row) _exit(5);
+    row->priority.store(0);  // says high priority
+    n->NoteSubmit(row, slice::MonotonicNs());
+    n->Heartbeat(row, slice::MonotonicNs());
+    char c = 1;
+    if (write(ready[1], &c, 1) != 1) _exit(6);
+    while (read(done[0], &c, 1) > 0) {
+    }
+    _exit(0);
+  }
+  close(done[0]);
+  char c;
+  ASSERT_EQ(read(ready[0], &c, 1), 1) << "tenant process failed early";
+  const int64_t now = slice::MonotonicNs();
+  slice::NodeRow* me = node->Join(1, "honest", now);
+  ASSERT_NE(me, nullptr);
+  EXPECT_FALSE(node->HighPriorityMaybePresent());
+  EXPECT_FALSE(node->HighPriorityPresent(now, 200 * kMs));
+  EXPECT_FALSE(node->HighPriorityActive(me, now, 2 * kMs, 200 * kMs));
+  EXPECT_FALSE(node->HighPriorityPending(me, now, 200 * kMs));
+  EXPECT_EQ(node->LiveRows(now, 200 * kMs), 2);  // it is a participant, of best effort
+  close(done[1]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "tenant exit " << WEXITSTATUS(status);
+  close(ready[0]);
+  close(ready[1]);
 }
 
 TEST_F(PriorityTest, CorruptFileIsRebuilt) {

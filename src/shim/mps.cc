@@ -164,40 +164,4 @@ void MpsApplyClientEnv(const std::string& pipe_dir, int pct, int priority) {
   setenv("CUDA_MPS_CLIENT_PRIORITY", priority == 0 ? "0" : "1", 1);
 }
 
-std::string ReadConfigExtra(const char* path, const char* key) {
-  if (path == nullptr || *path == 0) return {};
-  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-  if (fd < 0) return {};
-  struct stat st;
-  std::string text;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (st.st_uid == 0 || st.st_uid == geteuid()) &&
-      (st.st_mode & 022) == 0 && st.st_size < 65536) {
-    char buf[4096];
-    for (;;) {
-      ssize_t n = read(fd, buf, sizeof(buf));
-      if (n <= 0) break;
-      text.append(buf, static_cast<size_t>(n));
-    }
-  }
-  close(fd);
-  const std::string want = std::string(key) + "=";
-  size_t pos = 0;
-  while (pos < text.size()) {
-    size_t eol = text.find('\n', pos);
-    if (eol == std::string::npos) eol = text.size();
-    std::string line = text.substr(pos, eol - pos);
-    pos = eol + 1;
-    size_t b = line.find_first_not_of(" \t");
-    if (b == std::string::npos) continue;
-    line = line.substr(b);
-    if (line.rfind(want, 0) != 0) continue;
-    std::string v = line.substr(want.size());
-    size_t hash = v.find('#');
-    if (hash != std::string::npos) v = v.substr(0, hash);
-    while (!v.empty() && (v.back() == ' ' || v.back() == '\t' || v.back() == '\r')) v.pop_back();
-    return v;
-  }
-  return {};
-}
-
 }  // namespace tessera::shim

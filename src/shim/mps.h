@@ -5,7 +5,7 @@
 // /run/tessera/mps/<gpu-uuid>/, restricted to that GPU by CUDA_VISIBLE_DEVICES.
 // It never touches the GPU's compute mode, clocks or MIG layout, so processes outside Tessera keep
 // using the GPU as before (time-sliced against the MPS server). A slice opts in with the config key
-// `mps_pipe=<pipe dir>`; the shim then points the process at that daemon and gives it the SM share
+// `mps_pipe=<pipe dir>` (parsed with the rest of the slice config, slice/config.h); the shim then points the process at that daemon and gives it the SM share
 // CUDA_MPS_ACTIVE_THREAD_PERCENTAGE (MpsPartitionPercent; CUDA_MPS_CLIENT_PRIORITY=1 for best effort), set
 // before the driver initialises so the application cannot pick its own. The memory wall still applies:
 // the shim's allocation hooks run in MPS clients exactly as in ordinary processes.
@@ -60,8 +60,5 @@ int64_t SpatialChargePpm(int granted_sms, int sm_count, int asked_pct);
 // 1 best effort.
 void MpsApplyClientEnv(const std::string& pipe_dir, int pct, int priority);
 
-// Reads one `key=value` line that SliceConfig does not carry (e.g. mps_pipe) from the trusted slice
-// config at `path` (same ownership rule as LoadSliceConfig). Empty when absent or untrusted.
-std::string ReadConfigExtra(const char* path, const char* key);
 
 }  // namespace tessera::shim

@@ -11,29 +11,6 @@
 namespace tessera::shim {
 namespace {
 
-std::string WriteConf(const std::string& text, mode_t mode) {
-  char path[] = "/tmp/tessera-mps-conf-XXXXXX";
-  int fd = mkstemp(path);
-  EXPECT_GE(fd, 0);
-  EXPECT_EQ(write(fd, text.data(), text.size()), static_cast<ssize_t>(text.size()));
-  close(fd);
-  chmod(path, mode);
-  return path;
-}
-
-TEST(Mps, ReadsExtraKeyFromTrustedConfig) {
-  const std::string p = WriteConf("version=1\n# mps_pipe=/nope\n  mps_pipe=/run/x/pipe  # ours\n", 0644);
-  EXPECT_EQ(ReadConfigExtra(p.c_str(), "mps_pipe"), "/run/x/pipe");
-  EXPECT_EQ(ReadConfigExtra(p.c_str(), "absent"), "");
-  unlink(p.c_str());
-}
-
-TEST(Mps, IgnoresConfigOthersCanWrite) {
-  const std::string p = WriteConf("mps_pipe=/run/evil\n", 0666);
-  EXPECT_EQ(ReadConfigExtra(p.c_str(), "mps_pipe"), "");
-  unlink(p.c_str());
-}
-
 TEST(Mps, ClientEnvComesFromTheSliceNotTheApplication) {
   setenv("CUDA_MPS_ACTIVE_THREAD_PERCENTAGE", "100", 1);
   MpsApplyClientEnv("/run/tessera/mps/GPU-x/pipe", 25, 1);

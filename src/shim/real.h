@@ -92,5 +92,9 @@ bool ResolveRealNvml();
 
 // The C library's dlsym, bypassing the shim's own dlsym hook.
 void* RealDlsym(void* handle, const char* name);
+// The C library's own dlsym and dlvsym functions (found in its symbol table, never through the loader,
+// which would answer with the shim's hooks); nullptr when the C library has none.
+void* LibcDlsym();
+void* LibcDlvsym();
 
 }  // namespace tessera::shim

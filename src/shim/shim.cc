@@ -20,6 +20,7 @@
 #include "shim/launch_gate.h"
 #include "shim/real.h"
 #include "shim/uuid.h"
+#include "slice/agent_rows.h"
 
 namespace tessera::shim {
 
@@ -55,6 +56,10 @@ std::atomic<uint64_t> g_ops_done[kMaxGpus];        // completed allocations/free
 std::atomic<int> g_devmap[kMaxOrdinals];           // 0 unknown, gpu+1, or 1000 = not in slice
 
 std::atomic<int> g_claiming{0};        // EnsureRow's slow path
+std::atomic<int> g_refreshing{0};      // agent rows: one remapping at a time (others go on)
+std::atomic<int> g_rejoin{0};          // agent rows: register again (forked child)
+std::atomic<int64_t> g_last_join_ns{0};
+constexpr int kAgentTimeoutMs = 2000;  // a registration never waits longer on the node agent
 std::atomic<int> g_reconcile_lock{0};  // one reconciliation at a time
 std::atomic<int64_t> g_last_report_ns{0};
 std::atomic<uint64_t> g_suppressed{0};
@@ -110,6 +115,8 @@ void AtForkChild() {
   // a fresh row (CUDA itself is unusable in a forked child until exec, but the child may exec later
   // without it, or be a python multiprocessing worker that initialises CUDA anew).
   g_row.store(-1);
+  g_rejoin.store(g_region.agent_rows ? 1 : 0);
+  g_refreshing.store(0);
   // Locks another thread of the parent held at fork() would never be released here.
   g_claiming.store(0);
   g_reconcile_lock.store(0);
@@ -137,6 +144,35 @@ int EnsureRow() {
   while (g_claiming.exchange(1)) sched_yield();
   row = g_row.load();
   gen = h->generation.load();
+  if (g_region.agent_rows) {
+    // Under the node agent a row is the agent's to give: register again after a rebuild or a fork, at
+    // most once a second while the agent does not answer (the caller refuses meanwhile).
+    if (row < 0 || gen != g_row_gen.load() || g_rejoin.load()) {
+      const int64_t now = NowNs();
+      char err[256];
+      if (now - g_last_join_ns.load() < 1000000000 && row < 0) {
+        g_claiming.store(0);
+        return -1;
+      }
+      g_last_join_ns.store(now);
+      gen = h->generation.load();
+      if (slice::RejoinAsMember(g_cfg, kAgentTimeoutMs, &g_region, err, sizeof(err))) {
+        row = g_region.own_row;
+        for (int g = 0; g < kMaxGpus; ++g) {
+          h->rows[row].bytes[g].store(g_local_bytes[g].load());
+          h->rows[row].overhead[g].store(g_local_overhead[g].load());
+        }
+        g_rejoin.store(0);
+      } else {
+        Notice("slice %s: %s", g_cfg.name, err);
+        row = -1;
+      }
+      g_row_gen.store(gen);
+      g_row.store(row, std::memory_order_release);
+    }
+    g_claiming.store(0);
+    return row;
+  }
   if (row < 0 || gen != g_row_gen.load()) {
     row = slice::ClaimRow(h);
     if (row >= 0) {
@@ -152,29 +188,122 @@ int EnsureRow() {
   return row;
 }
 
+// Agent rows: maps the rows of processes that joined or left since the last look. One thread at a time;
+// a thread that finds another at it goes on (ChargeRow looks again if it missed someone).
+void RefreshAgentRows() {
+  if (!g_region.agent_rows || g_refreshing.exchange(1)) return;
+  slice::RefreshRows(&g_region);
+  g_refreshing.store(0);
+}
+
+// Standalone the slice's processes reclaim dead rows themselves; under the node agent they cannot (and
+// need not: the agent sweeps), they only follow the roster.
+void ReclaimOrRefresh() {
+  if (g_region.agent_rows) {
+    RefreshAgentRows();
+  } else {
+    slice::ReclaimDead(g_region.hdr);
+  }
+}
+
+// After a refusal: rows of dead processes may be what fills the slice. True when some were freed.
+bool ReclaimNow() {
+  if (!g_region.agent_rows) return slice::ReclaimDead(g_region.hdr) > 0;
+  const bool freed = slice::AskAgentToReclaim(g_cfg.agent, 500) > 0;
+  RefreshAgentRows();
+  return freed;
+}
+
+// What a process holds is in its own books too: a row that shows less (written over by the process
+// itself) is put back before anything is charged, so the sum the wall is held against includes it.
+void FenceOwnRow(int row, int g, bool overhead) {
+  std::atomic<uint64_t>& col = overhead ? g_region.hdr->rows[row].overhead[g] : g_region.hdr->rows[row].bytes[g];
+  const uint64_t own = overhead ? g_local_overhead[g].load() : g_local_bytes[g].load();
+  const uint64_t shown = col.load();
+  if (shown < own) col.fetch_add(own - shown);
+}
+
+// TryCharge against the wall of the trusted config. Under the node agent, a process that joined between
+// the roster check and the sum is not in the sum: seen afterwards, the charge is backed out and tried
+// again with its row mapped.
+slice::ChargeOutcome ChargeRow(int row, int g, uint64_t bytes, bool overhead) {
+  slice::RegionHeader* h = g_region.hdr;
+  const uint64_t wall = g_cfg.gpus[g].memory_bytes;
+  slice::ChargeOutcome o{};
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    RefreshAgentRows();
+    FenceOwnRow(row, g, overhead);
+    o = slice::TryCharge(h, row, g, bytes, overhead, wall);
+    if (!g_region.agent_rows || o.result != slice::ChargeResult::kOk ||
+        h->roster_gen.load() == g_region.mapped_gen)
+      return o;
+    slice::Uncharge(h, row, g, bytes, overhead);
+  }
+  o.result = slice::ChargeResult::kOverLimit;
+  return o;
+}
+
+}  // namespace
+
+ConfigLoad LoadConfigOnce(const slice::SliceConfig** cfg) {
+  // Once per process, whoever asks first (the MPS set-up at library load, or the first hook).
+  static std::atomic<int> state{0};  // 0 not yet, 1 loading, 2 done
+  static ConfigLoad result = ConfigLoad::kNone;
+  int expect = 0;
+  if (state.compare_exchange_strong(expect, 1)) {
+    // Inside a container the mounted config wins over anything the environment says.
+    const char* path = slice::SliceConfigPath();
+    if (!path) {
+      result = ConfigLoad::kNone;
+    } else {
+      char err[256];
+      if (slice::LoadSliceConfig(path, true, &g_cfg, err, sizeof(err))) {
+        result = ConfigLoad::kOk;
+      } else {
+        snprintf(g_fail_reason, sizeof(g_fail_reason), "slice config unusable (%.200s)", err);
+        result = ConfigLoad::kUnusable;
+      }
+    }
+    state.store(2, std::memory_order_release);
+  } else {
+    while (state.load(std::memory_order_acquire) != 2) sched_yield();
+  }
+  *cfg = &g_cfg;
+  return result;
+}
+
+namespace {
+
 void DoInit() {
-  // Inside a container the mounted config wins over anything the environment says.
-  const char* path = slice::SliceConfigPath();
-  if (!path) {
+  const slice::SliceConfig* loaded = nullptr;
+  const ConfigLoad load = LoadConfigOnce(&loaded);
+  if (load == ConfigLoad::kNone) {
     Notice("no slice config (TESSERA_SLICE_CONFIG unset, %s absent): CUDA passes through without a memory wall",
            slice::kContainerSliceConfig);
     g_mode.store(static_cast<int>(Mode::kPassThrough), std::memory_order_release);
     return;
   }
   char err[256];
-  if (!slice::LoadSliceConfig(path, true, &g_cfg, err, sizeof(err))) {
-    snprintf(g_fail_reason, sizeof(g_fail_reason), "slice config unusable (%.200s)", err);
+  if (load == ConfigLoad::kUnusable) {
     Notice("%s: refusing all GPU memory until it is fixed", g_fail_reason);
     g_mode.store(static_cast<int>(Mode::kFailClosed), std::memory_order_release);
     return;
   }
-  if (!slice::OpenRegionForSlice(g_cfg, &g_region, err, sizeof(err))) {
+  const bool agent = g_cfg.agent[0] != '\0';
+  if (agent ? !slice::OpenRegionAsMember(g_cfg, kAgentTimeoutMs, &g_region, err, sizeof(err))
+            : !slice::OpenRegionForSlice(g_cfg, &g_region, err, sizeof(err))) {
     snprintf(g_fail_reason, sizeof(g_fail_reason), "slice %.63s: accounting region unusable (%.160s)", g_cfg.name, err);
     Notice("%s: refusing all GPU memory", g_fail_reason);
     g_mode.store(static_cast<int>(Mode::kFailClosed), std::memory_order_release);
     return;
   }
   pthread_atfork(nullptr, nullptr, &AtForkChild);
+  if (agent) {
+    g_row_gen.store(g_region.hdr->generation.load());
+    g_row.store(g_region.own_row, std::memory_order_release);
+    g_mode.store(static_cast<int>(Mode::kActive), std::memory_order_release);
+    return;
+  }
   // Processes of the slice that died since anyone last looked must not count against this one.
   slice::ReclaimDead(g_region.hdr);
   g_mode.store(static_cast<int>(Mode::kActive), std::memory_order_release);
@@ -308,7 +437,7 @@ void* ReconcilerMain(void*) {
     nanosleep(&ts, nullptr);
     if (g_stopping.load()) return nullptr;
     ++tick;
-    if (tick % 4 == 0) slice::ReclaimDead(g_region.hdr);  // dead processes' rows: back within ~200 ms
+    if (tick % 4 == 0) ReclaimOrRefresh();  // dead processes' rows: back within ~200 ms
     int64_t now = NowNs();
     uint64_t ops = OpsSum();
     bool req = g_reconcile_req.exchange(0) != 0;
@@ -414,15 +543,14 @@ bool Charge(int g, uint64_t bytes, uint64_t asked, const char* api) {
     ReportRefusal(g, asked, api, g_fail_reason);
     return false;
   }
-  slice::RegionHeader* h = g_region.hdr;
   int row = EnsureRow();
   if (row < 0) {
     ReportRefusal(g, asked, api, "no free process row in the slice region (256 processes)");
     return false;
   }
-  slice::ChargeOutcome o = slice::TryCharge(h, row, g, bytes, false);
-  if (o.result != slice::ChargeResult::kOk && slice::ReclaimDead(h) > 0) o = slice::TryCharge(h, row, g, bytes, false);
-  if (o.result != slice::ChargeResult::kOk && RefreshOverheadForRetry(g)) o = slice::TryCharge(h, row, g, bytes, false);
+  slice::ChargeOutcome o = ChargeRow(row, g, bytes, false);
+  if (o.result != slice::ChargeResult::kOk && ReclaimNow()) o = ChargeRow(row, g, bytes, false);
+  if (o.result != slice::ChargeResult::kOk && RefreshOverheadForRetry(g)) o = ChargeRow(row, g, bytes, false);
   if (o.result == slice::ChargeResult::kOk) {
     g_local_bytes[g].fetch_add(bytes);
     return true;
@@ -444,10 +572,11 @@ void Uncharge(int g, uint64_t bytes) {
   if (g < 0 || g >= kMaxGpus) return;
   int row = g_row.load(std::memory_order_acquire);
   if (row < 0 || !g_region.hdr) return;
-  slice::Uncharge(g_region.hdr, row, g, bytes, false);
+  // Own books first, then the row: the row never shows less than the books (FenceOwnRow).
   uint64_t cur = g_local_bytes[g].load();
   while (!g_local_bytes[g].compare_exchange_weak(cur, cur > bytes ? cur - bytes : 0)) {
   }
+  slice::Uncharge(g_region.hdr, row, g, bytes, false);
 }
 
 bool ContextBefore(int g, const char* api, bool* charged_estimate) {
@@ -462,8 +591,8 @@ bool ContextBefore(int g, const char* api, bool* charged_estimate) {
   }
   uint64_t est = h->gpus[g].ctx_hint_bytes.load();
   if (est == 0) est = kDefaultCtxEstimate;
-  slice::ChargeOutcome o = slice::TryCharge(h, row, g, est, true);
-  if (o.result != slice::ChargeResult::kOk && slice::ReclaimDead(h) > 0) o = slice::TryCharge(h, row, g, est, true);
+  slice::ChargeOutcome o = ChargeRow(row, g, est, true);
+  if (o.result != slice::ChargeResult::kOk && ReclaimNow()) o = ChargeRow(row, g, est, true);
   if (o.result != slice::ChargeResult::kOk) {
     g_ctx_charged[g].store(0);
     uint64_t suppressed = 0;

@@ -46,6 +46,10 @@ inline bool Enforcing() {
   return m == Mode::kActive || m == Mode::kFailClosed;
 }
 
+// The slice config, loaded once per process (the only load: the memory wall, the launch gate and the MPS
+// set-up all read this copy). Safe from a library constructor; heap-free.
+enum class ConfigLoad { kNone, kOk, kUnusable };
+ConfigLoad LoadConfigOnce(const slice::SliceConfig** cfg);
 const slice::SliceConfig& Config();
 slice::RegionHeader* RegionHdr();
 

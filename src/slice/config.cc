@@ -1,6 +1,7 @@
 // Slice config parser and writer. No exceptions, no heap: the shim calls this inside applications.
 #include "slice/config.h"
 #include "slice/error_text.h"
+#include "slice/fs.h"
 
 #include <cerrno>
 #include <cstdarg>
@@ -186,6 +187,25 @@ bool ParseSliceConfig(const char* text, size_t len, SliceConfig* cfg, char* err,
         SetErr(err, errlen, "line %d: region: must be an absolute path shorter than %d bytes", line, kPathMax);
         return false;
       }
+    } else if (k.Eq("agent") || k.Eq("mps_pipe")) {
+      char* dst = k.Eq("agent") ? cfg->agent : cfg->mps_pipe;
+      if (v.size() == 0 || *v.b != '/' || !CopySpan(v, dst, kPathMax)) {
+        SetErr(err, errlen, "line %d: %.*s: must be an absolute path shorter than %d bytes", line,
+               static_cast<int>(k.size()), k.b, kPathMax);
+        return false;
+      }
+    } else if (k.Eq("mps_percentage")) {
+      if (!ParseInt(v, 1, 100, &n)) {
+        SetErr(err, errlen, "line %d: mps_percentage: '%.*s' (allowed 1..100)", line, static_cast<int>(v.size()), v.b);
+        return false;
+      }
+      cfg->mps_percentage = static_cast<int>(n);
+    } else if (k.Eq("mps_sms")) {
+      if (!ParseInt(v, 1, 4096, &n)) {
+        SetErr(err, errlen, "line %d: mps_sms: '%.*s' (allowed 1..4096)", line, static_cast<int>(v.size()), v.b);
+        return false;
+      }
+      cfg->mps_sms = static_cast<int>(n);
     } else if (k.Eq("priority")) {
       if (!ParseInt(v, 0, 1, &n)) {
         SetErr(err, errlen, "line %d: priority: '%.*s' (allowed 0 high, 1 best effort)", line, static_cast<int>(v.size()),
@@ -313,6 +333,10 @@ int FormatSliceConfig(const SliceConfig& cfg, char* buf, size_t buflen, char* er
   put("# Tessera slice config (written by tessera; read by libtessera.so)\n");
   put("version=1\nslice=%s\nregion=%s\npriority=%d\ncap_mode=%s\n", cfg.name, cfg.region, cfg.priority,
       cfg.cap_mode == CapMode::kBurst ? "burst" : "hard");
+  if (cfg.agent[0] == '/') put("agent=%s\n", cfg.agent);
+  if (cfg.mps_pipe[0] == '/') put("mps_pipe=%s\n", cfg.mps_pipe);
+  if (cfg.mps_percentage >= 1 && cfg.mps_percentage <= 100) put("mps_percentage=%d\n", cfg.mps_percentage);
+  if (cfg.mps_sms >= 1 && cfg.mps_sms <= 4096) put("mps_sms=%d\n", cfg.mps_sms);
   for (int i = 0; i < cfg.gpu_count; ++i) {
     const GpuLimit& g = cfg.gpus[i];
     if (g.memory_bytes == 0 || g.cores < 1 || g.cores > 100) {
@@ -337,15 +361,16 @@ bool WriteSliceConfig(const char* path, const SliceConfig& cfg, char* err, size_
     SetErr(err, errlen, "%s: path too long", path);
     return false;
   }
-  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  const Fs& fs = CurrentFs();
+  int fd = fs.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) {
     SetErr(err, errlen, "%s: %s", tmp, strerror(errno));
     return false;
   }
   fchmod(fd, 0644);  // umask must not make it group-writable, nor strip read for the app
-  bool ok = write(fd, buf, static_cast<size_t>(n)) == n && fsync(fd) == 0;
+  bool ok = fs.write(fd, buf, static_cast<size_t>(n)) == n && fs.fsync(fd) == 0;
   ok = (close(fd) == 0) && ok;
-  if (!ok || rename(tmp, path) != 0) {
+  if (!ok || fs.rename(tmp, path) != 0) {
     SetErr(err, errlen, "%s: write: %s", path, strerror(errno));
     unlink(tmp);
     return false;

@@ -4,6 +4,9 @@
 // process of the slice and by `tessera slices`. Format: text, one key=value per line, '#' comments,
 // unknown keys ignored, version=1; the key `gpu` repeats, one line per GPU:
 //   gpu=<uuid> memory=<bytes> cores=<1..100>
+// Optional: agent=<socket> (the node agent keeps the region, agent_rows.h), mps_pipe=<dir>,
+// mps_percentage=<1..100>, mps_sms=<1..4096> (spatial mode, src/shim/mps.h). This is the only parser of
+// the file: the shim loads it once and every part of the shim reads that copy.
 // The parser is C-style on purpose: it runs inside arbitrary applications (through the shim), so it never
 // throws, never allocates and works on caller-owned buffers. All functions are reentrant.
 #pragma once
@@ -35,6 +38,14 @@ struct SliceConfig {
   CapMode cap_mode;
   int gpu_count;
   GpuLimit gpus[kMaxGpus];
+  // The node agent's socket for this slice (agent_rows.h); empty: the slice's processes keep the region
+  // themselves (`tessera run`).
+  char agent[kPathMax];
+  // Spatial mode (src/shim/mps.h): the MPS control pipe directory (empty: time-sliced), the partition
+  // override (1..100, 0 none) and the GPU's SM count (1..4096, 0 unknown).
+  char mps_pipe[kPathMax];
+  int mps_percentage;
+  int mps_sms;
 };
 
 // Fills cfg with defaults (version 1, priority 1, cap_mode hard, no GPUs).

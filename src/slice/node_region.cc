@@ -11,29 +11,18 @@
 #include <cerrno>
 #include <cstring>
 #include <random>
+#include <sched.h>
 
 namespace tessera::slice {
 
 namespace {
 constexpr uint64_t kMagic = 0x31474e4f444e5354ull;  // "TSNDONG1"
-constexpr uint32_t kVersion = 5;
+constexpr uint32_t kVersion = 6;
+constexpr uint64_t kInitMagic = 0x494e49544e535431ull;  // a first joiner is setting the file up
 
 static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<int32_t>::is_always_lock_free, "shared atomics must be lock-free");
-
-// An flock held only for the few instructions of open/join/leave; released by the kernel if we die.
-class FileLock {
- public:
-  explicit FileLock(int fd) : fd_(fd) {
-    while (flock(fd_, LOCK_EX) != 0 && errno == EINTR) {
-    }
-  }
-  ~FileLock() { flock(fd_, LOCK_UN); }
-
- private:
-  int fd_;
-};
 
 uint64_t NewNonce() {
   std::random_device rd;
@@ -43,13 +32,15 @@ uint64_t NewNonce() {
 
 // Calls fn(row) for each row of another live high-priority participant (owned, not `self`, heartbeat
 // within `stale_ns`) until fn returns true; true when one did.
+// Every row of the high-priority file is high priority, whatever its priority field says: only the slices
+// the agent made high priority can write that file.
 template <typename Fn>
 bool AnyLiveHighPriority(const NodeRow* rows, int high_water, const NodeRow* self, int64_t now_ns,
                          int64_t stale_ns, Fn fn) {
+  if (high_water > NodeRegion::kRows) high_water = NodeRegion::kRows;
   for (int i = 0; i < high_water; ++i) {
     const NodeRow& r = rows[i];
     if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (r.priority.load(std::memory_order_relaxed) != 0) continue;
     if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
     if (fn(r)) return true;
   }
@@ -77,6 +68,11 @@ struct NodeRegion::Header {
   NodeRow row[kRows];
 };
 
+int NodeRegion::HighWater(int file) const {
+  const int hw = (file == 0 ? be_ : hi_)->high_water.load(std::memory_order_acquire);
+  return hw < 0 ? 0 : (hw > kRows ? kRows : hw);
+}
+
 std::string NodeRegion::PathFor(std::string_view gpu_uuid, std::string_view dir) {
   std::string p(dir);
   p += '/';
@@ -84,63 +80,159 @@ std::string NodeRegion::PathFor(std::string_view gpu_uuid, std::string_view dir)
   return p;
 }
 
-std::unique_ptr<NodeRegion> NodeRegion::Open(const std::string& path, std::string* err) {
-  int fd = open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+std::string NodeRegion::HighPathFor(std::string_view gpu_uuid, std::string_view dir) {
+  return PathFor(gpu_uuid, dir) + ".high";
+}
+
+namespace {
+
+constexpr int64_t kInitWaitNs = 100'000'000;  // how long a joiner waits for another's first set-up
+
+void InitHeader(void* m, size_t len) {
+  auto* h = static_cast<NodeRegion::Header*>(m);
+  std::memset(m, 0, len);
+  h->version = kVersion;
+  h->rows = NodeRegion::kRows;
+  std::atomic_thread_fence(std::memory_order_release);
+  reinterpret_cast<std::atomic<uint64_t>*>(&h->magic)->store(kMagic, std::memory_order_release);
+}
+
+bool Valid(const NodeRegion::Header* h) {
+  return reinterpret_cast<const std::atomic<uint64_t>*>(&h->magic)->load(std::memory_order_acquire) == kMagic &&
+         h->version == kVersion && h->rows == static_cast<uint32_t>(NodeRegion::kRows);
+}
+
+// Opens and maps one file. `create`: make it (0666) and set it up when new or foreign, never waiting on
+// anyone: a fresh file is claimed by a compare-and-swap on its magic; a foreign one is rebuilt only under
+// a lock taken without waiting. `writable` false maps it read-only (the high-priority file of a
+// best-effort slice, mounted read-only). nullptr and *err when it cannot be used.
+void* MapNodeFile(const std::string& path, bool create, bool* writable, int* fd_out, std::string* err) {
+  const size_t len = sizeof(NodeRegion::Header);
+  int fd = open(path.c_str(), O_RDWR | (create ? O_CREAT : 0) | O_CLOEXEC | O_NOFOLLOW, 0666);
+  *writable = fd >= 0;
+  if (fd < 0 && (errno == EROFS || errno == EACCES)) fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     if (err) *err = "node region " + path + ": " + std::strerror(errno);
     return nullptr;
   }
-  // Every container user must be able to join, whatever its umask.
-  fchmod(fd, 0666);
-  const size_t len = sizeof(Header);
-  {
-    FileLock lock(fd);
-    struct stat st;
-    if (fstat(fd, &st) != 0 || (static_cast<size_t>(st.st_size) < len && ftruncate(fd, len) != 0)) {
-      if (err) *err = "node region " + path + ": cannot size: " + std::strerror(errno);
-      close(fd);
-      return nullptr;
-    }
-    void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (m == MAP_FAILED) {
-      if (err) *err = "node region " + path + ": mmap: " + std::strerror(errno);
-      close(fd);
-      return nullptr;
-    }
-    auto* h = static_cast<Header*>(m);
-    if (h->magic != kMagic || h->version != kVersion || h->rows != kRows) {
-      // Fresh (all zero) or foreign: rebuild. Rows of a foreign layout cannot be trusted.
-      std::memset(m, 0, len);
-      h->version = kVersion;
-      h->rows = kRows;
-      std::atomic_thread_fence(std::memory_order_release);
-      h->magic = kMagic;
-    }
-    return std::unique_ptr<NodeRegion>(new NodeRegion(fd, m, len));
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    if (err) *err = "node region " + path + ": not a regular file";
+    close(fd);
+    return nullptr;
   }
+  if (*writable && st.st_uid == geteuid()) fchmod(fd, 0666);  // every container user must be able to join
+  if (static_cast<size_t>(st.st_size) < len) {
+    if (!*writable || ftruncate(fd, static_cast<off_t>(len)) != 0) {
+      if (err) *err = "node region " + path + ": too short and cannot be sized";
+      close(fd);
+      return nullptr;
+    }
+  }
+  void* m = mmap(nullptr, len, *writable ? PROT_READ | PROT_WRITE : PROT_READ, MAP_SHARED, fd, 0);
+  if (m == MAP_FAILED) {
+    if (err) *err = "node region " + path + ": mmap: " + std::strerror(errno);
+    close(fd);
+    return nullptr;
+  }
+  auto* h = static_cast<NodeRegion::Header*>(m);
+  auto* magic = reinterpret_cast<std::atomic<uint64_t>*>(&h->magic);
+  const int64_t until = MonotonicNs() + kInitWaitNs;
+  while (!Valid(h)) {
+    uint64_t zero = 0;
+    if (*writable && magic->compare_exchange_strong(zero, kInitMagic)) {
+      InitHeader(m, len);  // a new file: ours to set up
+      break;
+    }
+    if (zero != kInitMagic && *writable && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+      // Foreign or damaged: rebuilt by whoever gets the lock at once. Rows of a foreign layout cannot
+      // be trusted. Somebody else holding the lock (a tenant may) is no reason to wait.
+      if (!Valid(h)) InitHeader(m, len);
+      flock(fd, LOCK_UN);
+      break;
+    }
+    if (MonotonicNs() > until) {
+      if (err) *err = "node region " + path + ": not usable (damaged, or being set up by another process)";
+      munmap(m, len);
+      close(fd);
+      return nullptr;
+    }
+    sched_yield();
+  }
+  *fd_out = fd;
+  return m;
 }
 
-NodeRegion::NodeRegion(int fd, void* map, size_t len) : fd_(fd), map_(map), len_(len) {}
+}  // namespace
+
+std::unique_ptr<NodeRegion> NodeRegion::Open(const std::string& path, std::string* err) {
+  bool be_w = false, hi_w = false;
+  int be_fd = -1, hi_fd = -1;
+  void* be = MapNodeFile(path, true, &be_w, &be_fd, err);
+  if (be == nullptr) return nullptr;
+  void* hi = MapNodeFile(path + ".high", true, &hi_w, &hi_fd, err);
+  if (hi == nullptr || !be_w) {
+    if (hi == nullptr) {
+      // fall through: without the high-priority file nothing can be coordinated
+    } else {
+      if (err) *err = "node region " + path + ": read-only";
+      munmap(hi, sizeof(Header));
+      close(hi_fd);
+    }
+    munmap(be, sizeof(Header));
+    close(be_fd);
+    return nullptr;
+  }
+  return std::unique_ptr<NodeRegion>(new NodeRegion(be_fd, static_cast<Header*>(be), hi_fd, static_cast<Header*>(hi), hi_w));
+}
+
+bool NodeRegion::Prepare(const std::string& path, std::string* err) {
+  bool w = false;
+  int fd = -1;
+  void* m = MapNodeFile(path, true, &w, &fd, err);
+  if (m == nullptr) return false;
+  if (!w) {
+    if (err) *err = "node region " + path + ": not writable";
+  }
+  munmap(m, sizeof(Header));
+  close(fd);
+  return w;
+}
+
+NodeRegion::NodeRegion(int be_fd, Header* be, int hi_fd, Header* hi, bool hi_writable)
+    : be_fd_(be_fd), hi_fd_(hi_fd), be_(be), hi_(hi), hi_writable_(hi_writable) {}
 
 NodeRegion::~NodeRegion() {
-  munmap(map_, len_);
-  close(fd_);
+  munmap(be_, sizeof(Header));
+  munmap(hi_, sizeof(Header));
+  close(be_fd_);
+  close(hi_fd_);
 }
 
-NodeRegion::Header* NodeRegion::header() const { return static_cast<Header*>(map_); }
+bool NodeRegion::InHigh(const NodeRow* row) const { return row >= hi_->row && row < hi_->row + kRows; }
+
+const NodeRow* NodeRegion::RowAt(int index) const {
+  if (index < 0 || index >= 2 * kRows) return nullptr;
+  return index < kRows ? &be_->row[index] : &hi_->row[index - kRows];
+}
 
 NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) {
-  Header* h = header();
-  FileLock lock(fd_);
+  // High priority is where one joins, not what one says: only a slice whose high-priority file is
+  // writable (the agent mounts it so for high-priority slices alone) can join as high priority.
+  const bool high = priority == 0;
+  if (high && !hi_writable_) return nullptr;
+  Header* h = high ? hi_ : be_;
   for (int i = 0; i < kRows; ++i) {
     NodeRow& r = h->row[i];
     uint64_t owner = r.owner.load(std::memory_order_acquire);
     const bool stale = now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > kReclaimNs;
     if (owner != 0 && !stale) continue;
-    r.priority.store(priority, std::memory_order_relaxed);
+    // Claimed by compare-and-swap, no lock: a racer for the same row moves on to the next.
+    if (!r.owner.compare_exchange_strong(owner, NewNonce(), std::memory_order_acq_rel)) continue;
+    r.heartbeat_ns.store(0, std::memory_order_relaxed);  // stale until set up (readers skip it)
+    r.priority.store(high ? 0 : 1, std::memory_order_relaxed);
     r.inflight.store(0, std::memory_order_relaxed);
     r.last_submit_ns.store(0, std::memory_order_relaxed);
-    r.heartbeat_ns.store(now_ns, std::memory_order_relaxed);
     r.pid.store(getpid(), std::memory_order_relaxed);
     r.submits.store(0, std::memory_order_relaxed);
     r.burst_start_ns.store(0, std::memory_order_relaxed);
@@ -151,10 +243,11 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
     r.billed_ns.store(0, std::memory_order_relaxed);
     r.published_through_ns.store(0, std::memory_order_relaxed);
     std::memcpy(r.slice, slice.data(), std::min(slice.size(), sizeof(r.slice) - 1));
-    r.owner.store(NewNonce(), std::memory_order_release);
+    r.heartbeat_ns.store(now_ns, std::memory_order_release);
     int hw = h->high_water.load(std::memory_order_relaxed);
-    if (i + 1 > hw) h->high_water.store(i + 1, std::memory_order_release);
-    if (priority == 0) {
+    while (hw < i + 1 && !h->high_water.compare_exchange_weak(hw, i + 1)) {
+    }
+    if (high) {
       h->hp_beat_ns.store(now_ns, std::memory_order_relaxed);
       h->hp_joined.fetch_add(1, std::memory_order_relaxed);
     }
@@ -165,10 +258,10 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
 
 void NodeRegion::Leave(NodeRow* row) {
   if (!row) return;
-  FileLock lock(fd_);
-  if (row->priority.load(std::memory_order_relaxed) == 0 &&
-      header()->hp_joined.load(std::memory_order_relaxed) > 0) {
-    header()->hp_joined.fetch_sub(1, std::memory_order_relaxed);
+  if (InHigh(row)) {
+    int32_t n = hi_->hp_joined.load(std::memory_order_relaxed);
+    while (n > 0 && !hi_->hp_joined.compare_exchange_weak(n, n - 1)) {
+    }
   }
   row->inflight.store(0, std::memory_order_relaxed);
   row->heartbeat_ns.store(0, std::memory_order_relaxed);
@@ -177,16 +270,14 @@ void NodeRegion::Leave(NodeRow* row) {
 
 void NodeRegion::Heartbeat(NodeRow* row, int64_t now_ns) {
   row->heartbeat_ns.store(now_ns, std::memory_order_relaxed);
-  if (row->priority.load(std::memory_order_relaxed) == 0) {
-    header()->hp_beat_ns.store(now_ns, std::memory_order_relaxed);
-  }
+  if (InHigh(row)) hi_->hp_beat_ns.store(now_ns, std::memory_order_relaxed);
 }
 
 void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
   const int32_t before = row->inflight.fetch_add(1, std::memory_order_relaxed);
   row->last_submit_ns.store(now_ns, std::memory_order_relaxed);
-  if (row->priority.load(std::memory_order_relaxed) == 0) {
-    header()->hp_last_submit_ns.store(now_ns, std::memory_order_relaxed);
+  if (InHigh(row)) {
+    hi_->hp_last_submit_ns.store(now_ns, std::memory_order_relaxed);
     if (before == 0) {
       // A new burst: learn the interval between bursts (EWMA over ~4; gaps over 1 s are pauses).
       const int64_t last = row->burst_start_ns.load(std::memory_order_relaxed);
@@ -203,17 +294,17 @@ void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
 void NodeRegion::NoteComplete(NodeRow* row, int n) { row->inflight.fetch_sub(n, std::memory_order_relaxed); }
 
 bool NodeRegion::HighPriorityMaybePresent() const {
-  return header()->hp_joined.load(std::memory_order_relaxed) != 0;
+  return hi_->hp_joined.load(std::memory_order_relaxed) != 0;
 }
 
 bool NodeRegion::HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const {
-  const int64_t beat = header()->hp_beat_ns.load(std::memory_order_relaxed);
+  const int64_t beat = hi_->hp_beat_ns.load(std::memory_order_relaxed);
   return beat != 0 && now_ns - beat <= stale_ns;
 }
 
 bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
                                     int64_t stale_ns) const {
-  const Header* h = header();
+  const Header* h = hi_;
   // Fast exits: nobody high-priority alive, or one submitted just now (the common busy case).
   if (now_ns - h->hp_beat_ns.load(std::memory_order_relaxed) > stale_ns) return false;
   return AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
@@ -224,7 +315,7 @@ bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t
 }
 
 bool NodeRegion::HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_t stale_ns) const {
-  const Header* h = header();
+  const Header* h = hi_;
   if (!HighPriorityPresent(now_ns, stale_ns)) return false;
   return AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
                              [](const NodeRow& r) { return r.inflight.load(std::memory_order_relaxed) > 0; });
@@ -232,7 +323,7 @@ bool NodeRegion::HighPriorityPending(const NodeRow* self, int64_t now_ns, int64_
 
 int64_t NodeRegion::HighPriorityDueIn(const NodeRow* self, int64_t now_ns, int64_t stale_ns,
                                       int64_t* period_ns) const {
-  const Header* h = header();
+  const Header* h = hi_;
   if (!HighPriorityPresent(now_ns, stale_ns)) return -1;
   int64_t due = -1;
   AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
@@ -262,12 +353,14 @@ void NodeRegion::PublishBusy(NodeRow* row, int64_t start_ns, int64_t end_ns) {
 }
 
 int64_t NodeRegion::OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns, int* top) const {
-  const Header* h = header();
-  const int hw = h->high_water.load(std::memory_order_acquire);
   int64_t total = 0, top_ns = 0;
   if (top) *top = -1;
-  for (int r = 0; r < hw; ++r) {
-    const NodeRow& row = h->row[r];
+  for (int r = 0; r < 2 * kRows; ++r) {
+    if (r % kRows >= HighWater(r / kRows)) {
+      r = (r / kRows + 1) * kRows - 1;  // the rest of this file was never used
+      continue;
+    }
+    const NodeRow& row = *RowAt(r);
     if (&row == self) continue;
     int64_t theirs = 0;
     for (int i = 0; i < kNodeRecent; ++i) {
@@ -295,18 +388,18 @@ int64_t NodeRegion::OthersBusy(const NodeRow* self, int64_t start_ns, int64_t en
 }
 
 void NodeRegion::Bill(int index, int64_t ns) {
-  if (index < 0 || index >= kRows || ns <= 0) return;
-  NodeRow& row = header()->row[index];
+  if (index < 0 || index >= 2 * kRows || ns <= 0) return;
+  if (index >= kRows && !hi_writable_) return;  // read-only here: the high-priority side pays no one's switch
+  NodeRow& row = const_cast<NodeRow&>(*RowAt(index));
   if (row.owner.load(std::memory_order_acquire) == 0) return;
   row.billed_ns.fetch_add(ns, std::memory_order_relaxed);
 }
 
 bool NodeRegion::OthersPublishedThrough(const NodeRow* self, int64_t t_ns, int64_t now_ns,
                                         int64_t stale_ns) const {
-  const Header* h = header();
-  const int hw = h->high_water.load(std::memory_order_acquire);
-  for (int i = 0; i < hw; ++i) {
-    const NodeRow& r = h->row[i];
+  for (int i = 0; i < 2 * kRows; ++i) {
+    if (i % kRows >= HighWater(i / kRows)) continue;
+    const NodeRow& r = *RowAt(i);
     if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
     if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
     const int64_t through = r.published_through_ns.load(std::memory_order_acquire);
@@ -317,11 +410,10 @@ bool NodeRegion::OthersPublishedThrough(const NodeRow* self, int64_t t_ns, int64
 
 bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns, int64_t stale_ns,
                             ActivityWatch* watch) const {
-  const Header* h = header();
-  const int hw = h->high_water.load(std::memory_order_acquire);
   bool idle = true;
-  for (int i = 0; i < hw; ++i) {
-    const NodeRow& r = h->row[i];
+  for (int i = 0; i < 2 * kRows; ++i) {
+    if (i % kRows >= HighWater(i / kRows)) continue;
+    const NodeRow& r = *RowAt(i);
     if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
     if (watch != nullptr) {
       const uint64_t c = r.submits.load(std::memory_order_relaxed);
@@ -339,11 +431,10 @@ bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns
 }
 
 int NodeRegion::LiveRows(int64_t now_ns, int64_t stale_ns) const {
-  const Header* h = header();
   int n = 0;
-  const int hw = h->high_water.load(std::memory_order_acquire);
-  for (int i = 0; i < hw; ++i) {
-    const NodeRow& r = h->row[i];
+  for (int i = 0; i < 2 * kRows; ++i) {
+    if (i % kRows >= HighWater(i / kRows)) continue;
+    const NodeRow& r = *RowAt(i);
     if (r.owner.load(std::memory_order_acquire) == 0) continue;
     if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
     ++n;

@@ -1,20 +1,29 @@
-// NodeRegion: the host-wide file through which every Tessera process using one GPU coordinates
+// NodeRegion: the host-wide files through which every Tessera process using one GPU coordinates
 // latency priority, across slices and containers.
 //
-// One small mmap'ed file per GPU, /run/tessera/node/<gpu-uuid> on the host (the node agent mounts the
-// directory read-write into each container at the same path). Each process that submits work to the
-// GPU joins with a row: its priority (0 high, 1 best effort), how many of its submissions are still
-// running, when it last submitted, and a heartbeat its background thread refreshes every few
-// milliseconds. Best-effort processes read the rows to learn whether high-priority work is pending.
+// Two small mmap'ed files per GPU under /run/tessera/node: <gpu-uuid> holds the best-effort participants'
+// rows, <gpu-uuid>.high the high-priority participants'. Priority is where a row lives, never what a
+// row says: under Kubernetes the node agent creates both files and mounts them one by one into each
+// container, <uuid>.high read-write only into high-priority slices and read-only into the others, so a
+// tenant cannot make itself high priority (Join(0) fails where the file is read-only). Each process that
+// submits work to the GPU joins with a row: how many of its submissions are still running, when it last
+// submitted, and a heartbeat its background thread refreshes every few milliseconds. Best-effort
+// processes read the high-priority rows to learn whether high-priority work is pending.
+//
+// No locks a tenant could hold: rows are claimed with a compare-and-swap; a new file is set up by whoever
+// swaps its magic first; a damaged one is rebuilt only under an flock taken without waiting (LOCK_NB),
+// and a process that cannot use the files within 100 ms runs without priority coordination (Open
+// fails with the reason) rather than wait. What a tenant can still do: write its own side's shared file
+// (fake or hide activity of rows there), which affects participants of its own priority only.
 //
 // Crash safety: nothing is ever locked across a process's lifetime. A row whose heartbeat is older
 // than `stale_ns` is ignored (a killed high-priority process stops holding best-effort work back after
 // that long, whatever its counters say) and, once older than kReclaimNs, may be taken over by a new
 // participant. Liveness is judged by heartbeat only, because pids of other containers are not visible.
-// A file with a foreign magic or version is rebuilt (zeroed) under an flock at open.
+// A file with a foreign magic or version is rebuilt (zeroed) at open, see above.
 //
 // Thread-safety: every member that reads or writes a row uses atomics and is safe from any thread of
-// any process; Open/Join/Leave take an flock on the file briefly (never on the launch path).
+// any process; none takes a lock.
 #pragma once
 
 #include <atomic>
@@ -62,15 +71,21 @@ class NodeRegion {
   static constexpr int kRows = 256;
   static constexpr int64_t kReclaimNs = 1'000'000'000;
 
-  // Opens (creating if needed, mode 0666) the file at `path`. nullptr and *err on failure.
+  struct Header;
+  // Opens (creating if needed, mode 0666) the best-effort file at `path` and the high-priority file at
+  // `path`.high (read-only where it is mounted so). nullptr and *err on failure; never waits on a lock.
   static std::unique_ptr<NodeRegion> Open(const std::string& path, std::string* err);
-  // The conventional path for a GPU.
+  // The node agent: creates the file at `path` (0666) or rebuilds it when damaged. False and *err.
+  static bool Prepare(const std::string& path, std::string* err);
+  // The conventional paths for a GPU.
   static std::string PathFor(std::string_view gpu_uuid, std::string_view dir = kNodeRegionDir);
+  static std::string HighPathFor(std::string_view gpu_uuid, std::string_view dir = kNodeRegionDir);
   ~NodeRegion();
   NodeRegion(const NodeRegion&) = delete;
   NodeRegion& operator=(const NodeRegion&) = delete;
 
-  // Takes a free (or long-stale) row. nullptr when all rows are live.
+  // Takes a free (or long-stale) row, in the high-priority file for priority 0. nullptr when all rows are
+  // live, or for priority 0 where the high-priority file is read-only.
   NodeRow* Join(int priority, std::string_view slice, int64_t now_ns);
   void Leave(NodeRow* row);
 
@@ -101,8 +116,8 @@ class NodeRegion {
   }
   // Remembers, per row, when its submission counter last changed (the counter has no time stamp).
   struct ActivityWatch {
-    uint64_t seen[kRows] = {};
-    int64_t changed_ns[kRows] = {};
+    uint64_t seen[2 * kRows] = {};
+    int64_t changed_ns[2 * kRows] = {};
   };
   // True when no other live participant submitted within `idle_ns` (burst mode may use the GPU).
   // With `watch`, untracked submissions (counter changes since the watch last looked) count too.
@@ -120,19 +135,22 @@ class NodeRegion {
   // With `top`, the index of the row whose intervals took the most of it (-1 when none).
   int64_t OthersBusy(const NodeRow* self, int64_t start_ns, int64_t end_ns, int* top = nullptr) const;
   // Adds `ns` of GPU time to what row `index` owes (its share of a context switch that landed in a
-  // caller's bracket). Out-of-range indices and free rows are ignored.
+  // caller's bracket). Indices [0, kRows) are best-effort rows, [kRows, 2 kRows) high-priority ones (billed
+  // only where that file is writable). Out-of-range indices and free rows are ignored.
   void Bill(int index, int64_t ns);
   // True when every other live participant that publishes intervals has published through `t_ns`
   // (heartbeat within `stale_ns`; rows that publish none are not waited for).
   bool OthersPublishedThrough(const NodeRow* self, int64_t t_ns, int64_t now_ns, int64_t stale_ns) const;
 
  private:
-  struct Header;
-  NodeRegion(int fd, void* map, size_t len);
-  Header* header() const;
-  int fd_;
-  void* map_;
-  size_t len_;
+  NodeRegion(int be_fd, Header* be, int hi_fd, Header* hi, bool hi_writable);
+  bool InHigh(const NodeRow* row) const;
+  const NodeRow* RowAt(int index) const;  // [0, 2 kRows): best effort, then high priority
+  int HighWater(int file) const;          // 0 best effort, 1 high priority
+  int be_fd_, hi_fd_;
+  Header* be_;
+  Header* hi_;
+  bool hi_writable_;
 };
 
 int64_t MonotonicNs();

@@ -52,7 +52,8 @@ void ZeroRowCounters(RegionRow* r) {
   r->host_pid.store(0);
 }
 
-void FillImmutable(RegionHeader* h, const SliceConfig& cfg) {
+void FillImmutable(RegionHeader* h, const SliceConfig& cfg, uint32_t flags) {
+  h->flags = flags;
   h->magic = kRegionMagic;
   h->version = kRegionVersion;
   h->header_size = sizeof(RegionHeader);
@@ -64,32 +65,34 @@ void FillImmutable(RegionHeader* h, const SliceConfig& cfg) {
   memset(h->slice, 0, sizeof(h->slice));
   snprintf(h->slice, sizeof(h->slice), "%s", cfg.name);
   for (int g = 0; g < kMaxGpus; ++g) {
-    RegionGpu& dst = h->gpus[g];
-    memset(dst.uuid, 0, sizeof(dst.uuid));
-    dst.limit_bytes = 0;
-    dst.cores = 0;
+    RegionGpuLimit& dst = h->limits[g];
+    memset(&dst, 0, sizeof(dst));
     if (g < cfg.gpu_count) {
       snprintf(dst.uuid, sizeof(dst.uuid), "%s", cfg.gpus[g].uuid);
       dst.limit_bytes = cfg.gpus[g].memory_bytes;
       dst.cores = static_cast<uint32_t>(cfg.gpus[g].cores);
-      dst.cap_percent.store(static_cast<uint32_t>(cfg.gpus[g].cores));
     }
   }
+  for (int g = 0; g < cfg.gpu_count; ++g) h->gpus[g].cap_percent.store(static_cast<uint32_t>(cfg.gpus[g].cores));
   h->checksum = RegionChecksum(h);
 }
+
+}  // namespace
 
 bool SameGpuSet(const RegionHeader* h, const SliceConfig& cfg) {
   if (h->gpu_count != static_cast<uint32_t>(cfg.gpu_count)) return false;
   for (int g = 0; g < cfg.gpu_count; ++g)
-    if (strncmp(h->gpus[g].uuid, cfg.gpus[g].uuid, sizeof(h->gpus[g].uuid)) != 0) return false;
+    if (strncmp(h->limits[g].uuid, cfg.gpus[g].uuid, sizeof(h->limits[g].uuid)) != 0) return false;
   return true;
 }
+
+namespace {
 
 bool SameLimits(const RegionHeader* h, const SliceConfig& cfg) {
   if (h->priority != cfg.priority || h->cap_mode != static_cast<int32_t>(cfg.cap_mode)) return false;
   for (int g = 0; g < cfg.gpu_count; ++g) {
-    if (h->gpus[g].limit_bytes != cfg.gpus[g].memory_bytes) return false;
-    if (h->gpus[g].cores != static_cast<uint32_t>(cfg.gpus[g].cores)) return false;
+    if (h->limits[g].limit_bytes != cfg.gpus[g].memory_bytes) return false;
+    if (h->limits[g].cores != static_cast<uint32_t>(cfg.gpus[g].cores)) return false;
   }
   return true;
 }
@@ -103,9 +106,8 @@ void SanitizeRows(RegionHeader* h) {
     RegionRow& r = h->rows[i];
     bool bad = false;
     for (uint32_t g = 0; g < kMaxGpus; ++g) {
-      uint64_t lim = g < h->gpu_count ? h->gpus[g].limit_bytes : 0;
+      // A shrunk limit may legitimately sit below a live row: only absurd values are damage.
       uint64_t b = r.bytes[g].load(), o = r.overhead[g].load();
-      (void)lim;  // a shrunk limit may legitimately sit below a live row: only absurd values are damage
       if (g >= h->gpu_count && (b || o)) bad = true;
       if (b > (1ull << 50) || o > (1ull << 50)) bad = true;
     }
@@ -128,14 +130,17 @@ uint64_t RegionChecksum(const RegionHeader* h) {
   f.AddV(h->gpu_count);
   f.AddV(h->priority);
   f.AddV(h->cap_mode);
+  f.AddV(h->flags);
   f.Add(h->slice, sizeof(h->slice));
   for (int g = 0; g < kMaxGpus; ++g) {
-    f.Add(h->gpus[g].uuid, sizeof(h->gpus[g].uuid));
-    f.AddV(h->gpus[g].limit_bytes);
-    f.AddV(h->gpus[g].cores);
+    f.Add(h->limits[g].uuid, sizeof(h->limits[g].uuid));
+    f.AddV(h->limits[g].limit_bytes);
+    f.AddV(h->limits[g].cores);
   }
   return f.h;
 }
+
+void InitRegionHeader(RegionHeader* h, const SliceConfig& cfg, uint32_t flags) { FillImmutable(h, cfg, flags); }
 
 bool ValidateRegion(const RegionHeader* h, char* err, size_t errlen) {
   if (h->magic != kRegionMagic) {
@@ -207,16 +212,24 @@ bool OpenRegionForSlice(const SliceConfig& cfg, Region* out, char* err, size_t e
   }
   char why[160];
   bool valid = ValidateRegion(h, why, sizeof(why));
+  if (valid && (h->flags & kRegionAgentRows)) {
+    // The node agent's: its rows are separate files this process may not write.
+    SetErr(err, errlen, "region %s belongs to the node agent (the slice config must name its socket)", cfg.region);
+    munmap(h, kRegionFileSize);
+    flock(fd, LOCK_UN);
+    close(fd);
+    return false;
+  }
   bool rebuild = !valid || strncmp(h->slice, cfg.name, sizeof(h->slice)) != 0 || !SameGpuSet(h, cfg);
   if (rebuild) {
     uint64_t gen = valid ? h->generation.load() : 0;
     uint64_t rebuilds = valid ? h->rebuilds.load() : 0;
     memset(static_cast<void*>(h), 0, kRegionFileSize);
-    FillImmutable(h, cfg);
+    FillImmutable(h, cfg, 0);
     h->generation.store(gen + 1);
     h->rebuilds.store(fresh ? rebuilds : rebuilds + 1);
   } else {
-    if (!SameLimits(h, cfg)) FillImmutable(h, cfg);  // resized in place; rows keep their charges
+    if (!SameLimits(h, cfg)) FillImmutable(h, cfg, h->flags);  // resized in place; rows keep their charges
     SanitizeRows(h);
   }
   flock(fd, LOCK_UN);
@@ -259,6 +272,96 @@ bool OpenRegion(const char* path, bool writable, Region* out, char* err, size_t 
   out->hdr = h;
   out->fd = fd;
   out->writable = writable;
+  if (h->flags & kRegionAgentRows) {
+    if (!RegionDir(path, out->dir, sizeof(out->dir)) || !MapAgentParts(out, -1, err, errlen)) {
+      CloseRegion(out);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool RegionDir(const char* region_path, char* dir, size_t n) {
+  const char* slash = strrchr(region_path, '/');
+  if (slash == nullptr || static_cast<size_t>(slash - region_path) + 1 > n) return false;
+  memcpy(dir, region_path, static_cast<size_t>(slash - region_path));
+  dir[slash - region_path] = '\0';
+  return true;
+}
+
+namespace {
+// Maps `len` bytes of the file dir/name over the region at `offset` (MAP_FIXED), read-write or read-only.
+bool MapPart(Region* r, const char* name, size_t offset, size_t len, bool rw, char* err, size_t errlen) {
+  char path[kPathMax + 32];
+  snprintf(path, sizeof(path), "%s/%s", r->dir, name);
+  int fd = open(path, (rw ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) {
+    SetErr(err, errlen, "%s: %s", path, strerror(errno));
+    return false;
+  }
+  struct stat st;
+  if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != len) {
+    SetErr(err, errlen, "%s: size %lld, expected %zu", path, static_cast<long long>(st.st_size), len);
+    close(fd);
+    return false;
+  }
+  bool ok = MapFdAt(r, fd, offset, len, rw, err, errlen);
+  close(fd);
+  return ok;
+}
+
+// A free row reads as zeros whatever the region file holds (or lacks, when truncated).
+void MapZeroRow(Region* r, int i) {
+  mmap(reinterpret_cast<char*>(r->hdr) + kRegionRowsOffset + static_cast<size_t>(i) * kRegionPage, kRegionPage,
+       PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+}
+}  // namespace
+
+bool MapFdAt(Region* r, int fd, size_t offset, size_t len, bool rw, char* err, size_t errlen) {
+  void* at = reinterpret_cast<char*>(r->hdr) + offset;
+  void* p = mmap(at, len, rw ? (PROT_READ | PROT_WRITE) : PROT_READ, MAP_SHARED | MAP_FIXED, fd, 0);
+  if (p == MAP_FAILED) {
+    SetErr(err, errlen, "mmap at %zu: %s", offset, strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+bool MapAgentParts(Region* r, int live_fd, char* err, size_t errlen) {
+  r->agent_rows = true;
+  const bool rw = r->writable || live_fd >= 0;
+  bool ok = live_fd >= 0 ? MapFdAt(r, live_fd, kRegionLiveOffset, kRegionLiveSize, true, err, errlen)
+                         : MapPart(r, "live", kRegionLiveOffset, kRegionLiveSize, rw, err, errlen);
+  if (!ok) return false;
+  for (int i = 0; i < kRegionMaxProcs; ++i) MapZeroRow(r, i);
+  memset(r->mapped_owner, 0, sizeof(r->mapped_owner));
+  r->mapped_gen = ~0ull;
+  RefreshRows(r);
+  return true;
+}
+
+bool RefreshRows(Region* r) {
+  if (!r->agent_rows || r->hdr == nullptr) return false;
+  RegionHeader* h = r->hdr;
+  const uint64_t gen = h->roster_gen.load();
+  if (gen == r->mapped_gen) return false;
+  uint32_t hw = h->rows_high_water.load();
+  if (hw > kRegionMaxProcs) hw = kRegionMaxProcs;
+  for (int i = 0; i < kRegionMaxProcs; ++i) {
+    const uint64_t owner = static_cast<uint32_t>(i) < hw ? h->slot_owner[i].load() : 0;
+    if (i == r->own_row || owner == r->mapped_owner[i]) continue;
+    char name[32];
+    snprintf(name, sizeof(name), "rows/%d", i);
+    char ignored[160];
+    if (owner == 0 || !MapPart(r, name, kRegionRowsOffset + static_cast<size_t>(i) * kRegionPage, kRegionPage,
+                               r->writable, ignored, sizeof(ignored))) {
+      MapZeroRow(r, i);
+      r->mapped_owner[i] = 0;
+      continue;
+    }
+    r->mapped_owner[i] = owner;
+  }
+  r->mapped_gen = gen;
   return true;
 }
 
@@ -271,7 +374,7 @@ void CloseRegion(Region* r) {
 GpuUsage ReadGpuUsage(const RegionHeader* h, int g) {
   GpuUsage u{};
   if (g < 0 || g >= static_cast<int>(h->gpu_count) || g >= kMaxGpus) return u;
-  u.limit_bytes = h->gpus[g].limit_bytes;
+  u.limit_bytes = h->limits[g].limit_bytes;
   uint32_t hw = h->rows_high_water.load();
   if (hw > kRegionMaxProcs) hw = kRegionMaxProcs;
   for (uint32_t i = 0; i < hw; ++i) {
@@ -420,11 +523,11 @@ void ReleaseRow(RegionHeader* h, int row) {
   r.owner.store(0);
 }
 
-ChargeOutcome TryCharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead) {
+ChargeOutcome TryCharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead, uint64_t wall) {
   ChargeOutcome out{ChargeResult::kOverLimit, 0, 0};
   if (g < 0 || g >= static_cast<int>(h->gpu_count) || row < 0 || row >= kRegionMaxProcs) return out;
   RegionGpu& gpu = h->gpus[g];
-  const uint64_t limit = gpu.limit_bytes;
+  const uint64_t limit = wall != 0 ? wall : h->limits[g].limit_bytes;
   out.limit = limit;
   std::atomic<uint64_t>& col = overhead ? h->rows[row].overhead[g] : h->rows[row].bytes[g];
   if (bytes > limit) {
@@ -495,7 +598,7 @@ bool PublishHostPid(RegionHeader* h, int row, uint64_t owner, int host_pid) {
 
 int FindRegionGpu(const RegionHeader* h, const char* uuid) {
   for (uint32_t g = 0; g < h->gpu_count && g < kMaxGpus; ++g)
-    if (strncmp(h->gpus[g].uuid, uuid, sizeof(h->gpus[g].uuid)) == 0) return static_cast<int>(g);
+    if (strncmp(h->limits[g].uuid, uuid, sizeof(h->limits[g].uuid)) == 0) return static_cast<int>(g);
   return -1;
 }
 

@@ -28,17 +28,22 @@
 namespace tessera::slice {
 
 inline constexpr uint64_t kRegionMagic = 0x314e4752534d4554ull;  // "TEMSRGN1" little-endian
-inline constexpr uint32_t kRegionVersion = 1;
+inline constexpr uint32_t kRegionVersion = 2;
 inline constexpr int kRegionMaxProcs = 256;
+// The region's parts are page-aligned so that, under the node agent, each can come from its own file with
+// its own access: the header read-only, the live page read-write, each row read-write for its owner only.
+inline constexpr size_t kRegionPage = 4096;
 
-// Counters and settings per GPU of the slice. The first block is immutable after (re)build and covered by
-// the header checksum; the rest are live atomics.
-struct alignas(64) RegionGpu {
-  char uuid[kUuidMax];             // "GPU-xxxxxxxx-..." as in the slice config
-  uint64_t limit_bytes;            // the memory wall
-  uint32_t cores;                  // compute cap in percent (1..100) from the config
+// The wall of one GPU of the slice. Immutable after (re)build and covered by the header checksum.
+struct RegionGpuLimit {
+  char uuid[kUuidMax];   // "GPU-xxxxxxxx-..." as in the slice config
+  uint64_t limit_bytes;  // the memory wall
+  uint32_t cores;        // compute cap in percent (1..100) from the config
   uint32_t pad0;
-  // Live, not checksummed.
+};
+
+// Live counters per GPU of the slice, written by every process of the slice.
+struct alignas(64) RegionGpu {
   std::atomic<uint64_t> peak_bytes;        // highest sum seen by a successful charge
   std::atomic<uint64_t> wall_refusals;     // allocations refused at the wall
   std::atomic<uint64_t> ctx_hint_bytes;    // largest measured context overhead (estimate for new contexts)
@@ -51,9 +56,9 @@ struct alignas(64) RegionGpu {
   std::atomic<uint64_t> limiter_spare[8];
 };
 
-// One process of the slice. owner packs (start_time_ticks & 0x7fffffff) << 32 | pid so a row is claimed,
-// judged and reclaimed with single atomic operations.
-struct alignas(64) RegionRow {
+// One process of the slice, one page. owner packs (start_time_ticks & 0x7fffffff) << 32 | pid so a row is
+// claimed, judged and reclaimed with single atomic operations.
+struct alignas(kRegionPage) RegionRow {
   std::atomic<uint64_t> owner;             // 0 = free; bit 63 set = being reclaimed (then pid is the reclaimer's)
   std::atomic<uint64_t> pidns;             // inode of the owner's pid namespace (liveness is judged only in it)
   std::atomic<uint64_t> bytes[kMaxGpus];   // bytes charged by this process's allocations
@@ -65,7 +70,14 @@ struct alignas(64) RegionRow {
   std::atomic<uint64_t> limiter_spare[4];  // reserved for the compute limiter
 };
 
-struct alignas(64) RegionHeader {
+// flags: the rows are the node agent's (agent_rows.h). Then the header is written by the agent alone
+// (mounted read-only into the container), the live part lives in the file `live` and row i in the file
+// `rows/<i>` beside the region, each handed to a process by the agent; slot_owner is the roster.
+inline constexpr uint32_t kRegionAgentRows = 1;
+
+struct alignas(kRegionPage) RegionHeader {
+  // ---- Trusted part: standalone, written by the slice's processes (no boundary between them); under the
+  // node agent, written by the agent alone.
   uint64_t magic;
   uint32_t version;
   uint32_t header_size;      // sizeof(RegionHeader)
@@ -74,20 +86,30 @@ struct alignas(64) RegionHeader {
   uint32_t gpu_count;
   int32_t priority;          // from the config: 0 high, 1 best effort
   int32_t cap_mode;          // CapMode
-  uint32_t pad0;
+  uint32_t flags;            // kRegionAgentRows
   char slice[kSliceNameMax];
-  RegionGpu gpus[kMaxGpus];  // immutable parts are checksummed
-  uint64_t checksum;         // FNV-1a over the immutable fields (see RegionChecksum)
-  // Live fields.
+  RegionGpuLimit limits[kMaxGpus];
+  uint64_t checksum;         // FNV-1a over the fields above (see RegionChecksum)
   std::atomic<uint64_t> generation;       // bumped on every rebuild: processes re-claim their row
   std::atomic<uint32_t> rows_high_water;  // rows [0, high water) may be in use
   std::atomic<uint32_t> pad1;
-  std::atomic<uint64_t> wall_refusals;    // total over GPUs
   std::atomic<uint64_t> rows_reclaimed;   // rows of dead processes cleaned up
   std::atomic<uint64_t> rebuilds;         // times the region was found corrupt/stale and rebuilt
+  std::atomic<uint64_t> roster_gen;       // agent rows: bumped whenever slot_owner changes
+  std::atomic<uint64_t> slot_owner[kRegionMaxProcs];  // agent rows: owner (host pid + start) of each row
+  // ---- Live part: written by every process of the slice.
+  alignas(kRegionPage) RegionGpu gpus[kMaxGpus];
+  std::atomic<uint64_t> wall_refusals;    // total over GPUs
   std::atomic<uint64_t> limiter_spare[8];
-  RegionRow rows[kRegionMaxProcs];
+  // ---- Rows.
+  alignas(kRegionPage) RegionRow rows[kRegionMaxProcs];
 };
+
+inline constexpr size_t kRegionLiveOffset = offsetof(RegionHeader, gpus);
+inline constexpr size_t kRegionRowsOffset = offsetof(RegionHeader, rows);
+inline constexpr size_t kRegionLiveSize = kRegionRowsOffset - kRegionLiveOffset;
+static_assert(kRegionLiveOffset % kRegionPage == 0 && kRegionRowsOffset % kRegionPage == 0);
+static_assert(sizeof(RegionRow) == kRegionPage);
 
 inline constexpr size_t kRegionFileSize = sizeof(RegionHeader);
 
@@ -97,6 +119,13 @@ struct Region {
   RegionHeader* hdr = nullptr;
   int fd = -1;
   bool writable = false;
+  // Agent rows only: the directory of the region's files, and the roster each row's mapping was made for
+  // (RefreshRows maps a row's file again when its slot changes hands).
+  bool agent_rows = false;
+  int own_row = -1;  // the row this process writes (its file mapped read-write)
+  uint64_t mapped_gen = 0;
+  char dir[kPathMax] = {};
+  uint64_t mapped_owner[kRegionMaxProcs] = {};
 };
 
 // ---- Opening -------------------------------------------------------------------------------------------
@@ -111,6 +140,22 @@ bool OpenRegionForSlice(const SliceConfig& cfg, Region* out, char* err, size_t e
 bool OpenRegion(const char* path, bool writable, Region* out, char* err, size_t errlen);
 
 void CloseRegion(Region* r);
+
+// Under the node agent (kRegionAgentRows): the directory of region_path (where `live` and `rows/` lie).
+bool RegionDir(const char* region_path, char* dir, size_t n);
+// Maps the live part (from live_fd, or from dir/live when live_fd < 0) and every occupied row's file
+// over the region mapping: read-write where r->writable, read-only otherwise.
+bool MapAgentParts(Region* r, int live_fd, char* err, size_t errlen);
+// Maps `len` bytes of fd over the region at `offset`.
+bool MapFdAt(Region* r, int fd, size_t offset, size_t len, bool rw, char* err, size_t errlen);
+// Under the node agent: maps the rows whose slot changed hands since the last call (one load when none
+// did). Never on the launch path: it may open and map files. True when anything was remapped.
+bool RefreshRows(Region* r);
+// Fills the trusted part of a header for cfg (magic, layout, limits, checksum).
+void InitRegionHeader(RegionHeader* h, const SliceConfig& cfg, uint32_t flags);
+
+// True when the region's GPUs are the config's, in the config's order.
+bool SameGpuSet(const RegionHeader* h, const SliceConfig& cfg);
 
 // Validates the header (magic, version, sizes, checksum, gpu_count range). Message on failure.
 bool ValidateRegion(const RegionHeader* h, char* err, size_t errlen);
@@ -160,7 +205,8 @@ struct ChargeOutcome {
 };
 // Atomically checks and reserves `bytes` on GPU index g in row `row`, into the bytes[] (overhead=false)
 // or overhead[] (overhead=true) column. Never lets the sum pass the limit.
-ChargeOutcome TryCharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead);
+// `wall`: the limit to hold (the caller's trusted config); 0 takes the header's.
+ChargeOutcome TryCharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead, uint64_t wall = 0);
 // Returns bytes previously charged (clamped at zero so a double free cannot wrap the counter).
 void Uncharge(RegionHeader* h, int row, int g, uint64_t bytes, bool overhead);
 // Replaces the row's overhead for GPU g with a measured value (no limit check: it is a fact, not a request).

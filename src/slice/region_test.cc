@@ -239,7 +239,7 @@ TEST_F(RegionTest, CorruptOrStaleRegionIsRebuilt) {
     TryCharge(r.hdr, row, 0, 100 * kMiB, false);
     EXPECT_EQ(r.hdr->generation.load(), 1u);
     // Flip a limit byte behind the checksum's back.
-    r.hdr->gpus[0].limit_bytes += 1;
+    r.hdr->limits[0].limit_bytes += 1;
     char err[256];
     Region ro;
     EXPECT_FALSE(OpenRegion(cfg_.region, false, &ro, err, sizeof(err)));
@@ -248,7 +248,7 @@ TEST_F(RegionTest, CorruptOrStaleRegionIsRebuilt) {
   }
   {
     Region r = Open();  // rebuilt: fresh counters, next generation, counted
-    EXPECT_EQ(r.hdr->gpus[0].limit_bytes, 1000 * kMiB);
+    EXPECT_EQ(r.hdr->limits[0].limit_bytes, 1000 * kMiB);
     EXPECT_EQ(ReadGpuUsage(r.hdr, 0).used_bytes, 0u);
     EXPECT_EQ(r.hdr->rebuilds.load(), 1u);
     // Garbage everywhere.
@@ -278,7 +278,7 @@ TEST_F(RegionTest, CorruptOrStaleRegionIsRebuilt) {
     ASSERT_EQ(TryCharge(r.hdr, row, 0, 300 * kMiB, false).result, ChargeResult::kOk);
     cfg_.gpus[0].memory_bytes = 400 * kMiB;
     Region r2 = Open();
-    EXPECT_EQ(r2.hdr->gpus[0].limit_bytes, 400 * kMiB);
+    EXPECT_EQ(r2.hdr->limits[0].limit_bytes, 400 * kMiB);
     EXPECT_EQ(ReadGpuUsage(r2.hdr, 0).used_bytes, 300 * kMiB);
     EXPECT_EQ(TryCharge(r2.hdr, row, 0, 101 * kMiB, false).result, ChargeResult::kOverLimit);
     CloseRegion(&r2);

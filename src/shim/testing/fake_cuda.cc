@@ -691,6 +691,8 @@ const Variant kVariants[] = {
     {"cuStreamIsCapturing", "cuStreamIsCapturing_ptsz", 10000, true},
 };
 
+CUresult MemAllocAlias(CUdeviceptr* p, size_t n) { return cuMemAlloc_v2(p, n); }
+
 CUresult Lookup(const char* symbol, void** pfn, int version, cuuint64_t flags, CUdriverProcAddressQueryResult* st) {
   if (!symbol || !pfn) return CUDA_ERROR_INVALID_VALUE;
   bool ptsz = (flags & CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM) != 0;
@@ -706,6 +708,13 @@ CUresult Lookup(const char* symbol, void** pfn, int version, cuuint64_t flags, C
       best = &v;
   }
   void* fn = nullptr;
+  // FAKE_CUDA_PROCADDR_ALIAS: from 13010 on, cuMemAlloc is answered with an internal entry point that no
+  // symbol names (as a newer driver may hand out a variant the shim has never heard of).
+  if (getenv("FAKE_CUDA_PROCADDR_ALIAS") && strcmp(symbol, "cuMemAlloc") == 0 && version >= 13010) {
+    *pfn = reinterpret_cast<void*>(&MemAllocAlias);
+    if (st) *st = CU_GET_PROC_ADDRESS_SUCCESS;
+    return CUDA_SUCCESS;
+  }
   if (best) {
     fn = SelfSym(best->sym);
   } else if (!known) {

@@ -4,7 +4,10 @@
 #include <cuda.h>
 #include <dlfcn.h>
 #include <nvml.h>
+#include <fcntl.h>
+#include <errno.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -500,11 +503,227 @@ int ModeDevices(uint64_t mib) {
   for (;;) pause();
 }
 
+
+// The doors a hostile process tries first to reach the driver past the wall. Each must hand back the hook
+// (the allocation is charged and refused at the wall) or nothing. PROBE_DRIVER_COPY: a copy of the fake
+// libcuda.so.1 at another path (a second instance of the driver in the process).
+using AllocFn2 = CUresult (*)(CUdeviceptr*, size_t);
+using FreeFn2 = CUresult (*)(CUdeviceptr);
+AllocFn2 g_door_alloc;
+FreeFn2 g_door_free;
+void Door(const char* what, void* alloc, void* free_fn) {
+  g_door_alloc = reinterpret_cast<AllocFn2>(alloc);
+  g_door_free = reinterpret_cast<FreeFn2>(free_fn);
+  char w[160];
+  snprintf(w, sizeof(w), "%s: found", what);
+  Check(alloc != nullptr && free_fn != nullptr, w, "alloc %p free %p", alloc, free_fn);
+  if (!alloc || !free_fn) return;
+  AllocPath(what, 100 * kMiB, 2048 * kMiB,
+            [](uint64_t n, uint64_t* h) { CUdeviceptr p; CUresult r = g_door_alloc(&p, n); *h = p; return r; },
+            [](uint64_t h) { return g_door_free(h); });
+}
+
+bool InShim(void* fn) {
+  Dl_info info;
+  return fn && dladdr(fn, &info) && info.dli_fname && strstr(info.dli_fname, "libtessera") != nullptr;
+}
+
+int ModeDoors() {
+  Setup();
+  void* lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
+  using DlsymFn = void* (*)(void*, const char*);
+  using DlvsymFn = void* (*)(void*, const char*, const char*);
+  // The C library's dlsym fetched by version, through RTLD_NEXT and RTLD_DEFAULT.
+  const char* versions[] = {"GLIBC_2.34", "GLIBC_2.2.5"};
+  for (const char* v : versions) {
+    for (void* h : {RTLD_NEXT, RTLD_DEFAULT}) {
+      DlsymFn real = reinterpret_cast<DlsymFn>(dlvsym(h, "dlsym", v));
+      char what[160];
+      snprintf(what, sizeof(what), "dlvsym(%s, \"dlsym\", \"%s\") then cuMemAlloc_v2",
+               h == RTLD_NEXT ? "RTLD_NEXT" : "RTLD_DEFAULT", v);
+      if (!real) {
+        printf("ok %s: no such version here\n", what);
+        continue;
+      }
+      Door(what, real(lib, "cuMemAlloc_v2"), real(lib, "cuMemFree_v2"));
+    }
+  }
+  // dlsym and dlvsym looked up on the C library's own handle.
+  void* libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
+  DlsymFn libc_dlsym = reinterpret_cast<DlsymFn>(dlsym(libc, "dlsym"));
+  Check(libc_dlsym != nullptr, "dlsym(libc, \"dlsym\") found");
+  if (libc_dlsym) Door("dlsym(libc, \"dlsym\") then cuMemAlloc_v2", libc_dlsym(lib, "cuMemAlloc_v2"), libc_dlsym(lib, "cuMemFree_v2"));
+  DlvsymFn libc_dlvsym = reinterpret_cast<DlvsymFn>(dlsym(libc, "dlvsym"));
+  if (libc_dlvsym) {
+    DlsymFn real = reinterpret_cast<DlsymFn>(libc_dlvsym(RTLD_NEXT, "dlsym", "GLIBC_2.34"));
+    if (real) Door("dlsym(libc, \"dlvsym\") then dlsym then cuMemAlloc_v2", real(lib, "cuMemAlloc_v2"), real(lib, "cuMemFree_v2"));
+  }
+  // The driver's names through dlvsym: the hook, or nothing where the C library finds no such version.
+  for (const char* v : {"libcuda.so.1", "GLIBC_2.2.5"}) {
+    void* a = dlvsym(lib, "cuMemAlloc_v2", v);
+    void* d = dlvsym(RTLD_DEFAULT, "cuMemAlloc_v2", v);
+    Check((a == nullptr || InShim(a)) && (d == nullptr || InShim(d)), "dlvsym of a driver name is the hook or nothing",
+          "version '%s': %p %p", v, a, d);
+  }
+  // The driver opened by its path, and a second copy of it at another path.
+  if (const char* dir = getenv("PROBE_DRIVER_DIR")) {
+    char path[512];
+    snprintf(path, sizeof(path), "%s/libcuda.so.1", dir);
+    void* by_path = dlopen(path, RTLD_NOW);
+    Door("dlopen(<path>/libcuda.so.1) then dlsym", dlsym(by_path, "cuMemAlloc_v2"), dlsym(by_path, "cuMemFree_v2"));
+  }
+  if (const char* copy = getenv("PROBE_DRIVER_COPY")) {
+    void* other = dlopen(copy, RTLD_NOW | RTLD_LOCAL);
+    Check(other != nullptr && other != lib, "a second copy of the driver loads", "%s", other ? "same handle" : dlerror());
+    if (other) {
+      Door("dlopen(copy of the driver) then dlsym", dlsym(other, "cuMemAlloc_v2"), dlsym(other, "cuMemFree_v2"));
+      using GPA2 = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+      GPA2 gpa = reinterpret_cast<GPA2>(dlsym(other, "cuGetProcAddress_v2"));
+      void* a = nullptr;
+      void* f = nullptr;
+      if (gpa) {
+        gpa("cuMemAlloc", &a, 13000, 0, nullptr);
+        gpa("cuMemFree", &f, 13000, 0, nullptr);
+      }
+      Door("copy of the driver's cuGetProcAddress_v2(cuMemAlloc)", a, f);
+    }
+  }
+  // cuGetProcAddress of every hooked allocator at every version and flag: a hook or nothing.
+  using GPA2 = CUresult (*)(const char*, void**, int, cuuint64_t, CUdriverProcAddressQueryResult*);
+  using GPA1 = CUresult (*)(const char*, void**, int, cuuint64_t);
+  GPA2 gpa2 = reinterpret_cast<GPA2>(dlsym(lib, "cuGetProcAddress_v2"));
+  GPA1 gpa1 = reinterpret_cast<GPA1>(dlsym(lib, "cuGetProcAddress"));
+  const char* symbols[] = {"cuMemAlloc", "cuMemAllocPitch", "cuMemAllocManaged", "cuMemAllocAsync",
+                           "cuMemAllocFromPoolAsync", "cuMemCreate", "cuArrayCreate", "cuArray3DCreate",
+                           "cuMipmappedArrayCreate", "cuGraphAddMemAllocNode", "cuCtxCreate",
+                           "cuDevicePrimaryCtxRetain", "cuGetProcAddress"};
+  const int vers[] = {1000, 2000, 3000, 3010, 3020, 4000, 11020, 11040, 12000, 12050, 12080, 13000, 13010, 99999};
+  const cuuint64_t flagses[] = {0, CU_GET_PROC_ADDRESS_LEGACY_STREAM, CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM};
+  int leaks = 0, asked = 0;
+  for (const char* sym : symbols)
+    for (int v : vers)
+      for (cuuint64_t fl : flagses)
+        for (int entry = 0; entry < 2; ++entry) {
+          void* fn = nullptr;
+          CUresult r = entry == 0 ? gpa2(sym, &fn, v, fl, nullptr) : gpa1(sym, &fn, v, fl);
+          ++asked;
+          if (r == CUDA_SUCCESS && fn && !InShim(fn)) {
+            ++leaks;
+            printf("FAIL cuGetProcAddress%s(%s, %d, %llu) leaked the driver's %p\n", entry == 0 ? "_v2" : "", sym,
+                   v, (unsigned long long)fl, fn);
+          }
+        }
+  Check(leaks == 0, "every cuGetProcAddress answer for a hooked function is a hook", "%d of %d leaked", leaks, asked);
+  g_failures += leaks;
+  // An entry point the shim does not know (PROBE_EXPECT_ALIAS: the fake hands an internal alias for
+  // cuMemAlloc at 13010+) is refused, not passed on.
+  if (getenv("PROBE_EXPECT_ALIAS")) {
+    void* fn = reinterpret_cast<void*>(1);
+    CUdriverProcAddressQueryResult st = CU_GET_PROC_ADDRESS_SUCCESS;
+    CUresult r = gpa2("cuMemAlloc", &fn, 13010, 0, &st);
+    Check(r == CUDA_ERROR_NOT_FOUND && fn == nullptr && st == CU_GET_PROC_ADDRESS_SYMBOL_NOT_FOUND,
+          "an unknown driver entry point for a hooked function is refused", "r=%d fn=%p st=%d", r, fn, st);
+    void* ok = nullptr;
+    r = gpa2("cuMemAlloc", &ok, 13000, 0, nullptr);
+    Check(r == CUDA_SUCCESS && InShim(ok), "the known variant still comes back hooked", "r=%d", r);
+  }
+  return g_failures;
+}
+
+// What a hostile process of the slice tries against the books (agent rows or standalone): write the
+// region, the roster, other processes' rows and the live part by path; make its read-only mapping
+// writable; zero its own row; rewrite the limit with a valid checksum. Prints "open-rw <what> <errno>"
+// (0 = it could), then allocates 64 MiB at a time until refused and prints "got <MiB>".
+int ModeTamper() {
+  Setup();
+  CUdeviceptr first;
+  if (cuMemAlloc(&first, 64 * kMiB) != CUDA_SUCCESS) return 3;  // the process holds something
+  tessera::slice::SliceConfig cfg;
+  char err[256];
+  const char* p = getenv("TESSERA_SLICE_CONFIG");
+  if (!p || !tessera::slice::LoadSliceConfig(p, false, &cfg, err, sizeof(err))) return 4;
+  char dir[512];
+  tessera::slice::RegionDir(cfg.region, dir, sizeof(dir));
+  auto try_open = [](const char* what, const char* path) {
+    int fd = open(path, O_RDWR);
+    printf("open-rw %s %d\n", what, fd >= 0 ? 0 : errno);
+    return fd;
+  };
+  int fd = try_open("region", cfg.region);
+  if (fd >= 0) {
+    // Standalone the slice's processes share the file: rewrite the limit and its checksum.
+    void* m = mmap(nullptr, tessera::slice::kRegionFileSize, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m != MAP_FAILED) {
+      auto* h = static_cast<tessera::slice::RegionHeader*>(m);
+      h->limits[0].limit_bytes *= 8;
+      h->checksum = tessera::slice::RegionChecksum(h);
+      for (auto& row : h->rows)
+        for (auto& b : row.bytes) b.store(0);
+      printf("rewrote limit and zeroed rows\n");
+    }
+    close(fd);
+  }
+  char path[600];
+  for (int i = 0; i < 4; ++i) {
+    snprintf(path, sizeof(path), "%s/rows/%d", dir, i);
+    if (access(path, F_OK) != 0) continue;
+    char what[32];
+    snprintf(what, sizeof(what), "row-%d", i);
+    int f = try_open(what, path);
+    if (f >= 0) close(f);
+  }
+  snprintf(path, sizeof(path), "%s/live", dir);
+  if (access(path, F_OK) == 0) {
+    int f = try_open("live", path);
+    if (f >= 0) close(f);
+  }
+  // Its own mappings: the header made writable, its own row zeroed.
+  FILE* maps = fopen("/proc/self/maps", "r");
+  char line[1024];
+  while (maps && fgets(line, sizeof(line), maps)) {
+    unsigned long lo, hi;
+    char perms[8];
+    if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) != 3) continue;
+    if (strstr(line, "/slice.region") && perms[1] == '-') {
+      int r = mprotect(reinterpret_cast<void*>(lo), hi - lo, PROT_READ | PROT_WRITE);
+      printf("mprotect-header %d\n", r == 0 ? 0 : errno);
+    }
+    if (strstr(line, "/rows/") && perms[1] == 'w') {
+      memset(reinterpret_cast<void*>(lo), 0, hi - lo);
+      printf("zeroed own row\n");
+    }
+  }
+  if (maps) fclose(maps);
+  fflush(stdout);
+  uint64_t got = 64;
+  CUdeviceptr q;
+  while (got < 64 * 1024 && cuMemAlloc(&q, 64 * kMiB) == CUDA_SUCCESS) got += 64;
+  printf("got %llu\n", static_cast<unsigned long long>(got));
+  fflush(stdout);
+  for (;;) pause();
+}
+
+// Allocations and frees of random sizes forever, after "ready" (the chaos test kills it anywhere).
+int ModeChurn(unsigned seed) {
+  Setup();
+  printf("ready\n");
+  fflush(stdout);
+  CUdeviceptr held[8] = {};
+  for (unsigned i = 0;; ++i) {
+    const unsigned s = i % 8;
+    if (held[s]) cuMemFree(held[s]);
+    held[s] = 0;
+    if (cuMemAlloc(&held[s], (1 + rand_r(&seed) % 128) * kMiB) != CUDA_SUCCESS) held[s] = 0;
+  }
+}
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) return 2;
   if (!strcmp(argv[1], "paths")) return ModePaths();
+  if (!strcmp(argv[1], "doors")) return ModeDoors();
+  if (!strcmp(argv[1], "tamper")) return ModeTamper();
+  if (!strcmp(argv[1], "churn")) return ModeChurn(static_cast<unsigned>(atoi(argv[2])));
   if (!strcmp(argv[1], "launch")) return ModeLaunch();
   if (!strcmp(argv[1], "fork")) return ModeFork();
   if (!strcmp(argv[1], "race"))  // race ROUNDS SEED [MAX_MIB] [SLOTS]

@@ -2,6 +2,7 @@
 // LD_PRELOAD=libtessera.so and the fake libcuda/libnvidia-ml on LD_LIBRARY_PATH.
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -15,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "agent/row_broker.h"
+#include "slice/agent_rows.h"
 #include "slice/config.h"
 #include "slice/host_pid.h"
 #include "slice/region.h"
@@ -66,6 +69,7 @@ class ShimTest : public ::testing::Test {
     WriteConfig(1024 * kMiB);
   }
   void TearDown() override {
+    broker_.Stop();
     std::string cmd = std::string("rm -rf ") + dir_;
     ASSERT_EQ(system(cmd.c_str()), 0);
   }
@@ -229,6 +233,76 @@ class ShimTest : public ::testing::Test {
     close(c.err);
   }
 
+  // ---- Under a node agent (agent rows): the test is the agent. ----
+  // Writes the slice's config for a region the RowBroker owns at dir_/agent, and serves it.
+  void StartAgent(uint64_t limit) {
+    agent_dir_ = std::string(dir_) + "/agent";
+    limit_ = limit;
+    tessera::slice::SliceConfig c;
+    tessera::slice::InitSliceConfig(&c);
+    snprintf(c.name, sizeof(c.name), "probe");
+    snprintf(c.region, sizeof(c.region), "%s/slice.region", agent_dir_.c_str());
+    snprintf(c.agent, sizeof(c.agent), "%s/agent.sock", agent_dir_.c_str());
+    tessera::slice::GpuLimit& g = c.gpus[c.gpu_count++];
+    snprintf(g.uuid, sizeof(g.uuid), "GPU-fa4e0000-0000-0000-0000-000000000000");
+    g.memory_bytes = limit;
+    g.cores = 100;
+    char err[256];
+    ASSERT_TRUE(tessera::slice::WriteSliceConfig(config_.c_str(), c, err, sizeof(err))) << err;
+    std::string e;
+    ASSERT_TRUE(broker_.Add(agent_dir_, c, &e)) << e;
+    broker_.Start();
+  }
+  tessera::slice::GpuUsage AgentUsage() {
+    tessera::slice::Region r;
+    char err[256];
+    tessera::slice::GpuUsage u{};
+    if (!tessera::slice::OpenRegion((agent_dir_ + "/slice.region").c_str(), false, &r, err, sizeof(err))) {
+      ADD_FAILURE() << err;
+      return u;
+    }
+    u = tessera::slice::ReadGpuUsage(r.hdr, 0);
+    tessera::slice::CloseRegion(&r);
+    return u;
+  }
+  int AgentRowsTaken() {
+    tessera::slice::Region r;
+    char err[256];
+    int n = 0;
+    if (!tessera::slice::OpenRegion((agent_dir_ + "/slice.region").c_str(), false, &r, err, sizeof(err))) return -1;
+    for (auto& o : r.hdr->slot_owner) n += o.load() != 0;
+    tessera::slice::CloseRegion(&r);
+    return n;
+  }
+  // The region directory read-only, as the device plugin mounts it into a container (root: a mount
+  // namespace; otherwise a user namespace too).
+  std::vector<std::string> ReadOnlyRegionWrapper() {
+    const std::string enter = "mount --bind -o ro " + agent_dir_ + " " + agent_dir_ + " && exec \"$0\" \"$@\"";
+    return {"/usr/bin/unshare", geteuid() == 0 ? "-m" : "-Urm", "/bin/sh", "-c", enter};
+  }
+  bool ReadOnlyMountsAllowed() {
+    const std::string probe = std::string(dir_) + "/rocheck";
+    mkdir(probe.c_str(), 0755);
+    return system(("/usr/bin/unshare " + std::string(geteuid() == 0 ? "-m" : "-Urm") + " sh -c 'mount --bind -o ro " +
+                   probe + " " + probe + " && ! touch " + probe + "/x' 2>/dev/null").c_str()) == 0;
+  }
+  // Reads one line within `seconds`; false on timeout (a hang) or end of file.
+  bool ReadLineWithin(const Child& c, double seconds, std::string* line) {
+    line->clear();
+    const double until = Now() + seconds;
+    for (;;) {
+      pollfd p{c.out, POLLIN, 0};
+      const int left = static_cast<int>((until - Now()) * 1000);
+      if (left <= 0 || poll(&p, 1, left) <= 0) return false;
+      char ch;
+      if (read(c.out, &ch, 1) != 1) return false;
+      if (ch == '\n') return true;
+      *line += ch;
+    }
+  }
+
+  tessera::agent::RowBroker broker_;
+  std::string agent_dir_;
   char dir_[64] = "/tmp/tessera-shim-XXXXXX";
   std::string state_, config_;
   uint64_t limit_ = 0;
@@ -251,6 +325,35 @@ TEST_F(ShimTest, EveryInterceptionPathHoldsTheWall) {
   EXPECT_NE(err.find("slice probe"), std::string::npos) << err;
   EXPECT_NE(err.find("limit 1.00 GiB"), std::string::npos) << err;
   EXPECT_NE(err.find("asked 2.00 GiB"), std::string::npos) << err;
+}
+
+// The first attack: the C library's own dlsym fetched with dlvsym(RTLD_NEXT, "dlsym",
+// "GLIBC_2.34") allocated 2 GiB against a 1 GiB wall. Every by-name door (dlvsym, dlsym on libc's handle,
+// the driver opened by path or as a second copy, cuGetProcAddress at any version and flag) now leads
+// through the hooks: 100 MiB charged and 2 GiB refused through each.
+TEST_F(ShimTest, EveryDoorToTheDriverLeadsThroughTheWall) {
+  const std::string copy_dir = std::string(dir_) + "/copy";
+  ASSERT_EQ(mkdir(copy_dir.c_str(), 0755), 0);
+  ASSERT_EQ(system(("cp " + std::string(TESSERA_FAKE_LIB_DIR) + "/libcuda.so.1 " + copy_dir + "/").c_str()), 0);
+  std::string out, err;
+  int rc = Run({"doors"}, &out, &err, true,
+               {"PROBE_DRIVER_DIR=" + std::string(TESSERA_FAKE_LIB_DIR), "PROBE_DRIVER_COPY=" + copy_dir + "/libcuda.so.1"});
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_EQ(CountOccurrences(out, "FAIL"), 0) << out;
+  // dlvsym x2 versions x2 handles, libc's dlsym, libc's dlvsym, by path, the copy and the copy's
+  // cuGetProcAddress: each one's over-the-wall refusal.
+  EXPECT_GE(CountOccurrences(out, "over the wall"), 8) << out;
+  EXPECT_NE(out.find("ok every cuGetProcAddress answer for a hooked function is a hook"), std::string::npos) << out;
+}
+
+// A driver that answers cuGetProcAddress with an entry point the shim has never seen (a newer ABI variant,
+// an internal alias) for a function it hooks: refused rather than handed to the application.
+TEST_F(ShimTest, UnknownDriverEntryPointForAHookedFunctionIsRefused) {
+  std::string out, err;
+  int rc = Run({"doors"}, &out, &err, true, {"FAKE_CUDA_PROCADDR_ALIAS=1", "PROBE_EXPECT_ALIAS=1"});
+  EXPECT_EQ(rc, 0) << out << err;
+  EXPECT_NE(out.find("ok an unknown driver entry point for a hooked function is refused"), std::string::npos) << out;
+  EXPECT_NE(err.find("cuGetProcAddress(\"cuMemAlloc\", version 13010)"), std::string::npos) << err;
 }
 
 TEST_F(ShimTest, LaunchesReachTheDriver) {
@@ -548,6 +651,175 @@ TEST_F(ShimTest, CorruptRegionIsRebuilt) {
   close(fd);
   std::string out, err;
   EXPECT_EQ(Run({"paths"}, &out, &err), 0) << out << err;
+}
+
+
+// ---- Under the node agent ---------------------------------------------------------------------------------
+
+// The second attack: the region was mounted read-write (0777) with the limit behind an unkeyed
+// checksum; zeroing the process rows gave 3,456 MiB against 1,024, rewriting the limit 8,576 MiB. Under
+// the agent the region directory is read-only in the container: the header, the roster, the live part
+// and every other process's row refuse to open for writing and the header mapping cannot be made
+// writable; a process that zeroes its own row is fenced by its own books. The fake GPU never holds more
+// than the wall for the slice.
+TEST_F(ShimTest, TenantCannotWriteTheAgentsBooksNorPassTheWall) {
+  const uint64_t limit = 3072 * kMiB;
+  StartAgent(limit);
+  if (!ReadOnlyMountsAllowed()) GTEST_SKIP() << "this machine allows no mount namespace (unshare -m / -Urm)";
+  Child neighbour = Start({"hold", "1000"});
+  ASSERT_EQ(ReadLine(neighbour), "hold 0");
+  wrapper_ = ReadOnlyRegionWrapper();
+  Child hostile = Start({"tamper"});
+  std::string line, report;
+  while (ReadLineWithin(hostile, 20, &line)) {
+    report += line + "\n";
+    if (line.rfind("got ", 0) == 0) break;
+  }
+  ASSERT_NE(report.find("got "), std::string::npos) << report;
+  // Every write by path failed (EROFS), the header stayed read-only (EACCES), the own row was zeroed.
+  EXPECT_NE(report.find("open-rw region 30"), std::string::npos) << report;
+  EXPECT_NE(report.find("open-rw live 30"), std::string::npos) << report;
+  EXPECT_NE(report.find("open-rw row-0 30"), std::string::npos) << report;  // the neighbour's row
+  EXPECT_EQ(report.find("open-rw row-1 0"), std::string::npos) << report;
+  EXPECT_NE(report.find("mprotect-header 13"), std::string::npos) << report;
+  EXPECT_NE(report.find("zeroed own row"), std::string::npos) << report;
+  EXPECT_LE(DevicePeak(), limit) << report;
+  const tessera::slice::GpuUsage u = AgentUsage();
+  EXPECT_LE(u.used_bytes, limit);
+  EXPECT_GE(u.charged_bytes, 1000 * kMiB);  // the neighbour's row is intact
+  Stop(hostile);
+  Stop(neighbour);
+}
+
+// Standalone (`tessera run`) the slice's processes share the region file; one that rewrites the limit with
+// a valid checksum and zeroes the rows still meets the wall of the trusted config.
+TEST_F(ShimTest, RewrittenLimitAndChecksumDoNotRaiseTheWall) {
+  const uint64_t limit = 2048 * kMiB;
+  WriteConfig(limit);
+  Child hostile = Start({"tamper"});
+  std::string line, report;
+  while (ReadLineWithin(hostile, 20, &line)) {
+    report += line + "\n";
+    if (line.rfind("got ", 0) == 0) break;
+  }
+  ASSERT_NE(report.find("rewrote limit and zeroed rows"), std::string::npos) << report;
+  EXPECT_LE(DevicePeak(), limit) << report;
+  EXPECT_LE(Usage().used_bytes, limit) << report;
+  Stop(hostile);
+}
+
+// The container restart: a process of the slice holding 2,000 MiB is SIGKILLed with its pid
+// namespace; the container's next process, in a new pid namespace, was refused ("used 2.87 GiB" of 3)
+// because nobody could judge the dead row. The agent judges host pids: the slice is whole again.
+TEST_F(ShimTest, ContainerRestartedInANewPidNamespaceGetsItsSliceBack) {
+  if (!NamespacesAllowed(std::string(dir_) + "/hostproc") && geteuid() != 0) {
+    GTEST_SKIP() << "this machine allows no pid namespace (unshare -p)";
+  }
+  StartAgent(3072 * kMiB);
+  const std::vector<std::string> ns = {"/usr/bin/unshare", geteuid() == 0 ? "-pf" : "-Urpf", "--kill-child",
+                                       "--mount-proc", "/bin/sh", "-c", "exec \"$0\" \"$@\""};
+  wrapper_ = ns;
+  Child first = Start({"hold", "2000"});
+  ASSERT_EQ(ReadLine(first), "hold 0");
+  EXPECT_GE(AgentUsage().charged_bytes, 2000 * kMiB);
+  Stop(first);  // SIGKILL: the namespace and its process go
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "2000"}, &out, &err), 0) << err;
+  EXPECT_NE(out.find("alloc-result 0"), std::string::npos) << out << err;
+  const double t0 = Now();
+  while (Now() - t0 < 5 && AgentRowsTaken() != 0) usleep(10000);
+  EXPECT_EQ(AgentRowsTaken(), 0);  // the second process exited: its row went too
+}
+
+// 1,000 processes of one slice SIGKILLed at random points of their allocation loops, four at a time: every
+// one starts (registers) within its deadline, and afterwards nothing is left charged and no row is taken;
+// the whole slice is free for the next process.
+TEST_F(ShimTest, ThousandSigkillsMidAllocationLeakNothingAndNeverHang) {
+  // Room for four live churners at once (each: a context estimate of 640 MiB + at most 8 x 128 MiB), so
+  // that a refusal here could only come from rows the dead left behind.
+  const uint64_t limit = 8192 * kMiB;
+  StartAgent(limit);
+  unsigned seed = 12345;
+  int started = 0, hangs = 0;
+  std::vector<Child> live;
+  for (int i = 0; i < 1000; ++i) {
+    live.push_back(Start({"churn", std::to_string(i)}));
+    if (live.size() < 4) continue;
+    Child c = live.front();
+    live.erase(live.begin());
+    std::string line;
+    if (ReadLineWithin(c, 10, &line) && line == "ready") {
+      ++started;
+    } else {
+      ++hangs;
+      ADD_FAILURE() << "process " << i << " said '" << line << "': " << ReadAll(c.err);
+    }
+    // Somewhere in its loop: between 0 and ~2 ms after it said ready.
+    const double until = Now() + (rand_r(&seed) % 2000) / 1e6;
+    while (Now() < until) {
+    }
+    Stop(c);
+  }
+  for (Child& c : live) {
+    std::string line;
+    if (ReadLineWithin(c, 10, &line) && line == "ready") {
+      ++started;
+    } else {
+      ++hangs;
+    }
+    Stop(c);
+  }
+  EXPECT_EQ(hangs, 0);
+  EXPECT_EQ(started, 1000);
+  // The agent's sweep (every 100 ms) reclaims what the last ones left.
+  const double t0 = Now();
+  while (Now() - t0 < 5 && (AgentRowsTaken() != 0 || AgentUsage().used_bytes != 0)) usleep(20000);
+  EXPECT_EQ(AgentRowsTaken(), 0);
+  EXPECT_EQ(AgentUsage().used_bytes, 0u);
+  EXPECT_LE(AgentUsage().peak_bytes, limit);  // the books never passed the wall
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "7500"}, &out, &err), 0) << err;  // the wall less a context estimate
+  EXPECT_NE(out.find("alloc-result 0"), std::string::npos) << out << err;
+}
+
+// A region corrupted on the host (a stray write into the limits) is found by the agent's sweep and
+// rebuilt with a new generation; the process that held memory registers again and is counted again.
+TEST_F(ShimTest, CorruptedAgentRegionIsRebuiltAndHoldersAreCountedAgain) {
+  const uint64_t limit = 3072 * kMiB;
+  StartAgent(limit);
+  Child holder = Start({"hold", "1000"});
+  ASSERT_EQ(ReadLine(holder), "hold 0");
+  const std::string path = agent_dir_ + "/slice.region";
+  int fd = open(path.c_str(), O_RDWR);
+  ASSERT_GE(fd, 0);
+  const uint64_t junk = 99999 * kMiB;
+  ASSERT_EQ(pwrite(fd, &junk, sizeof(junk),
+                   offsetof(tessera::slice::RegionHeader, limits) + offsetof(tessera::slice::RegionGpuLimit, limit_bytes)),
+            static_cast<ssize_t>(sizeof(junk)));
+  close(fd);
+  const double t0 = Now();
+  while (Now() - t0 < 5 && broker_.rebuilds() == 0) usleep(10000);
+  EXPECT_EQ(broker_.rebuilds(), 1u);
+  while (Now() - t0 < 10 && AgentUsage().charged_bytes != 1000 * kMiB) usleep(20000);
+  EXPECT_EQ(AgentUsage().charged_bytes, 1000 * kMiB);
+  EXPECT_EQ(AgentUsage().limit_bytes, limit);
+  std::string out, err;
+  EXPECT_EQ(Run({"alloc", "2000"}, &out, &err), 0) << err;  // 1000 + contexts + 2000 > 3072
+  EXPECT_NE(out.find("alloc-result 2"), std::string::npos) << out << err;
+  Stop(holder);
+}
+
+// No agent behind the socket (restarting, or gone): the process gets no memory and says why, at once.
+TEST_F(ShimTest, UnreachableAgentRefusesMemoryWithoutHanging) {
+  StartAgent(1024 * kMiB);
+  broker_.Stop();
+  broker_.Remove(agent_dir_);  // the socket is closed: nobody listens
+  std::string out, err;
+  const double t0 = Now();
+  EXPECT_EQ(Run({"alloc", "1"}, &out, &err), 0) << err;
+  EXPECT_LT(Now() - t0, 5.0);
+  EXPECT_NE(out.find("alloc-result 2"), std::string::npos) << out;
+  EXPECT_NE(err.find("node agent"), std::string::npos) << err;
 }
 
 }  // namespace
