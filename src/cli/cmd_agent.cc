@@ -9,6 +9,7 @@
 #include <string>
 
 #include "agent/agent.h"
+#include "agent/dra_driver.h"
 #include "cli/commands.h"
 #include "gpu/fault_backend.h"
 #include "gpu/sim_backend.h"
@@ -21,6 +22,31 @@
 
 namespace tessera::cli {
 
+namespace {
+
+// --mode dra: the DRA driver instead of the device plugin (same slices, shim and mounts).
+int RunDra(const agent::AgentOptions& o, const std::string& cdi_dir, std::unique_ptr<gpu::Backend> gpus,
+           std::shared_ptr<kube::Client> client, sigset_t signals) {
+  agent::DraOptions d;
+  d.node = o.node;
+  d.kubelet_dir = o.kubelet_dir;
+  d.cdi_dir = cdi_dir;
+  d.slices = o.slices;
+  agent::DraDriver driver(d, std::move(gpus), agent::MakeKubeDraApi(std::move(client)));
+  if (gpu::Status st = driver.Start(); !st.ok()) {
+    std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "tessera agent: DRA driver gpu.tessera.io serving node %s\n", o.node.c_str());
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "tessera agent: signal %d, stopping\n", sig);
+  driver.Stop();
+  return 0;
+}
+
+}  // namespace
+
 int AgentCmd(int argc, char** argv) {
   CLI::App app{"tessera agent: the node agent (kubelet device plugin for GPU slices, health, metrics)"};
   app.option_defaults()->always_capture_default();
@@ -30,7 +56,13 @@ int AgentCmd(int argc, char** argv) {
   const char* env_node = std::getenv("NODE_NAME");
   o.node = env_node ? env_node : "";
   std::string kubeconfig, backend = "nvml", sim_config, faults, state_dir = "/var/lib/tessera",
-                          kubelet_dir = "/var/lib/kubelet", shim, node_region_dir = "/run/tessera/node";
+                          kubelet_dir = "/var/lib/kubelet", shim, node_region_dir = "/run/tessera/node",
+                          mode = "device-plugin", cdi_dir = "/var/run/cdi";
+  app.add_option("--mode", mode,
+                 "device-plugin (the extender path: kubelet device plugin) or dra (DRA driver gpu.tessera.io: "
+                 "ResourceSlices + kubelet DRA plugin, see docs/dra.md)")
+      ->check(CLI::IsMember({"device-plugin", "dra"}));
+  app.add_option("--cdi-dir", cdi_dir, "with --mode dra: where CDI spec files for prepared claims go");
   app.add_option("--node", o.node, "Node this agent serves (default: $NODE_NAME)");
   app.add_option("--kubeconfig", kubeconfig,
                  "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
@@ -107,6 +139,7 @@ int AgentCmd(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (mode == "dra") return RunDra(o, cdi_dir, std::move(gpus), *client, signals);
   agent::Agent a(o, std::move(gpus), agent::MakeKubeCluster(*client, o.node));
   if (gpu::Status st = a.Start(); !st.ok()) {
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
