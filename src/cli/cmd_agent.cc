@@ -3,10 +3,12 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <httplib.h>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "agent/agent.h"
 #include "agent/dra_driver.h"
@@ -25,6 +27,7 @@ namespace tessera::cli {
 namespace {
 
 // --mode dra: the DRA driver instead of the device plugin (same slices, shim and mounts).
+// /healthz (200 once the kubelet accepted the registration) and /metrics on the metrics port.
 int RunDra(const agent::AgentOptions& o, const std::string& cdi_dir, std::unique_ptr<gpu::Backend> gpus,
            std::shared_ptr<kube::Client> client, sigset_t signals) {
   agent::DraOptions d;
@@ -37,10 +40,33 @@ int RunDra(const agent::AgentOptions& o, const std::string& cdi_dir, std::unique
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
     return 1;
   }
+  httplib::Server http;
+  std::thread http_thread;
+  if (o.metrics_port != 0) {
+    http.Get("/healthz", [&](const httplib::Request&, httplib::Response& res) {
+      const bool ok = driver.registered();
+      res.status = ok ? 200 : 503;
+      res.set_content(ok ? "ok\n" : "not registered with the kubelet\n", "text/plain");
+    });
+    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content("# HELP tessera_dra_prepared_claims ResourceClaims prepared on this node.\n"
+                      "# TYPE tessera_dra_prepared_claims gauge\ntessera_dra_prepared_claims " +
+                          std::to_string(driver.Prepared().size()) + "\n",
+                      "text/plain; version=0.0.4");
+    });
+    if (!http.bind_to_port(o.metrics_address, o.metrics_port)) {
+      std::fprintf(stderr, "tessera agent: --metrics-port: cannot listen on %s:%d\n", o.metrics_address.c_str(),
+                   o.metrics_port);
+      return 1;
+    }
+    http_thread = std::thread([&] { http.listen_after_bind(); });
+  }
   std::fprintf(stderr, "tessera agent: DRA driver gpu.tessera.io serving node %s\n", o.node.c_str());
   int sig = 0;
   sigwait(&signals, &sig);
   std::fprintf(stderr, "tessera agent: signal %d, stopping\n", sig);
+  http.stop();
+  if (http_thread.joinable()) http_thread.join();
   driver.Stop();
   return 0;
 }

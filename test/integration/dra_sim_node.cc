@@ -151,7 +151,8 @@ void DraSimNode::StartAgent() {
                   "--kubeconfig", Env("TESSERA_KUBECONFIG"), "--backend", "sim", "--sim-config",
                   (root_ / "gpus.yaml").string(), "--kubelet-dir", root_.string(), "--cdi-dir",
                   (root_ / "cdi").string(), "--state-dir", (root_ / "state").string(), "--shim",
-                  (root_ / "libtessera.so").string(), "--node-region-dir", (root_ / "node").string()},
+                  (root_ / "libtessera.so").string(), "--node-region-dir", (root_ / "node").string(),
+                  "--metrics-port", "0"},
                  "/dev/null", root_ / "agent.log");
   if (agent_ <= 0) error_ = "cannot start tessera agent (TESSERA_BINARY_DIR=" + Env("TESSERA_BINARY_DIR") + ")";
 }
