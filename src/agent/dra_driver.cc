@@ -337,6 +337,8 @@ Status DraDriver::PublishNow() {
 void DraDriver::Loop() {
   auto next_check = std::chrono::steady_clock::now();
   const auto period = std::chrono::milliseconds(static_cast<int64_t>(opts_.retry_period_s * 1000));
+  const auto resync = std::chrono::milliseconds(static_cast<int64_t>(opts_.resync_period_s * 1000));
+  auto next_resync = std::chrono::steady_clock::now() + resync;
   while (!stopping_) {
     std::optional<gpu::HealthEvent> ev;
     Status st = backend_->WaitHealthEvent(std::chrono::milliseconds(200), &ev);
@@ -365,6 +367,10 @@ void DraDriver::Loop() {
       pending = publish_pending_;
     }
     const auto now = std::chrono::steady_clock::now();
+    if (now >= next_resync) {
+      next_resync = now + resync;
+      changed = true;  // PublishNow compares and writes only when the API server's copy differs or is gone
+    }
     if (changed || (now >= next_check)) {
       next_check = now + period;
       if (changed || pending) {

@@ -6,7 +6,7 @@
 // <kubelet-dir>/plugins/gpu.tessera.io/dra.sock and the plugin registration API v1 on
 // <kubelet-dir>/plugins_registry/gpu.tessera.io-reg.sock (the kubelet's plugin watcher finds it there),
 // then runs one thread that follows GPU health (an unhealthy GPU is republished with a NoSchedule taint),
-// retries a failed publish, and serves both sockets again when they are removed (kubelet restart,
+// retries a failed publish, checks the slice every resync period (and recreates it if it was deleted), and serves both sockets again when they are removed (kubelet restart,
 // cleanup).
 //
 // NodePrepareResources reads each claim from the API server, checks its UID, and turns our part of its
@@ -71,7 +71,8 @@ struct DraOptions {
   std::filesystem::path cdi_dir = "/var/run/cdi";
   SliceWriter::Options slices;
   std::string driver_version;  // attribute driverVersion when the backend does not say
-  double retry_period_s = 1.0;  // publish retries and socket checks
+  double retry_period_s = 1.0;   // publish retries and socket checks
+  double resync_period_s = 30.0;  // re-read the ResourceSlice (the kubelet wipes it when the plugin is gone)
 };
 
 // One prepared claim, as checkpointed and as answered to the kubelet.

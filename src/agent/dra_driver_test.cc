@@ -100,6 +100,7 @@ gpus:
     o.slices.shim_path = root_ / "libtessera.so";
     o.driver_version = "570.86.15";
     o.retry_period_s = 0.05;
+    o.resync_period_s = 0.2;
     driver_.reset();
     driver_ = std::make_unique<DraDriver>(o, std::move(backend), std::move(api));
     ASSERT_TRUE(driver_->Start().ok());
@@ -177,6 +178,13 @@ TEST_F(DraDriverTest, PublishesOneSharedDevicePerGpuAndTaintsAnUnhealthyOne) {
   int writes = api_->writes;
   ASSERT_TRUE(driver_->PublishNow().ok());
   EXPECT_EQ(api_->writes, writes);
+
+  // Someone (the kubelet, when it believed the plugin gone) deletes the slice: it comes back.
+  {
+    std::unique_lock<std::mutex> l(api_->mu);
+    api_->slices.clear();
+    ASSERT_TRUE(api_->cv.wait_for(l, std::chrono::seconds(10), [&] { return api_->slices.size() == 1; }));
+  }
 }
 
 TEST_F(DraDriverTest, PrepareWritesTheSliceOfTheConsumedCapacityAndItsCdiSpecOnceAndUnprepareRemovesThem) {
