@@ -6,7 +6,10 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <cstdio>
+#include <fstream>
 #include <functional>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -290,6 +293,123 @@ TEST_F(DraIntegration, PreparedClaimsSurviveKubeletAndAgentRestarts) {
   EXPECT_TRUE(Poll(30, [&] { return node.Remove("default", "x-" + id_) == 200; }));
   EXPECT_FALSE(std::filesystem::exists(node.root() / "state" / "slices" / ("claim-" + uid))) << node.AgentLogTail();
   EXPECT_TRUE(node.WaitSlice(5, [](const Json& s) { return s["spec"]["pool"].value("generation", 0) == 1; }));
+}
+
+}  // namespace
+
+namespace {
+
+// 1,000 pods with claims of random size onto 50 simulated nodes (4 GPUs of 16 GiB each), through a
+// kube-scheduler of their own that is restarted mid-burst while five agents are killed and restarted;
+// every bound pod is admitted by its node's kubelet DRA manager. At the end no GPU's memory or cores are
+// over-committed and every container's slice equals its claim's consumed capacity.
+TEST_F(DraIntegration, ThousandPodsFiftyNodesSchedulerAndAgentRestarts) {
+  constexpr int kNodes = 50, kGpus = 4, kPods = 1000;
+  const std::string sched = "dra-burst-" + id_;
+  const std::string state = Env("TESSERA_KUBE_STATE");
+  const std::string start = Env("TESSERA_SOURCE_DIR") + "/test/kube/start-scheduler --state " + state;
+  const std::string config = "/tmp/" + sched + ".yaml";
+  {
+    std::ofstream f(config);
+    f << "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\n"
+         "clientConnection: {kubeconfig: \"@KUBECONFIG@\", qps: 500, burst: 1000}\n"
+         "leaderElection: {leaderElect: false}\nprofiles:\n- schedulerName: "
+      << sched << "\n";
+  }
+  ASSERT_EQ(std::system((start + " --name " + sched + " --config " + config + " >/dev/null").c_str()), 0);
+  std::vector<std::unique_ptr<DraSimNode>> nodes;
+  std::map<std::string, DraSimNode*> by_name;
+  for (int n = 0; n < kNodes; ++n) {
+    std::vector<DraSimGpu> gpus;
+    for (int g = 0; g < kGpus; ++g) {
+      gpus.push_back({"GPU-b" + id_ + "-" + std::to_string(n) + "-" + std::to_string(g), "NVIDIA A100-SXM4-80GB",
+                      16384, g / 2});
+    }
+    nodes.push_back(std::make_unique<DraSimNode>(kube_, "dra-b" + id_ + "-" + std::to_string(n), gpus, sched));
+    ASSERT_EQ(nodes.back()->error(), "");
+    by_name[nodes.back()->name()] = nodes.back().get();
+  }
+  for (auto& n : nodes) ASSERT_TRUE(n->WaitRegistered(120)) << n->name() << n->AgentLogTail();
+
+  std::mt19937 rng(42);
+  std::vector<std::string> names;
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kPods; ++i) {
+    const std::string name = "b" + id_ + "-" + std::to_string(i);
+    // 1..4 GiB and 5..20 % each: the 200 GPUs (3,200 GiB, 20,000 %) hold them all, with room to spare.
+    CreateClaim(name, {std::to_string(1 + rng() % 4) + "Gi", std::to_string(5 + rng() % 16), {}, -1});
+    Json pod = {{"apiVersion", "v1"},
+                {"kind", "Pod"},
+                {"metadata", {{"name", name}}},
+                {"spec",
+                 {{"schedulerName", sched},
+                  {"nodeSelector", {{"dra-it.tessera.dev/group", sched}}},
+                  {"tolerations", Json::array({{{"key", "dra-it.tessera.dev/test"}, {"operator", "Exists"}}})},
+                  {"resourceClaims", Json::array({{{"name", "gpu"}, {"resourceClaimName", name}}})},
+                  {"containers", Json::array({{{"name", "main"}, {"image", "x"}, {"resources", {{"claims", Json::array({{{"name", "gpu"}}})}}}}})}}}};
+    auto r = kube_->Create(kube::kPods, "default", pod);
+    ASSERT_TRUE(r.ok()) << r.error().ToString();
+    pods_.push_back(name);
+    names.push_back(name);
+    if (i == kPods / 3) {
+      // Mid-burst: the scheduler restarts, five agents are killed (SIGKILL) and started again.
+      ASSERT_EQ(std::system((start + " --stop " + sched + " >/dev/null").c_str()), 0);
+      for (int k = 0; k < 5; ++k) nodes[k * 10]->KillAgent(SIGKILL);
+      ASSERT_EQ(std::system((start + " --name " + sched + " --config " + config + " >/dev/null").c_str()), 0);
+      for (int k = 0; k < 5; ++k) nodes[k * 10]->StartAgent();
+    }
+  }
+  std::map<std::string, std::string> bound;  // pod → node
+  ASSERT_TRUE(Poll(300, [&] {
+    kube::ListOptions lo;
+    lo.label_selector = "";
+    auto list = kube_->List(kube::kPods, "default");
+    if (!list.ok()) return false;
+    for (const auto& p : list->items) {
+      const std::string node = p["spec"].value("nodeName", "");
+      if (!node.empty() && by_name.count(node)) bound[kube::Name(p)] = node;
+    }
+    return bound.size() == names.size();
+  })) << bound.size() << " of " << names.size() << " bound";
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::fprintf(stderr, "dra burst: %d pods bound in %.1f s (%.0f pods/s, scheduler restarted once)\n", kPods, secs,
+               kPods / secs);
+
+  // No over-commit: per device, the claims' consumed capacity fits.
+  std::map<std::string, std::pair<int64_t, int64_t>> used;  // "<pool>/<device>" → memory bytes, cores
+  for (const auto& name : names) {
+    Json r = Claim(name)["status"]["allocation"]["devices"]["results"][0];
+    auto mem = kube::Quantity::Parse(r["consumedCapacity"].value("memory", "0"));
+    auto cores = kube::Quantity::Parse(r["consumedCapacity"].value("cores", "0"));
+    ASSERT_TRUE(mem.ok() && cores.ok()) << r.dump();
+    auto& u = used[r.value("pool", "") + "/" + r.value("device", "")];
+    u.first += mem->Value();
+    u.second += cores->Value();
+  }
+  for (const auto& [dev, u] : used) {
+    EXPECT_LE(u.first, 16 * kGiB) << dev;
+    EXPECT_LE(u.second, 100) << dev;
+  }
+  // Every pod admitted on its node; its slice equals its claim.
+  int admitted = 0;
+  for (const auto& name : names) {
+    DraSimNode& node = *by_name[bound[name]];
+    Json r = Claim(name)["status"]["allocation"]["devices"]["results"][0];
+    auto mem = kube::Quantity::Parse(r["consumedCapacity"].value("memory", "0"));
+    auto cores = kube::Quantity::Parse(r["consumedCapacity"].value("cores", "0"));
+    std::string uuid;
+    for (int g = 0; g < kGpus; ++g) {
+      std::string u = "GPU-b" + id_ + "-" + node.name().substr(node.name().rfind('-') + 1) + "-" + std::to_string(g);
+      if (kube::DraDeviceName(u) == r.value("device", "")) uuid = u;
+    }
+    ASSERT_FALSE(uuid.empty()) << r.dump();
+    AdmitAndCheck(node, name, name, uuid, mem->Value(), static_cast<int>(cores->Value()), 1);
+    ++admitted;
+    if (HasFailure()) break;
+  }
+  EXPECT_EQ(admitted, kPods);
+  std::system((start + " --stop " + sched + " >/dev/null").c_str());
+  std::remove(config.c_str());
 }
 
 }  // namespace

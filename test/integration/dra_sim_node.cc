@@ -80,7 +80,8 @@ std::string RandomId() {
 
 }  // namespace
 
-DraSimNode::DraSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<DraSimGpu> gpus)
+DraSimNode::DraSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<DraSimGpu> gpus,
+                       const std::string& group)
     : kube_(std::move(kube)), node_(std::move(node)), gpus_(std::move(gpus)) {
   signal(SIGPIPE, SIG_IGN);
   root_ = fs::path("/tmp") / ("tdr-" + RandomId());  // short: unix socket paths are limited
@@ -93,6 +94,7 @@ DraSimNode::DraSimNode(std::shared_ptr<kube::Client> kube, std::string node, std
                    {"spec",
                     {{"taints", Json::array({{{"key", "dra-it.tessera.dev/test"}, {"value", node_},
                                               {"effect", "NoSchedule"}}})}}}};
+  if (!group.empty()) node_obj["metadata"]["labels"]["dra-it.tessera.dev/group"] = group;
   auto r = kube_->Create(kube::kNodes, "", node_obj);
   if (!r.ok()) {
     error_ = "create node " + node_ + ": " + r.error().ToString();

@@ -33,7 +33,9 @@ struct DraSimGpu {
 class DraSimNode {
  public:
   // Creates the Node (tainted dra-it.tessera.dev/test=<node>:NoSchedule), starts the harness and the agent.
-  DraSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<DraSimGpu> gpus);
+  // `group`, when not empty, becomes the Node label dra-it.tessera.dev/group (for node selectors).
+  DraSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<DraSimGpu> gpus,
+             const std::string& group = "");
   ~DraSimNode();  // stops both processes, deletes the Node and its ResourceSlice, removes its directory
 
   const std::string& error() const { return error_; }
