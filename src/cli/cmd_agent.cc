@@ -3,12 +3,15 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <httplib.h>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "agent/agent.h"
+#include "agent/dra_driver.h"
 #include "cli/commands.h"
 #include "gpu/fault_backend.h"
 #include "gpu/sim_backend.h"
@@ -22,6 +25,55 @@
 
 namespace tessera::cli {
 
+namespace {
+
+// --mode dra: the DRA driver instead of the device plugin (same slices, shim and mounts).
+// /healthz (200 once the kubelet accepted the registration) and /metrics on the metrics port.
+int RunDra(const agent::AgentOptions& o, const std::string& cdi_dir, std::unique_ptr<gpu::Backend> gpus,
+           std::shared_ptr<kube::Client> client, sigset_t signals) {
+  agent::DraOptions d;
+  d.node = o.node;
+  d.kubelet_dir = o.kubelet_dir;
+  d.cdi_dir = cdi_dir;
+  d.slices = o.slices;
+  agent::DraDriver driver(d, std::move(gpus), agent::MakeKubeDraApi(std::move(client)));
+  if (gpu::Status st = driver.Start(); !st.ok()) {
+    std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
+    return 1;
+  }
+  httplib::Server http;
+  std::thread http_thread;
+  if (o.metrics_port != 0) {
+    http.Get("/healthz", [&](const httplib::Request&, httplib::Response& res) {
+      const bool ok = driver.registered();
+      res.status = ok ? 200 : 503;
+      res.set_content(ok ? "ok\n" : "not registered with the kubelet\n", "text/plain");
+    });
+    http.Get("/metrics", [&](const httplib::Request&, httplib::Response& res) {
+      res.set_content("# HELP tessera_dra_prepared_claims ResourceClaims prepared on this node.\n"
+                      "# TYPE tessera_dra_prepared_claims gauge\ntessera_dra_prepared_claims " +
+                          std::to_string(driver.Prepared().size()) + "\n",
+                      "text/plain; version=0.0.4");
+    });
+    if (!http.bind_to_port(o.metrics_address, o.metrics_port)) {
+      std::fprintf(stderr, "tessera agent: --metrics-port: cannot listen on %s:%d\n", o.metrics_address.c_str(),
+                   o.metrics_port);
+      return 1;
+    }
+    http_thread = std::thread([&] { http.listen_after_bind(); });
+  }
+  std::fprintf(stderr, "tessera agent: DRA driver gpu.tessera.io serving node %s\n", o.node.c_str());
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::fprintf(stderr, "tessera agent: signal %d, stopping\n", sig);
+  http.stop();
+  if (http_thread.joinable()) http_thread.join();
+  driver.Stop();
+  return 0;
+}
+
+}  // namespace
+
 int AgentCmd(int argc, char** argv) {
   CLI::App app{"tessera agent: the node agent (kubelet device plugin for GPU slices, health, metrics)"};
   app.option_defaults()->always_capture_default();
@@ -31,7 +83,13 @@ int AgentCmd(int argc, char** argv) {
   const char* env_node = std::getenv("NODE_NAME");
   o.node = env_node ? env_node : "";
   std::string kubeconfig, backend = "nvml", sim_config, faults, state_dir = "/var/lib/tessera",
-                          kubelet_dir = "/var/lib/kubelet", shim, node_region_dir = "/run/tessera/node";
+                          kubelet_dir = "/var/lib/kubelet", shim, node_region_dir = "/run/tessera/node",
+                          mode = "device-plugin", cdi_dir = "/var/run/cdi";
+  app.add_option("--mode", mode,
+                 "device-plugin (the extender path: kubelet device plugin) or dra (DRA driver gpu.tessera.io: "
+                 "ResourceSlices + kubelet DRA plugin, see docs/dra.md)")
+      ->check(CLI::IsMember({"device-plugin", "dra"}));
+  app.add_option("--cdi-dir", cdi_dir, "with --mode dra: where CDI spec files for prepared claims go");
   app.add_option("--node", o.node, "Node this agent serves (default: $NODE_NAME)");
   app.add_option("--kubeconfig", kubeconfig,
                  "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
@@ -133,6 +191,7 @@ int AgentCmd(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
+  if (mode == "dra") return RunDra(o, cdi_dir, std::move(gpus), *client, signals);
   agent::Agent a(o, std::move(gpus), agent::MakeKubeCluster(*client, o.node));
   if (gpu::Status st = a.Start(); !st.ok()) {
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());

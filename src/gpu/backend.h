@@ -29,6 +29,8 @@ struct GpuInfo {
   uint64_t memory_bytes = 0;  // total device memory
   int numa_node = -1;         // -1 when the platform does not say
   std::string pci_bus_id;     // "0000:3b:00.0" when known
+  std::string compute_capability;  // "9.0" when known
+  std::string driver_version;      // the kernel driver's, "570.86.15", when known
   bool healthy = true;
   std::string health_reason;  // why it is unhealthy; empty when healthy
 };

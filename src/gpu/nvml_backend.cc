@@ -38,6 +38,9 @@ struct NvmlApi {
   decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;
   decltype(&nvmlDeviceGetGraphicsRunningProcesses_v3) get_graphics_processes = nullptr;
   decltype(&nvmlDeviceGetMPSComputeRunningProcesses_v3) get_mps_processes = nullptr;
+  decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;  // optional
+  decltype(&nvmlDeviceGetCudaComputeCapability) get_compute_capability = nullptr;  // optional
+  decltype(&nvmlSystemGetDriverVersion) get_driver_version = nullptr;              // optional
   decltype(&nvmlEventSetCreate) event_set_create = nullptr;
   decltype(&nvmlEventSetFree) event_set_free = nullptr;
   decltype(&nvmlDeviceRegisterEvents) register_events = nullptr;
@@ -113,6 +116,8 @@ class NvmlBackend : public Backend {
       Resolve(lib_, "nvmlDeviceGetComputeRunningProcesses_v3", &api_.get_processes, false, &missing);
       Resolve(lib_, "nvmlDeviceGetGraphicsRunningProcesses_v3", &api_.get_graphics_processes, false, &missing);
       Resolve(lib_, "nvmlDeviceGetMPSComputeRunningProcesses_v3", &api_.get_mps_processes, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetCudaComputeCapability", &api_.get_compute_capability, false, &missing);
+      Resolve(lib_, "nvmlSystemGetDriverVersion", &api_.get_driver_version, false, &missing);
       if (!ok) {
         dlclose(lib_);
         lib_ = nullptr;
@@ -132,6 +137,11 @@ class NvmlBackend : public Backend {
     nvmlReturn_t rc = api_.get_count(&count);
     if (rc != NVML_SUCCESS) return Err("nvmlDeviceGetCount_v2", rc);
     out->clear();
+    std::string driver_version;
+    char version[NVML_SYSTEM_DRIVER_VERSION_BUFFER_SIZE] = {};
+    if (api_.get_driver_version && api_.get_driver_version(version, sizeof(version)) == NVML_SUCCESS) {
+      driver_version = version;
+    }
     for (unsigned int i = 0; i < count; ++i) {
       nvmlDevice_t dev{};
       rc = api_.get_handle(i, &dev);
@@ -156,6 +166,11 @@ class NvmlBackend : public Backend {
       // knows it even in VMs whose PCI devices report no node in sysfs.
       info.numa_node = NearestNumaNode(dev);
       if (info.numa_node < 0 && !info.pci_bus_id.empty()) info.numa_node = NumaFromSysfs(info.pci_bus_id);
+      int major = 0, minor = 0;
+      if (api_.get_compute_capability && api_.get_compute_capability(dev, &major, &minor) == NVML_SUCCESS) {
+        info.compute_capability = std::to_string(major) + "." + std::to_string(minor);
+      }
+      info.driver_version = driver_version;
       auto h = unhealthy_.find(info.uuid);
       if (h != unhealthy_.end()) {
         info.healthy = false;

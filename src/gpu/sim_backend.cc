@@ -87,7 +87,8 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   if (!g.IsMap()) return Status::Error(where + ": must be a mapping");
   Status st = CheckKeys(
       g, where,
-      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id", "processes"});
+      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id", "processes",
+       "compute_capability", "driver_version"});
   if (!st.ok()) return st;
   GpuInfo& info = out->info;
   info.index = index;
@@ -119,6 +120,14 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   }
   if (g["pci_bus_id"]) {
     st = ReadString(g["pci_bus_id"], where + ".pci_bus_id", 32, &info.pci_bus_id);
+    if (!st.ok()) return st;
+  }
+  if (g["compute_capability"]) {
+    st = ReadString(g["compute_capability"], where + ".compute_capability", 16, &info.compute_capability);
+    if (!st.ok()) return st;
+  }
+  if (g["driver_version"]) {
+    st = ReadString(g["driver_version"], where + ".driver_version", 32, &info.driver_version);
     if (!st.ok()) return st;
   }
   if (g["utilization"]) {

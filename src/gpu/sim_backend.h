@@ -14,6 +14,8 @@
 //         - pid: 4242                                     # required, 1..4194304, unique per GPU
 //           memory_used_mib: 512                          # required, <= memory_mib; or
 //           # memory_unknown: true                        # listed without a figure
+//       compute_capability: "8.0"                         # optional, at most 16 characters (default unknown)
+//       driver_version: "570.86.15"                       # optional, at most 32 characters (default unknown)
 //   events:                                               # optional scripted health changes
 //     - after_ms: 1500                                    # since Init()
 //       uuid: GPU-5f7a2c1e-0000-4000-8000-000000000001

@@ -136,3 +136,14 @@ changes or removes one of them. */}}
 {{- $sets := printf "(has(object.metadata.annotations) && %s.exists(k, k in object.metadata.annotations))" $own }}
 {{- printf "request.operation == 'UPDATE' ? (!(request.userInfo.username in [%s]) && %s) : (%s || %s)" (join "," $users) $changed (include "tessera.gpuPodCEL" .) $sets }}
 {{- end }}
+
+{{/* The allocation path this release runs: "dra" or "extender" (mode auto resolved against the API server). */}}
+{{- define "tessera.mode" -}}
+{{- $m := .Values.mode | default "extender" }}
+{{- if not (has $m (list "dra" "extender" "auto")) }}
+{{- fail (printf "mode is %q; allowed: dra, extender, auto" $m) }}
+{{- end }}
+{{- if eq $m "auto" }}
+{{- if and (.Capabilities.APIVersions.Has "resource.k8s.io/v1/ResourceSlice") (semverCompare ">=1.36.0-0" .Capabilities.KubeVersion.Version) }}dra{{ else }}extender{{ end }}
+{{- else }}{{ $m }}{{ end }}
+{{- end }}
