@@ -139,11 +139,12 @@ EOF
   chmod 600 "$file"
 }
 
-# kube_https_ok STATE PORT PATH: GET https://127.0.0.1:PORT/PATH, verified against our CA, as admin.
+# kube_https_ok STATE PORT PATH: GET https://$KUBE_API_HOST:PORT/PATH (default host 127.0.0.1), verified
+# against our CA, as admin.
 kube_https_ok() {
   local state=$1
   [ "$(curl -s --max-time 2 --cacert "$state/pki/ca.crt" --cert "$state/pki/admin.crt" --key "$state/pki/admin.key" \
-        "https://127.0.0.1:$2$3")" = ok ]
+        "https://${KUBE_API_HOST:-127.0.0.1}:$2$3")" = ok ]
 }
 
 # kube_scheduler_start STATE NAME CONFIG: starts a kube-scheduler with the KubeSchedulerConfiguration

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Checks the seed's two workers on the real node from inside their containers (node_test.sh in_container
+and agent_restart). For each worker: the slice the scheduler chose (the pod's tessera.dev/devices
+annotation) has the manifest's cores and memory percentage of its GPU; inside the container
+(kubectl exec) tessera-gpu-check sees that GPU, that memory as cudaMemGetInfo's total, that compute
+share in its slice config, allocates up to the wall and gets CUDA_ERROR_OUT_OF_MEMORY past it;
+nvidia-smi shows the one GPU with the slice's memory as its total; the agent's metrics on NodePort 31992
+name the container with the slice's limit. Prints one line per fact checked; exits 1 on the first
+mismatch."""
+import argparse
+import json
+import re
+import subprocess
+import sys
+import urllib.request
+
+# The seed's manifests (deploy/examples): worker -> (cores, memory percentage).
+SEED = {"worker-a": (25, 20), "worker-b": (40, 30)}
+GPU_TOTAL_MIB = 16384  # the fake driver's GPUs (FAKE_CUDA_TOTAL_MIB default)
+STEP_MIB = 64  # tessera-gpu-check's default step
+
+
+def kubectl(*args):
+    return subprocess.run(["kubectl", *args], check=True, capture_output=True, text=True).stdout
+
+
+def fail(msg):
+    print(f"check_workers: FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def running_pod(instance):
+    pods = json.loads(kubectl("get", "pods", "-l", f"app=gpu-worker,instance={instance}", "-o", "json"))["items"]
+    pods = [p for p in pods if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")]
+    if len(pods) != 1:
+        fail(f"{instance}: want one Running pod, have {len(pods)}")
+    return pods[0]
+
+
+def facts(text):
+    out = {}
+    for line in text.splitlines():
+        if ": " in line:
+            k, v = line.split(": ", 1)
+            out.setdefault(k, v)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--node-ip", required=True)
+    args = ap.parse_args()
+    with urllib.request.urlopen(f"http://{args.node_ip}:31992/metrics", timeout=10) as r:
+        metrics = r.read().decode()
+    for worker, (cores, pct) in SEED.items():
+        pod = running_pod(worker)
+        name = pod["metadata"]["name"]
+        devices = json.loads(pod["metadata"].get("annotations", {}).get("tessera.dev/devices", "null") or "null")
+        if not devices or len(devices[0]) != 1:
+            fail(f"{name}: tessera.dev/devices should give its one container one GPU, is {devices}")
+        chosen = devices[0][0]
+        want_mib = GPU_TOTAL_MIB * pct // 100
+        if chosen["cores"] != cores or abs(chosen["memory_mib"] - want_mib) > 1:
+            fail(f"{name}: scheduler chose {chosen}, the manifest asks {cores} cores and {pct}% of {GPU_TOTAL_MIB} MiB")
+        uuid, mib = chosen["uuid"], chosen["memory_mib"]
+        print(f"{worker}: {name} scheduler chose {uuid} {mib} MiB ({pct}%) {cores} cores")
+
+        out = kubectl("exec", name, "-c", "gpu-worker", "--", "tessera-gpu-check")
+        f = facts(out)
+        slice_line = f.get("slice", "")
+        m = re.search(r"gpu (\S+) memory_mib (\d+) cores (\d+)", slice_line)
+        if not m or (m.group(1), int(m.group(2)), int(m.group(3))) != (uuid, mib, cores):
+            fail(f"{name}: slice config in the container is '{slice_line}', want {uuid} {mib} MiB {cores} cores\n{out}")
+        if f.get("device 0 uuid") != uuid or f.get("devices") != "1":
+            fail(f"{name}: the container sees devices={f.get('devices')} first {f.get('device 0 uuid')}, want 1: {uuid}\n{out}")
+        m = re.fullmatch(r"free_mib (\d+) total_mib (\d+)", f.get("cudaMemGetInfo", ""))
+        if not m or int(m.group(2)) != mib:
+            fail(f"{name}: cudaMemGetInfo says '{f.get('cudaMemGetInfo')}', want total_mib {mib}\n{out}")
+        free = int(m.group(1))
+        m = re.match(r"(\d+) in", f.get("allocated_mib", ""))
+        allocated = int(m.group(1)) if m else -1
+        if not (free - STEP_MIB < allocated <= free):
+            fail(f"{name}: allocated {allocated} MiB before the wall, free was {free} MiB\n{out}")
+        if "CUDA_ERROR_OUT_OF_MEMORY" not in f.get("past the wall", ""):
+            fail(f"{name}: past the wall: '{f.get('past the wall')}', want CUDA_ERROR_OUT_OF_MEMORY\n{out}")
+        print(f"{worker}: in the container cudaMemGetInfo total {mib} MiB, free {free}; {allocated} MiB allocated, "
+              f"then {f['past the wall'].split('-> ')[-1]}; slice cores {cores}")
+
+        smi = kubectl("exec", name, "-c", "gpu-worker", "--", "nvidia-smi",
+                      "--query-gpu=uuid,name,memory.total,memory.used", "--format=csv,noheader,nounits").strip().splitlines()
+        if len(smi) != 1 or [s.strip() for s in smi[0].split(",")][0] != uuid or int(smi[0].split(",")[2]) != mib:
+            fail(f"{name}: nvidia-smi shows {smi}, want one GPU {uuid} with {mib} MiB total")
+        print(f"{worker}: nvidia-smi: {smi[0]}")
+
+        limit = None
+        for line in metrics.splitlines():
+            if line.startswith("vGPU_device_memory_limit_in_bytes{") and f'podname="{name}"' in line \
+                    and 'ctrname="gpu-worker"' in line:
+                limit = float(line.rsplit(" ", 1)[1])
+        if limit is None or int(limit) != mib << 20:
+            fail(f"{name}: :31992 metrics have vGPU_device_memory_limit_in_bytes for ctrname gpu-worker = {limit}, "
+                 f"want {mib << 20}")
+        print(f"{worker}: :31992 vGPU_device_memory_limit_in_bytes{{podname={name},ctrname=gpu-worker}} {int(limit)}")
+    print("check_workers: all facts hold")
+
+
+if __name__ == "__main__":
+    main()
