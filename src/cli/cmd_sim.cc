@@ -33,7 +33,8 @@ namespace tr = tessera::placement::trace;
 
 const char kUsage[] =
     "usage: tessera sim --nodes FILE --pods FILE [--policy NAME[,NAME...]] [--seeds 42-51]\n"
-    "                   [--out DIR] [--plot FILE.png] [--jobs N] [--inflation 1.3] [--quiet]\n"
+    "                   [--out DIR] [--plot FILE.png] [--jobs N] [--inflation 1.3]\n"
+    "                   [--typical-coverage 0.95] [--quiet]\n"
     "\n"
     "Replays a trace (Alibaba cluster-trace-gpu-v2023 CSV format) through the placement engine:\n"
     "pods shuffled with each seed, inflated by sampling with replacement to 130 % of GPU capacity,\n"
@@ -49,6 +50,8 @@ const char kUsage[] =
     "  --plot FILE.png   unallocated % vs arrived %, median over seeds, one curve per policy\n"
     "  --jobs N          parallel replays (default: number of CPUs)\n"
     "  --inflation R     arrivals up to R x GPU capacity (default 1.3, range 1..10)\n"
+    "  --typical-coverage C  fgd: share of pods whose most frequent request kinds form the\n"
+    "                    typical workload (default 0.95 as the artifact; range 0.01..1)\n"
     "  --quiet           no progress bar\n";
 
 bool ReadFile(const std::string& path, std::string* out, std::string* err) {
@@ -145,6 +148,7 @@ int SimCmd(int argc, char** argv) {
   std::string nodes_path, pods_path, policies = "tessera", seeds_arg = "42-51", out_dir, plot_path;
   int jobs = int(std::max(1u, std::thread::hardware_concurrency()));
   double inflation = 1.3;
+  double coverage = tr::ReplayOptions{}.typical_coverage;
   bool quiet = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
@@ -189,6 +193,14 @@ int SimCmd(int argc, char** argv) {
       inflation = std::strtod(tmp.c_str(), &end);
       if (!end || *end || !(inflation >= 1.0 && inflation <= 10.0)) {
         std::fprintf(stderr, "tessera sim: --inflation: want a number in 1..10, got '%s'\n", tmp.c_str());
+        return 2;
+      }
+    } else if (a == "--typical-coverage") {
+      if (!value(&tmp)) return 2;
+      char* end = nullptr;
+      coverage = std::strtod(tmp.c_str(), &end);
+      if (!end || *end || !(coverage >= 0.01 && coverage <= 1.0)) {
+        std::fprintf(stderr, "tessera sim: --typical-coverage: want a number in 0.01..1, got '%s'\n", tmp.c_str());
         return 2;
       }
     } else {
@@ -273,6 +285,7 @@ int SimCmd(int argc, char** argv) {
       if (j >= all.size()) return;
       tr::ReplayOptions opts;
       opts.inflation = inflation;
+      opts.typical_coverage = coverage;
       opts.progress = [&, j](uint64_t done, uint64_t total) { progress.Update(j, done, total); };
       all[j].result = tr::Replay(nodes.value, pods.value, all[j].policy, all[j].seed, opts);
     }

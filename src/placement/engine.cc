@@ -108,12 +108,16 @@ double FragFromStats(const Snapshot::Impl& s, uint32_t node, const Local& l, boo
     }
   }
   if (total <= 0) return 0;
-  const KindStat* st = s.stat_ptr(node);
+  // tessera on a one-model node: that model's merged kinds (snapshot_impl.h), all of which accept it.
+  const bool merged = demand_weights && s.node_model[node] >= 0;
+  const std::vector<TypicalKind>& kinds = merged ? s.merged_kinds[size_t(s.node_model[node])] : s.kinds;
+  const KindStat* st = merged ? s.merged_stat_ptr(node) : s.stat_ptr(node);
   double f = 0;
-  for (size_t k = 0; k < s.kinds.size(); ++k) {
-    const TypicalKind& kind = s.kinds[k];
-    const double w = demand_weights ? kind.w_mix : kind.w_count;
+  for (size_t k = 0; k < kinds.size(); ++k) {
+    const TypicalKind& kind = kinds[k];
+    const double w = demand_weights ? kind.w_mix * s.mix_norm[node] : kind.w_count;
     if (w <= 0) continue;
+    if (demand_weights && !st[k].access && kind.gpus > 0) continue;
     bool usable = kind.gpus > 0 && l.cpu_free >= kind.cpu_milli && (!demand_weights || l.mem_free >= kind.memory_mib);
     double nonfit = 0;
     if (usable) {

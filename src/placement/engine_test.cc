@@ -1,6 +1,7 @@
 // Table tests for the placement engine: every filter reason, every scorer's preference, GPU choice
 // inside a node, and Commit's bookkeeping.
 #include "placement/engine.h"
+#include "placement/snapshot_impl.h"
 
 #include <gtest/gtest.h>
 
@@ -392,6 +393,42 @@ TEST(EngineScore, TesseraPutsSmallPodsIntoSliversOnlyTheyFit) {
   Engine().Evaluate(snap, r, {}, &ev);
   ASSERT_EQ(ev.feasible, 2u);
   EXPECT_GT(ev.verdicts[0].raw, ev.verdicts[1].raw);
+}
+
+// tessera measures a node's fragmentation only against the kinds that can use its cards: a restriction
+// the node satisfies counts as if the kind had none (on a one-model node the engine merges such kinds),
+// and a kind restricted to a model the node lacks does not count the node's free capacity as lost.
+TEST(EngineScore, TesseraIgnoresKindsThatCannotUseTheNode) {
+  std::vector<Node> nodes = {MakeNode("t4", 4, "T4")};
+  nodes[0].gpus[0].used.cores = 60;
+  nodes[0].gpus[0].used.memory_mib = 16384;
+  nodes[0].gpus[0].used.sharers = 1;
+  TypicalRequest small = OneGpuKind(30, 1);
+  TypicalRequest whole = OneGpuKind(100, 1);
+  TypicalRequest elsewhere = OneGpuKind(30, 1);
+  elsewhere.models = {"V100"};
+  TypicalRequest here = OneGpuKind(30, 1);
+  here.models = {"T4"};
+  const Engine e;
+  PodRequest pod = Req(1, 30, 0, Policy::kTessera);
+  auto raw = [&](std::vector<TypicalRequest> kinds) {
+    Snapshot snap(nodes, Workload::Make(std::move(kinds)));
+    NodeVerdict v = e.ScoreNode(snap, pod, 0);
+    EXPECT_EQ(v.reason, nullptr);
+    return v.raw;
+  };
+  const double base = raw({small, whole});
+  TypicalRequest half = small;
+  half.weight = 0.5;
+  here.weight = 0.5;
+  EXPECT_NEAR(raw({half, here, whole}), base, 1e-9) << "a T4-only kind on a T4 node is an unconstrained one";
+  // The node's tessera fragmentation before placing: the 30 % kind fits every card, the whole-card kind
+  // not the 40 %-free one. A V100-only kind would count all 340 % free if it counted: it must not.
+  Snapshot with(nodes, Workload::Make({small, whole, elsewhere}));
+  Snapshot without(nodes, Workload::Make({small, whole}));
+  EXPECT_LT(with.impl().frag_mix[0], 40.0) << "only the 40 % card is lost, and only to the whole-card kind";
+  EXPECT_GT(with.impl().frag_mix[0], 0.0);
+  EXPECT_LT(without.impl().frag_mix[0], 40.0);
 }
 
 TEST(EngineEvaluate, CandidatesReasonsAndUnknownNode) {

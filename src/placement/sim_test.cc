@@ -73,21 +73,65 @@ TEST(TraceParse, PodErrorsNameLineAndField) {
       {"p,1,1,99,1000,,LS,Running,0", "field 'num_gpu': want an integer in 0..32"},
       {"p,1,1,1,1500,,LS,Running,0", "field 'gpu_milli': want an integer in 0..1000"},
       {"p,1,1,0,500,,LS,Running,0", "must be > 0 exactly when num_gpu > 0"},
-      {"p,1,1,2,500,,LS,Running,0", "multi-GPU pod needs whole GPUs"},
-      {"p,1,1", "fields, expected at least"},
+      {"p,1,1,x,500,,LS,Running,0", "field 'num_gpu'"},
+      {"p,1,1", "field 'num_gpu'"},
   };
   for (const auto& c : cases) {
     auto r = ParsePods(std::string(kPodsHeader) + c.row + "\n");
     ASSERT_FALSE(r.ok()) << c.row;
     EXPECT_NE(r.error.find(c.want), std::string::npos) << c.row << " -> " << r.error;
   }
-  auto missing = ParsePods("name,cpu_milli\np,1\n");
+  auto missing = ParsePods("name,cpu_milli,memory_mib\np,1,1\n");
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.error.find("missing column 'memory_mib'"), std::string::npos);
+  EXPECT_NE(missing.error.find("'num_gpu' column"), std::string::npos) << missing.error;
+  auto no_cpu = ParsePods("name,num_gpu\np,1\n");
+  ASSERT_FALSE(no_cpu.ok());
+  EXPECT_NE(no_cpu.error.find("'cpu_milli'"), std::string::npos) << no_cpu.error;
   EXPECT_FALSE(ParsePods("").ok());
   auto bad_node = ParseNodes("sn,cpu_milli,memory_mib,gpu,model\nn,1,1,2,\n");
   ASSERT_FALSE(bad_node.ok());
   EXPECT_NE(bad_node.error.find("field 'model'"), std::string::npos);
+}
+
+// The dataset's other formats: multigpu* lists have no gpu_spec column, nomem* lists no memory_mib;
+// columns may come in any order and unknown ones are ignored.
+TEST(TraceParse, OptionalColumnsAbsentAndExtraIgnored) {
+  auto multi = ParsePods(
+      "name,cpu_milli,memory_mib,num_gpu,gpu_milli,qos,pod_phase,creation_time,deletion_time,scheduled_time\n"
+      "m0,24000,32768,2,1000,LS,Running,0,12537496,0\n"
+      "m1,6000,12288,1,460,LS,Running,427061,12902960,427061\n");
+  ASSERT_TRUE(multi.ok()) << multi.error;
+  ASSERT_EQ(multi.value.size(), 2u);
+  EXPECT_EQ(multi.value[0].num_gpu, 2);
+  EXPECT_TRUE(multi.value[0].gpu_spec.empty());
+  EXPECT_EQ(multi.value[1].gpu_milli, 460);
+
+  auto nomem = ParsePods("name,cpu_milli,num_gpu,gpu_milli,gpu_spec,qos\nn0,12000,1,1000,,LS\nn1,3000,0,0,,BE\n");
+  ASSERT_TRUE(nomem.ok()) << nomem.error;
+  EXPECT_EQ(nomem.value[0].memory_mib, 0);
+  EXPECT_EQ(nomem.value[0].cpu_milli, 12000);
+
+  // Minimal: GPUs and CPU in cores, columns reordered, unknown ones ignored, no gpu_milli (whole cards).
+  auto minimal = ParsePods("extra,num_gpu,cpu\nx,4,8\ny,0,2\n");
+  ASSERT_TRUE(minimal.ok()) << minimal.error;
+  EXPECT_EQ(minimal.value[0].cpu_milli, 8000);
+  EXPECT_EQ(minimal.value[0].gpu_milli, 1000);
+  EXPECT_EQ(minimal.value[0].name, "pod-1");
+  EXPECT_EQ(minimal.value[1].gpu_milli, 0);
+
+  // A fractional share on several cards is a request the engine can serve, not a malformed row.
+  auto frac = ParsePods(std::string(kPodsHeader) + "f,1000,1024,2,500,,LS,Running,0\n");
+  ASSERT_TRUE(frac.ok()) << frac.error;
+  EXPECT_EQ(frac.value[0].gpu_milli_total(), 1000);
+
+  auto nodes = ParseNodes("model,gpu,cpu_milli,rack\nT4,2,32000,r1\n,0,8000,r2\n");
+  ASSERT_TRUE(nodes.ok()) << nodes.error;
+  EXPECT_EQ(nodes.value[0].name, "node-1");
+  EXPECT_EQ(nodes.value[0].memory_mib, kUnlimitedMemory) << "no memory column: memory not enforced";
+  EXPECT_EQ(nodes.value[0].model, "T4");
+  auto no_gpu_col = ParseNodes("sn,cpu_milli\nn,1\n");
+  ASSERT_FALSE(no_gpu_col.ok());
+  EXPECT_NE(no_gpu_col.error.find("'gpu' column"), std::string::npos) << no_gpu_col.error;
 }
 
 std::vector<TracePod> Pods(std::initializer_list<std::pair<int, int>> gpus_milli) {

@@ -1,7 +1,9 @@
 // Snapshot, Workload and policy names (see engine.h).
 #include <algorithm>
 #include <cctype>
+#include <map>
 #include <numeric>
+#include <tuple>
 
 #include "placement/engine.h"
 #include "placement/snapshot_impl.h"
@@ -104,6 +106,7 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
   total_free.assign(n, 0);
   frag.assign(n, 0);
   frag_mix.assign(n, 0);
+  mix_norm.assign(n, 0);
   invalid.assign(n, nullptr);
   by_name.clear();
   by_name.reserve(n * 2);
@@ -174,17 +177,50 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
   // Expected waste of one card by its free share: fractional kinds that still fit keep landing on it
   // (each by its share of arrivals) with a chance that grows with how common they are; what is left
   // when none comes is wasted. sliver[0] = 0; without fractional kinds sliver[x] = x.
-  for (int x = 0; x <= 100; ++x) {
-    double fit_share = 0, next = 0;
-    for (const TypicalKind& k : kinds) {
-      if (k.gpus != 1 || k.pct <= 0 || k.pct >= 100 || k.pct > x) continue;
-      fit_share += k.w_count;
-      next += k.w_count * sliver[size_t(x - k.pct)];
+  auto build_sliver = [&](std::array<double, 101>* t) {
+    for (int x = 0; x <= 100; ++x) {
+      double fit_share = 0, next = 0;
+      for (const TypicalKind& k : kinds) {
+        if (k.gpus != 1 || k.pct <= 0 || k.pct >= 100 || k.pct > x) continue;
+        fit_share += k.w_count;
+        next += k.w_count * (*t)[size_t(x - k.pct)];
+      }
+      const double q = std::min(1.0, kSliverHorizon * fit_share);
+      (*t)[size_t(x)] = fit_share > 0 ? (1 - q) * x + q * next / fit_share : double(x);
     }
-    const double q = std::min(1.0, kSliverHorizon * fit_share);
-    sliver[size_t(x)] = fit_share > 0 ? (1 - q) * x + q * next / fit_share : double(x);
-  }
+  };
+  build_sliver(&sliver);
   stats.assign(n * kinds.size(), KindStat{});
+  node_model.assign(n, -1);
+  for (uint32_t i = 0; i < n; ++i) {
+    const GpuState* g = gpu_ptr(i);
+    const int cnt = gpu_count(i);
+    if (cnt == 0) continue;
+    node_model[i] = g[0].model;
+    for (int j = 1; j < cnt; ++j) {
+      if (g[j].model != g[0].model) node_model[i] = -1;
+    }
+  }
+  merged_kinds.assign(model_names.size(), {});
+  merged_stride = 0;
+  for (size_t m = 0; m < model_names.size(); ++m) {
+    std::map<std::tuple<int64_t, int64_t, int, int>, size_t> at;
+    auto& out = merged_kinds[m];
+    for (const TypicalKind& k : kinds) {
+      if (k.gpus > 0 && !k.model_ok[m]) continue;
+      auto [it, fresh] = at.emplace(std::make_tuple(k.cpu_milli, k.memory_mib, k.gpus, k.pct), out.size());
+      if (fresh) {
+        TypicalKind c = k;
+        c.model_ok.assign(model_names.size(), 1);
+        out.push_back(std::move(c));
+      } else {
+        out[it->second].w_count += k.w_count;
+        out[it->second].w_mix += k.w_mix;
+      }
+    }
+    merged_stride = std::max(merged_stride, out.size());
+  }
+  merged_stats.assign(n * merged_stride, KindStat{});
   for (uint32_t i = 0; i < n; ++i) RefreshNode(i);
 }
 
@@ -194,12 +230,13 @@ void Snapshot::Impl::RefreshNode(uint32_t n) {
   double tot = 0;
   for (int j = 0; j < cnt; ++j) tot += g[j].Amount();
   total_free[n] = tot;
-  double f = 0, fm = 0;
+  double f = 0;
   KindStat* st = stats.data() + size_t(n) * kinds.size();
   for (size_t k = 0; k < kinds.size(); ++k) {
     const TypicalKind& kind = kinds[k];
     KindStat s;
     for (int j = 0; j < cnt; ++j) {
+      if (g[j].healthy && kind.model_ok[g[j].model]) s.access = true;
       if (kind.Fits(g[j])) {
         ++s.fit;
       } else {
@@ -209,9 +246,35 @@ void Snapshot::Impl::RefreshNode(uint32_t n) {
     st[k] = s;
     const bool usable = kind.gpus > 0 && cpu_free[n] >= kind.cpu_milli && s.fit >= kind.gpus;
     f += kind.w_count * (usable ? s.nonfit : tot);
-    const bool usable_mix = usable && mem_free[n] >= kind.memory_mib;
-    fm += kind.w_mix * (usable_mix ? s.nonfit : tot);
   }
+  // tessera: a kind that can never use this node's cards is no measure of its fragmentation (that
+  // capacity is not lost to it, it was never its); the others are renormalised over the node.
+  const bool merged = node_model[n] >= 0;
+  const std::vector<TypicalKind>& mk = merged ? merged_kinds[size_t(node_model[n])] : kinds;
+  KindStat* ms = merged ? merged_stats.data() + size_t(n) * merged_stride : st;
+  double fm = 0, wsum = 0;
+  for (size_t k = 0; k < mk.size(); ++k) {
+    const TypicalKind& kind = mk[k];
+    if (merged) {
+      KindStat s;
+      s.access = true;
+      for (int j = 0; j < cnt; ++j) {
+        if (kind.Fits(g[j])) {
+          ++s.fit;
+        } else {
+          s.nonfit += g[j].Amount();
+        }
+      }
+      ms[k] = s;
+    }
+    if (!ms[k].access && kind.gpus > 0) continue;
+    wsum += kind.w_mix;
+    const bool usable_mix = kind.gpus > 0 && cpu_free[n] >= kind.cpu_milli && ms[k].fit >= kind.gpus &&
+                            mem_free[n] >= kind.memory_mib;
+    fm += kind.w_mix * (usable_mix ? ms[k].nonfit : tot);
+  }
+  mix_norm[n] = wsum > 0 ? 1.0 / wsum : 0;
+  fm *= mix_norm[n];
   frag[n] = tot > 0 ? f : 0;
   frag_mix[n] = tot > 0 ? fm : 0;
 }

@@ -62,6 +62,7 @@ inline constexpr double kSliverHorizon = 30;
 // Per node and typical kind: how many GPUs fit the kind, and the capacity on those that do not.
 struct KindStat {
   int32_t fit = 0;
+  bool access = false;  // some healthy card of the node has a model the kind accepts
   double nonfit = 0;
 };
 
@@ -74,7 +75,9 @@ struct Snapshot::Impl {
   std::vector<uint64_t> version;
   std::vector<double> total_free;   // sum of Amount() over the node's GPUs
   std::vector<double> frag;         // expected fragmentation (fgd weights, CPU checked)
-  std::vector<double> frag_mix;     // the same with tessera's weights, CPU and memory checked
+  std::vector<double> frag_mix;     // the same with tessera's weights, CPU and memory checked, over the
+                                    // kinds that accept one of the node's models (see mix_norm)
+  std::vector<double> mix_norm;     // 1 / (sum of w_mix over the kinds the node's models accept), or 0
   std::vector<const char*> invalid; // node-level reason it can never host GPU pods, or nullptr
   // Looked up by string_view without building a std::string (the extender asks for 5,000 names a call).
   struct NameHash {
@@ -87,6 +90,14 @@ struct Snapshot::Impl {
   std::shared_ptr<const Workload> workload;
   std::vector<TypicalKind> kinds;
   std::vector<KindStat> stats;  // node * kinds.size() + k
+  // tessera's measure on a node whose cards are all of one model needs only the kinds that model
+  // accepts, and kinds equal but for their model lists then count the same: merged_kinds[m] holds them
+  // merged (weights summed), merged_stats their per-node statistics (stride merged_stride). With
+  // type-constrained workloads this is several times fewer kinds per score than `kinds`.
+  std::vector<int> node_model;  // the model id of all the node's cards, or -1 (mixed or none)
+  std::vector<std::vector<TypicalKind>> merged_kinds;
+  std::vector<KindStat> merged_stats;
+  size_t merged_stride = 0;
 
   int64_t total_cores = 0;
   int64_t used_cores = 0;
@@ -107,6 +118,7 @@ struct Snapshot::Impl {
   GpuState* gpu_ptr(uint32_t n) { return gpus.data() + gpu_begin[n]; }
   int gpu_count(uint32_t n) const { return int(gpu_begin[n + 1] - gpu_begin[n]); }
   const KindStat* stat_ptr(uint32_t n) const { return stats.data() + size_t(n) * kinds.size(); }
+  const KindStat* merged_stat_ptr(uint32_t n) const { return merged_stats.data() + size_t(n) * merged_stride; }
 };
 
 }  // namespace tessera::placement

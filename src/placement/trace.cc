@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <tuple>
 
@@ -90,50 +92,89 @@ std::string Where(int line, std::string_view field) {
 
 }  // namespace
 
+namespace {
+
+// The first of `names` the header has, or -1.
+int AnyColumn(const Csv& csv, std::initializer_list<std::string_view> names) {
+  for (auto n : names) {
+    const int c = csv.Column(n);
+    if (c >= 0) return c;
+  }
+  return -1;
+}
+
+// Field `col` of `f` (empty when the column is absent or the row is short: a missing trailing
+// optional field reads as empty).
+std::string_view Field(const std::vector<std::string_view>& f, int col) {
+  return col >= 0 && size_t(col) < f.size() ? Trim(f[size_t(col)]) : std::string_view();
+}
+
+// Reads an optional integer: empty means `dflt`; otherwise an integer in [lo, hi] or an error naming
+// the field. `scale` multiplies a whole-unit column (cpu cores) into the target unit.
+bool OptionalInt(std::string_view text, int64_t dflt, int64_t lo, int64_t hi, int64_t* out) {
+  if (text.empty()) {
+    *out = dflt;
+    return true;
+  }
+  return ParseInt(text, out) && *out >= lo && *out <= hi;
+}
+
+}  // namespace
+
 Parsed<std::vector<TraceNode>> ParseNodes(std::string_view text) {
   Parsed<std::vector<TraceNode>> r;
   Csv csv(text);
   if (!csv.Header(&r.error)) return r;
-  const char* names[] = {"sn", "cpu_milli", "memory_mib", "gpu", "model"};
-  int col[5];
-  for (int i = 0; i < 5; ++i) {
-    col[i] = csv.Column(names[i]);
-    if (col[i] < 0) {
-      r.error = std::string("node list: missing column '") + names[i] + "' in the header";
-      return r;
-    }
+  // Required: the GPU count and the CPU (millicores, or whole cores as `cpu`). Optional: sn (a name is
+  // made up from the row), memory_mib (0: not enforced), model (needed only by nodes with GPUs).
+  const int c_name = AnyColumn(csv, {"sn", "name", "node"});
+  const int c_milli = csv.Column("cpu_milli");
+  const int c_cores = c_milli < 0 ? csv.Column("cpu") : -1;
+  const int c_mem = AnyColumn(csv, {"memory_mib"});
+  const int c_gpu = AnyColumn(csv, {"gpu", "num_gpu"});
+  const int c_model = AnyColumn(csv, {"model", "gpu_model"});
+  if (c_gpu < 0) {
+    r.error = "node list: the header needs a 'gpu' column (GPUs per node)";
+    return r;
+  }
+  if (c_milli < 0 && c_cores < 0) {
+    r.error = "node list: the header needs a 'cpu_milli' (or 'cpu', in cores) column";
+    return r;
   }
   std::string_view line;
+  int row = 0;
   while (csv.Next(&line)) {
     auto f = SplitFields(line);
-    const int need = *std::max_element(col, col + 5) + 1;
-    if (int(f.size()) < need) {
-      r.error = "node list line " + std::to_string(csv.line_no()) + ": " + std::to_string(f.size()) +
-                " fields, expected at least " + std::to_string(need);
-      return r;
-    }
+    ++row;
     TraceNode n;
-    n.name = std::string(Trim(f[col[0]]));
-    int64_t gpus = 0;
-    if (n.name.empty()) {
-      r.error = "node list " + Where(csv.line_no(), "sn") + ": empty node name";
-      return r;
+    n.name = std::string(Field(f, c_name));
+    if (n.name.empty()) n.name = "node-" + std::to_string(row);
+    int64_t gpus = 0, cpu = 0;
+    if (c_milli >= 0) {
+      if (!ParseInt(Field(f, c_milli), &cpu) || cpu < 0) {
+        r.error = "node list " + Where(csv.line_no(), "cpu_milli") + ": want an integer >= 0";
+        return r;
+      }
+    } else {
+      if (!ParseInt(Field(f, c_cores), &cpu) || cpu < 0 || cpu > (int64_t(1) << 40)) {
+        r.error = "node list " + Where(csv.line_no(), "cpu") + ": want an integer >= 0 (cores)";
+        return r;
+      }
+      cpu *= 1000;
     }
-    if (!ParseInt(f[col[1]], &n.cpu_milli) || n.cpu_milli < 0) {
-      r.error = "node list " + Where(csv.line_no(), "cpu_milli") + ": want an integer >= 0";
-      return r;
-    }
-    if (!ParseInt(f[col[2]], &n.memory_mib) || n.memory_mib < 0) {
+    n.cpu_milli = cpu;
+    if (!OptionalInt(Field(f, c_mem), 0, 0, INT64_MAX, &n.memory_mib)) {
       r.error = "node list " + Where(csv.line_no(), "memory_mib") + ": want an integer >= 0";
       return r;
     }
-    if (!ParseInt(f[col[3]], &gpus) || gpus < 0 || gpus > kMaxGpusPerNode) {
+    if (c_mem < 0 || Field(f, c_mem).empty()) n.memory_mib = kUnlimitedMemory;
+    if (!ParseInt(Field(f, c_gpu), &gpus) || gpus < 0 || gpus > kMaxGpusPerNode) {
       r.error = "node list " + Where(csv.line_no(), "gpu") + ": want an integer in 0.." +
                 std::to_string(kMaxGpusPerNode);
       return r;
     }
     n.gpus = int(gpus);
-    n.model = std::string(Trim(f[col[4]]));
+    n.model = std::string(Field(f, c_model));
     if (n.gpus > 0 && n.model.empty()) {
       r.error = "node list " + Where(csv.line_no(), "model") + ": a node with GPUs needs a model";
       return r;
@@ -147,42 +188,58 @@ Parsed<std::vector<TracePod>> ParsePods(std::string_view text) {
   Parsed<std::vector<TracePod>> r;
   Csv csv(text);
   if (!csv.Header(&r.error)) return r;
-  const char* names[] = {"name", "cpu_milli", "memory_mib", "num_gpu", "gpu_milli", "gpu_spec"};
-  int col[6];
-  for (int i = 0; i < 6; ++i) {
-    col[i] = csv.Column(names[i]);
-    if (col[i] < 0) {
-      r.error = std::string("pod list: missing column '") + names[i] + "' in the header";
-      return r;
-    }
+  // Required: num_gpu and the CPU (cpu_milli, or whole cores as `cpu` / `num_cpu`). Optional: name,
+  // memory_mib (0), gpu_milli (1000 for GPU pods: whole cards), gpu_spec (any model). Other columns
+  // (qos, pod_phase, times, ...) are ignored.
+  const int c_name = AnyColumn(csv, {"name", "job_id"});
+  const int c_milli = csv.Column("cpu_milli");
+  const int c_cores = c_milli < 0 ? AnyColumn(csv, {"cpu", "num_cpu"}) : -1;
+  const int c_mem = csv.Column("memory_mib");
+  const int c_num = csv.Column("num_gpu");
+  const int c_gmilli = csv.Column("gpu_milli");
+  const int c_spec = csv.Column("gpu_spec");
+  if (c_num < 0) {
+    r.error = "pod list: the header needs a 'num_gpu' column (GPUs per pod)";
+    return r;
   }
-  const int need = *std::max_element(col, col + 6) + 1;
+  if (c_milli < 0 && c_cores < 0) {
+    r.error = "pod list: the header needs a 'cpu_milli' (or 'cpu' / 'num_cpu', in cores) column";
+    return r;
+  }
   std::map<std::tuple<int64_t, int64_t, int, int, std::string>, int> shapes;
   std::string_view line;
+  int row = 0;
   while (csv.Next(&line)) {
     auto f = SplitFields(line);
-    if (int(f.size()) < need) {
-      r.error = "pod list line " + std::to_string(csv.line_no()) + ": " + std::to_string(f.size()) +
-                " fields, expected at least " + std::to_string(need);
-      return r;
-    }
+    ++row;
     TracePod p;
-    p.name = std::string(Trim(f[col[0]]));
-    int64_t num = 0, milli = 0;
-    if (!ParseInt(f[col[1]], &p.cpu_milli) || p.cpu_milli < 0) {
-      r.error = "pod list " + Where(csv.line_no(), "cpu_milli") + ": want an integer >= 0";
-      return r;
+    p.name = std::string(Field(f, c_name));
+    if (p.name.empty()) p.name = "pod-" + std::to_string(row);
+    int64_t num = 0, milli = 0, cpu = 0;
+    if (c_milli >= 0) {
+      if (!ParseInt(Field(f, c_milli), &cpu) || cpu < 0) {
+        r.error = "pod list " + Where(csv.line_no(), "cpu_milli") + ": want an integer >= 0";
+        return r;
+      }
+    } else {
+      if (!ParseInt(Field(f, c_cores), &cpu) || cpu < 0 || cpu > (int64_t(1) << 40)) {
+        r.error = "pod list " + Where(csv.line_no(), c_cores == csv.Column("cpu") ? "cpu" : "num_cpu") +
+                  ": want an integer >= 0 (cores)";
+        return r;
+      }
+      cpu *= 1000;
     }
-    if (!ParseInt(f[col[2]], &p.memory_mib) || p.memory_mib < 0) {
+    p.cpu_milli = cpu;
+    if (!OptionalInt(Field(f, c_mem), 0, 0, INT64_MAX, &p.memory_mib)) {
       r.error = "pod list " + Where(csv.line_no(), "memory_mib") + ": want an integer >= 0";
       return r;
     }
-    if (!ParseInt(f[col[3]], &num) || num < 0 || num > kMaxGpusPerNode) {
+    if (!ParseInt(Field(f, c_num), &num) || num < 0 || num > kMaxGpusPerNode) {
       r.error = "pod list " + Where(csv.line_no(), "num_gpu") + ": want an integer in 0.." +
                 std::to_string(kMaxGpusPerNode);
       return r;
     }
-    if (!ParseInt(f[col[4]], &milli) || milli < 0 || milli > 1000) {
+    if (!OptionalInt(Field(f, c_gmilli), num > 0 ? 1000 : 0, 0, 1000, &milli)) {
       r.error = "pod list " + Where(csv.line_no(), "gpu_milli") + ": want an integer in 0..1000";
       return r;
     }
@@ -192,14 +249,9 @@ Parsed<std::vector<TracePod>> ParsePods(std::string_view text) {
                 std::to_string(milli) + ")";
       return r;
     }
-    if (num > 1 && milli != 1000) {
-      r.error = "pod list " + Where(csv.line_no(), "gpu_milli") +
-                ": a multi-GPU pod needs whole GPUs (1000), got " + std::to_string(milli);
-      return r;
-    }
     p.num_gpu = int(num);
     p.gpu_milli = int(milli);
-    std::string_view spec = Trim(f[col[5]]);
+    std::string_view spec = Field(f, c_spec);
     while (!spec.empty()) {
       size_t bar = spec.find('|');
       std::string_view m = Trim(spec.substr(0, bar));

@@ -45,10 +45,20 @@ struct Parsed {
   bool ok() const { return error.empty(); }
 };
 
-// Columns by header name (sn, cpu_milli, memory_mib, gpu, model); other columns are ignored.
+// Host memory of a node whose list has no memory_mib column (or an empty field): not enforced.
+inline constexpr int64_t kUnlimitedMemory = int64_t(1) << 50;
+
+// Every node list format of cluster-trace-gpu-v2023. Columns by header name, in any order; unknown
+// columns are ignored. Required: `gpu` (cards per node, 0..kMaxGpusPerNode) and `cpu_milli` (or `cpu`
+// in whole cores). Optional: `sn` (name; "node-<row>" when absent), `memory_mib` (absent: not
+// enforced), `model` (required only on a node with GPUs). A malformed field is an error naming the
+// line, the field and the allowed range.
 Parsed<std::vector<TraceNode>> ParseNodes(std::string_view csv);
-// Columns by header name (name, cpu_milli, memory_mib, num_gpu, gpu_milli, gpu_spec); others ignored.
-// Rules: num_gpu >= 0; gpu_milli in 0..1000; gpu_milli > 0 iff num_gpu > 0; num_gpu > 1 needs 1000.
+// Every pod list format of the dataset (default, gpushare*, cpu*, gpuspec*, multigpu*, nomem*).
+// Required: `num_gpu` (0..kMaxGpusPerNode) and `cpu_milli` (or `cpu` / `num_cpu` in whole cores).
+// Optional: `name` (or `job_id`), `memory_mib` (0), `gpu_milli` (share of each card, 0..1000; absent:
+// 1000 for GPU pods), `gpu_spec` (`|`-joined allowed models; absent or empty: any). Others ignored.
+// Rule: gpu_milli > 0 exactly when num_gpu > 0.
 Parsed<std::vector<TracePod>> ParsePods(std::string_view csv);
 
 // GPU memory of a model in MiB (the trace has none; used to size cards and percentages).
