@@ -38,7 +38,6 @@ struct NvmlApi {
   decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;
   decltype(&nvmlDeviceGetGraphicsRunningProcesses_v3) get_graphics_processes = nullptr;
   decltype(&nvmlDeviceGetMPSComputeRunningProcesses_v3) get_mps_processes = nullptr;
-  decltype(&nvmlDeviceGetComputeRunningProcesses_v3) get_processes = nullptr;  // optional
   decltype(&nvmlDeviceGetCudaComputeCapability) get_compute_capability = nullptr;  // optional
   decltype(&nvmlSystemGetDriverVersion) get_driver_version = nullptr;              // optional
   decltype(&nvmlEventSetCreate) event_set_create = nullptr;
