@@ -69,6 +69,9 @@ struct AgentOptions {
   // must be the host's /proc (the DaemonSet runs with hostPID), every host_pid_period_s.
   std::string proc_root = "/proc";
   double host_pid_period_s = 0.25;
+  // Where the GPUs' device nodes are (/dev/nvidiaN, /dev/nvidiactl, ...): Allocate hands them to containers
+  // as DeviceSpecs (device_nodes.h). Empty (simulated GPUs): none.
+  std::string dev_root;
   int init_attempts = 5;     // GPU backend Init() tries before Start() fails
   int init_retry_ms = 1000;  // wait before try n+1: n × this
   std::string version = "dev";
