@@ -76,6 +76,9 @@ struct AgentOptions {
   WatchdogOptions watchdog;
   // Where `tessera run` keeps standalone slices on this host (its default); empty: none watched.
   std::filesystem::path standalone_slices_dir = "/run/tessera/slices";
+  // Where the GPUs' device nodes are (/dev/nvidiaN, /dev/nvidiactl, ...): Allocate hands them to containers
+  // as DeviceSpecs (device_nodes.h). Empty (simulated GPUs): none.
+  std::string dev_root;
   int init_attempts = 5;     // GPU backend Init() tries before Start() fails
   int init_retry_ms = 1000;  // wait before try n+1: n × this
   std::string version = "dev";

@@ -6,6 +6,7 @@
 #include "agent/agent.h"
 #include "agent/agent_internal.h"
 #include "agent/assignment.h"
+#include "agent/device_nodes.h"
 #include "agent/inventory.h"
 #include "agent/matcher.h"
 
@@ -92,8 +93,10 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
   if (!st.ok()) return fail(st.message());
   std::map<std::string, uint64_t> memory;
   std::set<std::string> known_devices, claimed;
+  std::vector<gpu::GpuInfo> gpus;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    gpus = gpus_;
     for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
     for (const auto& d : PluginDevices(gpus_, opts_.split)) known_devices.insert(d.id);
     // A container the kubelet lists without devices is being (re)admitted: whatever an earlier
@@ -136,6 +139,17 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
       pm->set_container_path(mnt.container_path);
       pm->set_host_path(mnt.host_path);
       pm->set_read_only(mnt.read_only);
+    }
+    // The GPUs as device nodes, not only named in NVIDIA_VISIBLE_DEVICES: the runtime creates these and no
+    // other GPU's node, whatever the container's environment says.
+    std::vector<std::string> uuids;
+    for (const auto& g : m.chosen.grants) uuids.push_back(g.uuid);
+    for (const auto& d : opts_.dev_root.empty() ? std::vector<DeviceNode>{}
+                                                : DeviceNodesFor(uuids, gpus, opts_.dev_root, opts_.proc_root)) {
+      auto* ds = out->add_devices();
+      ds->set_container_path(d.container_path);
+      ds->set_host_path(d.host_path);
+      ds->set_permissions(d.permissions);
     }
     claimed.insert(m.chosen.Key());
     new_claims.push_back(m.chosen.Key());

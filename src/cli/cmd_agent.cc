@@ -162,6 +162,7 @@ int AgentCmd(int argc, char** argv) {
     gpus = std::move(sim);
   } else {
     gpus = gpu::MakeNvmlBackend();
+    o.dev_root = "/dev";  // real GPUs: hand their device nodes to containers
   }
   if (!faults.empty()) {
     gpu::FaultPlan plan;

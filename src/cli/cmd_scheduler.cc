@@ -49,7 +49,30 @@ int SchedulerCmd(int argc, char** argv) {
   std::string webhook_service;
   std::string sans;
   app.add_option("--kubeconfig", o.kubeconfig, "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
-  app.add_option("--listen", listen, "host:port of the HTTPS extender and webhook endpoint")->capture_default_str();
+  app.add_option("--listen", listen, "host:port of the HTTPS webhook endpoint (/mutate, /validate)")->capture_default_str();
+  std::string extender_listen = o.extender_host + ":" + std::to_string(o.extender_port);
+  app.add_option("--extender-listen", extender_listen,
+                 "host:port of the HTTPS extender endpoint (/filter, /prioritize, /bind), for kube-scheduler only: "
+                 "loopback, or any address with --extender-client-ca")
+      ->capture_default_str();
+  app.add_option("--extender-client-ca", o.extender_client_ca,
+                 "CA file (PEM): the extender requires client certificates it signed (mutual TLS)");
+  app.add_option("--extra-scheduler-names", o.extra_scheduler_names,
+                 "comma-separated schedulerNames besides --scheduler-name whose pods /bind accepts (kube-scheduler "
+                 "profiles sharing the extender)")
+      ->delimiter(',');
+  app.add_option("--metrics-token-file", o.metrics_token_file,
+                 "file holding a bearer token: /metrics then needs \"Authorization: Bearer <token>\" (re-read on change)");
+  app.add_option("--metrics-client-ca", o.metrics_client_ca,
+                 "CA file (PEM): serve metrics over TLS (the serving certificate) and require client certificates it signed");
+  app.add_option("--max-connections", o.limits.max_connections, "open TLS connections per server (0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--max-connections-per-peer", o.limits.max_per_peer,
+                 "open TLS connections from one IP address to the webhook or metrics server (0: no limit)")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--request-deadline", o.limits.request_deadline_s,
+                 "seconds a TLS client has to send its whole request (handshake, headers, body)")
+      ->capture_default_str()->check(CLI::Range(0.1, 600.0));
   app.add_option("--metrics-port", o.metrics_port, "port of the Prometheus metrics endpoint (plain HTTP)")
       ->capture_default_str()->check(CLI::Range(1, 65535));
   app.add_option("--metrics-address", o.metrics_host, "address the metrics endpoint binds")->capture_default_str();
@@ -86,6 +109,9 @@ int SchedulerCmd(int argc, char** argv) {
   app.add_option("--node-label-selector", o.node_label_selector, "only Nodes matching this label selector are GPU candidates");
   app.add_option("--webhook-namespace-selector", o.webhook.namespace_selector, "key=value: the webhooks apply only to namespaces with this label")
       ->check([](const std::string& v) { return v.find('=') == std::string::npos ? std::string("expected key=value") : std::string(); });
+  app.add_option("--webhook-exempt-namespace", o.webhook.exempt_namespace,
+                 "namespace whose pods may set NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, LD_PRELOAD, TESSERA_* "
+                 "(Tessera's own; empty: none)");
   app.add_option("--webhook-trusted-users", o.webhook.trusted_users,
                  "usernames that may change Tessera's pod annotations on UPDATE (the scheduler's and the agent's "
                  "identities, e.g. system:serviceaccount:<ns>:<name>); comma-separated or repeated")
@@ -106,6 +132,15 @@ int SchedulerCmd(int argc, char** argv) {
   }
   if (!SplitHostPort(listen, &o.listen_host, &o.listen_port)) {
     std::fprintf(stderr, "tessera scheduler: --listen=%s: expected host:port with port 1..65535\n", listen.c_str());
+    return 2;
+  }
+  if (!SplitHostPort(extender_listen, &o.extender_host, &o.extender_port)) {
+    std::fprintf(stderr, "tessera scheduler: --extender-listen=%s: expected host:port with port 1..65535\n",
+                 extender_listen.c_str());
+    return 2;
+  }
+  if (std::string e = scheduler::Scheduler::OptionsError(o); !e.empty()) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", e.c_str());
     return 2;
   }
   auto np = Policy(node_policy);

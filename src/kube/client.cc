@@ -7,6 +7,7 @@
 
 #include <signal.h>
 
+#include <chrono>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -15,6 +16,7 @@ namespace tessera::kube {
 
 struct Client::Conn {
   std::unique_ptr<httplib::ClientImpl> http;
+  std::chrono::steady_clock::time_point returned;  // when it last went back to the pool
 };
 
 namespace {
@@ -210,21 +212,39 @@ std::unique_ptr<Client::Conn> Client::NewConn(bool for_watch) {
   return conn;
 }
 
-std::unique_ptr<Client::Conn> Client::Borrow() {
+std::unique_ptr<Client::Conn> Client::Borrow(bool* pooled) {
+  *pooled = false;
+  std::vector<std::unique_ptr<Conn>> stale;  // closed outside the lock (a TLS shutdown writes)
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (!pool_.empty()) {
+    // The newest is at the back. One idle longer than max_idle may have been closed by the server or a
+    // middlebox without our noticing (a TLS close_notify reads as data, so the socket looks alive); all
+    // the others are older still.
+    if (!pool_.empty() &&
+        std::chrono::steady_clock::now() - pool_.back()->returned <= std::chrono::duration<double>(config_.max_idle_s)) {
       auto c = std::move(pool_.back());
       pool_.pop_back();
+      *pooled = true;
       return c;
     }
+    stale.swap(pool_);
   }
+  stale.clear();
   return NewConn(false);
 }
 
 void Client::Return(std::unique_ptr<Conn> c) {
+  c->returned = std::chrono::steady_clock::now();
   std::lock_guard<std::mutex> l(mu_);
   if (pool_.size() < 32) pool_.push_back(std::move(c));
+}
+
+void Client::DropPool() {
+  std::vector<std::unique_ptr<Conn>> old;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    old.swap(pool_);
+  }
 }
 
 Result<Json> Client::Request(const std::string& method, const std::string& path, const std::string& body,
@@ -237,14 +257,21 @@ Result<Json> Client::Request(const std::string& method, const std::string& path,
     req.body = body;
     req.headers.emplace("Content-Type", content_type);
   }
-  // One retry on a fresh connection: a pooled keep-alive socket may have been closed by the server.
+  // A pooled keep-alive socket may have been closed by the server while it sat idle: then retry once, on a
+  // socket opened for this request (never another pooled one, which likely went stale the same way), and
+  // drop the rest of the pool. A failure on a fresh socket is the server's answer: no retry.
   for (int attempt = 0; attempt < 2; ++attempt) {
-    auto conn = Borrow();
+    bool pooled = false;
+    auto conn = attempt == 0 ? Borrow(&pooled) : NewConn(false);
     httplib::Response res;
     httplib::Error err = httplib::Error::Success;
     bool sent = conn->http->send(req, res, err);
     if (!sent) {
-      if (attempt == 0) continue;
+      if (attempt == 0 && pooled) {
+        retries_.fetch_add(1, std::memory_order_relaxed);
+        DropPool();
+        continue;
+      }
       return Error{0, "Transport", method + " " + path + ": " + httplib::to_string(err)};
     }
     Return(std::move(conn));

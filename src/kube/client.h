@@ -3,7 +3,9 @@
 // Objects travel as nlohmann::json (the API server's own JSON), so no field is lost when an object is read,
 // patched and written back; `Resource` names the kind (path, namespaced or not). Callers: the scheduler
 // (pods, nodes, bindings, leases, quotas, events), the node agent (its Node, pods on the node), `tessera
-// doctor`. A Client is thread-safe: each call borrows a pooled keep-alive connection. Watch() blocks the
+// doctor`. A Client is thread-safe: each call borrows a pooled keep-alive connection (one idle longer than
+// Config::max_idle_s is dropped, not reused); a call that fails on a pooled socket is sent once more on a
+// fresh one, since servers and load balancers close idle connections. Watch() blocks the
 // calling thread until the stream ends, the callback returns false, or Stop() is called. Creating a Client
 // sets SIGPIPE to ignored if it was at its default (a closed connection must fail a call, not the process).
 #pragma once
@@ -117,12 +119,16 @@ class Client {
   void StopWatches();
 
   const Config& config() const { return config_; }
+  // Requests retried on a fresh socket after a pooled one failed (the server had closed it).
+  uint64_t stale_retries() const { return retries_.load(std::memory_order_relaxed); }
 
  private:
   explicit Client(Config config);
   struct Conn;
-  std::unique_ptr<Conn> Borrow();
+  // A pooled connection idle at most config_.max_idle_s (*pooled = true), else a new one.
+  std::unique_ptr<Conn> Borrow(bool* pooled);
   void Return(std::unique_ptr<Conn> c);
+  void DropPool();
   std::unique_ptr<Conn> NewConn(bool for_watch);
 
   Config config_;
@@ -133,6 +139,7 @@ class Client {
   std::vector<std::unique_ptr<Conn>> pool_;
   std::vector<Conn*> watches_;  // guarded by mu_
   std::atomic<uint64_t> stop_gen_{0};
+  std::atomic<uint64_t> retries_{0};
 };
 
 // Helpers on object JSON.

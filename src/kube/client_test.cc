@@ -4,10 +4,18 @@
 #include <gtest/gtest.h>
 #include <httplib.h>
 
+#include <unistd.h>
+
 #include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
 #include <thread>
 
 #include "kube/reflector.h"
+#include "kube/test_cert.h"
 
 namespace tessera::kube {
 namespace {
@@ -229,6 +237,54 @@ TEST(ReflectorTest, RetriesAtOnceWhenTheWatchCacheLags) {
   EXPECT_TRUE(r.WaitSynced(10)) << lists.load() << " lists";
   r.Stop();
   EXPECT_GE(lists.load(), 3);
+}
+
+// The API server (or a load balancer in front of it) closes keep-alive connections that sit idle; over TLS
+// it sends close_notify first, so the socket still looks alive to the client. The next call must not fail:
+// it is retried on a fresh socket, not on a second pooled one that went stale the same way.
+TEST(ClientTest, CallAfterTheServerClosedEveryIdleConnectionSucceeds) {
+  std::string dir = (std::filesystem::temp_directory_path() / ("kube-client-test-" + std::to_string(getpid()))).string();
+  std::filesystem::create_directories(dir);
+  WriteSelfSignedCert(dir);
+  httplib::SSLServer srv((dir + "/tls.crt").c_str(), (dir + "/tls.key").c_str());
+  ASSERT_TRUE(srv.is_valid());
+  srv.set_keep_alive_timeout(1);  // the server drops a connection idle for 1 s
+  // Two calls in flight at once leave two pooled connections: the first two requests meet here.
+  std::mutex mu;
+  std::condition_variable cv;
+  int arrived = 0;
+  std::atomic<int> served{0};
+  srv.Get("/api/v1/namespaces/default/pods/p", [&](const httplib::Request&, httplib::Response& res) {
+    {
+      std::unique_lock<std::mutex> l(mu);
+      ++arrived;
+      cv.notify_all();
+      cv.wait_for(l, std::chrono::seconds(5), [&] { return arrived >= 2; });
+    }
+    ++served;
+    res.set_content(Pod("p", "1"), "application/json");
+  });
+  int port = srv.bind_to_any_port("127.0.0.1");
+  std::thread t([&] { srv.listen_after_bind(); });
+  Config c;
+  c.server = "https://127.0.0.1:" + std::to_string(port);
+  std::ifstream ca(dir + "/tls.crt");
+  c.ca_pem.assign(std::istreambuf_iterator<char>(ca), {});
+  c.max_idle_s = 3600;  // keep every pooled connection: only the retry may save the call
+  auto client = *Client::Create(c);
+  std::thread other([&] { EXPECT_TRUE(client->Get(kPods, "default", "p").ok()); });
+  EXPECT_TRUE(client->Get(kPods, "default", "p").ok());
+  other.join();
+  ASSERT_EQ(served.load(), 2);
+  // Past the server's idle timeout: both pooled sockets are closed at the other end.
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+  auto r = client->Get(kPods, "default", "p");
+  EXPECT_TRUE(r.ok()) << r.error().ToString();
+  EXPECT_EQ(served.load(), 3);
+  EXPECT_EQ(client->stale_retries(), 1u);
+  srv.stop();
+  t.join();
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -21,6 +21,7 @@ struct Config {
   std::string ns = "default";   // namespace of the context (or the pod's namespace in-cluster)
   bool insecure_skip_tls_verify = false;
   double qps_timeout_s = 30;    // per-request read timeout for non-watch calls
+  double max_idle_s = 30;       // a pooled connection idle longer than this is closed, not reused
 };
 
 // Parses kubeconfig text. `context` empty means current-context. Relative file paths resolve against

@@ -1,5 +1,7 @@
 #include "scheduler/extender.h"
 
+#include "scheduler/bind_check.h"
+
 #include <chrono>
 #include <cmath>
 #include <algorithm>
@@ -74,7 +76,6 @@ json Extender::Filter(const json& args) {
   }
   auto names = Candidates(args);
   auto parsed = ParsePod(*pod, opts_.parse);
-  if (parsed) Remember(*pod);
   if (!parsed) {
     // Nothing can fix the request by picking another node: say so on every node.
     for (const auto& n : names) res["FailedNodes"][n] = parsed.error().message;
@@ -272,7 +273,6 @@ std::string Extender::FilterBody(const std::string& body) {
   }
   auto parsed = ParsePod(sax.pod, opts_.parse);
   if (!parsed) return AllNodes(sax.names, parsed.error().message.c_str());
-  Remember(std::move(sax.pod));
   if (!parsed->wants_gpu || parsed->request.containers.empty()) return AllNodes(sax.names, nullptr);
   const std::vector<std::string>& names = sax.names;
   std::string ok = "{\"NodeNames\":[", failed = "\"FailedNodes\":{";
@@ -379,36 +379,17 @@ kube::Status Extender::BindWithAssignment(const std::string& ns, const std::stri
     // elsewhere means someone else won; otherwise retry on the fresh resourceVersion.
     auto fresh = client_->Get(kube::kPods, ns, name);
     if (!fresh) return fresh.error();
-    if (!(*fresh)["spec"].value("nodeName", "").empty())
-      return kube::Error{409, "AlreadyBound", "pod was bound meanwhile to " + (*fresh)["spec"].value("nodeName", "")};
+    std::string bound_to = (*fresh)["spec"].value("nodeName", "");
+    // Our own earlier attempt landed (its answer was lost with the connection): done.
+    if (bound_to == r.node && kube::Annotation(*fresh, kube::kAnnoDevices) == anno[kube::kAnnoDevices].get<std::string>())
+      return kube::Ok{};
+    if (!bound_to.empty()) return kube::Error{409, "AlreadyBound", "pod was bound meanwhile to " + bound_to};
     std::string other = kube::Annotation(*fresh, kube::kAnnoAssignedNode);
     if (!other.empty() && other != r.node)
       return kube::Error{409, "Conflict", "pod was assigned to " + other + " by another writer"};
     rv = kube::ResourceVersionOf(*fresh);
   }
   return kube::Error{409, "Conflict", "pod kept changing while binding it"};
-}
-
-void Extender::Remember(json pod) {
-  std::string uid = kube::Uid(pod);
-  if (uid.empty()) return;
-  std::lock_guard<std::mutex> l(cache_mu_);
-  auto [it, added] = pod_cache_.try_emplace(uid);
-  it->second = std::move(pod);
-  if (added) cache_order_.push_back(uid);
-  while (cache_order_.size() > 2000) {
-    pod_cache_.erase(cache_order_.front());
-    cache_order_.pop_front();
-  }
-}
-
-std::optional<json> Extender::Recall(const std::string& uid) {
-  std::lock_guard<std::mutex> l(cache_mu_);
-  auto it = pod_cache_.find(uid);
-  if (it == pod_cache_.end()) return std::nullopt;
-  json pod = std::move(it->second);
-  pod_cache_.erase(it);
-  return pod;
 }
 
 json Extender::Bind(const json& args) {
@@ -422,11 +403,15 @@ json Extender::Bind(const json& args) {
   std::string node = StringField(args, "Node");
   if (name.empty() || node.empty()) return fail("BadRequest", "ExtenderBindingArgs needs podName and node");
   if (!is_leader_()) return fail("NotLeader", "tessera scheduler: this replica is not the leader; retry");
-  kube::Result<json> pod = kube::Error{};
-  if (auto cached = Recall(uid); cached && kube::Name(*cached) == name) pod = std::move(*cached);
-  else pod = client_->Get(kube::kPods, ns, name);
+  // Nothing of the request is trusted but the names and the uid: the pod and the node are read again from
+  // the API server (a quorum read), so a caller who reached /bind cannot bind a pod with requests of its
+  // choosing (say, a forged /filter body), another scheduler's pod, or onto a node the pod may not use.
+  auto pod = client_->Get(kube::kPods, ns, name);
   if (!pod) return fail("PodGet", "get pod " + ns + "/" + name + ": " + pod.error().ToString());
-  if (!uid.empty() && kube::Uid(*pod) != uid) return fail("PodGone", "pod " + ns + "/" + name + " was replaced");
+  auto node_obj = client_->Get(kube::kNodes, "", node);
+  if (!node_obj) return fail("NodeGet", "get node " + node + ": " + node_obj.error().ToString());
+  if (std::string why = BindRefusal(*pod, uid, *node_obj, opts_.scheduler_names); !why.empty())
+    return fail("Refused", "tessera scheduler refuses the binding: " + why);
   auto parsed = ParsePod(*pod, opts_.parse);
   if (!parsed) return fail("InvalidRequest", parsed.error().message);
   if (parsed->wants_gpu && !parsed->request.containers.empty()) {

@@ -4,7 +4,8 @@
 // the managed resources. Filter and prioritize are read-only evaluations of the ClusterView through the
 // placement engine; bind reserves a slice in the view (re-checking fit on the live state), writes the
 // assignment annotations on the pod with an optimistic-concurrency precondition (its resourceVersion),
-// then creates the Binding. Only the leader binds; any replica filters and prioritizes.
+// then creates the Binding. Only the leader binds; any replica filters and prioritizes. Bind trusts only the
+// names and uid it is given: it re-reads the pod and the node and refuses what bind_check.h refuses.
 // The annotations travel in the Binding itself (the API server applies them to the pod in the same write,
 // preconditioned on the pod's resourceVersion): a pod is never bound without its assignment, and a
 // concurrent change to the pod fails the bind with 409 instead of interleaving.
@@ -33,6 +34,8 @@ namespace tessera::scheduler {
 struct ExtenderOptions {
   ParseOptions parse;
   std::string component = "tessera-scheduler";  // source of Events
+  // spec.schedulerName values whose pods bind accepts (bind_check.h).
+  std::vector<std::string> scheduler_names = {"tessera-scheduler"};
 };
 
 class Extender {
@@ -66,10 +69,6 @@ class Extender {
   std::function<bool()> is_leader_;
   placement::Engine engine_;
 
-  // The pod objects kube-scheduler sent to filter, by uid, so bind (which gets only names) skips a GET.
-  // Stale entries are harmless: the annotation patch carries the cached resourceVersion as a precondition.
-  void Remember(nlohmann::json pod);
-  std::optional<nlohmann::json> Recall(const std::string& uid);
   // Scores (0..10) of the nodes the last filter of a pod passed, in its order; consumed by its prioritize.
   struct FilterScores {
     std::vector<std::string> names;
@@ -78,8 +77,6 @@ class Extender {
   std::unordered_map<std::string, FilterScores> score_cache_;
   std::deque<std::string> score_order_;
   std::mutex cache_mu_;
-  std::unordered_map<std::string, nlohmann::json> pod_cache_;
-  std::deque<std::string> cache_order_;
 };
 
 // Current time as RFC 3339 UTC.

@@ -1,5 +1,6 @@
 #include "scheduler/scheduler.h"
 
+#include <arpa/inet.h>
 #include <httplib.h>
 #include <malloc.h>
 
@@ -35,6 +36,26 @@ void JsonHandler(Metrics* m, Metrics::Verb verb, const httplib::Request& req, ht
 
 }  // namespace
 
+namespace {
+bool IsLoopback(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr a{};
+  return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
+}
+}  // namespace
+
+std::string Scheduler::OptionsError(const SchedulerOptions& o) {
+  if (!IsLoopback(o.extender_host) && o.extender_client_ca.empty())
+    return "--extender-listen=" + o.extender_host + ":" + std::to_string(o.extender_port) +
+           " is reachable off this host, and anyone who reaches /bind can place pods: listen on loopback "
+           "(127.0.0.1, kube-scheduler in the same pod) or require client certificates (--extender-client-ca)";
+  if (o.extender_host == o.listen_host && o.extender_port == o.listen_port)
+    return "--extender-listen and --listen are both " + o.listen_host + ":" + std::to_string(o.listen_port) +
+           ": the extender needs its own port";
+  if (std::string e = kube::ServingLimitsError(o.limits); !e.empty()) return e;
+  return "";
+}
+
 Scheduler::Scheduler(SchedulerOptions opts) : opts_(std::move(opts)) {}
 
 Scheduler::~Scheduler() { Shutdown(); }
@@ -47,6 +68,10 @@ void Scheduler::Shutdown() {
 int Scheduler::Run() {
   // A few arenas are plenty for this workload and keep fragmentation (and RSS) bounded.
   mallopt(M_ARENA_MAX, 4);
+  if (std::string e = OptionsError(opts_); !e.empty()) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", e.c_str());
+    return 1;
+  }
   auto cfg = kube::LoadDefaultConfig(opts_.kubeconfig);
   if (!cfg) {
     std::fprintf(stderr, "tessera scheduler: %s\n", cfg.error().ToString().c_str());
@@ -96,6 +121,8 @@ int Scheduler::Run() {
   ExtenderOptions eo;
   eo.parse = opts_.parse;
   eo.component = opts_.scheduler_name;
+  eo.scheduler_names = {opts_.scheduler_name};
+  for (const auto& n : opts_.extra_scheduler_names) eo.scheduler_names.push_back(n);
   // Binding waits for a synced view: a new leader must see every existing assignment first.
   auto can_bind = [this] {
     for (const auto& r : reflectors_)
@@ -109,28 +136,44 @@ int Scheduler::Run() {
   wo.parse = opts_.parse;
   wo.scheduler_name = opts_.scheduler_name;
   wo.trusted_users = opts_.webhook.trusted_users;
+  wo.exempt_namespace = opts_.webhook.exempt_namespace;
   ClusterView* v = view_.get();
   webhook_ = std::make_unique<Webhook>(wo, [v] { return v->MaxGpuMemoryMib(); }, &metrics_);
 
-  https_ = std::make_unique<httplib::SSLServer>(opts_.tls_cert.c_str(), opts_.tls_key.c_str());
-  if (!https_->is_valid()) {
-    std::fprintf(stderr, "tessera scheduler: cannot load TLS certificate %s / key %s\n", opts_.tls_cert.c_str(),
-                 opts_.tls_key.c_str());
-    return 1;
-  }
+  guard_ = std::make_unique<kube::ServingGuard>(opts_.limits);
+  kube::ServingLimits ext_limits = opts_.limits;
+  ext_limits.max_per_peer = 0;  // its one caller (kube-scheduler) opens as many connections as it schedules in parallel
+  extender_guard_ = std::make_unique<kube::ServingGuard>(ext_limits);
   int threads = opts_.threads;
-  https_->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
-  https_->set_keep_alive_max_count(100000);
-  // Short: httplib only notices stop() between requests, so this bounds how long a shutdown waits on
-  // idle kube-scheduler connections; a reconnect costs one TLS handshake.
-  https_->set_keep_alive_timeout(2);
-  https_->set_tcp_nodelay(true);
   // httplib's default also sets SO_REUSEPORT, which would let a second scheduler share our port silently.
   auto reuse_addr_only = [](socket_t sock) {
     int yes = 1;
     setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
   };
-  https_->set_socket_options(reuse_addr_only);
+  auto make_tls = [&](const std::string& client_ca, const char* what) -> std::unique_ptr<httplib::Server> {
+    auto srv = std::make_unique<httplib::SSLServer>(opts_.tls_cert.c_str(), opts_.tls_key.c_str(),
+                                                    client_ca.empty() ? nullptr : client_ca.c_str());
+    if (!srv->is_valid()) {
+      std::fprintf(stderr, "tessera scheduler: %s: cannot load TLS certificate %s / key %s%s%s\n", what,
+                   opts_.tls_cert.c_str(), opts_.tls_key.c_str(), client_ca.empty() ? "" : " / client CA ",
+                   client_ca.c_str());
+      return nullptr;
+    }
+    srv->new_task_queue = [threads] { return new httplib::ThreadPool(static_cast<size_t>(threads)); };
+    srv->set_keep_alive_max_count(100000);
+    srv->set_tcp_nodelay(true);
+    srv->set_socket_options(reuse_addr_only);
+    return srv;
+  };
+  https_ = make_tls("", "webhook (--listen)");
+  extender_server_ = make_tls(opts_.extender_client_ca, "extender (--extender-listen)");
+  if (!https_ || !extender_server_) return 1;
+  guard_->Apply(static_cast<httplib::SSLServer&>(*https_));
+  extender_guard_->Apply(static_cast<httplib::SSLServer&>(*extender_server_));
+  // Short: httplib only notices stop() between requests, so this bounds how long a shutdown waits on
+  // idle kube-scheduler connections; a reconnect costs one TLS handshake.
+  https_->set_keep_alive_timeout(2);
+  extender_server_->set_keep_alive_timeout(2);
   Metrics* m = &metrics_;
   Extender* ext = extender_.get();
   Webhook* wh = webhook_.get();
@@ -138,45 +181,63 @@ int Scheduler::Run() {
   auto touch = [last_call](std::chrono::steady_clock::time_point t) {
     last_call->store(t.time_since_epoch().count(), std::memory_order_relaxed);
   };
-  https_->Post("/filter", [m, ext, touch](const httplib::Request& q, httplib::Response& r) {
+  kube::ServingGuard* eg = extender_guard_.get();
+  kube::ServingGuard* g = guard_.get();
+  // The extender's verbs only on the extender's port: the webhook's port (behind a Service every pod can
+  // reach) answers them 404.
+  extender_server_->Post("/filter", eg->Wrap([m, ext, touch](const httplib::Request& q, httplib::Response& r) {
     auto t0 = std::chrono::steady_clock::now();
     touch(t0);
     r.set_content(ext->FilterBody(q.body), "application/json");
     m->ObserveLatency(Metrics::kFilter, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  });
-  https_->Post("/prioritize", [m, ext, touch](const httplib::Request& q, httplib::Response& r) {
+  }));
+  extender_server_->Post("/prioritize", eg->Wrap([m, ext, touch](const httplib::Request& q, httplib::Response& r) {
     auto t0 = std::chrono::steady_clock::now();
     touch(t0);
     r.set_content(ext->PrioritizeBody(q.body), "application/json");
     m->ObserveLatency(Metrics::kPrioritize, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  });
-  https_->Post("/bind", [m, ext, touch](const httplib::Request& q, httplib::Response& r) {
+  }));
+  extender_server_->Post("/bind", eg->Wrap([m, ext, touch](const httplib::Request& q, httplib::Response& r) {
     touch(std::chrono::steady_clock::now());
     JsonHandler(m, Metrics::kBind, q, r, [ext](const json& in) { return ext->Bind(in); });
-  });
-  https_->Post("/mutate", [m, wh](const httplib::Request& q, httplib::Response& r) {
+  }));
+  https_->Post("/mutate", g->Wrap([m, wh](const httplib::Request& q, httplib::Response& r) {
     JsonHandler(m, Metrics::kMutate, q, r, [wh](const json& in) { return wh->Mutate(in); });
-  });
-  https_->Post("/validate", [m, wh](const httplib::Request& q, httplib::Response& r) {
+  }));
+  https_->Post("/validate", g->Wrap([m, wh](const httplib::Request& q, httplib::Response& r) {
     JsonHandler(m, Metrics::kValidate, q, r, [wh](const json& in) { return wh->Validate(in); });
-  });
+  }));
   auto health = [this](const httplib::Request&, httplib::Response& r) {
     r.status = ready_ ? 200 : 503;
     r.set_content(ready_ ? "ok\n" : "syncing\n", "text/plain");
   };
-  https_->Get("/healthz", health);
+  https_->Get("/healthz", g->Wrap(health));
+  extender_server_->Get("/healthz", eg->Wrap(health));
 
-  metrics_server_ = std::make_unique<httplib::Server>();
-  metrics_server_->set_socket_options(reuse_addr_only);
+  if (!opts_.metrics_token_file.empty()) guard_->RequireBearerToken(opts_.metrics_token_file);
+  if (opts_.metrics_client_ca.empty()) {
+    metrics_server_ = std::make_unique<httplib::Server>();
+    metrics_server_->set_socket_options(reuse_addr_only);
+    guard_->Apply(*metrics_server_);
+  } else {
+    metrics_server_ = make_tls(opts_.metrics_client_ca, "metrics (--metrics-client-ca)");
+    if (!metrics_server_) return 1;
+    guard_->Apply(static_cast<httplib::SSLServer&>(*metrics_server_));
+  }
   bool hami = opts_.hami_metric_names;
-  metrics_server_->Get("/metrics", [m, v, hami](const httplib::Request&, httplib::Response& r) {
+  metrics_server_->Get("/metrics", g->Wrap([m, v, hami](const httplib::Request&, httplib::Response& r) {
     r.set_content(m->Render(*v, hami), "text/plain; version=0.0.4; charset=utf-8");
-  });
-  metrics_server_->Get("/healthz", health);
+  }));
+  metrics_server_->Get("/healthz", g->Wrap(health));
 
   if (!https_->bind_to_port(opts_.listen_host.c_str(), opts_.listen_port)) {
     std::fprintf(stderr, "tessera scheduler: cannot listen on %s:%d (--listen)\n", opts_.listen_host.c_str(),
                  opts_.listen_port);
+    return 1;
+  }
+  if (!extender_server_->bind_to_port(opts_.extender_host.c_str(), opts_.extender_port)) {
+    std::fprintf(stderr, "tessera scheduler: cannot listen on %s:%d (--extender-listen)\n", opts_.extender_host.c_str(),
+                 opts_.extender_port);
     return 1;
   }
   if (!metrics_server_->bind_to_port(opts_.metrics_host.c_str(), opts_.metrics_port)) {
@@ -185,6 +246,7 @@ int Scheduler::Run() {
     return 1;
   }
   std::thread https_thread([this] { https_->listen_after_bind(); });
+  std::thread extender_thread([this] { extender_server_->listen_after_bind(); });
   std::thread metrics_thread([this] { metrics_server_->listen_after_bind(); });
 
   for (auto& r : reflectors_) {
@@ -199,8 +261,12 @@ int Scheduler::Run() {
   }
   if (leader_) leader_->Start();
   ready_ = true;
-  std::fprintf(stderr, "tessera scheduler: serving extender+webhook on https://%s:%d, metrics on :%d (%zu nodes, %zu pods)\n",
-               opts_.listen_host.c_str(), opts_.listen_port, opts_.metrics_port, view_->node_count(), view_->pod_count());
+  std::fprintf(stderr,
+               "tessera scheduler: serving the webhook on https://%s:%d, the extender on https://%s:%d%s, metrics on "
+               ":%d (%zu nodes, %zu pods)\n",
+               opts_.listen_host.c_str(), opts_.listen_port, opts_.extender_host.c_str(), opts_.extender_port,
+               opts_.extender_client_ca.empty() ? "" : " (client certificates required)", opts_.metrics_port,
+               view_->node_count(), view_->pod_count());
   {
     // Bursts of JSON on many HTTPS threads leave freed memory in per-thread malloc arenas; hand it back to
     // the OS now and then so the resident size tracks the live state (nodes, pods) rather than the peak.
@@ -222,8 +288,10 @@ int Scheduler::Run() {
   ready_ = false;
   if (leader_) leader_->Stop();
   https_->stop();
+  extender_server_->stop();
   metrics_server_->stop();
   https_thread.join();
+  extender_thread.join();
   metrics_thread.join();
   for (auto& r : reflectors_) r->Stop();
   return 0;

@@ -92,6 +92,70 @@ const json& ContainersOf(const json& pod, const char* list) {
 
 }  // namespace
 
+const std::vector<std::string>& ForbiddenEnvNames() {
+  static const std::vector<std::string> k = {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD"};
+  return k;
+}
+
+namespace {
+bool ForbiddenName(const std::string& n) {
+  const auto& names = ForbiddenEnvNames();
+  return n.rfind(kForbiddenEnvPrefix, 0) == 0 || std::find(names.begin(), names.end(), n) != names.end();
+}
+// An envFrom prefix that could yield a forbidden name whatever the source's keys.
+bool ForbiddenPrefix(const std::string& p) {
+  if (p.empty()) return false;
+  if (p.rfind(kForbiddenEnvPrefix, 0) == 0) return true;
+  if (std::string(kForbiddenEnvPrefix).rfind(p, 0) == 0) return true;
+  for (const auto& n : ForbiddenEnvNames())
+    if (n.rfind(p, 0) == 0) return true;
+  return false;
+}
+std::string CelQuoted(const std::vector<std::string>& v) {
+  std::string out = "[";
+  for (size_t i = 0; i < v.size(); ++i) out += (i ? ",'" : "'") + v[i] + "'";
+  return out + "]";
+}
+}  // namespace
+
+std::string ForbiddenEnvError(const json& pod) {
+  const std::string rule = std::string("the GPUs a container sees and what is preloaded into it are set only by Tessera's device plugin: "
+                           "pods may not set NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, LD_PRELOAD or ") +
+                           kForbiddenEnvPrefix + "*";
+  for (const char* list : {"initContainers", "containers", "ephemeralContainers"}) {
+    for (const auto& c : ContainersOf(pod, list)) {
+      if (!c.is_object()) continue;
+      std::string who = "spec." + std::string(list) + " \"" + c.value("name", "") + "\"";
+      if (c.contains("env") && c["env"].is_array())
+        for (const auto& e : c["env"]) {
+          std::string n = e.is_object() ? e.value("name", "") : "";
+          if (ForbiddenName(n)) return who + " sets env " + n + ": " + rule;
+        }
+      if (c.contains("envFrom") && c["envFrom"].is_array())
+        for (const auto& f : c["envFrom"]) {
+          std::string p = f.is_object() ? f.value("prefix", "") : "";
+          if (ForbiddenPrefix(p)) return who + " sets envFrom prefix " + p + " (it can produce a forbidden name): " + rule;
+        }
+    }
+  }
+  return "";
+}
+
+std::string ForbiddenEnvCondition(const std::vector<std::string>& lists) {
+  std::vector<std::string> with_prefix = ForbiddenEnvNames();
+  with_prefix.push_back(kForbiddenEnvPrefix);
+  const std::string names = CelQuoted(ForbiddenEnvNames());
+  const std::string pre = kForbiddenEnvPrefix;
+  std::string one = "(has(c.env) && c.env.exists(e, e.name in " + names + " || e.name.startsWith('" + pre +
+                    "'))) || (has(c.envFrom) && c.envFrom.exists(f, has(f.prefix) && f.prefix != '' && "
+                    "(f.prefix.startsWith('" + pre + "') || " + CelQuoted(with_prefix) +
+                    ".exists(n, n.startsWith(f.prefix)))))";
+  std::string out;
+  for (const auto& l : lists)
+    out += (out.empty() ? "" : " || ") + ("(has(object.spec." + l + ") && object.spec." + l + ".exists(c, " + one + "))");
+  return "(" + out + ")";
+}
+
 const std::vector<std::string>& OwnAnnotations() {
   static const std::vector<std::string> k = {kube::kAnnoAssignedNode,  kube::kAnnoDevices,
                                              kube::kAnnoInitDevices,   kube::kAnnoBindTime,
@@ -214,10 +278,13 @@ json Webhook::Mutate(const json& review) const {
 json Webhook::Validate(const json& review) const {
   const json& req = RequestOf(review);
   std::string op = req.value("operation", "CREATE");
+  std::string sub = req.value("subResource", "");
+  bool exempt = !opts_.exempt_namespace.empty() && req.value("namespace", "") == opts_.exempt_namespace;
   std::string err;
-  if (op == "CREATE") {
+  if (!exempt && (op == "CREATE" || sub == "ephemeralcontainers")) err = ForbiddenEnvError(PodOf(review));
+  if (err.empty() && op == "CREATE") {
     err = ValidationError(PodOf(review), opts_, max_gpu_memory_());
-  } else if (op == "UPDATE") {
+  } else if (err.empty() && op == "UPDATE") {
     static const json kNone = json::object();
     const json& old_pod = req.contains("oldObject") ? req["oldObject"] : kNone;
     std::string user = req.contains("userInfo") && req["userInfo"].is_object() ? req["userInfo"].value("username", "")
@@ -237,7 +304,8 @@ std::string GpuPodMatchCondition(const ResourceNames& n) {
          "object.spec.initContainers.exists(" + any + "))";
 }
 
-std::string ValidatingMatchCondition(const ResourceNames& names, const std::vector<std::string>& trusted_users) {
+std::string ValidatingMatchCondition(const ResourceNames& names, const std::vector<std::string>& trusted_users,
+                                     const std::string& exempt_namespace) {
   const std::string own = CelList(OwnAnnotations());
   auto has = [](const std::string& obj) {
     return "(has(" + obj + ".metadata.annotations) && k in " + obj + ".metadata.annotations)";
@@ -246,8 +314,13 @@ std::string ValidatingMatchCondition(const ResourceNames& names, const std::vect
                         " && " + has("oldObject") +
                         " && object.metadata.annotations[k] != oldObject.metadata.annotations[k]))";
   std::string sets = "(has(object.metadata.annotations) && " + own + ".exists(k, k in object.metadata.annotations))";
-  return "request.operation == 'UPDATE' ? (!(request.userInfo.username in " + CelList(trusted_users) + ") && " +
-         changed + ") : (" + GpuPodMatchCondition(names) + " || " + sets + ")";
+  std::string outside = exempt_namespace.empty() ? "true" : "request.namespace != '" + exempt_namespace + "'";
+  std::string env_create = "(" + outside + " && " + ForbiddenEnvCondition({"initContainers", "containers", "ephemeralContainers"}) + ")";
+  std::string env_ephemeral = "(has(request.subResource) && request.subResource == 'ephemeralcontainers' && " + outside +
+                              " && " + ForbiddenEnvCondition({"ephemeralContainers"}) + ")";
+  return "request.operation == 'UPDATE' ? ((!(request.userInfo.username in " + CelList(trusted_users) + ") && " +
+         changed + ") || " + env_ephemeral + ") : (" + GpuPodMatchCondition(names) + " || " + sets + " || " +
+         env_create + ")";
 }
 
 namespace {
@@ -288,8 +361,11 @@ json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& 
 json ValidatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names) {
   json h = Hook(reg, names, "validate.tessera.dev", "/validate");
   h["rules"][0]["operations"] = {"CREATE", "UPDATE"};
-  h["matchConditions"] = json::array(
-      {{{"name", "asks-for-gpu-or-changes-allocation"}, {"expression", ValidatingMatchCondition(names, reg.trusted_users)}}});
+  // The status subresource can rewrite annotations too; ephemeral containers can carry environment.
+  h["rules"][0]["resources"] = {"pods", "pods/status", "pods/ephemeralcontainers"};
+  h["matchConditions"] = json::array({{{"name", "asks-for-gpu-or-changes-allocation"},
+                                       {"expression", ValidatingMatchCondition(names, reg.trusted_users,
+                                                                               reg.exempt_namespace)}}});
   return {{"apiVersion", "admissionregistration.k8s.io/v1"},
           {"kind", "ValidatingWebhookConfiguration"},
           {"metadata", {{"name", reg.name}}},

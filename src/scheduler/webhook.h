@@ -11,8 +11,11 @@
 //    change to those annotations (set, changed or removed) or to a container's GPU resources unless the
 //    request comes from one of Tessera's own identities (AdmissionReview request.userInfo.username in
 //    WebhookOptions::trusted_users: the scheduler writes the assignment at bind, the agent patches
-//    allocation-state). The validating configuration's matchConditions send an UPDATE to the webhook only
-//    when someone else changes those annotations, so other pod updates never depend on the webhook.
+//    allocation-state), through the pod, pods/status or pods/ephemeralcontainers alike. The validating
+//    configuration's matchConditions send an UPDATE to the webhook only when someone else changes those
+//    annotations, so other pod updates never depend on the webhook. Any pod (GPU or not) that sets
+//    NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, LD_PRELOAD or TESSERA_* itself is refused, on CREATE and
+//    when it adds an ephemeral container.
 // Thread-safe (stateless apart from the ClusterView it reads for the largest GPU).
 #pragma once
 
@@ -37,9 +40,17 @@ inline const std::vector<std::string> kDefaultTrustedUsers = {
 // Tessera's own annotations on a pod (the allocation contract, src/kube/annotations.h).
 const std::vector<std::string>& OwnAnnotations();
 
+// Environment variables a pod may not set (exact names), and the prefix it may not use: they decide which
+// GPUs a container sees and what is preloaded into it, so only Tessera's device plugin sets them.
+const std::vector<std::string>& ForbiddenEnvNames();
+inline constexpr const char* kForbiddenEnvPrefix = "TESSERA_";
+
 struct WebhookOptions {
   ParseOptions parse;
   std::string scheduler_name = "tessera-scheduler";
+  // Pods in this namespace may set the forbidden variables (Tessera's own agent sets NVIDIA_VISIBLE_DEVICES
+  // for NVML; its pods must not depend on the webhook that they run). Empty: no exemption.
+  std::string exempt_namespace;
   // Usernames (as the API server authenticates them, e.g. system:serviceaccount:<ns>:<name>) that may
   // change Tessera's annotations on UPDATE.
   std::vector<std::string> trusted_users = kDefaultTrustedUsers;
@@ -66,14 +77,23 @@ std::string ValidationError(const nlohmann::json& pod, const WebhookOptions& opt
 // the container and resource, the user, and who may).
 std::string UpdateValidationError(const nlohmann::json& old_pod, const nlohmann::json& pod,
                                   const std::string& username, const WebhookOptions& opts);
+// The first environment variable of any container (containers, initContainers, ephemeralContainers; env,
+// and envFrom prefixes) that a pod may not set: empty when none, else the reason naming container and
+// variable. envFrom without a prefix is not checkable here (the ConfigMap or Secret may change later).
+std::string ForbiddenEnvError(const nlohmann::json& pod);
 // Usernames must be CEL string literals in the matchConditions: empty when fine, else why not.
 std::string TrustedUsersError(const std::vector<std::string>& users);
 
 // The CEL match condition that selects pods asking for any of `names`.
 std::string GpuPodMatchCondition(const ResourceNames& names);
-// The validating webhook's CEL match condition: a CREATE of a pod that asks for a GPU or sets one of our
-// annotations; an UPDATE by anyone not in `trusted_users` that sets, changes or removes one of them.
-std::string ValidatingMatchCondition(const ResourceNames& names, const std::vector<std::string>& trusted_users);
+// CEL: some container in `lists` (e.g. {"containers"}) sets a forbidden variable (ForbiddenEnvError).
+std::string ForbiddenEnvCondition(const std::vector<std::string>& lists);
+// The validating webhook's CEL match condition: a CREATE of a pod that asks for a GPU, sets one of our
+// annotations or sets a forbidden variable (outside `exempt_namespace`); an UPDATE (of the pod, its status
+// or its ephemeral containers) by anyone not in `trusted_users` that sets, changes or removes one of our
+// annotations; an ephemeral container that sets a forbidden variable.
+std::string ValidatingMatchCondition(const ResourceNames& names, const std::vector<std::string>& trusted_users,
+                                     const std::string& exempt_namespace = "");
 
 struct WebhookRegistration {
   std::string name = "tessera-scheduler";  // of both configurations
@@ -83,6 +103,7 @@ struct WebhookRegistration {
   std::string ca_bundle_pem;
   std::string namespace_selector;  // "key=value": only namespaces with this label (empty: all)
   std::vector<std::string> trusted_users = kDefaultTrustedUsers;  // see WebhookOptions
+  std::string exempt_namespace;                                    // see WebhookOptions
 };
 nlohmann::json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);
 nlohmann::json ValidatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);

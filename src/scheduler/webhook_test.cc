@@ -145,6 +145,8 @@ TEST(WebhookTest, ValidatingConfigurationSeesUpdatesThatChangeAllocationByOthers
   reg.trusted_users = {"tessera-admin", "system:serviceaccount:ns:agent"};
   json h = ValidatingConfiguration(reg, ResourceNames{})["webhooks"][0];
   EXPECT_EQ(h["rules"][0]["operations"], json({"CREATE", "UPDATE"}));
+  // The status subresource rewrites annotations as well as the pod does; ephemeral containers carry env.
+  EXPECT_EQ(h["rules"][0]["resources"], json({"pods", "pods/status", "pods/ephemeralcontainers"}));
   std::string cel = h["matchConditions"][0]["expression"];
   EXPECT_NE(cel.find("request.userInfo.username in ['tessera-admin','system:serviceaccount:ns:agent']"),
             std::string::npos) << cel;
@@ -156,6 +158,83 @@ TEST(WebhookTest, ValidatingConfigurationSeesUpdatesThatChangeAllocationByOthers
   EXPECT_EQ(TrustedUsersError({"a", ""}), "--webhook-trusted-users: an entry is empty (expected usernames, comma-separated)");
   EXPECT_EQ(TrustedUsersError({"o'brien"}),
             "--webhook-trusted-users: \"o'brien\" contains a quote, backslash or control character");
+}
+
+json WithEnv(const char* list, json env, json env_from = nullptr) {
+  json pod = {{"metadata", {{"name", "p"}, {"namespace", "team-b"}}},
+              {"spec", {{"containers", json::array({{{"name", "main"}, {"image", "x"}}})}}}};
+  json c = {{"name", "sneaky"}, {"image", "x"}};
+  if (!env.is_null()) c["env"] = env;
+  if (!env_from.is_null()) c["envFrom"] = env_from;
+  if (std::string(list) == "containers") pod["spec"]["containers"].push_back(c);
+  else pod["spec"][list] = json::array({c});
+  return pod;
+}
+
+TEST(WebhookTest, PodsMayNotSetTheVariablesThatPickGpusOrPreload) {
+  // Every list, env and envFrom: refused with the container and the variable named.
+  for (const char* list : {"containers", "initContainers", "ephemeralContainers"}) {
+    for (const char* var : {"NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES", "LD_PRELOAD", "TESSERA_CONFIG"}) {
+      std::string err = ForbiddenEnvError(WithEnv(list, {{{"name", var}, {"value", "all"}}}));
+      EXPECT_NE(err.find(std::string("spec.") + list + " \"sneaky\" sets env " + var), std::string::npos) << err;
+      EXPECT_NE(err.find("pods may not set NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, LD_PRELOAD or TESSERA_*"),
+                std::string::npos);
+    }
+  }
+  EXPECT_NE(ForbiddenEnvError(WithEnv("containers", nullptr, {{{"prefix", "NVIDIA_"}, {"configMapRef", {{"name", "m"}}}}}))
+                .find("envFrom prefix NVIDIA_"),
+            std::string::npos);
+  EXPECT_NE(ForbiddenEnvError(WithEnv("containers", nullptr, {{{"prefix", "TESSERA_X_"}}})).find("envFrom prefix"),
+            std::string::npos);
+  // Look-alikes and unprefixed envFrom pass (the source's keys are not known here: docs/security.md).
+  EXPECT_EQ(ForbiddenEnvError(WithEnv("containers", {{{"name", "MY_CUDA_VISIBLE_DEVICES"}}, {{"name", "TESSERA"}}})), "");
+  EXPECT_EQ(ForbiddenEnvError(WithEnv("containers", nullptr, {{{"configMapRef", {{"name", "m"}}}}, {{"prefix", "APP_"}}})), "");
+
+  // Through the AdmissionReview, for any pod, GPU or not; the exempt namespace (Tessera's own) passes.
+  WebhookOptions o;
+  o.exempt_namespace = "tessera-system";
+  Metrics m;
+  Webhook w(o, [] { return int64_t{16384}; }, &m);
+  json pod = WithEnv("containers", {{{"name", "NVIDIA_VISIBLE_DEVICES"}, {"value", "all"}}});
+  json r = Review(pod);
+  r["request"]["namespace"] = "team-b";
+  EXPECT_EQ(w.Validate(r)["response"]["allowed"], false);
+  r["request"]["namespace"] = "tessera-system";
+  EXPECT_EQ(w.Validate(r)["response"]["allowed"], true);
+  // kubectl debug: an ephemeral container added through pods/ephemeralcontainers.
+  json before = WithEnv("containers", nullptr);
+  json after = WithEnv("ephemeralContainers", {{{"name", "LD_PRELOAD"}, {"value", "/tmp/x.so"}}});
+  json u = UpdateReview(before, after, "alice");
+  u["request"]["subResource"] = "ephemeralcontainers";
+  u["request"]["namespace"] = "team-b";
+  json out = w.Validate(u);
+  EXPECT_EQ(out["response"]["allowed"], false);
+  EXPECT_NE(out["response"]["status"]["message"].get<std::string>().find("spec.ephemeralContainers \"sneaky\" sets env LD_PRELOAD"),
+            std::string::npos);
+  // The match condition sends both to the webhook, and spares Tessera's namespace.
+  WebhookRegistration reg;
+  reg.url = "https://127.0.0.1:8443";
+  reg.exempt_namespace = "tessera-system";
+  std::string cel = ValidatingConfiguration(reg, ResourceNames{})["webhooks"][0]["matchConditions"][0]["expression"];
+  EXPECT_NE(cel.find("request.namespace != 'tessera-system'"), std::string::npos) << cel;
+  EXPECT_NE(cel.find("request.subResource == 'ephemeralcontainers'"), std::string::npos) << cel;
+  EXPECT_NE(cel.find("e.name.startsWith('TESSERA_')"), std::string::npos) << cel;
+}
+
+TEST(WebhookTest, AStatusUpdateByATenantCannotRewriteTheAllocation) {
+  WebhookOptions o;
+  Metrics m;
+  Webhook w(o, [] { return int64_t{16384}; }, &m);
+  json bound = GpuPod({{"nvidia.com/gpu", "1"}}, {{"tessera.dev/devices", R"([[{"uuid":"GPU-a","memory_mib":1000,"cores":10}]])"},
+                                                  {"tessera.dev/allocation-state", "allocated"}});
+  json forged = bound;
+  forged["metadata"]["annotations"]["tessera.dev/devices"] = R"([[{"uuid":"GPU-a","memory_mib":16384,"cores":100}]])";
+  json u = UpdateReview(bound, forged, "system:serviceaccount:team-b:default");
+  u["request"]["subResource"] = "status";
+  json out = w.Validate(u);
+  EXPECT_EQ(out["response"]["allowed"], false);
+  EXPECT_NE(out["response"]["status"]["message"].get<std::string>().find("annotation tessera.dev/devices is written only by Tessera"),
+            std::string::npos);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@ on_exit "rm -rf '$work'"
 node="obs-cfg-$id"
 pod="obs-cfg-$id"
 https_port=$(free_port)
+extender_port=$(free_port)
 metrics_port=$(free_port)
 # Unique profile names, so no other scheduler on the shared control plane competes for the pod.
 main_name="obs-tessera-$id"
@@ -23,7 +24,7 @@ hami_name="obs-hami-$id"
 
 "$HELM" template "obs-cfg-$id" "$chart" --namespace default --kube-version "$TESSERA_KUBE_VERSION" \
   --set scheduler.name="$main_name" --set "scheduler.extraNames={$hami_name}" \
-  --set scheduler.port="$https_port" >"$work/chart.yaml"
+  --set scheduler.port="$https_port" --set scheduler.extenderPort="$extender_port" >"$work/chart.yaml"
 objects_json "$work/chart.yaml" "$work/chart.json"
 python3 - "$work" <<'PY'
 import base64, json, sys
@@ -62,6 +63,7 @@ for a in "${args[@]}"; do
   --tls-cert=*) run_args+=("--tls-cert=$work/tls.crt") ;;
   --tls-key=*) run_args+=("--tls-key=$work/tls.key") ;;
   --listen=*) run_args+=("--listen=127.0.0.1:$https_port") ;;
+  --webhook-exempt-namespace=*) ;;  # the release namespace "default" is shared with other tests here
   --metrics-port=*) run_args+=("--metrics-port=$metrics_port") ;;
   *) run_args+=("$a") ;;
   esac

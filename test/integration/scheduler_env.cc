@@ -108,6 +108,7 @@ void SchedulerEnv::StartTessera(const std::string& identity) {
                                    "scheduler",
                                    "--kubeconfig=" + Env("TESSERA_KUBECONFIG"),
                                    "--listen=127.0.0.1:" + std::to_string(https_port_),
+                                   "--extender-listen=127.0.0.1:" + std::to_string(extender_port_),
                                    "--metrics-address=127.0.0.1",
                                    "--metrics-port=" + std::to_string(metrics_port_),
                                    "--tls-cert=" + tmp_ + "/tls.crt",
@@ -194,10 +195,12 @@ void SchedulerEnv::Start(const Options& o) {
   Phase("start " + id_);
   https_port_ = https_reserved_.port();
   metrics_port_ = metrics_reserved_.port();
-  ASSERT_TRUE(https_port_ > 0 && metrics_port_ > 0) << "cannot reserve ports on 127.0.0.1";
+  extender_port_ = extender_reserved_.port();
+  ASSERT_TRUE(https_port_ > 0 && metrics_port_ > 0 && extender_port_ > 0) << "cannot reserve ports on 127.0.0.1";
   StartTessera("replica-a");
   ASSERT_TRUE(WaitLeader(15)) << "tessera scheduler never became leader";
   Phase("tessera scheduler leading");
+  if (!o.kube_scheduler) return;
   std::string cfg = tmp_ + "/kube-scheduler.yaml";
   std::ofstream f(cfg);
   f << "apiVersion: kubescheduler.config.k8s.io/v1\n"
@@ -207,7 +210,7 @@ void SchedulerEnv::Start(const Options& o) {
        "profiles:\n- schedulerName: " << scheduler_name() << "\n"
        "  plugins:\n    score:\n      disabled:\n      - name: '*'\n"
        "podInitialBackoffSeconds: 1\npodMaxBackoffSeconds: 2\n"
-       "extenders:\n- urlPrefix: https://127.0.0.1:" << https_port_ << "\n"
+       "extenders:\n- urlPrefix: https://127.0.0.1:" << extender_port_ << "\n"
        "  filterVerb: filter\n  prioritizeVerb: prioritize\n  bindVerb: bind\n  weight: 1\n"
        "  enableHTTPS: true\n  nodeCacheCapable: true\n  httpTimeout: 10s\n"
        "  tlsConfig:\n    caFile: " << tmp_ << "/ca.pem\n"

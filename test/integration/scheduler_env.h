@@ -37,6 +37,7 @@ class SchedulerEnv {
     std::string gpu_policy = "spread";
     double lease_duration_s = 4;
     std::vector<std::string> extra_args;
+    bool kube_scheduler = true;  // false: only tessera scheduler (a test calls the extender itself)
   };
   SchedulerEnv();  // skips the test (GTEST_SKIP in callers) when TESSERA_KUBECONFIG is unset
   ~SchedulerEnv();
@@ -62,6 +63,10 @@ class SchedulerEnv {
   const std::string& ns() const { return ns_; }
   std::string scheduler_name() const { return "tessera-" + id_; }
   std::string metrics_url() const;
+  int webhook_port() const { return https_port_; }    // tessera scheduler --listen (127.0.0.1)
+  int extender_port() const { return extender_port_; }  // --extender-listen (127.0.0.1)
+  std::string ca_file() const { return tmp_ + "/ca.pem"; }  // the serving certificate (its own CA)
+  pid_t tessera_pid() const { return tessera_pid_; }
   std::string Metrics() const;  // GET /metrics, "" on failure
 
   // A simulated GPU node named <id>-<name>; returns its full name.
@@ -84,8 +89,8 @@ class SchedulerEnv {
   std::string id_, ns_, self_user_;
   // Held for the environment's life, so a restarted tessera scheduler binds the same ports (kube-scheduler's
   // extender URL and the webhook URL name them) and nothing else takes them in between.
-  ReservedPort https_reserved_, metrics_reserved_;
-  int https_port_ = 0, metrics_port_ = 0;
+  ReservedPort https_reserved_, extender_reserved_, metrics_reserved_;
+  int https_port_ = 0, extender_port_ = 0, metrics_port_ = 0;
   pid_t tessera_pid_ = -1;
   bool kube_scheduler_started_ = false;
   Options opts_;

@@ -9,13 +9,14 @@ add_executable(scheduler_integration_test
   ${CMAKE_CURRENT_LIST_DIR}/scheduler_placement_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/scheduler_webhook_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/scheduler_burst_test.cc
-  ${CMAKE_CURRENT_LIST_DIR}/scheduler_lease_test.cc)
+  ${CMAKE_CURRENT_LIST_DIR}/scheduler_lease_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/scheduler_boundary_test.cc)
 target_include_directories(scheduler_integration_test PRIVATE ${CMAKE_CURRENT_LIST_DIR})
 target_compile_definitions(scheduler_integration_test PRIVATE
   TESSERA_BINARY="$<TARGET_FILE:tessera>" TESSERA_SOURCE_DIR="${_tessera_root}")
 target_link_libraries(scheduler_integration_test PRIVATE tessera_scheduler tessera_kube agent_itest_support GTest::gtest GTest::gtest_main Threads::Threads)
 add_dependencies(scheduler_integration_test tessera)
-foreach(suite SchedulerPlacement SchedulerWebhook SchedulerBurst SchedulerLease)
+foreach(suite SchedulerPlacement SchedulerWebhook SchedulerBurst SchedulerLease SchedulerBoundary)
   string(TOLOWER ${suite} lower)
   string(REPLACE "scheduler" "scheduler_" test_name ${lower})
   tessera_integration_test(${test_name}

@@ -123,9 +123,21 @@ agent's ServiceAccounts, then webhook.trustedUsers. */}}
 {{- join "," $u }}
 {{- end }}
 
+{{/* CEL (src/scheduler/webhook.cc ForbiddenEnvCondition): a container of the given lists sets
+NVIDIA_VISIBLE_DEVICES, CUDA_VISIBLE_DEVICES, LD_PRELOAD or TESSERA_* (env, or an envFrom prefix that can
+produce one). Called with (dict "lists" (list ...)). */}}
+{{- define "tessera.forbiddenEnvCEL" -}}
+{{- $names := "['NVIDIA_VISIBLE_DEVICES','CUDA_VISIBLE_DEVICES','LD_PRELOAD']" }}
+{{- $one := printf "(has(c.env) && c.env.exists(e, e.name in %s || e.name.startsWith('TESSERA_'))) || (has(c.envFrom) && c.envFrom.exists(f, has(f.prefix) && f.prefix != '' && (f.prefix.startsWith('TESSERA_') || ['NVIDIA_VISIBLE_DEVICES','CUDA_VISIBLE_DEVICES','LD_PRELOAD','TESSERA_'].exists(n, n.startsWith(f.prefix)))))" $names }}
+{{- $parts := list }}
+{{- range .lists }}{{ $parts = append $parts (printf "(has(object.spec.%s) && object.spec.%s.exists(c, %s))" . . $one) }}{{ end }}
+{{- printf "(%s)" (join " || " $parts) }}
+{{- end }}
+
 {{/* CEL for the validating webhook (src/scheduler/webhook.cc ValidatingMatchCondition): a CREATE of a pod
-that asks for a GPU or sets one of our annotations; an UPDATE by anyone but the trusted users that sets,
-changes or removes one of them. */}}
+that asks for a GPU, sets one of our annotations or (outside the release namespace) a forbidden variable;
+an UPDATE by anyone but the trusted users that sets, changes or removes one of our annotations, or that
+adds an ephemeral container setting a forbidden variable. */}}
 {{- define "tessera.validatingCEL" -}}
 {{- $own := include "tessera.ownAnnotationsCEL" . }}
 {{- $users := list }}
@@ -134,7 +146,10 @@ changes or removes one of them. */}}
 {{- $ho := "(has(oldObject.metadata.annotations) && k in oldObject.metadata.annotations)" }}
 {{- $changed := printf "%s.exists(k, %s != %s || (%s && %s && object.metadata.annotations[k] != oldObject.metadata.annotations[k]))" $own $hn $ho $hn $ho }}
 {{- $sets := printf "(has(object.metadata.annotations) && %s.exists(k, k in object.metadata.annotations))" $own }}
-{{- printf "request.operation == 'UPDATE' ? (!(request.userInfo.username in [%s]) && %s) : (%s || %s)" (join "," $users) $changed (include "tessera.gpuPodCEL" .) $sets }}
+{{- $outside := printf "request.namespace != '%s'" .Release.Namespace }}
+{{- $envCreate := printf "(%s && %s)" $outside (include "tessera.forbiddenEnvCEL" (dict "lists" (list "initContainers" "containers" "ephemeralContainers"))) }}
+{{- $envEphemeral := printf "(has(request.subResource) && request.subResource == 'ephemeralcontainers' && %s && %s)" $outside (include "tessera.forbiddenEnvCEL" (dict "lists" (list "ephemeralContainers"))) }}
+{{- printf "request.operation == 'UPDATE' ? ((!(request.userInfo.username in [%s]) && %s) || %s) : (%s || %s || %s)" (join "," $users) $changed $envEphemeral (include "tessera.gpuPodCEL" .) $sets $envCreate }}
 {{- end }}
 
 {{/* The allocation path this release runs: "dra" or "extender" (mode auto resolved against the API server). */}}
