@@ -198,13 +198,20 @@ TEST_F(AgentIntegration, RegistersAllocatesSurvivesKubeletRestartAndFollowsHealt
   EXPECT_EQ(ctr["envs"]["CUDA_VISIBLE_DEVICES"], g1);
   std::map<std::string, std::pair<std::string, bool>> mounts;
   for (const auto& m : ctr["mounts"]) mounts[m["container_path"]] = {m["host_path"], m["read_only"]};
-  EXPECT_EQ(mounts.size(), 5u);
+  // slice.conf, region, shim, preload and the GPU's two node priority files.
+  EXPECT_EQ(mounts.size(), 6u);
   EXPECT_TRUE(mounts["/run/tessera/slice.conf"].second);
-  EXPECT_FALSE(mounts["/run/tessera/region"].second);
+  // The accounting region is the agent's: the container reaches it read-only (rows come from the agent).
+  EXPECT_TRUE(mounts["/run/tessera/region"].second);
   EXPECT_EQ(mounts["/usr/local/lib/tessera/libtessera.so"],
             std::make_pair((node.root() / "libtessera.so").string(), true));
   EXPECT_TRUE(mounts["/etc/ld.so.preload"].second);
-  EXPECT_FALSE(mounts["/run/tessera/node"].second);
+  // The node-wide priority files one by one: a best-effort pod may write the best-effort file only.
+  EXPECT_EQ(mounts.count("/run/tessera/node"), 0u);
+  ASSERT_EQ(mounts.count("/run/tessera/node/" + g1), 1u);
+  ASSERT_EQ(mounts.count("/run/tessera/node/" + g1 + ".high"), 1u);
+  EXPECT_FALSE(mounts["/run/tessera/node/" + g1].second);
+  EXPECT_TRUE(mounts["/run/tessera/node/" + g1 + ".high"].second);
   EXPECT_FALSE(ctr.contains("device_specs"));
   std::ifstream pre(mounts["/etc/ld.so.preload"].first);
   std::string line;
