@@ -108,7 +108,9 @@ Status Agent::Start() {
   if (!st.ok()) Log("%s (will retry when the kubelet's socket appears)", st.message().c_str());
 
   if (opts_.metrics_port >= 0 && opts_.metrics_port != 0) {
-    metrics_ = std::make_unique<MetricsServer>();
+    metrics_ = std::make_unique<MetricsServer>(kube::ServingLimits{});
+    if (!opts_.metrics_token_file.empty()) metrics_->guard.RequireBearerToken(opts_.metrics_token_file);
+    metrics_->guard.Apply(metrics_->http);
     metrics_->http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
       res.set_content(RenderMetricsNow(), "text/plain; version=0.0.4; charset=utf-8");
     });

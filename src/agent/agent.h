@@ -66,6 +66,7 @@ struct AgentOptions {
   SliceWriter::Options slices;
   int metrics_port = 9394;  // 0: no metrics server
   std::string metrics_address = "0.0.0.0";
+  std::string metrics_token_file;  // non-empty: /metrics needs "Authorization: Bearer <this file's token>"
   bool hami_metric_names = true;
   double verify_period_s = 1.0;
   // Host pids of slice processes in containers (slice/host_pid.h): looked up under proc_root, which

@@ -11,6 +11,7 @@
 
 #include "agent/agent.h"
 #include "agent/proto/deviceplugin_v1beta1.grpc.pb.h"
+#include "kube/serving.h"
 
 namespace tessera::agent {
 
@@ -72,6 +73,8 @@ class DevicePluginService final : public v1beta1::DevicePlugin::Service {
 
 class MetricsServer {
  public:
+  explicit MetricsServer(kube::ServingLimits limits) : guard(limits) {}
+  kube::ServingGuard guard;  // declared first: it must outlive the server
   httplib::Server http;
   std::thread thread;
 };

@@ -17,6 +17,7 @@
 #include "gpu/sim_backend.h"
 #include "kube/client.h"
 #include "kube/config.h"
+#include "kube/serving.h"
 #include "slice/config.h"
 
 #ifndef TESSERA_VERSION
@@ -41,9 +42,12 @@ int RunDra(const agent::AgentOptions& o, const std::string& cdi_dir, std::unique
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
     return 1;
   }
+  kube::ServingGuard guard{kube::ServingLimits{}};  // outlives the server: declared first
   httplib::Server http;
   std::thread http_thread;
   if (o.metrics_port != 0) {
+    if (!o.metrics_token_file.empty()) guard.RequireBearerToken(o.metrics_token_file);
+    guard.Apply(http);
     http.Get("/healthz", [&](const httplib::Request&, httplib::Response& res) {
       const bool ok = driver.registered();
       res.status = ok ? 200 : 503;
@@ -106,6 +110,9 @@ int AgentCmd(int argc, char** argv) {
   app.add_option("--resource", o.resource, "extended resource name of the device plugin");
   app.add_option("--metrics-port", o.metrics_port, "HTTP port for /metrics and /healthz (0: off)");
   app.add_option("--metrics-address", o.metrics_address, "address the metrics server listens on");
+  app.add_option("--metrics-token-file", o.metrics_token_file,
+                 "file holding a bearer token that /metrics requires (re-read when it changes; /healthz stays open)")
+      ->check(CLI::ExistingFile);
   app.add_flag(
       "--hami-metric-names,!--no-hami-metric-names", o.hami_metric_names,
       "also serve HAMi's metric names (vGPU_device_memory_usage_in_bytes, HostCoreUtilization, ...)");
