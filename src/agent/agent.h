@@ -166,6 +166,9 @@ class Agent {
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<class DevicePluginService> service_;
   std::atomic<bool> registered_{false};
+  // Identity (inode, ctime ns) of the kubelet socket we last registered with: a kubelet restart shows as
+  // a different socket, so a late inotify event for a socket we already registered with changes nothing.
+  std::pair<uint64_t, int64_t> registered_kubelet_{0, 0};
   std::atomic<bool> published_{false};
   std::atomic<int64_t> last_publish_ns_{0};  // steady clock
 

@@ -1,6 +1,7 @@
 // The device plugin server: serving the kubelet's gRPC API on our socket, registering, following kubelet
 // restarts (inotify on the device plugin directory) and streaming the device list (ListAndWatch).
 #include <poll.h>
+#include <sys/stat.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -15,6 +16,15 @@ namespace tessera::agent {
 
 namespace fs = std::filesystem;
 using gpu::Status;
+
+namespace {
+// (inode, ctime ns) of a socket file, {0, 0} when it is absent.
+std::pair<uint64_t, int64_t> SocketIdentity(const fs::path& p) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return {0, 0};
+  return {static_cast<uint64_t>(st.st_ino), static_cast<int64_t>(st.st_ctim.tv_sec) * 1000000000 + st.st_ctim.tv_nsec};
+}
+}  // namespace
 
 void Agent::StopServer() {
   std::lock_guard<std::mutex> lock(server_mu_);
@@ -41,6 +51,9 @@ Status Agent::ServeAndRegister() {
   server_ = b.BuildAndStart();
   if (!server_) return Status::Error("cannot serve the device plugin on " + sock.string());
 
+  // Taken before registering: if the kubelet restarts in between, the next loop sees a new socket and
+  // registers once more, which is harmless; the other order could miss a restart.
+  const auto kubelet_id = SocketIdentity(kubelet_socket());
   auto channel =
       grpc::CreateChannel("unix://" + kubelet_socket().string(), grpc::InsecureChannelCredentials());
   auto stub = v1beta1::Registration::NewStub(channel);
@@ -60,6 +73,7 @@ Status Agent::ServeAndRegister() {
   registered_ = true;
   {
     std::lock_guard<std::mutex> l(mu_);
+    registered_kubelet_ = kubelet_id;
     ++counters_.registrations;
   }
   Log("registered %s with the kubelet (%s, split %d)", opts_.resource.c_str(), sock.c_str(), opts_.split);
@@ -74,29 +88,33 @@ void Agent::WatchKubelet() {
   auto next_try = std::chrono::steady_clock::now();
   while (!stopping_) {
     if (wd < 0 && fd >= 0) wd = inotify_add_watch(fd, dir.c_str(), IN_CREATE | IN_DELETE | IN_MOVED_TO);
-    bool kubelet_restarted = false;
     pollfd p{fd, POLLIN, 0};
     int n = fd >= 0 && wd >= 0 ? ::poll(&p, 1, 200) : (::usleep(200000), 0);
     if (n > 0) {
+      // The events only wake us; what to do is decided on the state of the sockets below.
       alignas(inotify_event) char buf[4096];
       ssize_t len;
       while ((len = ::read(fd, buf, sizeof(buf))) > 0) {
         for (char* q = buf; q < buf + len;) {
           auto* ev = reinterpret_cast<inotify_event*>(q);
-          if (ev->len && std::string(ev->name) == "kubelet.sock" && (ev->mask & (IN_CREATE | IN_MOVED_TO))) {
-            kubelet_restarted = true;
-          }
           if (ev->mask & IN_IGNORED) wd = -1;  // the directory itself went away
           q += sizeof(inotify_event) + ev->len;
         }
       }
     }
     if (stopping_) break;
-    // Decide on state, not on single events: our own unlink/recreate also shows up as events.
+    // Our own unlink/recreate and a restart's delete+create arrive as events in any grouping; the
+    // socket's identity says whether the kubelet we registered with is still the one listening.
     std::error_code ec;
     const bool ours_missing = !fs::exists(plugin_socket(), ec);
-    const bool kubelet_up = fs::exists(kubelet_socket(), ec);
-    if (kubelet_restarted) {
+    const auto kubelet_id = SocketIdentity(kubelet_socket());
+    const bool kubelet_up = kubelet_id.first != 0;
+    std::pair<uint64_t, int64_t> registered_with;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      registered_with = registered_kubelet_;
+    }
+    if (registered_ && kubelet_up && kubelet_id != registered_with) {
       Log("kubelet socket recreated: the kubelet restarted; registering again");
       registered_ = false;
       next_try = std::chrono::steady_clock::now();

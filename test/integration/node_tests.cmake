@@ -6,7 +6,7 @@
 
 # The worker image's programs: the CUDA program (against the fake driver in the image) and the
 # nvidia-smi stand-in (against the fake NVML). Never sanitized: they run inside a container.
-add_executable(node_gpu_check node/gpu_check.cc ${CMAKE_SOURCE_DIR}/src/slice/config.cc ${CMAKE_SOURCE_DIR}/src/slice/fs.cc)
+add_executable(node_gpu_check node/gpu_check.cc ${TESSERA_SLICE_SOURCES})
 target_include_directories(node_gpu_check PRIVATE ${TESSERA_CUDA_INCLUDE})
 target_link_libraries(node_gpu_check PRIVATE tessera_fake_cuda)
 add_executable(node_nvidia_smi node/nvidia_smi.cc)
