@@ -165,6 +165,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
     sandbox = "registry.k8s.io/pause:3.10"
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
+  # The kubelet asks for oom_score_adj -998 (sandboxes) and -997 (Guaranteed pods); where this process may
+  # not lower its score (a container, a restricted VM), runc's nsexec fails writing it and every sandbox
+  # dies with "can't get final child's PID from pipe: EOF". Clamp to containerd's own score instead.
+  restrict_oom_score_adj = true
   enable_cdi = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -283,15 +287,22 @@ node_kube_chains() {
 # node_iptables_clean: removes every KUBE-* chain and the rules that jump to them, IPv4 and IPv6: the
 # kubelet's (KUBE-FIREWALL, canaries) and kube-proxy's. Only called for a node that found none.
 node_iptables_clean() {
-  local cmd t
-  for cmd in iptables ip6tables; do
-    command -v "$cmd" >/dev/null 2>&1 || continue
-    for t in filter nat mangle; do
-      "$cmd-save" -t "$t" 2>/dev/null | grep -q 'KUBE-' || continue
-      # The table again without KUBE-* chains and the rules that jump to them (restore replaces it whole).
-      "$cmd-save" -t "$t" | grep -vE '^:KUBE-|^-A KUBE-|-j KUBE-' | "$cmd-restore" -w 5 2>/dev/null || true
+  local cmd t try
+  # Until none is left (20 rounds): a restore can lose to a last write of a process that was still
+  # exiting, and then it has to be done again.
+  for try in $(seq 20); do
+    for cmd in iptables ip6tables; do
+      command -v "$cmd" >/dev/null 2>&1 || continue
+      for t in filter nat mangle; do
+        "$cmd-save" -t "$t" 2>/dev/null | grep -q 'KUBE-' || continue
+        # The table again without KUBE-* chains and the rules that jump to them (restore replaces it whole).
+        "$cmd-save" -t "$t" | grep -vE '^:KUBE-|^-A KUBE-|-j KUBE-' | "$cmd-restore" -w 5 2>/dev/null || true
+      done
     done
+    node_kube_chains || return 0
+    sleep 0.2
   done
+  echo "$KUBE_PROG: KUBE-* iptables chains are still there after 20 rounds of removal" >&2
 }
 
 # node_mounts STATE: mount points at or under STATE and the node's host directories, deepest first (the

@@ -117,7 +117,9 @@ quickstart)
   ln -s "$bld" "$work/build"
   say "running docs/quickstart.md's commands:"
   echo "$block" | sed 's/^/    /'
-  (cd "$work" && bash -euxo pipefail -c "$block") || fail "a command of docs/quickstart.md failed"
+  # ctr reaches the test node's containerd through CONTAINERD_ADDRESS, as on a node with its own socket.
+  (cd "$work" && CONTAINERD_ADDRESS=$TESSERA_NODE_CONTAINERD bash -euxo pipefail -c "$block") \
+    || fail "a command of docs/quickstart.md failed"
   ;;
 
 helm)
@@ -152,7 +154,9 @@ in_container)
 pod_delete)
   pod=$(worker_pod worker-b)
   uid=$(kubectl get pod "$pod" -o jsonpath='{.metadata.uid}')
-  slice_dirs | grep -q " $uid$" || fail "no slice of $pod ($uid) on the node before the delete"
+  # The agent names the pod in the slice's owner.json once the kubelet's PodResources confirms it.
+  owned() { slice_dirs | grep -q " $uid$"; }
+  wait_for 60 "slice of $pod ($uid) on the node before the delete" owned
   kubectl delete pod "$pod" --wait=true --timeout=90s >/dev/null
   gone() { ! slice_dirs | grep -q " $uid$"; }
   wait_for 90 "removal of $pod's slice" gone
