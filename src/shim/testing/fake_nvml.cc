@@ -26,40 +26,17 @@ Dev g_devs[8] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
 
 // The devices a process may enumerate, in NVIDIA_VISIBLE_DEVICES order (the container's index i is the
 // i-th entry); entries naming no device are skipped, as the toolkit refuses to start such a container.
-struct Visible {
-  int count = 0;
-  int phys[8] = {};
-};
-const Visible& VisibleDevices() {
-  static const Visible v = [] {
-    Visible out;
+const VisibleList& VisibleDevices() {
+  static const VisibleList v = [] {
     const char* env = getenv("NVIDIA_VISIBLE_DEVICES");
-    if (!env || !*env || strcmp(env, "all") == 0) {
-      for (int d = 0; d < DeviceCount(); ++d) out.phys[out.count++] = d;
-      return out;
-    }
-    if (strcmp(env, "none") == 0 || strcmp(env, "void") == 0) return out;
-    for (const char* p = env; *p && out.count < 8;) {
-      const char* e = strchr(p, ',');
-      size_t n = e ? static_cast<size_t>(e - p) : strlen(p);
-      for (int d = 0; d < DeviceCount(); ++d) {
-        char u[96], idx[16];
-        UuidString(d, u, sizeof(u));
-        snprintf(idx, sizeof(idx), "%d", d);
-        if ((strlen(u) == n && !strncmp(p, u, n)) || (strlen(idx) == n && !strncmp(p, idx, n))) {
-          out.phys[out.count++] = d;
-          break;
-        }
-      }
-      if (!e) break;
-      p = e + 1;
-    }
-    return out;
+    if (env && (strcmp(env, "none") == 0 || strcmp(env, "void") == 0)) return VisibleList{};
+    if (!env || !*env || strcmp(env, "all") == 0) env = nullptr;
+    return ParseVisible(env, true);
   }();
   return v;
 }
 bool IsVisible(int phys) {
-  const Visible& v = VisibleDevices();
+  const VisibleList& v = VisibleDevices();
   for (int i = 0; i < v.count; ++i)
     if (v.phys[i] == phys) return true;
   return false;
@@ -123,7 +100,7 @@ FAKE nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* n) {
   return NVML_SUCCESS;
 }
 FAKE nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t* d) {
-  const Visible& v = VisibleDevices();
+  const VisibleList& v = VisibleDevices();
   if (i >= static_cast<unsigned>(v.count)) return NVML_ERROR_INVALID_ARGUMENT;
   *d = reinterpret_cast<nvmlDevice_t>(&g_devs[v.phys[i]]);
   return NVML_SUCCESS;
