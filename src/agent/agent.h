@@ -106,6 +106,8 @@ class Agent {
   std::string RenderMetricsNow();
   // One verification pass now (tests); returns false when PodResources was unreachable.
   bool VerifyNow();
+  // Pods waiting for the marker to patch them allocated (not counting the one being patched).
+  size_t PendingMarks() const;
   // One pass of host-pid publishing over every slice region now; returns the rows published.
   int MapHostPidsNow();
   // The watchdog (null when both its actions are off), for tests.
@@ -126,6 +128,8 @@ class Agent {
   void FollowHealth();
   void VerifyLoop();
   void MarkLoop();
+  // Queues ns/name for the marker unless it is queued already (mu_ held). Returns whether it queued.
+  bool QueueMarkLocked(const std::string& ns, const std::string& name);
   void HostPidLoop();
   bool ListPodResources(PodResourcesView* view);
   void VerifyEntry(const std::string& ns, const std::string& pod, const std::string& container,
@@ -158,6 +162,8 @@ class Agent {
   AgentCounters counters_;
   std::map<std::string, std::pair<uint64_t, int64_t>> busy_prev_;  // share: last busy_ns per slice GPU
   std::deque<std::pair<std::string, std::string>> mark_queue_;     // pods to mark allocated (ns, name)
+  std::set<std::string> mark_queued_;             // "ns/name" in mark_queue_ or being patched: queued once
+  std::map<std::string, int64_t> mark_done_;      // "ns/name" -> when it was marked (the cache may lag)
   std::condition_variable mark_cv_;
   std::shared_ptr<grpc::Channel> podres_channel_;
 

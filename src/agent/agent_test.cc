@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <fstream>
 #include <functional>
 #include <thread>
@@ -60,8 +61,16 @@ class FakeCluster : public Cluster {
     }
     return kube::Error{404, "NotFound", "no pod"};
   }
+  // Patches seen; `hold` keeps a patch in flight until cleared; `lag` leaves the pod list unchanged, as
+  // a watch cache that has not caught up yet would.
+  int annotate_calls = 0;
+  bool hold = false, lag = false;
+  std::condition_variable hold_cv;
   kube::Status AnnotatePod(const std::string& ns, const std::string& name, const json& ann) override {
-    std::lock_guard<std::mutex> l(mu);
+    std::unique_lock<std::mutex> l(mu);
+    ++annotate_calls;
+    hold_cv.wait(l, [this] { return !hold; });
+    if (lag) return kube::Ok{};
     for (auto& p : pods) {
       if (p["metadata"]["namespace"] == ns && p["metadata"]["name"] == name) {
         for (auto& [k, v] : ann.items()) p["metadata"]["annotations"][k] = v;
@@ -184,6 +193,13 @@ gpus:
     plugin_ = v1beta1::DevicePlugin::NewStub(channel);
   }
   void TearDown() override {
+    if (cluster_) {
+      {
+        std::lock_guard<std::mutex> l(cluster_->mu);
+        cluster_->hold = false;  // a marker patch held by a failed test must not block the agent's stop
+      }
+      cluster_->hold_cv.notify_all();
+    }
     agent_.reset();
     if (registration_) registration_->Shutdown();
     if (podres_) podres_->Shutdown();
@@ -423,6 +439,47 @@ TEST_F(AgentTest, PodResourcesVerifiesAndRepairsAWrongGuess) {
   ASSERT_TRUE(agent_->VerifyNow());
   EXPECT_FALSE(fs::exists(root_ / "state/slices/gpu-aaaa-1"));
   EXPECT_TRUE(fs::exists(root_ / "state/slices/gpu-aaaa-0"));
+}
+
+// A pod the kubelet holds while the watch cache still says pending (the patch is slow, or the cache
+// lags) is patched once, not once per verification pass: repeated passes must not pile up a backlog that
+// holds back the pods behind it.
+TEST_F(AgentTest, AHeldPodStillPendingInTheCacheIsMarkedOnce) {
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    cluster_->pods = {Pod("held", "u-held", 10, R"([[{"uuid":"GPU-aaaa","memory_mib":1000,"cores":10}]])")};
+    cluster_->hold = true;
+    cluster_->lag = true;
+  }
+  {
+    std::lock_guard<std::mutex> l(kubelet_.mu);
+    auto* p = kubelet_.pod_resources.add_pod_resources();
+    p->set_name("held");
+    p->set_namespace_("default");
+    auto* c = p->add_containers();
+    c->set_name("main");
+    auto* d = c->add_devices();
+    d->set_resource_name("nvidia.com/gpu");
+    d->add_device_ids("GPU-aaaa::0");
+  }
+  ASSERT_TRUE(agent_->VerifyNow());
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    return cluster_->annotate_calls == 1;
+  }));
+  // The patch is in flight; more passes see the pod still pending and held.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(agent_->VerifyNow());
+  EXPECT_EQ(agent_->PendingMarks(), 0u);
+  {
+    std::lock_guard<std::mutex> l(cluster_->mu);
+    cluster_->hold = false;
+  }
+  cluster_->hold_cv.notify_all();
+  // The patch landed but the cache still says pending: no second patch is queued.
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(agent_->VerifyNow());
+  EXPECT_EQ(agent_->PendingMarks(), 0u);
+  std::lock_guard<std::mutex> l(cluster_->mu);
+  EXPECT_EQ(cluster_->annotate_calls, 1);
 }
 
 TEST_F(AgentTest, ReRegistersWhenTheKubeletRestarts) {

@@ -183,8 +183,19 @@ void Agent::MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& cand
   }
   if (!any || any->state == kStateAllocated) return;
   // Patched by the marker thread: the kubelet does not wait on it, so Allocate does not either.
-  mark_queue_.push_back({any->namespace_, any->pod_name});
+  QueueMarkLocked(any->namespace_, any->pod_name);
+}
+
+size_t Agent::PendingMarks() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return mark_queue_.size();
+}
+
+bool Agent::QueueMarkLocked(const std::string& ns, const std::string& name) {
+  if (!mark_queued_.insert(ns + "/" + name).second) return false;
+  mark_queue_.push_back({ns, name});
   mark_cv_.notify_all();
+  return true;
 }
 
 void Agent::MarkLoop() {
@@ -200,7 +211,12 @@ void Agent::MarkLoop() {
     auto st = cluster_->AnnotatePod(ns, name,
                                     {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
     lock.lock();
-    if (!st.ok() && !st.error().NotFound()) {
+    if (st.ok() || st.error().NotFound()) {
+      if (st.ok()) Log("marked %s/%s allocated", ns.c_str(), name.c_str());
+      else Log("not marking %s/%s allocated: the pod is gone", ns.c_str(), name.c_str());
+      mark_queued_.erase(ns + "/" + name);
+      mark_done_[ns + "/" + name] = NowNs();
+    } else {
       Log("cannot mark %s/%s allocated: %s (retrying)", ns.c_str(), name.c_str(),
           st.error().ToString().c_str());
       mark_queue_.push_back({ns, name});

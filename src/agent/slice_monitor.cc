@@ -141,8 +141,20 @@ void Agent::MarkHeldPods(const PodResourcesView& view) {
   auto candidates = Candidates(false, &st, nullptr);
   if (!st.ok()) return;
   std::set<std::string> done;
+  {
+    // A pod marked a moment ago may still read pending from the watch cache: not marked again for a
+    // minute. Older entries are forgotten.
+    std::lock_guard<std::mutex> lock(mu_);
+    const int64_t now = NowNs();
+    for (auto it = mark_done_.begin(); it != mark_done_.end();) {
+      if (now - it->second > 60'000'000'000) it = mark_done_.erase(it);
+      else done.insert((it++)->first);
+    }
+    done.insert(mark_queued_.begin(), mark_queued_.end());
+  }
   for (const auto& c : candidates) {
-    if (c.state == kStateAllocated || done.count(c.pod_uid)) continue;
+    if (c.state == kStateAllocated || done.count(c.pod_uid) || done.count(c.namespace_ + "/" + c.pod_name))
+      continue;
     done.insert(c.pod_uid);
     auto held = [&view](const ContainerAssignment& d) {
       auto pod = view.find(d.namespace_ + "/" + d.pod_name);
@@ -158,9 +170,10 @@ void Agent::MarkHeldPods(const PodResourcesView& view) {
       }
     }
     if (!all_held) continue;
+    Log("verify: %s/%s holds its devices but is still %s: marking it allocated", c.namespace_.c_str(),
+        c.pod_name.c_str(), c.state.empty() ? "unmarked" : c.state.c_str());
     std::lock_guard<std::mutex> lock(mu_);
-    mark_queue_.push_back({c.namespace_, c.pod_name});
-    mark_cv_.notify_all();
+    QueueMarkLocked(c.namespace_, c.pod_name);
   }
 }
 

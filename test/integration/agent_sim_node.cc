@@ -272,8 +272,14 @@ std::vector<std::string> AgentSimNode::Mismatches() {
       continue;
     }
     if (kube::Annotation(*pod, kube::kAnnoAllocationState) != kube::kAllocationAllocated) {
-      out.push_back(key + ": allocation-state is '" + kube::Annotation(*pod, kube::kAnnoAllocationState) +
-                    "'");
+      // What the agent said about this pod: the reason it was never marked.
+      std::string said;
+      std::istringstream log(ReadFile(root_ / "agent.log"));
+      for (std::string line; std::getline(log, line);) {
+        if (line.find(key.substr(slash + 1)) != std::string::npos) said += "\n  agent: " + line;
+      }
+      out.push_back(key + ": allocation-state is '" + kube::Annotation(*pod, kube::kAnnoAllocationState) + "'" +
+                    said);
     }
     auto devices = kube::DecodeDevices(kube::Annotation(*pod, kube::kAnnoDevices));
     if (!devices.ok()) {
