@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +30,9 @@ struct GpuInfo {
   std::string pci_bus_id;     // "0000:3b:00.0" when known
   bool healthy = true;
   std::string health_reason;  // why it is unhealthy; empty when healthy
+  // Link to each other GPU of the host by uuid: NV<n>, PIX, PXB, PHB, NODE or SYS (gpu/topology.h).
+  // Empty when the backend cannot tell.
+  std::map<std::string, std::string> links = {};
 };
 
 struct ProcessUsage {

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gpu/backend.h"
+#include "gpu/topology.h"
 
 namespace tessera::gpu {
 namespace {
@@ -39,6 +40,10 @@ struct NvmlApi {
   decltype(&nvmlDeviceRegisterEvents) register_events = nullptr;
   decltype(&nvmlDeviceGetSupportedEventTypes) supported_events = nullptr;
   decltype(&nvmlEventSetWait_v2) event_wait = nullptr;
+  // Topology (optional: without them GPUs are published with no links).
+  decltype(&nvmlDeviceGetTopologyCommonAncestor) common_ancestor = nullptr;
+  decltype(&nvmlDeviceGetNvLinkState) nvlink_state = nullptr;
+  decltype(&nvmlDeviceGetNvLinkRemotePciInfo_v2) nvlink_remote = nullptr;
 };
 
 template <typename F>
@@ -107,6 +112,9 @@ class NvmlBackend : public Backend {
       ok &= Resolve(lib_, "nvmlEventSetWait_v2", &api_.event_wait, true, &missing);
       Resolve(lib_, "nvmlDeviceGetMemoryAffinity", &api_.get_memory_affinity, false, &missing);
       Resolve(lib_, "nvmlDeviceGetComputeRunningProcesses_v3", &api_.get_processes, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetTopologyCommonAncestor", &api_.common_ancestor, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetNvLinkState", &api_.nvlink_state, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetNvLinkRemotePciInfo_v2", &api_.nvlink_remote, false, &missing);
       if (!ok) {
         dlclose(lib_);
         lib_ = nullptr;
@@ -158,7 +166,46 @@ class NvmlBackend : public Backend {
       handles_[info.uuid] = dev;
       out->push_back(std::move(info));
     }
+    LinksLocked(out);
     return Status::Ok();
+  }
+
+  // Fills GpuInfo::links: NV<n> where NVLinks join two GPUs (directly, or both through the NVSwitch
+  // fabric: a link whose far end is no GPU of this host), else the PCIe path from the common ancestor.
+  void LinksLocked(std::vector<GpuInfo>* gpus) {
+    const size_t n = gpus->size();
+    std::vector<std::map<std::string, int>> to_gpu(n);  // per GPU: active links per far-end GPU uuid
+    std::vector<int> to_fabric(n, 0);
+    std::map<std::string, std::string> by_bus;
+    for (const auto& g : *gpus) by_bus[g.pci_bus_id] = g.uuid;
+    for (size_t i = 0; i < n && api_.nvlink_state && api_.nvlink_remote; ++i) {
+      nvmlDevice_t dev = handles_[(*gpus)[i].uuid];
+      for (unsigned int link = 0; link < NVML_NVLINK_MAX_LINKS; ++link) {
+        nvmlEnableState_t active = NVML_FEATURE_DISABLED;
+        if (api_.nvlink_state(dev, link, &active) != NVML_SUCCESS || active != NVML_FEATURE_ENABLED) continue;
+        nvmlPciInfo_t remote{};
+        if (api_.nvlink_remote(dev, link, &remote) != NVML_SUCCESS) continue;
+        auto peer = by_bus.find(SysfsBusId(remote.busId));
+        if (peer != by_bus.end()) ++to_gpu[i][peer->second];
+        else ++to_fabric[i];
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < n; ++j) {
+        if (i == j) continue;
+        const std::string& peer = (*gpus)[j].uuid;
+        int nv = to_gpu[i].count(peer) ? to_gpu[i][peer] : 0;
+        if (nv == 0 && to_fabric[i] > 0 && to_fabric[j] > 0) nv = std::min(to_fabric[i], to_fabric[j]);
+        if (nv > 0) {
+          (*gpus)[i].links[peer] = "NV" + std::to_string(std::min(nv, 64));
+          continue;
+        }
+        nvmlGpuTopologyLevel_t level{};
+        if (api_.common_ancestor &&
+            api_.common_ancestor(handles_[(*gpus)[i].uuid], handles_[peer], &level) == NVML_SUCCESS)
+          (*gpus)[i].links[peer] = LinkFromCommonAncestor(static_cast<int>(level));
+      }
+    }
   }
 
   Status Usage(const std::string& uuid, GpuUsage* out) override {

@@ -10,6 +10,8 @@
 //       healthy: true                                     # optional (default true)
 //       utilization: 0                                    # optional percent 0..100 (default 0)
 //       memory_used_mib: 0                                # optional, <= memory_mib (default 0)
+//       links: {GPU-...-0002: NV4, GPU-...-0003: SYS}     # optional, link to other GPUs (gpu/topology.h);
+//                                                         # one side is enough, both must agree
 //   events:                                               # optional scripted health changes
 //     - after_ms: 1500                                    # since Init()
 //       uuid: GPU-5f7a2c1e-0000-4000-8000-000000000001
