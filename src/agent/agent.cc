@@ -121,6 +121,9 @@ Status ValidateOptions(const AgentOptions& o) {
                          "' must be a domain-qualified name like nvidia.com/gpu");
   }
   if (o.slices.shim_path.empty()) return Status::Error("--shim: required (host path of libtessera.so)");
+  for (auto [flag, v] : {std::pair{"--memory-scaling", o.memory_scaling}, std::pair{"--core-scaling", o.core_scaling}})
+    if (!(v >= 0.1 && v <= 16))
+      return Status::Error(std::string(flag) + ": " + std::to_string(v) + " is out of range [0.1, 16]");
   return Status::Ok();
 }
 
@@ -128,7 +131,22 @@ Agent::Agent(AgentOptions opts, std::unique_ptr<gpu::Backend> backend, std::shar
     : opts_(std::move(opts)),
       backend_(std::move(backend)),
       cluster_(std::move(cluster)),
-      writer_(opts_.slices) {}
+      mps_(opts_.mps_dir.empty() ? nullptr
+                                 : std::make_unique<MpsSupervisor>(MpsSupervisor::Options{
+                                       opts_.mps_dir.string(), std::chrono::milliseconds(2000),
+                                       [](const std::string& uuid, const std::string& why) {
+                                         Log("MPS daemon of %s restarted: %s", uuid.c_str(), why.c_str());
+                                       }})),
+      writer_([this] {
+        SliceWriter::Options o = opts_.slices;
+        o.mps = mps_.get();
+        return o;
+      }()) {
+  settings_.split = opts_.split;
+  settings_.memory_scaling = opts_.memory_scaling;
+  settings_.core_scaling = opts_.core_scaling;
+  settings_.spatial = opts_.spatial_default;
+}
 
 Agent::~Agent() { Stop(); }
 
@@ -166,6 +184,13 @@ Status Agent::Start() {
   st = writer_.Prepare();
   if (!st.ok()) return st;
   {
+    std::map<std::string, int> sms;
+    for (const auto& g : gpus) sms[g.uuid] = g.sm_count;
+    writer_.SetSmCounts(std::move(sms));
+  }
+  writer_.AdoptSpatialSlices();
+  if (mps_) mps_->Start();
+  {
     std::lock_guard<std::mutex> lock(mu_);
     gpus_ = std::move(gpus);
     ++devices_version_;
@@ -175,6 +200,7 @@ Status Agent::Start() {
       if (SliceWriter::ReadOwner(dir, &o).ok()) claimed_.insert(o.pod_uid + "/" + o.container);
     }
   }
+  ReloadNodeConfigNow();
   PublishNode();
   std::error_code ec;
   fs::create_directories(plugin_socket().parent_path(), ec);
@@ -204,6 +230,7 @@ Status Agent::Start() {
   threads_.emplace_back([this] { VerifyLoop(); });
   threads_.emplace_back([this] { MarkLoop(); });
   threads_.emplace_back([this] { HostPidLoop(); });
+  threads_.emplace_back([this] { NodeConfigLoop(); });
   return Status::Ok();
 }
 
@@ -339,7 +366,7 @@ void Agent::ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::L
   while (!stopping_ && stream_epoch_ == epoch && !ctx->IsCancelled()) {
     if (sent != devices_version_) {
       v1beta1::ListAndWatchResponse resp;
-      for (const auto& d : PluginDevices(gpus_, opts_.split)) {
+      for (const auto& d : PluginDevices(OfferedGpus(gpus_, settings_), settings_.split)) {
         auto* dev = resp.add_devices();
         dev->set_id(d.id);
         dev->set_health(d.healthy ? "Healthy" : "Unhealthy");
@@ -437,7 +464,7 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
-    for (const auto& d : PluginDevices(gpus_, opts_.split)) known_devices.insert(d.id);
+    for (const auto& d : PluginDevices(OfferedGpus(gpus_, settings_), settings_.split)) known_devices.insert(d.id);
     // A container the kubelet lists without devices is being (re)admitted: whatever an earlier
     // Allocate did for it did not stick (the kubelet dropped the pod after a later failure), so it is
     // not served, whatever our bookkeeping says.
@@ -483,6 +510,7 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     new_claims.push_back(m.chosen.Key());
     touched_pods.insert(m.chosen.pod_uid);
     ambiguous_any |= m.ambiguous;
+    if (m.chosen.spatial) SpatialEvent(*cluster_, m.chosen);
     Log("Allocate %s → %s/%s container %s in %.1f ms (slice %s%s%s)", ids.front().c_str(),
         m.chosen.namespace_.c_str(), m.chosen.pod_name.c_str(), m.chosen.container.c_str(),
         (NowNs() - t0) / 1e6, slice.slice.c_str(),
@@ -539,12 +567,14 @@ void Agent::MarkLoop() {
 
 void Agent::PublishNode() {
   std::vector<gpu::GpuInfo> gpus;
+  NodeSettings settings;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    gpus = gpus_;
+    settings = settings_;
+    gpus = OfferedGpus(gpus_, settings);
   }
-  auto st = cluster_->PatchNode(opts_.node, NodeMetadataPatch(gpus, opts_.split, opts_.version),
-                                NodeStatusPatch(gpus, opts_.split, opts_.resource));
+  auto st = cluster_->PatchNode(opts_.node, NodeMetadataPatch(gpus, settings.split, opts_.version, &settings),
+                                NodeStatusPatch(gpus, settings.split, opts_.resource));
   published_ = st.ok();
   last_publish_ns_ = NowNs();
   if (!st.ok()) Log("cannot publish GPUs on node %s: %s", opts_.node.c_str(), st.error().ToString().c_str());

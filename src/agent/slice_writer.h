@@ -13,7 +13,8 @@
 //
 // In the container: /run/tessera/slice.conf (ro), /run/tessera/region (rw),
 // /usr/local/lib/tessera/libtessera.so (ro), /etc/ld.so.preload (ro), /run/tessera/node (rw, the
-// node-wide priority files, when configured); NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the
+// node-wide priority files, when configured), and for a spatial slice its GPU's MPS pipe dir (rw, the host
+// path); NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the
 // assigned GPUs by UUID and nothing else.
 //
 // Thread-safe: distinct slices may be written concurrently; one slice is written by one caller.
@@ -25,7 +26,10 @@
 #include <string>
 #include <vector>
 
+#include <mutex>
+
 #include "agent/assignment.h"
+#include "agent/mps_supervisor.h"
 #include "gpu/status.h"
 
 namespace tessera::agent {
@@ -67,6 +71,10 @@ class SliceWriter {
     std::filesystem::path state_dir = "/var/lib/tessera";
     std::filesystem::path shim_path;        // libtessera.so on the host
     std::filesystem::path node_region_dir;  // host dir for node-wide priority files; empty: none
+    // Spatial slices (ContainerAssignment::spatial) get their GPU's MPS daemon from here: the config keys
+    // mps_pipe (and mps_sms when the GPU's SM count is known, SetSmCounts) and the pipe dir mounted at
+    // the same path. Null: spatial slices are refused with a message saying spatial mode is off.
+    MpsSupervisor* mps = nullptr;
   };
   explicit SliceWriter(Options opts);
 
@@ -84,13 +92,19 @@ class SliceWriter {
 
   // Every slice dir with an owner.json.
   std::vector<std::filesystem::path> ListSlices() const;
-  // Removes a slice dir (the container is gone).
+  // Removes a slice dir (the container is gone) and releases its MPS daemon when it was spatial.
   gpu::Status Remove(const std::filesystem::path& dir);
+  // SMs per GPU uuid (mps_sms of spatial slices).
+  void SetSmCounts(std::map<std::string, int> sms);
+  // After a restart: hands the running spatial slices to the MPS supervisor.
+  void AdoptSpatialSlices();
 
   std::filesystem::path slices_dir() const { return opts_.state_dir / "slices"; }
 
  private:
   Options opts_;
+  std::mutex sms_mu_;
+  std::map<std::string, int> sms_;
 };
 
 }  // namespace tessera::agent

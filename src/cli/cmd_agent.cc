@@ -50,6 +50,16 @@ int AgentCmd(int argc, char** argv) {
   app.add_flag(
       "--hami-metric-names,!--no-hami-metric-names", o.hami_metric_names,
       "also serve HAMi's metric names (vGPU_device_memory_usage_in_bytes, HostCoreUtilization, ...)");
+  std::string mode = "time-sliced", node_config, mps_dir;
+  app.add_option("--memory-scaling", o.memory_scaling,
+                 "GPU memory published per GPU = real x this, 0.1..16 (> 1 overcommits; see docs/configuration.md)");
+  app.add_option("--core-scaling", o.core_scaling, "GPU cores published per GPU = 100 x this, 0.1..16");
+  app.add_option("--compute-mode", mode, "default compute mode of this node's GPUs: time-sliced or spatial")
+      ->check(CLI::IsMember({"time-sliced", "spatial"}));
+  app.add_option("--node-config", node_config,
+                 "per-node settings file (HAMi's device-plugin config.json: nodeconfig[]), reread while running");
+  app.add_option("--mps-dir", mps_dir,
+                 "host directory of the MPS daemons of spatial slices (e.g. /run/tessera/mps; empty: spatial off)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -59,6 +69,9 @@ int AgentCmd(int argc, char** argv) {
   o.slices.state_dir = state_dir;
   o.slices.shim_path = shim;
   o.slices.node_region_dir = node_region_dir;
+  o.spatial_default = mode == "spatial";
+  o.node_config = node_config;
+  o.mps_dir = mps_dir;
   if (gpu::Status st = agent::ValidateOptions(o); !st.ok()) {
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
     return 2;

@@ -33,6 +33,8 @@ struct GpuInfo {
   // Link to each other GPU of the host by uuid: NV<n>, PIX, PXB, PHB, NODE or SYS (gpu/topology.h).
   // Empty when the backend cannot tell.
   std::map<std::string, std::string> links = {};
+  int sm_count = 0;       // streaming multiprocessors; 0 when unknown (spatial slices' mps_sms)
+  bool cordoned = false;  // set by the agent (tessera.dev/cordon), never by a backend
 };
 
 struct ProcessUsage {

@@ -42,6 +42,7 @@ struct NvmlApi {
   decltype(&nvmlEventSetWait_v2) event_wait = nullptr;
   // Topology (optional: without them GPUs are published with no links).
   decltype(&nvmlDeviceGetTopologyCommonAncestor) common_ancestor = nullptr;
+  decltype(&nvmlDeviceGetAttributes_v2) attributes = nullptr;  // SM count
   decltype(&nvmlDeviceGetNvLinkState) nvlink_state = nullptr;
   decltype(&nvmlDeviceGetNvLinkRemotePciInfo_v2) nvlink_remote = nullptr;
 };
@@ -113,6 +114,7 @@ class NvmlBackend : public Backend {
       Resolve(lib_, "nvmlDeviceGetMemoryAffinity", &api_.get_memory_affinity, false, &missing);
       Resolve(lib_, "nvmlDeviceGetComputeRunningProcesses_v3", &api_.get_processes, false, &missing);
       Resolve(lib_, "nvmlDeviceGetTopologyCommonAncestor", &api_.common_ancestor, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetAttributes_v2", &api_.attributes, false, &missing);
       Resolve(lib_, "nvmlDeviceGetNvLinkState", &api_.nvlink_state, false, &missing);
       Resolve(lib_, "nvmlDeviceGetNvLinkRemotePciInfo_v2", &api_.nvlink_remote, false, &missing);
       if (!ok) {
@@ -158,6 +160,9 @@ class NvmlBackend : public Backend {
       // knows it even in VMs whose PCI devices report no node in sysfs.
       info.numa_node = NearestNumaNode(dev);
       if (info.numa_node < 0 && !info.pci_bus_id.empty()) info.numa_node = NumaFromSysfs(info.pci_bus_id);
+      nvmlDeviceAttributes_t attr{};
+      if (api_.attributes && api_.attributes(dev, &attr) == NVML_SUCCESS)
+        info.sm_count = static_cast<int>(attr.multiprocessorCount);
       auto h = unhealthy_.find(info.uuid);
       if (h != unhealthy_.end()) {
         info.healthy = false;

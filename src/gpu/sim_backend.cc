@@ -89,7 +89,7 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   if (!g.IsMap()) return Status::Error(where + ": must be a mapping");
   Status st = CheckKeys(
       g, where,
-      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id", "links"});
+      {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id", "links", "sms"});
   if (!st.ok()) return st;
   GpuInfo& info = out->info;
   info.index = index;
@@ -122,6 +122,12 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   if (g["pci_bus_id"]) {
     st = ReadString(g["pci_bus_id"], where + ".pci_bus_id", 32, &info.pci_bus_id);
     if (!st.ok()) return st;
+  }
+  if (g["sms"]) {
+    int64_t sms = 0;
+    st = ReadInt(g["sms"], where + ".sms", 1, 4096, &sms);
+    if (!st.ok()) return st;
+    info.sm_count = static_cast<int>(sms);
   }
   if (const YAML::Node links = g["links"]) {
     if (!links.IsMap()) return Status::Error(where + ".links: must be a mapping of GPU uuid to link (NV4, PIX, ...)");

@@ -10,6 +10,7 @@
 //       healthy: true                                     # optional (default true)
 //       utilization: 0                                    # optional percent 0..100 (default 0)
 //       memory_used_mib: 0                                # optional, <= memory_mib (default 0)
+//       sms: 132                                          # optional, SM count 1..4096 (default unknown)
 //       links: {GPU-...-0002: NV4, GPU-...-0003: SYS}     # optional, link to other GPUs (gpu/topology.h);
 //                                                         # one side is enough, both must agree
 //   events:                                               # optional scripted health changes

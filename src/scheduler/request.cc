@@ -218,6 +218,9 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       }
       placement::ContainerRequest cr;
       cr.gpus = gpus->has_value() ? static_cast<int>(**gpus) : 1;
+      if (mode == placement::ComputeMode::kSpatial && cr.gpus > 1)
+        return Invalid(where + ": " + n.gpu + "=" + std::to_string(cr.gpus) + " with " + kube::kAnnoComputeMode +
+                       "=spatial is out of range (1: a process is the client of one GPU's MPS server)");
       if (!gpus->has_value()) out.gpu_defaulted = true;
       if (!shares) {
         cr.memory_percent = 100;

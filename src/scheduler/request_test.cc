@@ -142,6 +142,11 @@ TEST(RequestTest, ComputeModeAndTenant) {
                      share);
   ASSERT_TRUE(no.ok());
   EXPECT_EQ(no->request.containers[0].mode, placement::ComputeMode::kTimeSliced);
+  auto two = ParsePod(PodWith({{"nvidia.com/gpu", "2"}}, {{"tessera.dev/compute-mode", "spatial"}}), share);
+  ASSERT_FALSE(two.ok());
+  EXPECT_EQ(two.error().message,
+            "container \"w\": nvidia.com/gpu=2 with tessera.dev/compute-mode=spatial is out of range (1: a process is "
+            "the client of one GPU's MPS server)");
   EXPECT_FALSE(no->request.containers[0].share_tenants);
 }
 
