@@ -3,6 +3,7 @@
 #   make build   configure and build everything (build/)
 #   make test    unit tests (plain and under ASan+UBSan), then integration tests on a real control plane
 #   make demo    the local cluster demo: two simulated GPU nodes, the seed's workers, where they landed
+#                (NODE=real: a real kubelet + containerd node, the chart installed, the workers in containers)
 SHELL := /bin/bash
 BUILD ?= build
 ASAN_BUILD ?= build-asan
@@ -54,7 +55,7 @@ test: build kube test-asan
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 demo: build kube
-	@scripts/demo
+	@if [ "$(NODE)" = real ]; then scripts/demo-node; else scripts/demo; fi
 
 format:
 	@git ls-files '*.cc' '*.h' | xargs clang-format -i

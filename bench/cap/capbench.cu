@@ -194,7 +194,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "capbench: --direct needs TESSERA_SLICE_CONFIG: %s\n", p ? err : "unset");
       return 2;
     }
-    tessera::shim::LaunchGateInit(cfg);
+    // No accounting region in direct mode: the cap is per process, as for one process in a slice.
+    tessera::shim::LaunchGateInit(cfg, nullptr);
   }
 #endif
   CHECK(cudaSetDeviceFlags(cudaDeviceScheduleSpin));

@@ -12,6 +12,7 @@ same gate code without the shim's hooks; the result file says which was used.
 """
 import argparse
 import datetime
+import glob
 import json
 import os
 import shutil
@@ -27,7 +28,11 @@ MPS_BASE = "/run/tessera/mps"
 
 
 def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, capture_output=True, text=True, **kw).stdout
+    r = subprocess.run(cmd, shell=True, capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        sys.stderr.write(f"command failed (exit {r.returncode}): {cmd}\n{r.stdout}{r.stderr}")
+        raise subprocess.CalledProcessError(r.returncode, cmd, r.stdout, r.stderr)
+    return r.stdout
 
 
 def log(msg):
@@ -54,8 +59,13 @@ class Bench:
         cuda_inc = "/usr/local/cuda/include"
         src = os.path.join(ROOT, "src")
         objs = []
-        for f in ["shim/limiter.cc", "shim/launch_gate_core.cc", "shim/launch_gate.cc", "shim/mps.cc",
-                  "slice/node_region.cc", "slice/config.cc", "slice/region.cc"]:
+        # The limiter's sources as src/shim/CMakeLists.txt gathers them, plus the slice sources the shim
+        # compiles in (src/slice/CMakeLists.txt), so a new file there cannot leave this build behind.
+        pats = ["shim/launch_gate*.cc", "shim/limiter*.cc", "shim/mps*.cc", "slice/node_region*.cc"]
+        files = sorted({os.path.relpath(p, src) for pat in pats for p in glob.glob(os.path.join(src, pat))})
+        files = [f for f in files if not f.endswith("_test.cc") and f != "shim/mps_main.cc"]
+        files += ["slice/config.cc", "slice/region.cc", "slice/agent_rows.cc", "slice/fs.cc"]
+        for f in files:
             o = os.path.join(self.build, f.replace("/", "_") + ".o")
             sh(f"g++ -std=c++20 -O2 -fPIC -Wall -DTESSERA_GATE_STANDALONE -I{src} -I{cuda_inc} -c {src}/{f} -o {o}")
             objs.append(o)

@@ -7,7 +7,10 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -98,6 +101,11 @@ kube::Result<CertPair> LoadOrCreateCert(const std::string& cert_path, const std:
     return TlsError("--tls-cert and --tls-key must both exist or both be absent (" + cert_path + ", " + key_path + ")");
   if (have_cert) {
     CertPair p;
+    for (const std::string* f : {&cert_path, &key_path}) {
+      if (access(f->c_str(), R_OK) != 0)
+        return TlsError(*f + ": cannot read (" + std::strerror(errno) + "; uid " + std::to_string(getuid()) +
+                        "): mount the Secret readable by this user, e.g. fsGroup");
+    }
     std::ifstream c(cert_path), k(key_path);
     std::stringstream cs, ks;
     cs << c.rdbuf();

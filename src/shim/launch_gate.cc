@@ -136,11 +136,15 @@ int ChooseSpatialPercent(const slice::SliceConfig& cfg) {
 // LaunchGateInit (that runs after the real cuInit). So at library load the slice config is loaded (the
 // shim's one load, LoadConfigOnce) and, if it names an MPS pipe, the client settings are written then.
 // Costs one stat() and one read in processes of a slice; nothing is allocated unless mps_pipe is set.
+// The standalone build (capbench-direct) has no shim config loader: it calls LaunchGateInit before its
+// first CUDA call, which sets the same environment.
+#ifndef TESSERA_GATE_STANDALONE
 __attribute__((constructor)) void ApplySpatialAtLoad() {
   const slice::SliceConfig* cfg = nullptr;
   if (LoadConfigOnce(&cfg) != ConfigLoad::kOk || cfg->mps_pipe[0] == '\0' || cfg->gpu_count <= 0) return;
   MpsApplyClientEnv(cfg->mps_pipe, ChooseSpatialPercent(*cfg), cfg->priority);
 }
+#endif
 
 }  // namespace
 

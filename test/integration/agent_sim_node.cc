@@ -141,7 +141,7 @@ void AgentSimNode::StartAgent() {
     error_ = "cannot reserve a metrics port on 127.0.0.1";
     return;
   }
-  agent_ = Spawn({Env("TESSERA_BINARY_DIR") + "/src/cli/tessera",
+  std::vector<std::string> args = {Env("TESSERA_BINARY_DIR") + "/src/cli/tessera",
                   "agent",
                   "--node",
                   node_,
@@ -164,8 +164,13 @@ void AgentSimNode::StartAgent() {
                   "--metrics-port",
                   std::to_string(metrics_port_.port()),
                   "--metrics-address",
-                  "127.0.0.1"},
-                 "/dev/null", root_ / "agent.log");
+                  "127.0.0.1"};
+  if (!opts_.metrics_token.empty()) {
+    std::ofstream(root_ / "metrics-token") << opts_.metrics_token << "\n";
+    args.push_back("--metrics-token-file");
+    args.push_back((root_ / "metrics-token").string());
+  }
+  agent_ = Spawn(args, "/dev/null", root_ / "agent.log");
   if (agent_ <= 0)
     error_ = "cannot start tessera agent (TESSERA_BINARY_DIR=" + Env("TESSERA_BINARY_DIR") + ")";
 }
@@ -323,8 +328,16 @@ std::vector<std::string> AgentSimNode::Mismatches() {
 
 std::string AgentSimNode::Metrics() {
   httplib::Client c("127.0.0.1", metrics_port_.port());
+  if (!opts_.metrics_token.empty()) c.set_bearer_token_auth(opts_.metrics_token.c_str());
   auto r = c.Get("/metrics");
   return r && r->status == 200 ? r->body : "";
+}
+
+int AgentSimNode::MetricsStatus(const std::string& path, const std::string& token) {
+  httplib::Client c("127.0.0.1", metrics_port_.port());
+  if (!token.empty()) c.set_bearer_token_auth(token.c_str());
+  auto r = c.Get(path.c_str());
+  return r ? r->status : -1;
 }
 
 std::string AgentSimNode::AgentLogTail(size_t bytes) const {

@@ -37,6 +37,7 @@ class AgentSimNode {
     bool create_node = true;  // false: the Node object exists already (e.g. made by another helper)
     int split = 10;
     bool taint = true;  // NoSchedule taint agent-it.tessera.dev/test=<node> (pods must tolerate it)
+    std::string metrics_token;  // non-empty: the agent runs with --metrics-token-file holding this token
   };
   AgentSimNode(std::shared_ptr<kube::Client> kube, std::string node, std::vector<AgentSimGpu> gpus,
                Options opts);
@@ -66,7 +67,10 @@ class AgentSimNode {
   // One line per container whose slice (read through the host path of its /run/tessera/slice.conf
   // mount) differs from its pod's current assignment, or whose pod is not marked allocated.
   std::vector<std::string> Mismatches();
-  std::string Metrics();  // agent GET /metrics ("" on failure)
+  std::string Metrics();  // agent GET /metrics ("" on failure), with the token of Options when set
+  // The agent's HTTP status for GET `path` sent with `Authorization: Bearer <token>` ("" sends none);
+  // -1 when no answer came.
+  int MetricsStatus(const std::string& path, const std::string& token);
   std::string AgentLogTail(size_t bytes = 6000) const;
 
   // Admission answers, "<ns>/<pod>" → harness answer.

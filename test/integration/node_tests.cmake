@@ -35,10 +35,7 @@ set_tests_properties(node_down PROPERTIES FIXTURES_CLEANUP node LABELS "integrat
 
 # The chain, in order: each step needs the one before it.
 set(_prev "")
-# Only the steps that pass so far are registered; images, quickstart, helm, workers, in_container,
-# pod_delete and agent_restart exist in node_test.sh but do not pass yet (a pod sandbox does not start:
-# runc create fails under containerd, "can't get final child's PID from pipe"; see test/README.md).
-foreach(step kubelet)
+foreach(step kubelet images quickstart helm workers in_container pod_delete agent_restart)
   add_test(NAME node_${step} COMMAND ${_node_test} ${step})
   set_tests_properties(node_${step} PROPERTIES FIXTURES_REQUIRED node LABELS "integration;node" TIMEOUT 600
     ENVIRONMENT "${_node_env}" SKIP_RETURN_CODE 77 RESOURCE_LOCK tessera_node)

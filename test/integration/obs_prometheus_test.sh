@@ -67,7 +67,8 @@ echo "== tessera scheduler"
 https_port=$(free_port)
 sched_port=$(free_port)
 start_bg "$root/scheduler.log" "$TESSERA" scheduler --kubeconfig "$TESSERA_KUBECONFIG" \
-  --listen "127.0.0.1:$https_port" --metrics-port "$sched_port" --metrics-address 127.0.0.1 \
+  --listen "127.0.0.1:$https_port" --extender-listen "127.0.0.1:$(free_port)" \
+  --metrics-port "$sched_port" --metrics-address 127.0.0.1 \
   --tls-cert "$root/tls.crt" --tls-key "$root/tls.key" --leader-elect=false --node-label-selector "obs-prom=$id"
 show_log_on_failure "$root/scheduler.log"
 sched_url="http://127.0.0.1:$sched_port/metrics"
@@ -127,7 +128,8 @@ check_metrics scheduler "$sched_url"
 strict_port=$(free_port)
 strict_https=$(free_port)
 start_bg "$root/scheduler2.log" "$TESSERA" scheduler --kubeconfig "$TESSERA_KUBECONFIG" \
-  --listen "127.0.0.1:$strict_https" --metrics-port "$strict_port" --metrics-address 127.0.0.1 \
+  --listen "127.0.0.1:$strict_https" --extender-listen "127.0.0.1:$(free_port)" \
+  --metrics-port "$strict_port" --metrics-address 127.0.0.1 \
   --tls-cert "$root/tls2.crt" --tls-key "$root/tls2.key" --leader-elect=false --node-label-selector "obs-prom=$id" \
   --no-hami-metric-names
 strict_pid=$BG_PID

@@ -19,9 +19,13 @@ add_dependencies(scheduler_integration_test tessera)
 foreach(suite SchedulerPlacement SchedulerWebhook SchedulerBurst SchedulerLease SchedulerBoundary)
   string(TOLOWER ${suite} lower)
   string(REPLACE "scheduler" "scheduler_" test_name ${lower})
+  set(_serial)
+  if(suite STREQUAL "SchedulerBurst")
+    set(_serial SERIAL)  # a thousand pods on fifty simulated nodes: alone, see tessera_integration_test
+  endif()
   tessera_integration_test(${test_name}
     COMMAND $<TARGET_FILE:scheduler_integration_test> --gtest_filter=${suite}.*
-    TIMEOUT 400)
+    TIMEOUT 400 ${_serial})
   # A filter that matches nothing would pass silently.
   set_tests_properties(${test_name} PROPERTIES FAIL_REGULAR_EXPRESSION "0 tests from 0 test suites|SKIPPED")
 endforeach()

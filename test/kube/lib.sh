@@ -92,6 +92,12 @@ kube_stop() {
     sleep 0.1
   done
   kill -KILL "${pids[@]}" 2>/dev/null || true
+  for i in $(seq 50); do  # killed: gone once the kernel has reaped it
+    local alive=0
+    for pid in "${pids[@]}"; do kube_running "$pid" && alive=1; done
+    [ $alive = 0 ] && return 0
+    sleep 0.1
+  done
 }
 
 # kube_cert STATE NAME SUBJECT EKU [SANS]: an EC P-256 key and a certificate signed by STATE/pki/ca.

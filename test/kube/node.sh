@@ -47,7 +47,16 @@ node_prepare() {
       kube_die "a node of $owner is still up on this machine (scripts/kube-down $owner stops it)"
     fi
   fi
-  node_kube_chains && kube_die "iptables has KUBE-* chains already (another kubelet or kube-proxy on this machine?); the test node needs none (and removes its own)"
+  if node_kube_chains; then
+    # Chains with no kubelet or kube-proxy alive are a dead node's leftovers (a run killed before its
+    # teardown): removed. With one alive, they are another node's: refuse.
+    if pgrep -x kubelet >/dev/null 2>&1 || pgrep -x kube-proxy >/dev/null 2>&1; then
+      kube_die "iptables has KUBE-* chains and a kubelet or kube-proxy runs on this machine; the test node needs neither"
+    fi
+    echo "$KUBE_PROG: removing KUBE-* iptables chains left by a node that is gone (no kubelet or kube-proxy runs)" >&2
+    node_iptables_clean
+    node_kube_chains && kube_die "KUBE-* iptables chains could not be removed"
+  fi
   ip link show "$NODE_IFACE" >/dev/null 2>&1 && kube_die "interface $NODE_IFACE exists already (a node left behind? scripts/kube-down its state dir, or: ip link del $NODE_IFACE)"
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && kube_die "interface $NODE_BRIDGE exists already (a node left behind? ip link del $NODE_BRIDGE)"
   local sock="$state/node/containerd/containerd.sock.ttrpc" d
@@ -165,6 +174,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
     sandbox = "registry.k8s.io/pause:3.10"
 [plugins.'io.containerd.cri.v1.runtime']
   netns_mounts_under_state_dir = true
+  # The kubelet asks for oom_score_adj -998 (sandboxes) and -997 (Guaranteed pods); where this process may
+  # not lower its score (a container, a restricted VM), runc's nsexec fails writing it and every sandbox
+  # dies with "can't get final child's PID from pipe: EOF". Clamp to containerd's own score instead.
+  restrict_oom_score_adj = true
   enable_cdi = false
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
@@ -276,22 +289,34 @@ node_import() {
 }
 
 # node_kube_chains: whether any KUBE-* iptables chain exists (IPv4 or IPv6).
+# Saved first, then searched: `iptables-save | grep -q` under pipefail fails when grep stops early and
+# the save dies of SIGPIPE, which read as "no chains" at random.
 node_kube_chains() {
-  { iptables-save; ip6tables-save; } 2>/dev/null | grep -q '^:KUBE-'
+  local rules
+  rules=$({ iptables-save; ip6tables-save; } 2>/dev/null || true)
+  grep -q '^:KUBE-' <<<"$rules"
 }
 
 # node_iptables_clean: removes every KUBE-* chain and the rules that jump to them, IPv4 and IPv6: the
 # kubelet's (KUBE-FIREWALL, canaries) and kube-proxy's. Only called for a node that found none.
 node_iptables_clean() {
-  local cmd t
-  for cmd in iptables ip6tables; do
-    command -v "$cmd" >/dev/null 2>&1 || continue
-    for t in filter nat mangle; do
-      "$cmd-save" -t "$t" 2>/dev/null | grep -q 'KUBE-' || continue
-      # The table again without KUBE-* chains and the rules that jump to them (restore replaces it whole).
-      "$cmd-save" -t "$t" | grep -vE '^:KUBE-|^-A KUBE-|-j KUBE-' | "$cmd-restore" -w 5 2>/dev/null || true
+  local cmd t try rules
+  # Until none is left (20 rounds): a restore can lose to a last write of a process that was still
+  # exiting, and then it has to be done again.
+  for try in $(seq 20); do
+    for cmd in iptables ip6tables; do
+      command -v "$cmd" >/dev/null 2>&1 || continue
+      for t in filter nat mangle; do
+        rules=$("$cmd-save" -t "$t" 2>/dev/null) || continue
+        grep -q 'KUBE-' <<<"$rules" || continue
+        # The table again without KUBE-* chains and the rules that jump to them (restore replaces it whole).
+        grep -vE '^:KUBE-|^-A KUBE-|-j KUBE-' <<<"$rules" | "$cmd-restore" -w 5 2>/dev/null || true
+      done
     done
+    node_kube_chains || return 0
+    sleep 0.2
   done
+  echo "$KUBE_PROG: KUBE-* iptables chains are still there after 20 rounds of removal" >&2
 }
 
 # node_mounts STATE: mount points at or under STATE and the node's host directories, deepest first (the

@@ -112,42 +112,15 @@ void Publish() {
   rename(tmp, path);
 }
 
-// CUDA_VISIBLE_DEVICES, like the real driver: a comma-separated list of indices or UUIDs; ordinal i of
-// the process is the i-th entry; the list ends at the first entry that names no device. Unset: all.
-struct Visible {
-  int count = 0;
-  int phys[8] = {};
-};
-const Visible& VisibleDevices() {
-  static const Visible v = [] {
-    Visible out;
-    const char* env = getenv("CUDA_VISIBLE_DEVICES");
-    if (!env) {
-      for (int d = 0; d < DeviceCount(); ++d) out.phys[out.count++] = d;
-      return out;
-    }
-    for (const char* p = env; *p && out.count < 8;) {
-      const char* e = strchr(p, ',');
-      size_t n = e ? static_cast<size_t>(e - p) : strlen(p);
-      int found = -1;
-      for (int d = 0; d < DeviceCount() && found < 0; ++d) {
-        char u[64], idx[16];
-        UuidString(d, u, sizeof(u));
-        snprintf(idx, sizeof(idx), "%d", d);
-        if ((strlen(u) == n && !strncmp(p, u, n)) || (strlen(idx) == n && !strncmp(p, idx, n))) found = d;
-      }
-      if (found < 0) break;
-      out.phys[out.count++] = found;
-      if (!e) break;
-      p = e + 1;
-    }
-    return out;
-  }();
+// CUDA_VISIBLE_DEVICES, like the real driver: indices or UUIDs; ordinal i of the process is the i-th
+// entry; the list ends at the first entry that names no device. Unset: all.
+const VisibleList& VisibleDevices() {
+  static const VisibleList v = ParseVisible(getenv("CUDA_VISIBLE_DEVICES"), false);
   return v;
 }
 // The fake GPU behind a process ordinal; -1 when the process cannot see that many.
 int Phys(int ordinal) {
-  const Visible& v = VisibleDevices();
+  const VisibleList& v = VisibleDevices();
   return ordinal >= 0 && ordinal < v.count ? v.phys[ordinal] : -1;
 }
 

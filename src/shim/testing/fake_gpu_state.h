@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <unistd.h>
 
 namespace tessera::fake {
@@ -57,6 +58,41 @@ inline void UuidBytes(int dev, unsigned char out[16]) {
 }
 inline void UuidString(int dev, char* out, size_t n) {
   snprintf(out, n, "GPU-fa4e0000-0000-0000-0000-0000000000%02x", dev);
+}
+
+// The fake GPUs a process sees, in the order a device list names them (entry i is ordinal i).
+struct VisibleList {
+  int count = 0;
+  int phys[8] = {};
+};
+// Parses a comma-separated list of indices or UUIDs (CUDA_VISIBLE_DEVICES, NVIDIA_VISIBLE_DEVICES);
+// nullptr: every device. An entry naming no device ends the list (the CUDA driver's rule), or with
+// `skip_unknown` is passed over.
+inline VisibleList ParseVisible(const char* list, bool skip_unknown) {
+  VisibleList out;
+  if (!list) {
+    for (int d = 0; d < DeviceCount(); ++d) out.phys[out.count++] = d;
+    return out;
+  }
+  for (const char* p = list; *p && out.count < 8;) {
+    const char* e = strchr(p, ',');
+    size_t n = e ? static_cast<size_t>(e - p) : strlen(p);
+    int found = -1;
+    for (int d = 0; d < DeviceCount() && found < 0; ++d) {
+      char u[64], idx[16];
+      UuidString(d, u, sizeof(u));
+      snprintf(idx, sizeof(idx), "%d", d);
+      if ((strlen(u) == n && !strncmp(p, u, n)) || (strlen(idx) == n && !strncmp(p, idx, n))) found = d;
+    }
+    if (found >= 0) {
+      out.phys[out.count++] = found;
+    } else if (!skip_unknown) {
+      break;
+    }
+    if (!e) break;
+    p = e + 1;
+  }
+  return out;
 }
 
 }  // namespace tessera::fake

@@ -2,6 +2,8 @@
 // answering from the fake libcuda's published per-process usage (FAKE_GPU_STATE_DIR), so reconciliation
 // with "the driver's" per-process figure and GPU discovery are testable without a GPU. Fake GPU i sits
 // on NUMA node i % 2 at PCI bus 0000:(0x10 + i):00.0 and supports no health events.
+// NVIDIA_VISIBLE_DEVICES (UUIDs or indices, "all", "none"/"void") limits the devices enumerated, as the
+// NVIDIA container toolkit does by giving a container only those GPUs' device nodes; unset: all.
 #include <dirent.h>
 #include <nvml.h>
 #include <signal.h>
@@ -21,6 +23,24 @@ struct Dev {
   int index;
 };
 Dev g_devs[8] = {{0}, {1}, {2}, {3}, {4}, {5}, {6}, {7}};
+
+// The devices a process may enumerate, in NVIDIA_VISIBLE_DEVICES order (the container's index i is the
+// i-th entry); entries naming no device are skipped, as the toolkit refuses to start such a container.
+const VisibleList& VisibleDevices() {
+  static const VisibleList v = [] {
+    const char* env = getenv("NVIDIA_VISIBLE_DEVICES");
+    if (env && (strcmp(env, "none") == 0 || strcmp(env, "void") == 0)) return VisibleList{};
+    if (!env || !*env || strcmp(env, "all") == 0) env = nullptr;
+    return ParseVisible(env, true);
+  }();
+  return v;
+}
+bool IsVisible(int phys) {
+  const VisibleList& v = VisibleDevices();
+  for (int i = 0; i < v.count; ++i)
+    if (v.phys[i] == phys) return true;
+  return false;
+}
 
 int IndexOf(nvmlDevice_t d) {
   Dev* p = reinterpret_cast<Dev*>(d);
@@ -76,16 +96,18 @@ FAKE nvmlReturn_t nvmlSystemGetDriverVersion(char* v, unsigned int n) {
   return NVML_SUCCESS;
 }
 FAKE nvmlReturn_t nvmlDeviceGetCount_v2(unsigned int* n) {
-  *n = static_cast<unsigned>(DeviceCount());
+  *n = static_cast<unsigned>(VisibleDevices().count);
   return NVML_SUCCESS;
 }
 FAKE nvmlReturn_t nvmlDeviceGetHandleByIndex_v2(unsigned int i, nvmlDevice_t* d) {
-  if (i >= static_cast<unsigned>(DeviceCount())) return NVML_ERROR_INVALID_ARGUMENT;
-  *d = reinterpret_cast<nvmlDevice_t>(&g_devs[i]);
+  const VisibleList& v = VisibleDevices();
+  if (i >= static_cast<unsigned>(v.count)) return NVML_ERROR_INVALID_ARGUMENT;
+  *d = reinterpret_cast<nvmlDevice_t>(&g_devs[v.phys[i]]);
   return NVML_SUCCESS;
 }
 FAKE nvmlReturn_t nvmlDeviceGetHandleByUUID(const char* uuid, nvmlDevice_t* d) {
   for (int i = 0; i < DeviceCount(); ++i) {
+    if (!IsVisible(i)) continue;
     char u[96];
     UuidString(i, u, sizeof(u));
     if (strcmp(u, uuid) == 0) {

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <cstdint>
+#include <initializer_list>
 
 #include "shim/testing/array_v1.h"
 #include "slice/config.h"

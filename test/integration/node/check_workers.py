@@ -12,6 +12,8 @@ import json
 import re
 import subprocess
 import sys
+import time
+import urllib.error
 import urllib.request
 
 # The seed's manifests (deploy/examples): worker -> (cores, memory percentage).
@@ -50,8 +52,18 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--node-ip", required=True)
     args = ap.parse_args()
-    with urllib.request.urlopen(f"http://{args.node_ip}:31992/metrics", timeout=10) as r:
-        metrics = r.read().decode()
+    # A new agent pod is Ready before its endpoint reaches kube-proxy's NodePort rules: poll the port
+    # until it answers (60 s), then check its content once.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{args.node_ip}:31992/metrics", timeout=10) as r:
+                metrics = r.read().decode()
+            break
+        except (urllib.error.URLError, ConnectionError) as e:
+            if time.monotonic() > deadline:
+                fail(f"NodePort 31992 on {args.node_ip} did not answer within 60 s: {e}")
+            time.sleep(0.5)
     for worker, (cores, pct) in SEED.items():
         pod = running_pod(worker)
         name = pod["metadata"]["name"]

@@ -38,7 +38,8 @@ if [ "$step" = down ]; then
     [ ! -e "$d" ] || left+=("$d")
   done
   for l in tessera-node0 tsr-cni0; do ip link show "$l" >/dev/null 2>&1 && left+=("interface $l"); done
-  if iptables-save 2>/dev/null | grep -q 'KUBE-'; then left+=("iptables KUBE-* chains"); fi
+  rules=$(iptables-save 2>/dev/null || true)
+  if grep -q 'KUBE-' <<<"$rules"; then left+=("iptables KUBE-* chains"); fi
   for c in /sys/fs/cgroup/*/kubepods; do [ -d "$c" ] && left+=("cgroup $c"); done
   for p in /proc/[0-9]*; do
     if tr '\0' ' ' <"$p/cmdline" 2>/dev/null | grep -qF "$state/"; then left+=("process ${p#/proc/}: $(tr '\0' ' ' <"$p/cmdline")"); fi
@@ -97,7 +98,7 @@ images)
   "$src/deploy/images/build-oci" --build "$bld" --out "$out" --images kube-scheduler,worker --kube-bin "$TESSERA_KUBE_BIN"
   while read -r file repo tag; do
     ctr_ images import --all-platforms --base-name "$repo" "$out/$file" >/dev/null
-    ctr_ images ls -q | grep -qxF "$repo:$tag" || fail "$repo:$tag is not in containerd after the import"
+    grep -qxF "$repo:$tag" <<<"$(ctr_ images ls -q)" || fail "$repo:$tag is not in containerd after the import"
   done <"$out/images.txt"
   # The GPU "driver" the node's container hook mounts into GPU containers: the fake libcuda and NVML
   # (two 16 GiB fake GPUs) and the nvidia-smi stand-in.
@@ -117,7 +118,9 @@ quickstart)
   ln -s "$bld" "$work/build"
   say "running docs/quickstart.md's commands:"
   echo "$block" | sed 's/^/    /'
-  (cd "$work" && bash -euxo pipefail -c "$block") || fail "a command of docs/quickstart.md failed"
+  # ctr reaches the test node's containerd through CONTAINERD_ADDRESS, as on a node with its own socket.
+  (cd "$work" && CONTAINERD_ADDRESS=$TESSERA_NODE_CONTAINERD bash -euxo pipefail -c "$block") \
+    || fail "a command of docs/quickstart.md failed"
   ;;
 
 helm)
@@ -152,9 +155,13 @@ in_container)
 pod_delete)
   pod=$(worker_pod worker-b)
   uid=$(kubectl get pod "$pod" -o jsonpath='{.metadata.uid}')
-  slice_dirs | grep -q " $uid$" || fail "no slice of $pod ($uid) on the node before the delete"
+  # The agent names the pod in the slice's owner.json once the kubelet's PodResources confirms it.
+  # Searched after the listing is complete: `slice_dirs | grep -q` under pipefail fails when grep stops
+  # early and the listing dies of SIGPIPE.
+  owned() { local l; l=$(slice_dirs); grep -q " $uid$" <<<"$l"; }
+  wait_for 60 "slice of $pod ($uid) on the node before the delete" owned
   kubectl delete pod "$pod" --wait=true --timeout=90s >/dev/null
-  gone() { ! slice_dirs | grep -q " $uid$"; }
+  gone() { ! owned; }
   wait_for 90 "removal of $pod's slice" gone
   say "deleted $pod: its slice is gone from /var/lib/tessera/slices"
   wait_for 120 "replacement worker-b pod" worker_pod worker-b
