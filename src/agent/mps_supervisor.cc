@@ -1,6 +1,11 @@
 #include "agent/mps_supervisor.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "shim/mps.h"
@@ -40,6 +45,31 @@ std::string MpsSupervisor::PipeDir(const std::string& uuid) const {
   return shim::MpsPathsFor(uuid, opts_.base_dir).pipe_dir;
 }
 
+std::string MpsSupervisor::ClientDir(const std::string& uuid) const {
+  return (fs::path(PipeDir(uuid)).parent_path() / "client").string();
+}
+
+gpu::Status MpsSupervisor::LinkClientDir(const std::string& uuid) {
+  const std::string control = PipeDir(uuid) + "/control", dir = ClientDir(uuid);
+  const std::string link = dir + "/control", tmp = dir + "/.control.tmp";
+  struct stat want {}, have {};
+  if (stat(control.c_str(), &want) != 0)
+    return gpu::Status::Error("MPS daemon of " + uuid + ": no control socket " + control + ": " + std::strerror(errno));
+  if (stat(link.c_str(), &have) == 0 && have.st_ino == want.st_ino && have.st_dev == want.st_dev)
+    return gpu::Status::Ok();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  chmod(dir.c_str(), 0755);
+  unlink(tmp.c_str());
+  // A hard link, not a symlink: inside the container the daemon's real path does not exist.
+  if (::link(control.c_str(), tmp.c_str()) != 0 || rename(tmp.c_str(), link.c_str()) != 0) {
+    const std::string why = std::strerror(errno);
+    unlink(tmp.c_str());
+    return gpu::Status::Error("MPS daemon of " + uuid + ": cannot link " + control + " into " + dir + ": " + why);
+  }
+  return gpu::Status::Ok();
+}
+
 gpu::Status MpsSupervisor::Acquire(const std::string& uuid, const std::string& slice, std::string* pipe_dir) {
   std::lock_guard<std::mutex> l(mu_);
   const shim::MpsPaths paths = shim::MpsPathsFor(uuid, opts_.base_dir);
@@ -48,6 +78,8 @@ gpu::Status MpsSupervisor::Acquire(const std::string& uuid, const std::string& s
   if (!shim::StartMpsDaemon(uuid, paths, &err))
     return gpu::Status::Error("spatial slice " + slice + ": cannot start the MPS control daemon of " + uuid + " (" +
                               err + ")");
+  gpu::Status st = LinkClientDir(uuid);
+  if (!st.ok()) return gpu::Status::Error("spatial slice " + slice + ": " + st.message());
   users_[uuid].insert(slice);
   *pipe_dir = paths.pipe_dir;
   return gpu::Status::Ok();
@@ -85,13 +117,22 @@ void MpsSupervisor::Check() {
   for (const auto& [uuid, slices] : users) {
     const shim::MpsPaths paths = shim::MpsPathsFor(uuid, opts_.base_dir);
     std::string reply, err;
-    if (shim::MpsControl(paths, "get_server_list", &reply, &err)) continue;
+    if (shim::MpsControl(paths, "get_server_list", &reply, &err)) {
+      // Healthy; if the daemon was restarted by someone else, its socket is new: relink.
+      std::lock_guard<std::mutex> l(mu_);
+      if (!users_.count(uuid)) continue;
+      gpu::Status st = LinkClientDir(uuid);
+      if (!st.ok() && opts_.on_restart) opts_.on_restart(uuid, st.message());
+      continue;
+    }
     std::lock_guard<std::mutex> l(mu_);
     if (!users_.count(uuid)) continue;  // released meanwhile
     std::string why = "control daemon did not answer (" + err + ")";
     std::string start_err;
     if (shim::StartMpsDaemon(uuid, paths, &start_err)) {
       ++restarts_;
+      gpu::Status st = LinkClientDir(uuid);
+      if (!st.ok()) why += "; " + st.message();
     } else {
       why += "; restart failed: " + start_err;
     }

@@ -9,7 +9,13 @@
 //    longer answers `get_server_list` is started again, counted in restarts(), and reported through
 //    `on_restart` (the agent logs it);
 //  - stops the daemon and removes its directories once the last slice on the GPU is gone (Release);
-//  - after an agent restart, Adopt()s the slices that already run so their daemons stay supervised.
+//  - after an agent restart, Adopt()s the slices that already run so their daemons stay supervised;
+//  - keeps <base>/<gpu-uuid>/client holding one hard link, `control`, to the daemon's control socket
+//    (refreshed whenever the daemon's socket changes). That directory, not the pipe directory, is what
+//    containers get, read-only: the pipe directory also holds `control_privileged`, through which a
+//    process running as root could quit the daemon or change its settings for every tenant on the GPU,
+//    while `control` alone serves clients and refuses those commands ("Not enough privilege"; measured
+//    on driver 580, docs/compute.md).
 // The daemon is nvidia-cuda-mps-control from PATH; tests put a fake one there
 // (src/agent/testing/fake-nvidia-cuda-mps-control), so the whole path runs without a GPU.
 // Thread-safe.
@@ -56,11 +62,16 @@ class MpsSupervisor {
   void Check();
 
   std::string PipeDir(const std::string& uuid) const;
+  // The directory mounted read-only into client containers at PipeDir(uuid) (see above).
+  std::string ClientDir(const std::string& uuid) const;
   // GPUs with a supervised daemon, and the slices on each.
   std::map<std::string, std::set<std::string>> Users() const;
   uint64_t restarts() const { return restarts_.load(); }
 
  private:
+  // Points <client dir>/control at the daemon's current control socket (mu_ held).
+  gpu::Status LinkClientDir(const std::string& uuid);
+
   Options opts_;
   mutable std::mutex mu_;
   std::map<std::string, std::set<std::string>> users_;  // uuid -> slices

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include "agent/slice_writer.h"
 
@@ -85,6 +86,13 @@ TEST_F(MpsSupervisorTest, OneDaemonPerGpuStartedRestartedAndStoppedWithItsLastSl
   EXPECT_EQ(Lines(fs::path(pipe_a) / "starts"), 1) << "the second slice reuses the running daemon";
   EXPECT_EQ(Read(fs::path(pipe_a) / "gpu"), "GPU-a\n") << "the daemon sees only its GPU";
   ASSERT_TRUE(Alive(pipe_a));
+  // Containers get the client directory: the daemon's control socket and nothing else.
+  const fs::path client_a = mps.ClientDir("GPU-a");
+  EXPECT_EQ(client_a, root_ / "mps" / "GPU-a" / "client");
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(client_a)) names.push_back(e.path().filename().string());
+  EXPECT_EQ(names, std::vector<std::string>{"control"});
+  EXPECT_TRUE(fs::equivalent(client_a / "control", fs::path(pipe_a) / "control"));
 
   // The daemon dies: the next check starts it again and reports it.
   kill(std::stoi(Read(fs::path(pipe_a) / "daemon.pid")), SIGKILL);
@@ -94,6 +102,15 @@ TEST_F(MpsSupervisorTest, OneDaemonPerGpuStartedRestartedAndStoppedWithItsLastSl
   EXPECT_EQ(restarted_, "GPU-a");
   EXPECT_TRUE(Alive(pipe_a));
   EXPECT_EQ(Lines(fs::path(pipe_a) / "starts"), 2);
+  EXPECT_TRUE(fs::equivalent(client_a / "control", fs::path(pipe_a) / "control"))
+      << "the client directory follows the restarted daemon's socket";
+  // Someone else restarts the daemon (a new socket); a healthy check relinks.
+  fs::remove(fs::path(pipe_a) / "control");
+  for (int i = 0; i < 500 && Alive(pipe_a); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  ASSERT_EQ(std::system(("CUDA_MPS_PIPE_DIRECTORY=" + pipe_a + " nvidia-cuda-mps-control -d").c_str()), 0);
+  mps.Check();
+  EXPECT_EQ(mps.restarts(), 1u);
+  EXPECT_TRUE(fs::equivalent(client_a / "control", fs::path(pipe_a) / "control"));
   mps.Check();  // healthy: nothing more
   EXPECT_EQ(mps.restarts(), 1u);
 
@@ -118,7 +135,7 @@ TEST_F(MpsSupervisorTest, TheThreadRestartsADeadDaemon) {
   mps.Stop();
 }
 
-TEST_F(MpsSupervisorTest, SpatialSliceConfigCarriesPipeAndSmsAndMountsThePipe) {
+TEST_F(MpsSupervisorTest, SpatialSliceConfigCarriesPipeAndSmsAndMountsTheClientDirReadOnly) {
   MpsSupervisor mps(Opts());
   SliceWriter::Options wo;
   wo.state_dir = root_ / "state";
@@ -143,7 +160,9 @@ TEST_F(MpsSupervisorTest, SpatialSliceConfigCarriesPipeAndSmsAndMountsThePipe) {
   EXPECT_NE(conf.find("mps_sms=132\n"), std::string::npos) << conf;
   EXPECT_NE(conf.find("cores=30"), std::string::npos) << conf;
   bool mounted = false;
-  for (const auto& m : out.mounts) mounted |= m.container_path == pipe && m.host_path == pipe && !m.read_only;
+  // Read-only, and the client directory rather than the pipe directory (no control_privileged).
+  for (const auto& m : out.mounts)
+    mounted |= m.container_path == pipe && m.host_path == mps.ClientDir("GPU-a") && m.read_only;
   EXPECT_TRUE(mounted);
   EXPECT_TRUE(Alive(pipe));
 

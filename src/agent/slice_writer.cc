@@ -216,7 +216,9 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
     // Only a high-priority slice may write the high-priority participants' file.
     out->mounts.push_back({slice::NodeRegion::HighPathFor(uuid, kCtrNodeDir), high.string(), a.priority != 0});
   }
-  if (!pipe_dir.empty()) out->mounts.push_back({pipe_dir, pipe_dir, false});
+  // The client directory (only the daemon's unprivileged control socket), read-only, where the config
+  // says the pipe directory is.
+  if (!pipe_dir.empty()) out->mounts.push_back({pipe_dir, opts_.mps->ClientDir(a.grants[0].uuid), true});
   return Status::Ok();
 }
 
