@@ -46,6 +46,9 @@ Status ValidateOptions(const AgentOptions& o) {
                          "' must be a domain-qualified name like nvidia.com/gpu");
   }
   if (o.slices.shim_path.empty()) return Status::Error("--shim: required (host path of libtessera.so)");
+  for (auto [flag, v] : {std::pair{"--memory-scaling", o.memory_scaling}, std::pair{"--core-scaling", o.core_scaling}})
+    if (!(v >= 0.1 && v <= 16))
+      return Status::Error(std::string(flag) + ": " + std::to_string(v) + " is out of range [0.1, 16]");
   return ValidateWatchdogOptions(o.watchdog);
 }
 
@@ -53,7 +56,22 @@ Agent::Agent(AgentOptions opts, std::unique_ptr<gpu::Backend> backend, std::shar
     : opts_(std::move(opts)),
       backend_(std::move(backend)),
       cluster_(std::move(cluster)),
-      writer_(opts_.slices) {}
+      mps_(opts_.mps_dir.empty() ? nullptr
+                                 : std::make_unique<MpsSupervisor>(MpsSupervisor::Options{
+                                       opts_.mps_dir.string(), std::chrono::milliseconds(2000),
+                                       [](const std::string& uuid, const std::string& why) {
+                                         Log("MPS daemon of %s restarted: %s", uuid.c_str(), why.c_str());
+                                       }})),
+      writer_([this] {
+        SliceWriter::Options o = opts_.slices;
+        o.mps = mps_.get();
+        return o;
+      }()) {
+  settings_.split = opts_.split;
+  settings_.memory_scaling = opts_.memory_scaling;
+  settings_.core_scaling = opts_.core_scaling;
+  settings_.spatial = opts_.spatial_default;
+}
 
 Agent::~Agent() { Stop(); }
 
@@ -91,6 +109,13 @@ Status Agent::Start() {
   st = writer_.Prepare();
   if (!st.ok()) return st;
   {
+    std::map<std::string, int> sms;
+    for (const auto& g : gpus) sms[g.uuid] = g.sm_count;
+    writer_.SetSmCounts(std::move(sms));
+  }
+  writer_.AdoptSpatialSlices();
+  if (mps_) mps_->Start();
+  {
     std::lock_guard<std::mutex> lock(mu_);
     gpus_ = std::move(gpus);
     ++devices_version_;
@@ -100,6 +125,7 @@ Status Agent::Start() {
       if (SliceWriter::ReadOwner(dir, &o).ok()) claimed_.insert(o.pod_uid + "/" + o.container);
     }
   }
+  ReloadNodeConfigNow();
   PublishNode();
   std::error_code ec;
   fs::create_directories(plugin_socket().parent_path(), ec);
@@ -132,6 +158,7 @@ Status Agent::Start() {
   threads_.emplace_back([this] { MarkLoop(); });
   threads_.emplace_back([this] { HostPidLoop(); });
   StartWatchdog();
+  threads_.emplace_back([this] { NodeConfigLoop(); });
   return Status::Ok();
 }
 

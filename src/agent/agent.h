@@ -13,6 +13,10 @@
 //   - marker: patches pods allocation-state=allocated (retrying on API errors);
 //   - watchdog: the driver's per-process memory against each slice's wall (watchdog.h), over the slices
 //     this agent wrote and the standalone ones of `tessera run` under standalone_slices_dir.
+//   - node config: rereads the per-node ConfigMap file and the node's tessera.dev/cordon annotation and
+//     applies changes (split, scaling, mode, filters, cordon) to what is offered and published, without
+//     touching running containers (agent_node_config.cc, node_config.h);
+//   - the MPS supervisor's checker, when spatial mode is on (mps_supervisor.h).
 // Allocate() (gRPC thread) matches the request to a pod (matcher.h), writes its slice (slice_writer.h)
 // and marks the pod allocated once all its GPU containers are served. Only the matching and claiming
 // step is serialised, and only inside this process: there is no node-wide lock.
@@ -36,6 +40,8 @@
 #include "agent/cluster.h"
 #include "agent/matcher.h"
 #include "agent/metrics.h"
+#include "agent/mps_supervisor.h"
+#include "agent/node_config.h"
 #include "agent/slice_writer.h"
 #include "agent/watchdog.h"
 #include "gpu/backend.h"
@@ -83,7 +89,19 @@ struct AgentOptions {
   int init_attempts = 5;     // GPU backend Init() tries before Start() fails
   int init_retry_ms = 1000;  // wait before try n+1: n × this
   std::string version = "dev";
+  // Per-node settings (node_config.h): the flags' values, then the ConfigMap file (empty: none), then
+  // the node's cordon annotation, reread every node_config_period_s.
+  double memory_scaling = 1.0;
+  double core_scaling = 1.0;
+  bool spatial_default = false;  // --compute-mode spatial
+  std::filesystem::path node_config;
+  double node_config_period_s = 2.0;
+  // Spatial mode: base of the MPS daemons' directories (shim/mps.h layout); empty: spatial slices refused.
+  std::filesystem::path mps_dir;
 };
+
+// The Event a spatial slice's pod gets: how its fault isolation differs (docs/compute.md).
+void SpatialEvent(Cluster& cluster, const ContainerAssignment& a);
 
 // Checks ranges; the message names the flag and the allowed range.
 gpu::Status ValidateOptions(const AgentOptions& o);
@@ -112,6 +130,9 @@ class Agent {
   int MapHostPidsNow();
   // The watchdog (null when both its actions are off), for tests.
   Watchdog* watchdog() { return watchdog_.get(); }
+  // Rereads the node config file and the cordon annotation now; true when what is offered changed.
+  bool ReloadNodeConfigNow();
+  NodeSettings settings() const;
 
   // gRPC handlers (called by the service; public so the service class stays a thin adapter).
   void ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::ListAndWatchResponse>* w);
@@ -131,6 +152,7 @@ class Agent {
   // Queues ns/name for the marker unless it is queued already (mu_ held). Returns whether it queued.
   bool QueueMarkLocked(const std::string& ns, const std::string& name);
   void HostPidLoop();
+  void NodeConfigLoop();
   bool ListPodResources(PodResourcesView* view);
   void VerifyEntry(const std::string& ns, const std::string& pod, const std::string& container,
                    const std::vector<std::string>& ids);
@@ -151,11 +173,14 @@ class Agent {
   AgentOptions opts_;
   std::unique_ptr<gpu::Backend> backend_;
   std::shared_ptr<Cluster> cluster_;
+  std::unique_ptr<MpsSupervisor> mps_;  // before writer_, which uses it
   SliceWriter writer_;
 
   mutable std::mutex mu_;  // guards everything below up to alloc_mu_
   std::condition_variable devices_cv_;
-  std::vector<gpu::GpuInfo> gpus_;
+  std::vector<gpu::GpuInfo> gpus_;  // as discovered (and followed for health), before NodeSettings
+  NodeSettings settings_;
+  std::string node_config_text_;   // last file content applied (or refused)
   uint64_t devices_version_ = 0;
   uint64_t stream_epoch_ = 0;      // bumped to end ListAndWatch streams (server restart, Stop)
   std::set<std::string> claimed_;  // ContainerAssignment::Key() served by a slice

@@ -98,7 +98,7 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     std::lock_guard<std::mutex> lock(mu_);
     gpus = gpus_;
     for (const auto& g : gpus_) memory[g.uuid] = g.memory_bytes;
-    for (const auto& d : PluginDevices(gpus_, opts_.split)) known_devices.insert(d.id);
+    for (const auto& d : PluginDevices(OfferedGpus(gpus_, settings_), settings_.split)) known_devices.insert(d.id);
     // A container the kubelet lists without devices is being (re)admitted: whatever an earlier
     // Allocate did for it did not stick (the kubelet dropped the pod after a later failure), so it is
     // not served, whatever our bookkeeping says.
@@ -155,6 +155,7 @@ Status Agent::Allocate(const v1beta1::AllocateRequest& req, v1beta1::AllocateRes
     new_claims.push_back(m.chosen.Key());
     touched_pods.insert(m.chosen.pod_uid);
     ambiguous_any |= m.ambiguous;
+    if (m.chosen.spatial) SpatialEvent(*cluster_, m.chosen);
     Log("Allocate %s → %s/%s container %s in %.1f ms (slice %s%s%s)", ids.front().c_str(),
         m.chosen.namespace_.c_str(), m.chosen.pod_name.c_str(), m.chosen.container.c_str(),
         (NowNs() - t0) / 1e6, slice.slice.c_str(),

@@ -15,7 +15,7 @@ std::string ContainerAssignment::Signature() const {
     parts.push_back(g.uuid + ":" + std::to_string(g.memory_mib) + ":" + std::to_string(g.cores));
   }
   std::sort(parts.begin(), parts.end());
-  std::string out = std::to_string(device_count);
+  std::string out = std::to_string(device_count) + (spatial ? "s" : "");
   for (const auto& p : parts) out += "|" + p;
   return out;
 }
@@ -152,6 +152,7 @@ std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, con
       a.creation_time_ns = created_ns;
       a.state = get(kAnnAllocationState);
       a.burst = get("tessera.dev/cap-mode") == "burst";
+      a.spatial = get("tessera.dev/compute-mode") == "spatial";
       int64_t prio = DeviceCount(ctrs[i], "nvidia.com/priority");
       if (prio < 0 || prio > 1) {
         *error = where + field + "[" + std::to_string(i) + "]: nvidia.com/priority must be 0 or 1";

@@ -4,7 +4,8 @@
 // The contract (field names, JSON shapes) lives in src/kube/annotations.h, shared with the scheduler:
 // tessera.dev/devices and tessera.dev/init-devices (per container index: [{uuid, memory_mib, cores}]),
 // tessera.dev/assigned-node, tessera.dev/bind-time, tessera.dev/allocation-state (pending → allocated).
-// Optional, set by the user: tessera.dev/cap-mode hard|burst; the container limit nvidia.com/priority
+// Optional, set by the user: tessera.dev/cap-mode hard|burst; tessera.dev/compute-mode time-sliced|spatial
+// (written back resolved by the scheduler at bind); the container limit nvidia.com/priority
 // (0 high, 1 best effort) is read from the pod spec.
 // Pure functions over the pod's JSON; no I/O. Thread-safe.
 #pragma once
@@ -46,6 +47,7 @@ struct ContainerAssignment {
   std::string state;             // allocation-state
   int priority = 1;              // nvidia.com/priority limit: 0 high, 1 best effort (default)
   bool burst = false;            // annotation tessera.dev/cap-mode: burst (default hard)
+  bool spatial = false;          // annotation tessera.dev/compute-mode: spatial (the scheduler resolves it)
 
   std::string Key() const { return pod_uid + "/" + container; }
   // Two containers with equal signatures would get identical slices: interchangeable.

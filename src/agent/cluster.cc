@@ -62,6 +62,7 @@ class KubeCluster : public Cluster {
     return kube::Ok{};
   }
 
+  kube::Result<nlohmann::json> GetNode(const std::string& node) override { return c_->Get(kube::kNodes, "", node); }
   kube::Status PatchNode(const std::string& node, const nlohmann::json& patch,
                          const nlohmann::json& status_patch) override {
     auto r = c_->Patch(kube::kNodes, "", node, patch);

@@ -28,6 +28,10 @@ class Cluster {
   // Merge patches of the Node object and of its status.
   virtual kube::Status PatchNode(const std::string& node, const nlohmann::json& patch,
                                  const nlohmann::json& status_patch) = 0;
+  // The Node object (the agent reads its tessera.dev/cordon annotation). Fakes may leave it unsupported.
+  virtual kube::Result<nlohmann::json> GetNode(const std::string& node) {
+    return kube::Error{501, "NotImplemented", "this cluster cannot read nodes"};
+  }
   // Best-effort Event on a pod (repairs, failures), so `kubectl describe pod` shows them.
   virtual void PodEvent(const nlohmann::json& pod, const std::string& type, const std::string& reason,
                         const std::string& message) = 0;

@@ -1,6 +1,8 @@
 #include "agent/inventory.h"
 
 #include <cctype>
+#include <cmath>
+#include <sstream>
 
 #include "kube/annotations.h"
 
@@ -28,15 +30,19 @@ std::string LabelValue(const std::string& text) {
   return out;
 }
 
-nlohmann::json NodeMetadataPatch(const std::vector<gpu::GpuInfo>& gpus, int split,
-                                 const std::string& agent_version) {
+nlohmann::json NodeMetadataPatch(const std::vector<gpu::GpuInfo>& gpus, int split, const std::string& agent_version,
+                                 const NodeSettings* settings) {
+  const double mem_scale = settings ? settings->memory_scaling : 1.0;
+  const double core_scale = settings ? settings->core_scaling : 1.0;
   std::vector<kube::GpuInfo> published;
   for (const auto& g : gpus) {
     kube::GpuInfo p;
     p.uuid = g.uuid;
     p.model = g.model;
-    p.memory_mib = static_cast<int64_t>(g.memory_bytes >> 20);
-    p.cores = 100;
+    p.memory_mib = static_cast<int64_t>(static_cast<double>(g.memory_bytes >> 20) * mem_scale);
+    p.cores = static_cast<int>(std::lround(100 * core_scale));
+    p.cordoned = g.cordoned;
+    p.links = g.links;
     // Unknown NUMA (single-socket hosts, some VMs) is published as node 0: every GPU then counts as
     // local to every other, which is what numa-bind should conclude there.
     p.numa = g.numa_node < 0 ? 0 : g.numa_node;
@@ -50,12 +56,18 @@ nlohmann::json NodeMetadataPatch(const std::vector<gpu::GpuInfo>& gpus, int spli
     labels["nvidia.com/gpu.product"] = LabelValue(gpus.front().model);
     labels["nvidia.com/gpu.memory"] = std::to_string(gpus.front().memory_bytes >> 20);
   }
-  return {{"metadata",
-           {{"labels", labels},
-            {"annotations",
-             {{kube::kAnnoGpus, kube::EncodeGpus(published)},
-              {"tessera.dev/split", std::to_string(split)},
-              {"tessera.dev/agent-version", agent_version}}}}}};
+  nlohmann::json annotations = {{kube::kAnnoGpus, kube::EncodeGpus(published)},
+                                {"tessera.dev/split", std::to_string(split)},
+                                {"tessera.dev/agent-version", agent_version}};
+  if (settings) {
+    annotations[kube::kAnnoComputeMode] = settings->spatial ? kube::kModeSpatial : kube::kModeTimeSliced;
+    std::ostringstream m, c;
+    m << mem_scale;
+    c << core_scale;
+    annotations["tessera.dev/memory-scaling"] = m.str();
+    annotations["tessera.dev/core-scaling"] = c.str();
+  }
+  return {{"metadata", {{"labels", labels}, {"annotations", annotations}}}};
 }
 
 nlohmann::json NodeStatusPatch(const std::vector<gpu::GpuInfo>& gpus, int split,

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "agent/node_config.h"
 #include "gpu/backend.h"
 
 namespace tessera::agent {
@@ -27,9 +28,10 @@ std::vector<PluginDevice> PluginDevices(const std::vector<gpu::GpuInfo>& gpus, i
 // A label value as Kubernetes accepts it: [A-Za-z0-9._-], at most 63, alphanumeric at both ends.
 std::string LabelValue(const std::string& text);
 
-// The merge patch of the Node's metadata and the merge patch of its status.
-nlohmann::json NodeMetadataPatch(const std::vector<gpu::GpuInfo>& gpus, int split,
-                                 const std::string& agent_version);
+// The merge patch of the Node's metadata and the merge patch of its status. With `settings`: memory and
+// cores scaled, the compute mode (tessera.dev/compute-mode) and the scaling factors published.
+nlohmann::json NodeMetadataPatch(const std::vector<gpu::GpuInfo>& gpus, int split, const std::string& agent_version,
+                                 const NodeSettings* settings = nullptr);
 nlohmann::json NodeStatusPatch(const std::vector<gpu::GpuInfo>& gpus, int split, const std::string& resource);
 
 }  // namespace tessera::agent

@@ -12,12 +12,14 @@ using gpu::Status;
 
 void Agent::PublishNode() {
   std::vector<gpu::GpuInfo> gpus;
+  NodeSettings settings;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    gpus = gpus_;
+    settings = settings_;
+    gpus = OfferedGpus(gpus_, settings);
   }
-  auto st = cluster_->PatchNode(opts_.node, NodeMetadataPatch(gpus, opts_.split, opts_.version),
-                                NodeStatusPatch(gpus, opts_.split, opts_.resource));
+  auto st = cluster_->PatchNode(opts_.node, NodeMetadataPatch(gpus, settings.split, opts_.version, &settings),
+                                NodeStatusPatch(gpus, settings.split, opts_.resource));
   published_ = st.ok();
   last_publish_ns_ = NowNs();
   if (!st.ok()) Log("cannot publish GPUs on node %s: %s", opts_.node.c_str(), st.error().ToString().c_str());

@@ -146,7 +146,7 @@ void Agent::ListAndWatch(grpc::ServerContext* ctx, grpc::ServerWriter<v1beta1::L
   while (!stopping_ && stream_epoch_ == epoch && !ctx->IsCancelled()) {
     if (sent != devices_version_) {
       v1beta1::ListAndWatchResponse resp;
-      for (const auto& d : PluginDevices(gpus_, opts_.split)) {
+      for (const auto& d : PluginDevices(OfferedGpus(gpus_, settings_), settings_.split)) {
         auto* dev = resp.add_devices();
         dev->set_id(d.id);
         dev->set_health(d.healthy ? "Healthy" : "Unhealthy");

@@ -159,7 +159,30 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
     return Status::Error("slice " + name + ": accounting region: " + berr);
   }
   const fs::path conf = dir / "slice.conf";
-  if (!slice::WriteSliceConfig(conf.c_str(), cfg, err, sizeof(err))) {
+  std::string pipe_dir;
+  if (a.spatial) {
+    // One MPS server per GPU, and a process talks to one server: a spatial slice has one GPU.
+    if (a.grants.size() != 1)
+      return Status::Error("container " + a.Key() + ": a spatial slice has exactly one GPU (got " +
+                           std::to_string(a.grants.size()) + ")");
+    if (!opts_.mps)
+      return Status::Error("container " + a.Key() +
+                           ": tessera.dev/compute-mode=spatial but this agent runs without spatial mode (--mps-dir)");
+    st = opts_.mps->Acquire(a.grants[0].uuid, name, &pipe_dir);
+    if (!st.ok()) return st;
+    char text[slice::kConfigMaxBytes];
+    if (slice::FormatSliceConfig(cfg, text, sizeof(text), err, sizeof(err)) < 0)
+      return Status::Error("writing " + conf.string() + ": " + err);
+    std::string body = text;
+    body += "mps_pipe=" + pipe_dir + "\n";
+    {
+      std::lock_guard<std::mutex> l(sms_mu_);
+      auto it = sms_.find(a.grants[0].uuid);
+      if (it != sms_.end() && it->second > 0) body += "mps_sms=" + std::to_string(it->second) + "\n";
+    }
+    st = WriteFileAtomic(conf, body, 0644);
+    if (!st.ok()) return st;
+  } else if (!slice::WriteSliceConfig(conf.c_str(), cfg, err, sizeof(err))) {
     return Status::Error("writing " + conf.string() + ": " + err);
   }
   std::vector<std::string> node_files;
@@ -193,7 +216,37 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
     // Only a high-priority slice may write the high-priority participants' file.
     out->mounts.push_back({slice::NodeRegion::HighPathFor(uuid, kCtrNodeDir), high.string(), a.priority != 0});
   }
+  // The client directory (only the daemon's unprivileged control socket), read-only, where the config
+  // says the pipe directory is.
+  if (!pipe_dir.empty()) out->mounts.push_back({pipe_dir, opts_.mps->ClientDir(a.grants[0].uuid), true});
   return Status::Ok();
+}
+
+void SliceWriter::SetSmCounts(std::map<std::string, int> sms) {
+  std::lock_guard<std::mutex> l(sms_mu_);
+  sms_ = std::move(sms);
+}
+
+namespace {
+// The GPU of a spatial slice's config (its mps_pipe line and its gpu line), empty when not spatial.
+std::string SpatialGpuOf(const fs::path& dir) {
+  std::ifstream in(dir / "slice.conf");
+  std::string line, gpu;
+  bool spatial = false;
+  while (std::getline(in, line)) {
+    if (line.rfind("mps_pipe=", 0) == 0) spatial = true;
+    if (line.rfind("gpu=", 0) == 0) gpu = line.substr(4, line.find(' ') - 4);
+  }
+  return spatial ? gpu : "";
+}
+}  // namespace
+
+void SliceWriter::AdoptSpatialSlices() {
+  if (!opts_.mps) return;
+  for (const auto& dir : ListSlices()) {
+    std::string gpu = SpatialGpuOf(dir);
+    if (!gpu.empty()) opts_.mps->Adopt(gpu, dir.filename().string());
+  }
 }
 
 Status SliceWriter::WriteOwner(const fs::path& dir, const SliceOwner& o) {
@@ -246,8 +299,10 @@ std::vector<fs::path> SliceWriter::ListSlices() const {
 
 Status SliceWriter::Remove(const fs::path& dir) {
   broker_->Remove((dir / "region").string());
+  const bool spatial = opts_.mps && !SpatialGpuOf(dir).empty();
   std::error_code ec;
   fs::remove_all(dir, ec);
+  if (spatial) opts_.mps->Release(dir.filename().string());
   if (ec) return Status::Error("cannot remove " + dir.string() + ": " + ec.message());
   return Status::Ok();
 }

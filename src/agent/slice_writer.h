@@ -13,12 +13,13 @@
 // and the kubelet's PodResources answer (pod/container → device IDs) leads straight to the slice it
 // got, which is what makes repairs possible after a wrong guess.
 //
-// In the container everything is read-only: /run/tessera/slice.conf, /run/tessera/region (a process
-// gets its own row through the agent's socket there, never by path), /usr/local/lib/tessera/libtessera.so,
-// /etc/ld.so.preload, and, when configured, the node-wide priority files of the slice's GPUs one by one
-// (/run/tessera/node/<uuid>: read-write, the best-effort participants' file; <uuid>.high: read-write
-// only for a high-priority slice, read-only for the others, so no tenant can make itself high
-// priority; see slice/node_region.h). NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the assigned
+// In the container everything is read-only except as noted: /run/tessera/slice.conf, /run/tessera/region
+// (a process gets its own row through the agent's socket there, never by path),
+// /usr/local/lib/tessera/libtessera.so, /etc/ld.so.preload, when configured the node-wide priority files
+// of the slice's GPUs one by one (/run/tessera/node/<uuid>: read-write, the best-effort participants'
+// file; <uuid>.high: read-write only for a high-priority slice, read-only for the others, so no tenant
+// can make itself high priority; see slice/node_region.h), and for a spatial slice its GPU's MPS pipe
+// dir (read-write, at the host path). NVIDIA_VISIBLE_DEVICES and CUDA_VISIBLE_DEVICES name the assigned
 // GPUs by UUID and nothing else.
 //
 // Thread-safe: distinct slices may be written concurrently; one slice is written by one caller.
@@ -28,10 +29,12 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "agent/assignment.h"
+#include "agent/mps_supervisor.h"
 #include "agent/row_broker.h"
 #include "gpu/status.h"
 
@@ -74,6 +77,10 @@ class SliceWriter {
     std::filesystem::path state_dir = "/var/lib/tessera";
     std::filesystem::path shim_path;        // libtessera.so on the host
     std::filesystem::path node_region_dir;  // host dir for node-wide priority files; empty: none
+    // Spatial slices (ContainerAssignment::spatial) get their GPU's MPS daemon from here: the config keys
+    // mps_pipe (and mps_sms when the GPU's SM count is known, SetSmCounts) and the pipe dir mounted at
+    // the same path. Null: spatial slices are refused with a message saying spatial mode is off.
+    MpsSupervisor* mps = nullptr;
   };
   explicit SliceWriter(Options opts);
 
@@ -92,14 +99,20 @@ class SliceWriter {
 
   // Every slice dir with an owner.json.
   std::vector<std::filesystem::path> ListSlices() const;
-  // Removes a slice dir (the container is gone).
+  // Removes a slice dir (the container is gone) and releases its MPS daemon when it was spatial.
   gpu::Status Remove(const std::filesystem::path& dir);
+  // SMs per GPU uuid (mps_sms of spatial slices).
+  void SetSmCounts(std::map<std::string, int> sms);
+  // After a restart: hands the running spatial slices to the MPS supervisor.
+  void AdoptSpatialSlices();
 
   std::filesystem::path slices_dir() const { return opts_.state_dir / "slices"; }
 
  private:
   Options opts_;
   std::unique_ptr<RowBroker> broker_ = std::make_unique<RowBroker>();
+  std::mutex sms_mu_;
+  std::map<std::string, int> sms_;
 };
 
 }  // namespace tessera::agent

@@ -20,7 +20,8 @@ void Agent::StartWatchdog() {
   }
   w.proc_root = opts_.proc_root;
   // Every GPU is offered in `split` devices: with more than one, any of them may be shared at any time.
-  w.all_gpus_shared = opts_.split > 1;
+  // The per-node config may set its own split (read before the watchdog starts); either one counts.
+  w.all_gpus_shared = opts_.split > 1 || settings().split > 1;
   WatchdogHooks hooks;
   hooks.slices = [this] { return WatchedSlices(); };
   hooks.container_name = [this](const std::string& uid, const std::string& id) { return ContainerName(uid, id); };

@@ -132,6 +132,16 @@ int AgentCmd(int argc, char** argv) {
   app.add_option("--proc-root", o.proc_root, "the host's /proc (the agent runs with hostPID)");
   app.add_option("--standalone-slices-dir", standalone_dir,
                  "where `tessera run` keeps standalone slices, also watched (empty: none)");
+  std::string compute_mode = "time-sliced", node_config, mps_dir;
+  app.add_option("--memory-scaling", o.memory_scaling,
+                 "GPU memory published per GPU = real x this, 0.1..16 (> 1 overcommits; see docs/configuration.md)");
+  app.add_option("--core-scaling", o.core_scaling, "GPU cores published per GPU = 100 x this, 0.1..16");
+  app.add_option("--compute-mode", compute_mode, "default compute mode of this node's GPUs: time-sliced or spatial")
+      ->check(CLI::IsMember({"time-sliced", "spatial"}));
+  app.add_option("--node-config", node_config,
+                 "per-node settings file (HAMi's device-plugin config.json: nodeconfig[]), reread while running");
+  app.add_option("--mps-dir", mps_dir,
+                 "host directory of the MPS daemons of spatial slices (e.g. /run/tessera/mps; empty: spatial off)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -150,6 +160,9 @@ int AgentCmd(int argc, char** argv) {
     return 2;
   }
   o.standalone_slices_dir = standalone_dir;
+  o.spatial_default = compute_mode == "spatial";
+  o.node_config = node_config;
+  o.mps_dir = mps_dir;
   if (gpu::Status st = agent::ValidateOptions(o); !st.ok()) {
     std::fprintf(stderr, "tessera agent: %s\n", st.message().c_str());
     return 2;

@@ -34,11 +34,6 @@ bool SplitHostPort(const std::string& s, std::string* host, int* port) {
   return *port > 0 && *port < 65536;
 }
 
-std::optional<placement::Policy> Policy(const std::string& s) {
-  auto p = placement::ParsePolicy(s);
-  return p;
-}
-
 }  // namespace
 
 int SchedulerCmd(int argc, char** argv) {
@@ -89,9 +84,16 @@ int SchedulerCmd(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--resource-cores", o.parse.names.cores, "resource name: GPU cores % per GPU")->capture_default_str();
   app.add_option("--resource-priority", o.parse.names.priority, "resource name: task priority")->capture_default_str();
-  app.add_option("--node-policy", node_policy, "default node policy: binpack, spread, bestfit, fgd, tessera, random")
+  app.add_option("--node-policy", node_policy,
+                 "default node policy, one or a comma list of: " + scheduler::AllowedPolicyNames(scheduler::PolicyLevel::kNode))
       ->capture_default_str();
-  app.add_option("--gpu-policy", gpu_policy, "default GPU policy inside a node: binpack or spread")->capture_default_str();
+  app.add_option("--gpu-policy", gpu_policy,
+                 "default GPU policy inside a node, one or a comma list of: " +
+                     scheduler::AllowedPolicyNames(scheduler::PolicyLevel::kGpu))
+      ->capture_default_str();
+  app.add_flag("--spatial-share-namespaces", o.parse.spatial_share_namespaces,
+               "spatial pods of different namespaces may share a GPU when each allows it (default for pods without "
+               "tessera.dev/spatial-share-namespaces)");
   app.add_option("--leader-elect", o.leader_elect, "elect a leader on a Lease (only the leader binds)")->capture_default_str();
   app.add_flag("--follow-lease", o.leader.follow,
                "do not elect: report leadership from the Lease another component holds (e.g. the kube-scheduler in this "
@@ -143,19 +145,21 @@ int SchedulerCmd(int argc, char** argv) {
     std::fprintf(stderr, "tessera scheduler: %s\n", e.c_str());
     return 2;
   }
-  auto np = Policy(node_policy);
+  auto np = scheduler::ParsePolicyChoice("--node-policy", node_policy, scheduler::PolicyLevel::kNode,
+                                         o.parse.default_node_policy);
   if (!np) {
-    std::fprintf(stderr, "tessera scheduler: --node-policy=%s: allowed: binpack, spread, bestfit, fgd, tessera, random\n",
-                 node_policy.c_str());
+    std::fprintf(stderr, "tessera scheduler: %s\n", np.error().message.c_str());
     return 2;
   }
-  if (gpu_policy != "binpack" && gpu_policy != "spread") {
-    std::fprintf(stderr, "tessera scheduler: --gpu-policy=%s: allowed: binpack, spread\n", gpu_policy.c_str());
+  auto gp = scheduler::ParsePolicyChoice("--gpu-policy", gpu_policy, scheduler::PolicyLevel::kGpu,
+                                         o.parse.default_gpu_policy);
+  if (!gp) {
+    std::fprintf(stderr, "tessera scheduler: %s\n", gp.error().message.c_str());
     return 2;
   }
   o.hami_metric_names = !no_hami;
   o.parse.default_node_policy = *np;
-  o.parse.default_gpu_policy = *Policy(gpu_policy);
+  o.parse.default_gpu_policy = *gp;
   if (!sans.empty()) {
     o.tls_sans.clear();
     std::stringstream ss(sans);

@@ -12,6 +12,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -33,6 +34,11 @@ struct GpuInfo {
   std::string driver_version;      // the kernel driver's, "570.86.15", when known
   bool healthy = true;
   std::string health_reason;  // why it is unhealthy; empty when healthy
+  // Link to each other GPU of the host by uuid: NV<n>, PIX, PXB, PHB, NODE or SYS (gpu/topology.h).
+  // Empty when the backend cannot tell.
+  std::map<std::string, std::string> links = {};
+  int sm_count = 0;       // streaming multiprocessors; 0 when unknown (spatial slices' mps_sms)
+  bool cordoned = false;  // set by the agent (tessera.dev/cordon), never by a backend
 };
 
 // One process holding memory on a GPU, as the driver sees it: pid in the host's pid namespace (NVML

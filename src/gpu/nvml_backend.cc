@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "gpu/backend.h"
+#include "gpu/topology.h"
 
 namespace tessera::gpu {
 namespace {
@@ -45,6 +46,11 @@ struct NvmlApi {
   decltype(&nvmlDeviceRegisterEvents) register_events = nullptr;
   decltype(&nvmlDeviceGetSupportedEventTypes) supported_events = nullptr;
   decltype(&nvmlEventSetWait_v2) event_wait = nullptr;
+  // Topology (optional: without them GPUs are published with no links).
+  decltype(&nvmlDeviceGetTopologyCommonAncestor) common_ancestor = nullptr;
+  decltype(&nvmlDeviceGetAttributes_v2) attributes = nullptr;  // SM count
+  decltype(&nvmlDeviceGetNvLinkState) nvlink_state = nullptr;
+  decltype(&nvmlDeviceGetNvLinkRemotePciInfo_v2) nvlink_remote = nullptr;
 };
 
 template <typename F>
@@ -117,6 +123,10 @@ class NvmlBackend : public Backend {
       Resolve(lib_, "nvmlDeviceGetMPSComputeRunningProcesses_v3", &api_.get_mps_processes, false, &missing);
       Resolve(lib_, "nvmlDeviceGetCudaComputeCapability", &api_.get_compute_capability, false, &missing);
       Resolve(lib_, "nvmlSystemGetDriverVersion", &api_.get_driver_version, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetTopologyCommonAncestor", &api_.common_ancestor, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetAttributes_v2", &api_.attributes, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetNvLinkState", &api_.nvlink_state, false, &missing);
+      Resolve(lib_, "nvmlDeviceGetNvLinkRemotePciInfo_v2", &api_.nvlink_remote, false, &missing);
       if (!ok) {
         dlclose(lib_);
         lib_ = nullptr;
@@ -170,6 +180,9 @@ class NvmlBackend : public Backend {
         info.compute_capability = std::to_string(major) + "." + std::to_string(minor);
       }
       info.driver_version = driver_version;
+      nvmlDeviceAttributes_t attr{};
+      if (api_.attributes && api_.attributes(dev, &attr) == NVML_SUCCESS)
+        info.sm_count = static_cast<int>(attr.multiprocessorCount);
       auto h = unhealthy_.find(info.uuid);
       if (h != unhealthy_.end()) {
         info.healthy = false;
@@ -178,7 +191,46 @@ class NvmlBackend : public Backend {
       handles_[info.uuid] = dev;
       out->push_back(std::move(info));
     }
+    LinksLocked(out);
     return Status::Ok();
+  }
+
+  // Fills GpuInfo::links: NV<n> where NVLinks join two GPUs (directly, or both through the NVSwitch
+  // fabric: a link whose far end is no GPU of this host), else the PCIe path from the common ancestor.
+  void LinksLocked(std::vector<GpuInfo>* gpus) {
+    const size_t n = gpus->size();
+    std::vector<std::map<std::string, int>> to_gpu(n);  // per GPU: active links per far-end GPU uuid
+    std::vector<int> to_fabric(n, 0);
+    std::map<std::string, std::string> by_bus;
+    for (const auto& g : *gpus) by_bus[g.pci_bus_id] = g.uuid;
+    for (size_t i = 0; i < n && api_.nvlink_state && api_.nvlink_remote; ++i) {
+      nvmlDevice_t dev = handles_[(*gpus)[i].uuid];
+      for (unsigned int link = 0; link < NVML_NVLINK_MAX_LINKS; ++link) {
+        nvmlEnableState_t active = NVML_FEATURE_DISABLED;
+        if (api_.nvlink_state(dev, link, &active) != NVML_SUCCESS || active != NVML_FEATURE_ENABLED) continue;
+        nvmlPciInfo_t remote{};
+        if (api_.nvlink_remote(dev, link, &remote) != NVML_SUCCESS) continue;
+        auto peer = by_bus.find(SysfsBusId(remote.busId));
+        if (peer != by_bus.end()) ++to_gpu[i][peer->second];
+        else ++to_fabric[i];
+      }
+    }
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t j = 0; j < n; ++j) {
+        if (i == j) continue;
+        const std::string& peer = (*gpus)[j].uuid;
+        int nv = to_gpu[i].count(peer) ? to_gpu[i][peer] : 0;
+        if (nv == 0 && to_fabric[i] > 0 && to_fabric[j] > 0) nv = std::min(to_fabric[i], to_fabric[j]);
+        if (nv > 0) {
+          (*gpus)[i].links[peer] = "NV" + std::to_string(std::min(nv, 64));
+          continue;
+        }
+        nvmlGpuTopologyLevel_t level{};
+        if (api_.common_ancestor &&
+            api_.common_ancestor(handles_[(*gpus)[i].uuid], handles_[peer], &level) == NVML_SUCCESS)
+          (*gpus)[i].links[peer] = LinkFromCommonAncestor(static_cast<int>(level));
+      }
+    }
   }
 
   Status Usage(const std::string& uuid, GpuUsage* out) override {

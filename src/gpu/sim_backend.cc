@@ -8,6 +8,8 @@
 #include <set>
 #include <sstream>
 
+#include "gpu/topology.h"
+
 namespace tessera::gpu {
 namespace {
 
@@ -88,7 +90,7 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   Status st = CheckKeys(
       g, where,
       {"uuid", "model", "memory_mib", "numa", "healthy", "utilization", "memory_used_mib", "pci_bus_id", "processes",
-       "compute_capability", "driver_version"});
+       "compute_capability", "driver_version", "links", "sms"});
   if (!st.ok()) return st;
   GpuInfo& info = out->info;
   info.index = index;
@@ -129,6 +131,23 @@ Status ParseGpu(const YAML::Node& g, const std::string& where, int index, SimSpe
   if (g["driver_version"]) {
     st = ReadString(g["driver_version"], where + ".driver_version", 32, &info.driver_version);
     if (!st.ok()) return st;
+  }
+  if (g["sms"]) {
+    int64_t sms = 0;
+    st = ReadInt(g["sms"], where + ".sms", 1, 4096, &sms);
+    if (!st.ok()) return st;
+    info.sm_count = static_cast<int>(sms);
+  }
+  if (const YAML::Node links = g["links"]) {
+    if (!links.IsMap()) return Status::Error(where + ".links: must be a mapping of GPU uuid to link (NV4, PIX, ...)");
+    for (const auto& kv : links) {
+      std::string peer, link;
+      st = ReadString(kv.first, where + ".links", 56, &peer);
+      if (!st.ok()) return st;
+      st = ReadString(kv.second, where + ".links." + peer, 8, &link);
+      if (!st.ok()) return st;
+      info.links[peer] = link;
+    }
   }
   if (g["utilization"]) {
     int64_t u = 0;
@@ -236,6 +255,13 @@ Status ParseSimSpec(const std::string& text, const std::string& source, SimSpec*
       return Status::Error(where + ".uuid: '" + g.info.uuid + "' appears twice");
     }
     spec.gpus.push_back(std::move(g));
+  }
+  {
+    std::vector<GpuInfo> infos;
+    for (const auto& g : spec.gpus) infos.push_back(g.info);
+    st = NormalizeLinks(&infos, source + ": gpus");
+    if (!st.ok()) return st;
+    for (size_t i = 0; i < infos.size(); ++i) spec.gpus[i].info.links = std::move(infos[i].links);
   }
   if (const YAML::Node events = root["events"]) {
     if (!events.IsSequence()) return Status::Error(source + ": events: must be a list");

@@ -16,6 +16,9 @@
 //           # memory_unknown: true                        # listed without a figure
 //       compute_capability: "8.0"                         # optional, at most 16 characters (default unknown)
 //       driver_version: "570.86.15"                       # optional, at most 32 characters (default unknown)
+//       sms: 132                                          # optional, SM count 1..4096 (default unknown)
+//       links: {GPU-...-0002: NV4, GPU-...-0003: SYS}     # optional, link to other GPUs (gpu/topology.h);
+//                                                         # one side is enough, both must agree
 //   events:                                               # optional scripted health changes
 //     - after_ms: 1500                                    # since Init()
 //       uuid: GPU-5f7a2c1e-0000-4000-8000-000000000001

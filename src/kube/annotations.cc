@@ -9,12 +9,11 @@ using nlohmann::json;
 std::string EncodeGpus(const std::vector<GpuInfo>& gpus) {
   json a = json::array();
   for (const auto& g : gpus) {
-    a.push_back({{"uuid", g.uuid},
-                 {"model", g.model},
-                 {"memory_mib", g.memory_mib},
-                 {"cores", g.cores},
-                 {"numa", g.numa},
-                 {"healthy", g.healthy}});
+    json e = {{"uuid", g.uuid},         {"model", g.model},   {"memory_mib", g.memory_mib},
+              {"cores", g.cores},       {"numa", g.numa},     {"healthy", g.healthy}};
+    if (g.cordoned) e["cordoned"] = true;
+    if (!g.links.empty()) e["links"] = g.links;
+    a.push_back(std::move(e));
   }
   return a.dump();
 }
@@ -53,6 +52,17 @@ Result<std::vector<GpuInfo>> DecodeGpus(const std::string& text) {
     if (e.contains("healthy")) {
       if (!e["healthy"].is_boolean()) return bad(at + ".healthy: boolean");
       g.healthy = e["healthy"];
+    }
+    if (e.contains("cordoned")) {
+      if (!e["cordoned"].is_boolean()) return bad(at + ".cordoned: boolean");
+      g.cordoned = e["cordoned"];
+    }
+    if (e.contains("links")) {
+      if (!e["links"].is_object()) return bad(at + ".links: object of GPU uuid to link");
+      for (auto it = e["links"].begin(); it != e["links"].end(); ++it) {
+        if (!it->is_string()) return bad(at + ".links." + it.key() + ": string (NV<n>, PIX, PXB, PHB, NODE, SYS)");
+        g.links[it.key()] = it->get<std::string>();
+      }
     }
     out.push_back(std::move(g));
   }

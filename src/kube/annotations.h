@@ -3,8 +3,13 @@
 //
 // Node (written by the agent, read by the scheduler and `tessera doctor`):
 //   annotation tessera.dev/gpus = JSON array, one entry per GPU:
-//     [{"uuid":"GPU-…","model":"A100-SXM4-40GB","memory_mib":40960,"cores":100,"numa":0,"healthy":true}, …]
-//   ("cores" may be omitted: 100.) status.capacity/allocatable["nvidia.com/gpu"] = GPUs × split count.
+//     [{"uuid":"GPU-…","model":"A100-SXM4-40GB","memory_mib":40960,"cores":100,"numa":0,"healthy":true,
+//       "links":{"GPU-…":"NV12"}}, …]
+//   ("cores" may be omitted: 100. "links": the link to each other GPU, src/gpu/topology.h; may be omitted.
+//   "cordoned": true when the admin cordoned it, see below; it is then also "healthy": false.)
+//   annotation tessera.dev/compute-mode = time-sliced | spatial: the mode a pod without its own gets here.
+//   annotation tessera.dev/cordon (written by the admin) = comma list of GPU uuids or indexes the agent
+//   stops offering; pods already running on them keep running. status.capacity/allocatable["nvidia.com/gpu"] = GPUs × split count.
 //   label tessera.dev/gpu-node=true once the agent has published (informational; nothing waits on it).
 // Pod (written by the scheduler at bind time, carried in the Binding itself; read by the agent at Allocate):
 //   tessera.dev/assigned-node    node name
@@ -14,11 +19,16 @@
 //   tessera.dev/init-devices     same shape for spec.initContainers (absent when none ask for a GPU)
 //   tessera.dev/bind-time        RFC 3339 UTC time of the bind
 //   tessera.dev/allocation-state "pending" (scheduler) → "allocated" (agent, after Allocate)
+//   tessera.dev/compute-mode     time-sliced | spatial (user's choice, else the node's; the scheduler writes
+//                                the resolved mode at bind, the agent gives spatial slices an MPS server)
+//   tessera.dev/spatial-share-namespaces "true": this spatial pod may share a GPU with other namespaces'
+//                                spatial pods that allow it too (default: the scheduler's flag)
 //   hami.io/vgpu-devices-allocated, hami.io/bind-phase: HAMi's equivalents, written for compatibility.
 // Plain functions and value types; thread-safe.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +46,11 @@ inline constexpr const char* kAnnoAllocationState = "tessera.dev/allocation-stat
 inline constexpr const char* kAnnoHamiDevices = "hami.io/vgpu-devices-allocated";
 inline constexpr const char* kAnnoHamiBindPhase = "hami.io/bind-phase";
 inline constexpr const char* kAnnoHamiNode = "hami.io/vgpu-node";
+inline constexpr const char* kAnnoComputeMode = "tessera.dev/compute-mode";
+inline constexpr const char* kAnnoSpatialShare = "tessera.dev/spatial-share-namespaces";
+inline constexpr const char* kAnnoCordon = "tessera.dev/cordon";
+inline constexpr const char* kModeTimeSliced = "time-sliced";
+inline constexpr const char* kModeSpatial = "spatial";
 inline constexpr const char* kAllocationPending = "pending";
 inline constexpr const char* kAllocationAllocated = "allocated";
 
@@ -47,6 +62,8 @@ struct GpuInfo {
   int cores = 100;
   int numa = 0;
   bool healthy = true;
+  bool cordoned = false;
+  std::map<std::string, std::string> links = {};  // peer uuid -> NV<n>, PIX, PXB, PHB, NODE, SYS
   bool operator==(const GpuInfo&) const = default;
 };
 std::string EncodeGpus(const std::vector<GpuInfo>& gpus);

@@ -19,6 +19,18 @@ TEST(AnnotationsTest, GpusRoundTripAndDefaults) {
   EXPECT_TRUE((*minimal)[0].healthy);
 }
 
+TEST(AnnotationsTest, GpuLinksAndCordonRoundTrip) {
+  GpuInfo a{"GPU-a", "H100", 81920, 100, 0, false};
+  a.cordoned = true;
+  a.links = {{"GPU-b", "NV18"}};
+  auto back = DecodeGpus(EncodeGpus({a}));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ((*back)[0], a);
+  auto bad = DecodeGpus(R"([{"uuid":"GPU-a","memory_mib":1,"links":{"GPU-b":4}}])");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.error().message.find("tessera.dev/gpus[0].links.GPU-b"), std::string::npos) << bad.error().message;
+}
+
 TEST(AnnotationsTest, GpusErrorsNameTheField) {
   auto e = DecodeGpus(R"([{"uuid":"GPU-x","memory_mib":1024},{"uuid":"GPU-y","memory_mib":0}])");
   ASSERT_FALSE(e.ok());

@@ -7,6 +7,8 @@
 #include <limits>
 
 #include "placement/snapshot_impl.h"
+#include "placement/spatial.h"
+#include "placement/topology.h"
 
 namespace tessera::placement {
 
@@ -19,6 +21,7 @@ struct Local {
   int n = 0;
   int64_t cpu_free = 0;
   int64_t mem_free = 0;
+  ComputeMode default_mode = ComputeMode::kTimeSliced;
 };
 
 void LoadLocal(const Snapshot::Impl& s, uint32_t node, Local* l) {
@@ -28,6 +31,7 @@ void LoadLocal(const Snapshot::Impl& s, uint32_t node, Local* l) {
   std::copy(g, g + l->n, l->g.begin());
   l->cpu_free = s.cpu_free[node];
   l->mem_free = s.mem_free[node];
+  l->default_mode = s.nodes[node].default_mode;
 }
 
 int64_t NeedMemory(const ContainerRequest& c, const GpuState& g) {
@@ -48,7 +52,7 @@ bool ListHas(const std::vector<std::string>& list, std::string_view v) {
 
 // Static filters: model and uuid lists and health. Why a GPU fails is recorded in *why so the node's
 // reason names the most specific obstacle.
-enum Why : int { kNone = 0, kUnhealthy, kType, kUuid, kExclusive, kCores, kMemory };
+enum Why : int { kNone = 0, kUnhealthy, kType, kUuid, kExclusive, kMode, kTenant, kCores, kMemory };
 
 Why GpuRejects(const Snapshot::Impl& s, uint32_t node, int j, const GpuState& g, const ContainerRequest& c) {
   if (!g.healthy) return kUnhealthy;
@@ -67,6 +71,11 @@ Why GpuRejects(const Snapshot::Impl& s, uint32_t node, int j, const GpuState& g,
   if (g.exclusive) return kExclusive;
   if (c.exclusive && (g.sharers > 0 || g.cores_free < g.cores_total || g.mem_free < g.mem_total))
     return kExclusive;
+  switch (ModeAllows(s.nodes[node].default_mode, g.mode, c)) {
+    case ModeVerdict::kOtherMode: return kMode;
+    case ModeVerdict::kOtherTenant: return kTenant;
+    case ModeVerdict::kOk: break;
+  }
   if (g.cores_free < c.cores) return kCores;
   if (g.mem_free < NeedMemory(c, g)) return kMemory;
   return kNone;
@@ -78,6 +87,8 @@ const char* WhyText(int why, bool numa) {
     case kType: return "no GPU of the requested type";
     case kUuid: return "no GPU matching the requested uuids";
     case kExclusive: return "GPUs are shared or held exclusively";
+    case kMode: return "GPUs hold slices of the other compute mode (time-sliced and spatial never share a GPU)";
+    case kTenant: return "spatial GPUs hold another namespace's pods (tessera.dev/spatial-share-namespaces)";
     case kCores: return "insufficient GPU cores";
     case kMemory: return "insufficient GPU memory";
     default: break;
@@ -188,6 +199,7 @@ void Grant(const ContainerRequest& c, int j, Local* l, Choice* out) {
   g.mem_free -= gr.memory_mib;
   g.sharers += 1;
   g.exclusive = g.exclusive || c.exclusive;
+  ApplyMode(l->default_mode, c, &g.mode);
   out->grants[out->n++] = gr;
 }
 
@@ -253,7 +265,7 @@ const char* PlaceContainer(const Snapshot::Impl& s, const EngineOptions& opts, u
     return nullptr;
   }
 
-  if (c.numa_bind) {
+  if (c.numa_bind || c.numa_prefer) {
     // Pick the NUMA node whose best `gpus` candidates come first in policy order.
     int best_numa = -1;
     std::array<int, kMaxGpusPerNode> sel;
@@ -280,24 +292,47 @@ const char* PlaceContainer(const Snapshot::Impl& s, const EngineOptions& opts, u
       }
     }
     (void)best_first;
-    if (best_numa < 0) return WhyText(kNone, true);
-    int ns = 0;
-    for (int i = 0; i < nc; ++i) {
-      if (l->g[cand[i]].numa == best_numa) sel[ns++] = cand[i];
+    if (best_numa < 0 && c.numa_bind) return WhyText(kNone, true);
+    if (best_numa >= 0) {  // numa_prefer without a NUMA node that fits all: any GPUs, below
+      int ns = 0;
+      for (int i = 0; i < nc; ++i) {
+        if (l->g[cand[i]].numa == best_numa) sel[ns++] = cand[i];
+      }
+      std::copy(sel.begin(), sel.begin() + ns, cand.begin());
+      nc = ns;
     }
-    std::sort(sel.begin(), sel.begin() + ns, [&](int a, int b) { return Before(*l, c, gp, a, b); });
-    for (int i = 0; i < c.gpus; ++i) Grant(c, sel[i], l, out);
-    return nullptr;
   }
 
   std::sort(cand.begin(), cand.begin() + nc, [&](int a, int b) { return Before(*l, c, gp, a, b); });
+  if (c.topology_aware && c.gpus > 1) {
+    std::array<int, kMaxGpusPerNode> pick;
+    PickByTopology(s.nodes[node], cand.data(), nc, c.gpus, pick.data());
+    std::copy(pick.begin(), pick.begin() + c.gpus, cand.begin());
+  }
   for (int i = 0; i < c.gpus; ++i) Grant(c, cand[i], l, out);
   return nullptr;
 }
 
-// Places the whole pod on the local copy; per-container grants go to `choices` when not null.
+// How local the multi-GPU containers' GPUs are, for the node modifiers: per such container the mean
+// link rank of its set (topology) plus 1 when all its GPUs share a NUMA node (numa); 0 without any.
+double Locality(const Node& n, const PodRequest& req, const Local& l, const Choice& ch) {
+  if (ch.n < 2) return 0;
+  std::array<int, kMaxGpusPerNode> set;
+  bool one_numa = true;
+  for (int i = 0; i < ch.n; ++i) {
+    set[i] = ch.grants[i].gpu;
+    one_numa = one_numa && l.g[set[i]].numa == l.g[set[0]].numa;
+  }
+  double v = 0;
+  if (req.node_topology_aware) v += SetQuality(n, set.data(), ch.n);
+  if (req.node_numa && one_numa) v += 1;
+  return v;
+}
+
+// Places the whole pod on the local copy; per-container grants go to `choices` when not null, the sum
+// of Locality() over its containers to `locality` when not null.
 const char* PlacePod(const Snapshot::Impl& s, const EngineOptions& opts, uint32_t node, const PodRequest& req,
-                     Local* l, std::vector<std::vector<GpuGrant>>* choices) {
+                     Local* l, std::vector<std::vector<GpuGrant>>* choices, double* locality = nullptr) {
   if (s.invalid[node]) return s.invalid[node];
   if (l->cpu_free < req.cpu_milli) return "insufficient CPU";
   if (l->mem_free < req.memory_mib) return "insufficient memory";
@@ -308,6 +343,7 @@ const char* PlacePod(const Snapshot::Impl& s, const EngineOptions& opts, uint32_
     const char* why = PlaceContainer(s, opts, node, req.containers[i], req.node_policy, l, &ch);
     if (why) return why;
     if (choices) (*choices)[i].assign(ch.grants.begin(), ch.grants.begin() + ch.n);
+    if (locality) *locality += Locality(s.nodes[node], req, *l, ch);
   }
   return nullptr;
 }
@@ -338,7 +374,9 @@ NodeVerdict Engine::ScoreNode(const Snapshot& snap, const PodRequest& req, uint3
   }
   Local l;
   LoadLocal(s, node, &l);
-  v.reason = PlacePod(s, opts_, node, req, &l, nullptr);
+  const bool modifiers = req.node_topology_aware || req.node_numa;
+  double locality = 0;
+  v.reason = PlacePod(s, opts_, node, req, &l, nullptr, modifiers ? &locality : nullptr);
   if (v.reason) return v;
   const bool gpu = RequestsGpu(req);
   const Node& n = s.nodes[node];
@@ -379,6 +417,8 @@ NodeVerdict Engine::ScoreNode(const Snapshot& snap, const PodRequest& req, uint3
       break;
     }
   }
+  // The modifiers come first: every policy's own measure is far below this weight.
+  if (modifiers) v.raw += 1e6 * locality;
   return v;
 }
 

@@ -58,12 +58,31 @@ std::span<const Policy> AllPolicies();
 
 // ---------------------------------------------------------------- snapshot input
 
+// How the slices of one GPU compute beside each other (docs/compute.md): time-sliced (the driver's
+// time slicing, Tessera's caps and priority) or spatial (clients of one MPS server per GPU, each with an
+// SM partition). A container asks for one or takes its node's default. The two never share a GPU.
+enum class ComputeMode : uint8_t { kNodeDefault = 0, kTimeSliced, kSpatial };
+
+// No namespace holds a spatial slice of the GPU yet / several do (ModeUse::tenant).
+inline constexpr int32_t kNoTenant = -1;
+inline constexpr int32_t kMixedTenants = -2;
+
+// The compute modes of the slices a GPU holds (see placement/spatial.h for the rules).
+struct ModeUse {
+  int time_sliced = 0;       // containers holding a time-sliced slice
+  int spatial = 0;           // containers holding a spatial slice
+  int32_t tenant = kNoTenant;  // the one namespace (caller's id) of the spatial slices, or kMixedTenants
+  bool all_share = true;     // every spatial slice allows other namespaces beside it
+  bool operator==(const ModeUse&) const = default;
+};
+
 // What is already allocated on one GPU.
 struct GpuUsage {
   int64_t memory_mib = 0;
   int cores = 0;
   bool exclusive = false;  // held by one container that must not share it
   int sharers = 0;         // containers currently holding a slice of it
+  ModeUse mode = {};
 };
 
 struct Gpu {
@@ -84,6 +103,10 @@ struct Node {
   int64_t memory_mib = 0;  // allocatable host memory
   int64_t memory_used_mib = 0;
   std::vector<Gpu> gpus;
+  ComputeMode default_mode = ComputeMode::kTimeSliced;  // for containers that name none
+  // GPU-to-GPU link ranks (placement/topology.h LinkRank), gpus.size() squared, row-major; empty when
+  // the node published no topology.
+  std::vector<uint8_t> links;
 };
 
 // ---------------------------------------------------------------- request
@@ -100,6 +123,13 @@ struct ContainerRequest {
   std::vector<std::string> uuid_exclude;
   bool numa_bind = false;                 // all GPUs of this container on one NUMA node
   Policy gpu_policy = Policy::kBinpack;   // how to pick GPUs inside the node
+  // GPU policy modifiers (HAMi's topology-aware and numa): a multi-GPU container takes the set with the
+  // best links (topology.h), and GPUs of one NUMA node when enough fit there (numa_bind requires it).
+  bool topology_aware = false;
+  bool numa_prefer = false;
+  ComputeMode mode = ComputeMode::kNodeDefault;
+  int32_t tenant = 0;          // the pod's namespace as an id chosen by the caller (spatial separation)
+  bool share_tenants = false;  // a spatial slice may sit beside other namespaces' that allow it too
 };
 
 struct PodRequest {
@@ -107,6 +137,10 @@ struct PodRequest {
   int64_t cpu_milli = 0;   // whole pod
   int64_t memory_mib = 0;  // whole pod, host memory
   Policy node_policy = Policy::kBinpack;
+  // Node policy modifiers: prefer, before node_policy's own measure, the node where the pod's
+  // multi-GPU containers get the best links / GPUs of one NUMA node.
+  bool node_topology_aware = false;
+  bool node_numa = false;
 };
 
 // ---------------------------------------------------------------- typical workload

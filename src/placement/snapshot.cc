@@ -7,6 +7,7 @@
 
 #include "placement/engine.h"
 #include "placement/snapshot_impl.h"
+#include "placement/spatial.h"
 
 namespace tessera::placement {
 
@@ -134,6 +135,7 @@ void Snapshot::Impl::Build(std::vector<Node> in, std::shared_ptr<const Workload>
       s.model = InternModel(g.model);
       s.healthy = g.healthy;
       s.exclusive = g.used.exclusive;
+      s.mode = g.used.mode;
       if (s.healthy && s.cores_total > 0) {
         total_cores += s.cores_total;
         used_cores += s.cores_total - s.cores_free;
@@ -316,7 +318,8 @@ void Snapshot::Commit(uint32_t n, const PodRequest& req, const Assignment& a) {
   s.cpu_free[n] -= req.cpu_milli;
   s.mem_free[n] -= req.memory_mib;
   GpuState* g = s.gpu_ptr(n);
-  for (const auto& container : a.containers) {
+  for (size_t c = 0; c < a.containers.size(); ++c) {
+    const auto& container = a.containers[c];
     for (const GpuGrant& grant : container) {
       if (grant.gpu >= node.gpus.size()) continue;
       Gpu& gpu = node.gpus[grant.gpu];
@@ -329,6 +332,10 @@ void Snapshot::Commit(uint32_t n, const PodRequest& req, const Assignment& a) {
       st.cores_free -= grant.cores;
       st.sharers += 1;
       st.exclusive = st.exclusive || grant.exclusive;
+      if (c < req.containers.size()) {
+        ApplyMode(node.default_mode, req.containers[c], &gpu.used.mode);
+        st.mode = gpu.used.mode;
+      }
       if (st.healthy && st.cores_total > 0) s.used_cores += grant.cores;
     }
   }

@@ -31,6 +31,7 @@ struct GpuState {
   uint16_t model = 0;  // interned model id
   bool healthy = true;
   bool exclusive = false;
+  ModeUse mode = {};
 
   // GPU capacity this card can still give, in percent of one card (0 when unusable).
   double Amount() const {

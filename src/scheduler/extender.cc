@@ -371,6 +371,8 @@ kube::Status Extender::BindWithAssignment(const std::string& ns, const std::stri
                {kube::kAnnoHamiDevices, kube::EncodeHamiDevices(r.devices)},
                {kube::kAnnoHamiBindPhase, "allocating"}};
   if (!r.init_devices.empty()) anno[kube::kAnnoInitDevices] = kube::EncodeDevices(r.init_devices);
+  // The resolved mode (the pod's own or the node's default), so the agent and a relist agree on it.
+  anno[kube::kAnnoComputeMode] = r.spatial ? kube::kModeSpatial : kube::kModeTimeSliced;
   for (int attempt = 0; attempt < 4; ++attempt) {
     auto st = client_->Bind(ns, name, uid, r.node, anno, rv);
     if (st) return st;

@@ -1,7 +1,11 @@
 #include "scheduler/request.h"
 
 #include <algorithm>
+#include <mutex>
 #include <sstream>
+#include <unordered_map>
+
+#include "kube/annotations.h"
 
 #include "kube/quantity.h"
 
@@ -62,15 +66,18 @@ int64_t MilliOf(const json& c, const char* res, bool memory) {
   return memory ? (q->Value() + (1 << 20) - 1) >> 20 : q->MilliValue();
 }
 
-kube::Result<placement::Policy> PolicyAnnotation(const json& pod, const char* key, placement::Policy def) {
-  std::string v = AnnotationOf(pod, key);
-  if (v.empty()) return def;
-  if (v == "binpack") return placement::Policy::kBinpack;
-  if (v == "spread") return placement::Policy::kSpread;
-  return Invalid(std::string("annotation ") + key + "=" + v + " is not allowed (binpack or spread)");
+kube::Result<PolicyChoice> PolicyAnnotation(const json& pod, const char* key, PolicyLevel level, PolicyChoice def) {
+  return ParsePolicyChoice(std::string("annotation ") + key, AnnotationOf(pod, key), level, def);
 }
 
 }  // namespace
+
+int32_t NamespaceId(const std::string& ns) {
+  static std::mutex mu;
+  static std::unordered_map<std::string, int32_t> ids;
+  std::lock_guard<std::mutex> l(mu);
+  return ids.emplace(ns, static_cast<int32_t>(ids.size())).first->second;
+}
 
 void PodCpuMemory(const json& pod, int64_t* cpu_milli, int64_t* memory_mib) {
   int64_t app_cpu = 0, app_mem = 0, init_cpu = 0, init_mem = 0;
@@ -123,11 +130,29 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
   const json& spec = pod["spec"];
   const ResourceNames& n = opts.names;
 
-  auto node_policy = PolicyAnnotation(pod, "hami.io/node-scheduler-policy", opts.default_node_policy);
+  auto node_policy =
+      PolicyAnnotation(pod, "hami.io/node-scheduler-policy", PolicyLevel::kNode, opts.default_node_policy);
   if (!node_policy) return node_policy.error();
-  auto gpu_policy = PolicyAnnotation(pod, "hami.io/gpu-scheduler-policy", opts.default_gpu_policy);
+  auto gpu_policy = PolicyAnnotation(pod, "hami.io/gpu-scheduler-policy", PolicyLevel::kGpu, opts.default_gpu_policy);
   if (!gpu_policy) return gpu_policy.error();
-  out.request.node_policy = *node_policy;
+  out.request.node_policy = node_policy->base;
+  out.request.node_topology_aware = node_policy->topology_aware;
+  out.request.node_numa = node_policy->numa;
+  placement::ComputeMode mode = placement::ComputeMode::kNodeDefault;
+  if (std::string m = AnnotationOf(pod, kube::kAnnoComputeMode); !m.empty()) {
+    if (m == kube::kModeSpatial) mode = placement::ComputeMode::kSpatial;
+    else if (m == kube::kModeTimeSliced) mode = placement::ComputeMode::kTimeSliced;
+    else
+      return Invalid(std::string("annotation ") + kube::kAnnoComputeMode + "=" + m +
+                     " is not allowed (time-sliced or spatial; absent: the node's default)");
+  }
+  bool share = opts.spatial_share_namespaces;
+  if (std::string v = AnnotationOf(pod, kube::kAnnoSpatialShare); !v.empty()) {
+    if (v != "true" && v != "false")
+      return Invalid(std::string("annotation ") + kube::kAnnoSpatialShare + "=" + v + " is not allowed (true or false)");
+    share = v == "true";
+  }
+  const int32_t tenant = NamespaceId(out.ns);
   std::string numa = AnnotationOf(pod, "nvidia.com/numa-bind");
   if (!numa.empty() && numa != "true" && numa != "false")
     return Invalid("annotation nvidia.com/numa-bind=" + numa + " is not allowed (true or false)");
@@ -193,6 +218,9 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       }
       placement::ContainerRequest cr;
       cr.gpus = gpus->has_value() ? static_cast<int>(**gpus) : 1;
+      if (mode == placement::ComputeMode::kSpatial && cr.gpus > 1)
+        return Invalid(where + ": " + n.gpu + "=" + std::to_string(cr.gpus) + " with " + kube::kAnnoComputeMode +
+                       "=spatial is out of range (1: a process is the client of one GPU's MPS server)");
       if (!gpus->has_value()) out.gpu_defaulted = true;
       if (!shares) {
         cr.memory_percent = 100;
@@ -210,7 +238,12 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       cr.uuid_include = uuids_in;
       cr.uuid_exclude = uuids_out;
       cr.numa_bind = numa == "true";
-      cr.gpu_policy = *gpu_policy;
+      cr.gpu_policy = gpu_policy->base;
+      cr.topology_aware = gpu_policy->topology_aware;
+      cr.numa_prefer = gpu_policy->numa;
+      cr.mode = mode;
+      cr.tenant = tenant;
+      cr.share_tenants = share;
       out.request.containers.push_back(std::move(cr));
       out.refs.push_back({init, sidecar, idx});
       ++idx;

@@ -8,7 +8,9 @@
 //  - memory or cores without nvidia.com/gpu: one GPU.
 //  - limits are read first, then requests (Kubernetes copies extended-resource limits into requests).
 //  - annotations nvidia.com/use-gputype, nouse-gputype, use-gpuuuid, nouse-gpuuuid (comma lists),
-//    nvidia.com/numa-bind, hami.io/node-scheduler-policy and hami.io/gpu-scheduler-policy.
+//    nvidia.com/numa-bind, hami.io/node-scheduler-policy and hami.io/gpu-scheduler-policy (values and
+//    comma lists: scheduler/policy.h), tessera.dev/compute-mode (time-sliced | spatial; absent: the
+//    node's default) and tessera.dev/spatial-share-namespaces (true | false; absent: the flag's default).
 //  - init containers are placed too (their slices listed separately in tessera.dev/init-devices), with
 //    Kubernetes' rule: they run one at a time before the app containers, so the pod needs per GPU the
 //    larger of its app containers' sum and each init container (plus the sidecars declared before it); an
@@ -25,6 +27,7 @@
 
 #include "kube/result.h"
 #include "placement/engine.h"
+#include "scheduler/policy.h"
 
 namespace tessera::scheduler {
 
@@ -42,9 +45,15 @@ struct ResourceNames {
 
 struct ParseOptions {
   ResourceNames names;
-  placement::Policy default_node_policy = placement::Policy::kBinpack;
-  placement::Policy default_gpu_policy = placement::Policy::kSpread;
+  PolicyChoice default_node_policy{placement::Policy::kBinpack};
+  PolicyChoice default_gpu_policy{placement::Policy::kSpread};
+  // Spatial pods of different namespaces may share a GPU when each allows it; this is the default of a
+  // pod that does not say (tessera.dev/spatial-share-namespaces).
+  bool spatial_share_namespaces = false;
 };
+
+// A small id per namespace, the same for the life of the process (placement's ContainerRequest::tenant).
+int32_t NamespaceId(const std::string& ns);
 
 // Where each ContainerRequest came from.
 struct ContainerRef {

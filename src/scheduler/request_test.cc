@@ -63,7 +63,91 @@ TEST(RequestTest, AnnotationsAndPolicies) {
   EXPECT_EQ(p->request.node_policy, placement::Policy::kSpread);
   auto bad = ParsePod(PodWith({{"nvidia.com/gpu", "1"}}, {{"hami.io/gpu-scheduler-policy", "fast"}}), ParseOptions{});
   ASSERT_FALSE(bad.ok());
-  EXPECT_EQ(bad.error().message, "annotation hami.io/gpu-scheduler-policy=fast is not allowed (binpack or spread)");
+  EXPECT_EQ(bad.error().message,
+            "annotation hami.io/gpu-scheduler-policy=fast is not allowed: \"fast\" is not one of binpack, spread, "
+            "topology-aware, numa (a comma-separated list may join one packing policy with topology-aware and numa)");
+}
+
+TEST(RequestTest, EveryHamiPolicyValueAndCommaLists) {
+  struct Case {
+    const char* node;
+    const char* gpu;
+    placement::Policy node_base, gpu_base;  // defaults: binpack / spread
+    bool node_topo, node_numa, gpu_topo, gpu_numa;
+  } cases[] = {
+      {"", "topology-aware", placement::Policy::kBinpack, placement::Policy::kSpread, false, false, true, false},
+      {"", "numa", placement::Policy::kBinpack, placement::Policy::kSpread, false, false, false, true},
+      {"spread", "binpack,topology-aware", placement::Policy::kSpread, placement::Policy::kBinpack, false, false, true, false},
+      {"binpack, numa", "spread , numa, topology-aware", placement::Policy::kBinpack, placement::Policy::kSpread, false,
+       true, true, true},
+      {"topology-aware", "binpack,binpack", placement::Policy::kBinpack, placement::Policy::kBinpack, true, false, false,
+       false},
+      {"tessera,topology-aware", "", placement::Policy::kTessera, placement::Policy::kSpread, true, false, false, false},
+  };
+  for (const auto& c : cases) {
+    json ann = json::object();
+    if (*c.node) ann["hami.io/node-scheduler-policy"] = c.node;
+    if (*c.gpu) ann["hami.io/gpu-scheduler-policy"] = c.gpu;
+    auto p = ParsePod(PodWith({{"nvidia.com/gpu", "2"}, {"nvidia.com/gpucores", "10"}}, ann), ParseOptions{});
+    ASSERT_TRUE(p.ok()) << c.node << " / " << c.gpu << ": " << p.error().message;
+    const auto& r = p->request;
+    EXPECT_EQ(r.node_policy, c.node_base) << c.node;
+    EXPECT_EQ(r.node_topology_aware, c.node_topo) << c.node;
+    EXPECT_EQ(r.node_numa, c.node_numa) << c.node;
+    EXPECT_EQ(r.containers[0].gpu_policy, c.gpu_base) << c.gpu;
+    EXPECT_EQ(r.containers[0].topology_aware, c.gpu_topo) << c.gpu;
+    EXPECT_EQ(r.containers[0].numa_prefer, c.gpu_numa) << c.gpu;
+  }
+  struct Bad {
+    const char* key;
+    const char* value;
+    const char* want;
+  } bad[] = {
+      {"hami.io/gpu-scheduler-policy", "binpack,spread",
+       "annotation hami.io/gpu-scheduler-policy=binpack,spread is not allowed: it names two packing policies (binpack "
+       "and spread)"},
+      {"hami.io/gpu-scheduler-policy", "fgd", "\"fgd\" is not one of binpack, spread, topology-aware, numa"},
+      {"hami.io/gpu-scheduler-policy", "numa,,spread", "hami.io/gpu-scheduler-policy=numa,,spread: empty entry"},
+      {"hami.io/gpu-scheduler-policy", "numa,", "hami.io/gpu-scheduler-policy=numa,: empty entry"},
+      {"hami.io/node-scheduler-policy", "topology", "annotation hami.io/node-scheduler-policy=topology is not allowed: "
+                                                    "\"topology\" is not one of binpack, spread, bestfit, fgd, tessera, "
+                                                    "random, topology-aware, numa"},
+      {"tessera.dev/compute-mode", "mps", "annotation tessera.dev/compute-mode=mps is not allowed (time-sliced or spatial"},
+      {"tessera.dev/spatial-share-namespaces", "yes", "tessera.dev/spatial-share-namespaces=yes is not allowed (true or false)"},
+  };
+  for (const auto& b : bad) {
+    auto p = ParsePod(PodWith({{"nvidia.com/gpu", "1"}}, {{b.key, b.value}}), ParseOptions{});
+    ASSERT_FALSE(p.ok()) << b.value;
+    EXPECT_NE(p.error().message.find(b.want), std::string::npos) << p.error().message;
+  }
+}
+
+TEST(RequestTest, ComputeModeAndTenant) {
+  auto none = ParsePod(PodWith({{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "10"}}), ParseOptions{});
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->request.containers[0].mode, placement::ComputeMode::kNodeDefault);
+  EXPECT_FALSE(none->request.containers[0].share_tenants);
+  ParseOptions share;
+  share.spatial_share_namespaces = true;
+  auto p = ParsePod(PodWith({{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "10"}},
+                            {{"tessera.dev/compute-mode", "spatial"}}),
+                    share);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->request.containers[0].mode, placement::ComputeMode::kSpatial);
+  EXPECT_TRUE(p->request.containers[0].share_tenants);
+  EXPECT_EQ(p->request.containers[0].tenant, NamespaceId("ns"));
+  EXPECT_NE(NamespaceId("ns"), NamespaceId("other"));
+  auto no = ParsePod(PodWith({{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "10"}},
+                             {{"tessera.dev/compute-mode", "time-sliced"}, {"tessera.dev/spatial-share-namespaces", "false"}}),
+                     share);
+  ASSERT_TRUE(no.ok());
+  EXPECT_EQ(no->request.containers[0].mode, placement::ComputeMode::kTimeSliced);
+  auto two = ParsePod(PodWith({{"nvidia.com/gpu", "2"}}, {{"tessera.dev/compute-mode", "spatial"}}), share);
+  ASSERT_FALSE(two.ok());
+  EXPECT_EQ(two.error().message,
+            "container \"w\": nvidia.com/gpu=2 with tessera.dev/compute-mode=spatial is out of range (1: a process is "
+            "the client of one GPU's MPS server)");
+  EXPECT_FALSE(no->request.containers[0].share_tenants);
 }
 
 TEST(RequestTest, RejectionsNameFieldValueAndRange) {

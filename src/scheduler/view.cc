@@ -4,6 +4,8 @@
 #include <mutex>
 
 #include "kube/quantity.h"
+#include "placement/spatial.h"
+#include "placement/topology.h"
 
 namespace tessera::scheduler {
 
@@ -74,7 +76,8 @@ std::map<std::string, GpuUse> Holding::Use() const {
 
 bool Holding::operator==(const Holding& o) const {
   return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib && devices == o.devices &&
-         init_devices == o.init_devices && init_sidecar == o.init_sidecar && unstated_mib == o.unstated_mib;
+         init_devices == o.init_devices && init_sidecar == o.init_sidecar && unstated_mib == o.unstated_mib &&
+         mode == o.mode && share_tenants == o.share_tenants;
 }
 
 int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only) {
@@ -113,6 +116,8 @@ NodeRecord ParseNode(const json& node) {
   }
   r.cpu_milli = QuantityField(node, "status", "allocatable", "cpu", false);
   r.memory_mib = QuantityField(node, "status", "allocatable", "memory", true);
+  if (kube::Annotation(node, kube::kAnnoComputeMode) == kube::kModeSpatial)
+    r.default_mode = placement::ComputeMode::kSpatial;
   std::string inv = kube::Annotation(node, kube::kAnnoGpus);
   if (!inv.empty()) {
     auto g = kube::DecodeGpus(inv);
@@ -174,6 +179,15 @@ void ClusterView::ChangeHoldingLocked(const std::string& ns, const Holding& befo
   }
 }
 
+namespace {
+// The compute mode of a held slice as the placement engine counts it.
+void SetModeOf(const Holding& h, placement::ContainerRequest* cr) {
+  cr->mode = h.mode;
+  cr->tenant = NamespaceId(h.ns);
+  cr->share_tenants = h.share_tenants;
+}
+}  // namespace
+
 bool ClusterView::CommitLocked(const Holding& h) {
   if (h.empty()) return true;
   if (h.HasSequentialInitSlice()) return false;  // not a plain sum of slices: rebuild from Use()
@@ -189,6 +203,7 @@ bool ClusterView::CommitLocked(const Holding& h) {
       if (c.empty()) continue;
       placement::ContainerRequest cr;
       cr.gpus = static_cast<int>(c.size());
+      SetModeOf(h, &cr);
       std::vector<placement::GpuGrant> grants;
       for (const auto& s : c) {
         auto g = std::find_if(n.gpus.begin(), n.gpus.end(), [&](const placement::Gpu& x) { return x.uuid == s.uuid; });
@@ -247,6 +262,9 @@ PodRecord ParsePodRecord(const json& pod, const ResourceNames& names) {
     h.init_devices.clear();
   }
   if (fresh.terminal || h.node.empty()) h = Holding{};
+  h.ns = fresh.ns;
+  if (kube::Annotation(pod, kube::kAnnoComputeMode) == kube::kModeSpatial) h.mode = placement::ComputeMode::kSpatial;
+  h.share_tenants = kube::Annotation(pod, kube::kAnnoSpatialShare) == "true";
   if (h.HasGpu() && pod.contains("spec") && pod["spec"].is_object()) {
     std::vector<QuotaPart> parts;
     for (bool init : {true, false}) {
@@ -387,6 +405,25 @@ std::optional<std::string> ClusterView::QuotaErrorLocked(const std::string& ns, 
 
 // ---------------------------------------------------------------- snapshot
 
+namespace {
+// The published links as the engine's rank matrix (empty when no GPU published any).
+std::vector<uint8_t> LinkRanks(const std::vector<kube::GpuInfo>& gpus) {
+  const size_t n = gpus.size();
+  std::vector<uint8_t> out(n * n, 0);
+  bool any = false;
+  for (size_t i = 0; i < n; ++i) {
+    for (size_t j = 0; j < n; ++j) {
+      auto it = gpus[i].links.find(gpus[j].uuid);
+      if (i == j || it == gpus[i].links.end()) continue;
+      out[i * n + j] = placement::LinkRank(it->second);
+      any = any || out[i * n + j] > 0;
+    }
+  }
+  if (!any) out.clear();
+  return out;
+}
+}  // namespace
+
 void ClusterView::EnsureSnapshotLocked() {
   if (!dirty_ && snap_) return;
   std::vector<placement::Node> nodes;
@@ -408,6 +445,8 @@ void ClusterView::EnsureSnapshotLocked() {
       pg.healthy = g.healthy;
       n.gpus.push_back(std::move(pg));
     }
+    n.default_mode = rec.default_mode;
+    n.links = LinkRanks(rec.gpus);
     index[name] = nodes.size();
     nodes.push_back(std::move(n));
   }
@@ -426,6 +465,9 @@ void ClusterView::EnsureSnapshotLocked() {
         g.used.cores += u.cores;
         g.used.sharers += u.sharers;
         if (u.max_slice_cores >= g.cores) g.used.exclusive = true;
+        placement::ContainerRequest cr;
+        SetModeOf(h, &cr);
+        for (int k = 0; k < u.sharers; ++k) placement::ApplyMode(n.default_mode, cr, &g.used.mode);
       }
     }
   }
@@ -448,6 +490,11 @@ Holding HoldingOf(const ParsedPod& pod, const placement::Node& n, const Grants& 
   if (!pod.refs.empty() && std::any_of(pod.refs.begin(), pod.refs.end(), [](const ContainerRef& r) { return r.init; }))
     h.init_devices.assign(pod.num_init_containers, {});
   h.init_sidecar = pod.init_sidecar;
+  h.ns = pod.ns;
+  if (!pod.request.containers.empty()) {
+    h.mode = placement::EffectiveMode(n.default_mode, pod.request.containers[0]);
+    h.share_tenants = pod.request.containers[0].share_tenants;
+  }
   std::vector<QuotaPart> parts;
   for (size_t k = 0; k < grants.size() && k < pod.refs.size(); ++k) {
     auto& dst = pod.refs[k].init ? h.init_devices[pod.refs[k].index] : h.devices[pod.refs[k].index];
@@ -665,7 +712,12 @@ kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::
     if (!it->second.node_name.empty())
       return kube::Error{409, "AlreadyBound", "pod is already bound to " + it->second.node_name};
     if (h.HasGpu()) {
-      if (h.node == node) return Reservation{node, h.devices, h.init_devices, true};
+      if (h.node == node) {
+        Reservation kept{node, h.devices, h.init_devices};
+        kept.spatial = h.mode == placement::ComputeMode::kSpatial;
+        kept.reused = true;
+        return kept;
+      }
       Holding before = h;
       it->second.assumed = Holding{};  // release the stale reservation on the other node
       ChangeHoldingLocked(it->second.ns, before, Holding{});
@@ -683,6 +735,7 @@ kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::
   r.node = node;
   r.devices = after.devices;
   r.init_devices = after.init_devices;
+  r.spatial = after.mode == placement::ComputeMode::kSpatial;
   if (auto q = QuotaErrorLocked(pod.ns, after.unstated_mib, QuotaDetail(pod, n, grants)))
     return kube::Error{403, "Forbidden", *q};
   PodRecord& rec = pods_[pod.uid];

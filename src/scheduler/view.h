@@ -35,6 +35,7 @@ struct NodeRecord {
   int64_t cpu_milli = 0;
   int64_t memory_mib = 0;
   std::vector<kube::GpuInfo> gpus;
+  placement::ComputeMode default_mode = placement::ComputeMode::kTimeSliced;  // node's tessera.dev/compute-mode
   std::string inventory_error;  // the tessera.dev/gpus annotation was present but unreadable
   bool operator==(const NodeRecord&) const = default;
 };
@@ -51,6 +52,7 @@ struct GpuUse {
 // What a pod holds on a node (cpu/memory for any bound pod; GPU slices once assigned).
 struct Holding {
   std::string node;
+  std::string ns;  // the pod's namespace (spatial tenants)
   int64_t cpu_milli = 0;
   int64_t memory_mib = 0;
   kube::ContainerDevices devices;       // per spec.containers index
@@ -61,6 +63,10 @@ struct Holding {
   // the chosen card. Per container the MiB per GPU (as a stated nvidia.com/gpumem is), combined over the
   // pod as Kubernetes does: max(largest init container, sum of app containers). See PodQuotaMib().
   int64_t unstated_mib = 0;
+  // How its slices compute (resolved at bind into tessera.dev/compute-mode) and, for spatial ones,
+  // whether other namespaces may share their GPUs (placement/spatial.h).
+  placement::ComputeMode mode = placement::ComputeMode::kTimeSliced;
+  bool share_tenants = false;
   bool empty() const { return node.empty(); }
   bool HasGpu() const;
   // A run-once init container holds a slice (its GPU use is then not the plain sum of the slices).
@@ -104,6 +110,7 @@ int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only);
 struct Reservation {
   std::string node;
   kube::ContainerDevices devices, init_devices;
+  bool spatial = false;  // the slices run as MPS clients (the bind writes tessera.dev/compute-mode)
   bool reused = false;  // an earlier (unbound) reservation of this pod on this node was kept
 };
 

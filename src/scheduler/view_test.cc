@@ -292,3 +292,79 @@ TEST(ExtenderBodyTest, FastPathsMatchJsonForms) {
 
 }  // namespace
 }  // namespace tessera::scheduler
+
+namespace tessera::scheduler {
+namespace {
+
+json WithAnnotations(json obj, const json& more) {
+  for (auto it = more.begin(); it != more.end(); ++it) obj["metadata"]["annotations"][it.key()] = *it;
+  return obj;
+}
+
+// The published topology reaches the engine: a topology-aware pod asking for 2 of 4 GPUs gets the NVLink
+// pair the node annotation names, not the first two.
+TEST(ViewTest, PublishedLinksSteerTopologyAwarePods) {
+  std::vector<kube::GpuInfo> g;
+  for (int i = 0; i < 4; ++i) g.push_back({"GPU-" + std::to_string(i), "H100", 81920, 100, 0, true});
+  for (int a = 0; a < 4; ++a)
+    for (int b = 0; b < 4; ++b)
+      if (a != b) g[a].links["GPU-" + std::to_string(b)] = (a + b == 5) ? "NV18" : "PHB";  // pair {2,3}
+  json node = {{"metadata", {{"name", "n1"}, {"annotations", {{kube::kAnnoGpus, kube::EncodeGpus(g)}}}}},
+               {"status", {{"allocatable", {{"cpu", "64"}, {"memory", "256Gi"}}}}}};
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({node});
+  placement::Engine engine;
+  json pod = Pod("two", 10, 10);
+  pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2";
+  pod = WithAnnotations(pod, {{"hami.io/gpu-scheduler-policy", "spread,topology-aware"}});
+  auto r = v.Reserve(Parse(pod), "n1", engine);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  std::set<std::string> got;
+  for (const auto& s : r->devices[0]) got.insert(s.uuid);
+  EXPECT_EQ(got, (std::set<std::string>{"GPU-2", "GPU-3"}));
+}
+
+// Spatial and time-sliced pods take different GPUs, also after a relist rebuilt the view from the
+// annotations the bind wrote; another namespace's spatial pod finds no GPU.
+TEST(ViewTest, SpatialPodsKeepTheirGpuAcrossARelist) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 2)});
+  json sp = WithAnnotations(Pod("sp", 10, 10), {{kube::kAnnoComputeMode, "spatial"}});
+  auto r = v.Reserve(Parse(sp), "n1", engine);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->spatial);
+  sp = WithAnnotations(sp, {{kube::kAnnoAssignedNode, "n1"},
+                            {kube::kAnnoDevices, kube::EncodeDevices(r->devices)},
+                            {kube::kAnnoComputeMode, "spatial"}});
+  sp["spec"]["nodeName"] = "n1";
+  ClusterView fresh{ParseOptions{}};
+  fresh.ReplaceNodes({Node("n1", 2)});
+  fresh.ReplacePods({sp});
+  for (ClusterView* view : {&v, &fresh}) {
+    auto t = view->Reserve(Parse(Pod("ts", 10, 10)), "n1", engine);
+    ASSERT_TRUE(t.ok()) << t.error().message;
+    EXPECT_FALSE(t->spatial);
+    EXPECT_NE(t->devices[0][0].uuid, r->devices[0][0].uuid);
+    json other = WithAnnotations(Pod("other", 10, 10), {{kube::kAnnoComputeMode, "spatial"}});
+    other["metadata"]["namespace"] = "team-b";
+    auto o = view->Reserve(Parse(other), "n1", engine);
+    ASSERT_FALSE(o.ok());
+    EXPECT_NE(o.error().message.find("namespace"), std::string::npos) << o.error().message;
+  }
+}
+
+// A node whose default is spatial gives pods without their own choice a spatial slice.
+TEST(ViewTest, NodeDefaultModeApplies) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({WithAnnotations(Node("n1", 1), {{kube::kAnnoComputeMode, "spatial"}})});
+  auto r = v.Reserve(Parse(Pod("a", 10, 10)), "n1", engine);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_TRUE(r->spatial);
+  auto t = v.Reserve(Parse(WithAnnotations(Pod("b", 10, 10), {{kube::kAnnoComputeMode, "time-sliced"}})), "n1", engine);
+  EXPECT_FALSE(t.ok());
+}
+
+}  // namespace
+}  // namespace tessera::scheduler

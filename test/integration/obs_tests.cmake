@@ -22,3 +22,7 @@ foreach(check gpu-node-without-agent gpu-pod-not-isolated bound-not-allocated co
     TIMEOUT 180)
   set_tests_properties(obs_doctor_${test_suffix} PROPERTIES RESOURCE_LOCK tessera_doctor_cluster)
 endforeach()
+# HAMi compatibility of the chart (issue 18): schema, HAMi value names, the seed's ServiceMonitors.
+tessera_integration_test(hami_chart_values_and_seed_servicemonitors
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/hami_chart_test.sh
+  TIMEOUT 300)

@@ -73,7 +73,7 @@ TEST(SchedulerWebhook, RejectsImpossibleRequestsWithFieldValueAndRange) {
       {{{"nvidia.com/gpu", "1"}}, {{"tessera.dev/assigned-node", "x"}}, "annotation tessera.dev/assigned-node is set by the Tessera scheduler"},
       {{{"nvidia.com/gpu", "1"}}, {{"tessera.dev/devices", "[]"}}, "annotation tessera.dev/devices is set by the Tessera scheduler"},
       {{{"nvidia.com/gpu", "1"}}, {{"hami.io/vgpu-devices-allocated", "x"}}, "annotation hami.io/vgpu-devices-allocated is set"},
-      {{{"nvidia.com/gpu", "1"}}, {{"hami.io/gpu-scheduler-policy", "tight"}}, "hami.io/gpu-scheduler-policy=tight is not allowed (binpack or spread)"},
+      {{{"nvidia.com/gpu", "1"}}, {{"hami.io/gpu-scheduler-policy", "tight"}}, "hami.io/gpu-scheduler-policy=tight is not allowed: \"tight\" is not one of binpack, spread, topology-aware, numa"},
   };
   int i = 0;
   for (const auto& c : cases) {

@@ -78,7 +78,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{- define "tessera.kubeSchedulerImage" -}}
 {{- $v := .Capabilities.KubeVersion }}
-{{- $tag := .Values.scheduler.kubeScheduler.image.tag | default (printf "v%s.%s.%s" $v.Major ($v.Minor | trimSuffix "+") (regexReplaceAll "^v?[0-9]+\\.[0-9]+\\.([0-9]+).*$" $v.Version "${1}")) }}
+{{- $tag := .Values.scheduler.kubeScheduler.image.tag | default .Values.scheduler.kubeScheduler.imageTag | default (printf "v%s.%s.%s" $v.Major ($v.Minor | trimSuffix "+") (regexReplaceAll "^v?[0-9]+\\.[0-9]+\\.([0-9]+).*$" $v.Version "${1}")) }}
 {{- printf "%s:%s" .Values.scheduler.kubeScheduler.image.repository $tag }}
 {{- end }}
 
