@@ -1,7 +1,12 @@
 // tessera_scale_bench: the load generator and stopwatch for bench/scale/run.
 //
-//   nodes  --kubeconfig F --count N --prefix P [--gpus 8]        create N simulated GPU nodes (parallel)
-//   pods   --kubeconfig F --ns NS --count M --scheduler S --kind plain|gpu [--start I]
+//   nodes  --kubeconfig F --count N --prefix P [--gpus 8] [--dra 1]
+//                                              create N simulated GPU nodes (parallel); with --dra also each
+//                                              node's ResourceSlice of driver gpu.tessera.io, as its agent in
+//                                              --mode=dra publishes it (kube/resource_slice.h)
+//   pods   --kubeconfig F --ns NS --count M --scheduler S --kind plain|gpu|dra [--start I] [--class C]
+//          dra: each pod with its own ResourceClaim (DeviceClass C) asking the same mixed slices as gpu, by
+//          consumable capacity (memory, cores; two devices for one pod in four)
 //   wait   --kubeconfig F --ns NS --count M [--timeout S]        block until M pods in NS are bound
 //                                                                (watch), print seconds and pods/s as JSON
 // Objects are created through tessera_kube with 16 client threads. Nothing here runs in `make test`.
@@ -20,6 +25,7 @@
 #include "kube/annotations.h"
 #include "kube/client.h"
 #include "kube/reflector.h"
+#include "kube/resource_slice.h"
 
 using tessera::kube::Json;
 namespace kube = tessera::kube;
@@ -61,6 +67,7 @@ int Nodes(const std::map<std::string, std::string>& f) {
   int n = std::stoi(f.at("--count"));
   int gpus = f.count("--gpus") ? std::stoi(f.at("--gpus")) : 8;
   std::string prefix = f.at("--prefix");
+  const bool dra = f.count("--dra") && f.at("--dra") == "1";
   std::atomic<int> failed{0};
   Parallel(n, [&](int i) {
     std::string name = prefix + "-" + std::to_string(i);
@@ -77,6 +84,23 @@ int Nodes(const std::map<std::string, std::string>& f) {
     if (!r && !r.error().AlreadyExists()) {
       ++failed;
       return;
+    }
+    if (dra) {
+      std::vector<kube::DraGpu> devs;
+      for (int g = 0; g < gpus; ++g) {
+        kube::DraGpu d;
+        d.index = g;
+        d.uuid = inv[g].uuid;
+        d.model = inv[g].model;
+        d.memory_bytes = static_cast<uint64_t>(inv[g].memory_mib) << 20;
+        d.numa_node = inv[g].numa;
+        devs.push_back(d);
+      }
+      auto s = c->Create(kube::kResourceSlices, "", kube::BuildResourceSlice(name, r ? kube::Uid(*r) : "", devs, 1));
+      if (!s && !s.error().AlreadyExists()) {
+        ++failed;
+        return;
+      }
     }
     Json res = {{"cpu", "64"}, {"memory", "256Gi"}, {"pods", "1000"}, {"nvidia.com/gpu", std::to_string(gpus * 10)}};
     Json st = {{"status",
@@ -111,15 +135,39 @@ int Pods(const std::map<std::string, std::string>& f) {
         default: limits = {{"nvidia.com/gpu", "2"}, {"nvidia.com/gpucores", "10"}, {"nvidia.com/gpumem", "1000"}}; break;
       }
     }
+    const std::string name = kind + "-" + std::to_string(i);
+    Json resources = {{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}}, {"limits", limits}};
+    if (kind == "dra") {
+      // The gpu kind's shapes by capacity (a percentage has no capacity form: 1536Mi, a tenth of a T4).
+      static const struct { int count; const char* memory; const char* cores; } kShapes[] = {
+          {1, "1536Mi", "10"}, {1, "1000Mi", "5"}, {1, "2000Mi", "20"}, {2, "1000Mi", "10"}};
+      const auto& sh = kShapes[i % 4];
+      Json exactly = {{"deviceClassName", f.at("--class")},
+                      {"allocationMode", "ExactCount"},
+                      {"count", sh.count},
+                      {"capacity", {{"requests", {{"memory", sh.memory}, {"cores", sh.cores}}}}}};
+      Json claim = {{"apiVersion", "resource.k8s.io/v1"},
+                    {"kind", "ResourceClaim"},
+                    {"metadata", {{"name", name}}},
+                    {"spec", {{"devices", {{"requests", Json::array({{{"name", "gpu"}, {"exactly", exactly}}})}}}}}};
+      bool made = false;
+      for (int attempt = 0; attempt < 5 && !made; ++attempt) {
+        auto r = c->Create(kube::kResourceClaims, ns, claim);
+        made = r || r.error().AlreadyExists();
+      }
+      if (!made) {
+        ++failed;
+        return;
+      }
+      resources = {{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}}, {"claims", Json::array({{{"name", "gpu"}}})}};
+    }
     Json pod = {{"apiVersion", "v1"},
                 {"kind", "Pod"},
-                {"metadata", {{"name", kind + "-" + std::to_string(i)}}},
+                {"metadata", {{"name", name}}},
                 {"spec",
                  {{"schedulerName", sched},
-                  {"containers", Json::array({{{"name", "c"},
-                                               {"image", "busybox"},
-                                               {"resources", {{"requests", {{"cpu", "10m"}, {"memory", "16Mi"}}},
-                                                              {"limits", limits}}}}})}}}};
+                  {"containers", Json::array({{{"name", "c"}, {"image", "busybox"}, {"resources", resources}}})}}}};
+    if (kind == "dra") pod["spec"]["resourceClaims"] = Json::array({{{"name", "gpu"}, {"resourceClaimName", name}}});
     for (int attempt = 0; attempt < 5; ++attempt) {
       auto r = c->Create(kube::kPods, ns, pod);
       if (r || r.error().AlreadyExists()) return;

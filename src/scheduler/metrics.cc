@@ -90,10 +90,11 @@ void Metrics::RenderHami(const ClusterView& view, std::ostream& o) const {
         << Num(mem ? double(s.memory_mib) * 1048576.0 : double(s.cores)) << "\n";
     }
   }
-  o << "# HELP QuotaUsed GPU memory counted against a ResourceQuota (MiB)\n# TYPE QuotaUsed gauge\n";
+  o << "# HELP QuotaUsed GPU memory (MiB) or GPU cores (percent) counted against a ResourceQuota\n"
+       "# TYPE QuotaUsed gauge\n";
   for (const auto& q : view.QuotaUsage()) {
-    o << "QuotaUsed{limit=\"" << q.quota.hard_mib << "\",quotaName=\"" << Esc(q.quota.resource) << "\",quotanamespace=\""
-      << Esc(q.quota.ns) << "\",resourcequota=\"" << Esc(q.quota.name) << "\",zone=\"vGPU\"} " << q.used_mib << "\n";
+    o << "QuotaUsed{limit=\"" << q.quota.hard << "\",quotaName=\"" << Esc(q.quota.resource) << "\",quotanamespace=\""
+      << Esc(q.quota.ns) << "\",resourcequota=\"" << Esc(q.quota.name) << "\",zone=\"vGPU\"} " << q.used << "\n";
   }
 }
 

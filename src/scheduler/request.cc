@@ -245,7 +245,7 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       cr.tenant = tenant;
       cr.share_tenants = share;
       out.request.containers.push_back(std::move(cr));
-      out.refs.push_back({init, sidecar, idx});
+      out.refs.push_back({init, sidecar, idx, cores->has_value()});
       ++idx;
     }
     (init ? out.num_init_containers : out.num_containers) = idx;

@@ -60,6 +60,7 @@ struct ContainerRef {
   bool init = false;
   bool sidecar = false;  // an init container with restartPolicy Always: runs beside the app containers
   int index = 0;         // into spec.containers or spec.initContainers
+  bool cores_stated = false;  // states nvidia.com/gpucores (Kubernetes' quota counts it)
   bool concurrent() const { return !init || sidecar; }  // holds its slice while the app containers run
 };
 

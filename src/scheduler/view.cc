@@ -77,13 +77,14 @@ std::map<std::string, GpuUse> Holding::Use() const {
 bool Holding::operator==(const Holding& o) const {
   return node == o.node && cpu_milli == o.cpu_milli && memory_mib == o.memory_mib && devices == o.devices &&
          init_devices == o.init_devices && init_sidecar == o.init_sidecar && unstated_mib == o.unstated_mib &&
+         unstated_cores == o.unstated_cores &&
          mode == o.mode && share_tenants == o.share_tenants;
 }
 
-int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only) {
+int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only, bool cores) {
   int64_t app = 0, sidecars = 0, init = 0;
   for (const auto& p : parts) {
-    int64_t m = !stated_only || p.stated ? p.mib : 0;
+    int64_t m = !stated_only || (cores ? p.cores_stated : p.stated) ? (cores ? p.cores : p.mib) : 0;
     if (p.init && !p.sidecar) {
       init = std::max(init, m + sidecars);
     } else {
@@ -95,13 +96,14 @@ int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only) {
 }
 
 namespace {
-int64_t Unstated(const std::vector<QuotaPart>& parts) {
-  return PodQuotaMib(parts, false) - PodQuotaMib(parts, true);
+int64_t Unstated(const std::vector<QuotaPart>& parts, bool cores = false) {
+  return PodQuotaMib(parts, false, cores) - PodQuotaMib(parts, true, cores);
 }
-bool StatesMemory(const json& c, const std::string& memory) {
+// The container states `resource` (a limit or a request), so Kubernetes' quota counts it.
+bool States(const json& c, const std::string& resource) {
   if (!c.is_object() || !c.contains("resources") || !c["resources"].is_object()) return false;
   for (const char* kind : {"limits", "requests"})
-    if (c["resources"].contains(kind) && c["resources"][kind].is_object() && c["resources"][kind].contains(memory))
+    if (c["resources"].contains(kind) && c["resources"][kind].is_object() && c["resources"][kind].contains(resource))
       return true;
   return false;
 }
@@ -172,6 +174,7 @@ void ClusterView::OnNode(kube::EventType t, const json& node) {
 void ClusterView::ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after) {
   if (before == after) return;
   ns_unstated_mib_[ns] += after.unstated_mib - before.unstated_mib;
+  ns_unstated_cores_[ns] += after.unstated_cores - before.unstated_cores;
   if (before.empty() && !dirty_ && snap_) {
     if (!CommitLocked(after)) dirty_ = true;
   } else {
@@ -275,10 +278,12 @@ PodRecord ParsePodRecord(const json& pod, const ResourceNames& names) {
         if (slices[i].empty()) continue;
         const json& c = pod["spec"][list][i];
         parts.push_back({init, init && c.is_object() && c.value("restartPolicy", "") == "Always",
-                         StatesMemory(c, names.memory), slices[i][0].memory_mib});
+                         States(c, names.memory), slices[i][0].memory_mib, States(c, names.cores),
+                         slices[i][0].cores});
       }
     }
     h.unstated_mib = Unstated(parts);
+    h.unstated_cores = Unstated(parts, true);
   }
   fresh.from_api = std::move(h);
   return fresh;
@@ -357,13 +362,16 @@ std::vector<QuotaRecord> ParseQuota(const json& q, const ResourceNames& names) {
     if (!v) return std::nullopt;
     return v->Value();
   };
-  for (const std::string& key : {"requests." + names.memory, "limits." + names.memory, names.memory}) {
-    const json& hard = q["spec"]["hard"];
-    if (!hard.contains(key) || !hard[key].is_string()) continue;
-    auto v = kube::Quantity::Parse(hard[key].get<std::string>());
-    if (!v) continue;
-    out.push_back({kube::Namespace(q), kube::Name(q), key, names.memory, status("hard", key).value_or(v->Value()),
-                   status("used", key).value_or(0)});
+  for (bool cores : {false, true}) {
+    const std::string& resource = cores ? names.cores : names.memory;
+    for (const std::string& key : {"requests." + resource, "limits." + resource, resource}) {
+      const json& hard = q["spec"]["hard"];
+      if (!hard.contains(key) || !hard[key].is_string()) continue;
+      auto v = kube::Quantity::Parse(hard[key].get<std::string>());
+      if (!v) continue;
+      out.push_back({kube::Namespace(q), kube::Name(q), key, resource, cores,
+                     status("hard", key).value_or(v->Value()), status("used", key).value_or(0)});
+    }
   }
   return out;
 }
@@ -385,19 +393,24 @@ void ClusterView::OnQuota(kube::EventType t, const json& q) {
     for (auto& r : ParseQuota(q, parse_.names)) list.push_back(std::move(r));
 }
 
-std::optional<std::string> ClusterView::QuotaErrorLocked(const std::string& ns, int64_t add_mib,
+std::optional<std::string> ClusterView::QuotaErrorLocked(const std::string& ns, int64_t add_mib, int64_t add_cores,
                                                          const std::string& detail) const {
   auto it = quotas_.find(ns);
   if (it == quotas_.end()) return std::nullopt;
-  if (add_mib <= 0) return std::nullopt;  // all stated: Kubernetes' own quota admission counted it at creation
-  auto unstated_it = ns_unstated_mib_.find(ns);
-  int64_t unstated = unstated_it == ns_unstated_mib_.end() ? 0 : unstated_it->second;
+  auto unstated_of = [&](const std::unordered_map<std::string, int64_t>& m) {
+    auto u = m.find(ns);
+    return u == m.end() ? int64_t{0} : u->second;
+  };
+  const int64_t unstated_mib = unstated_of(ns_unstated_mib_), unstated_cores = unstated_of(ns_unstated_cores_);
   for (const auto& q : it->second) {
-    int64_t used = q.used_mib + unstated;
-    if (used + add_mib > q.hard_mib) {
-      return "exceeded quota: " + q.name + ", requested: " + q.key + "=" + std::to_string(add_mib) + detail +
-             ", used: " + q.key + "=" + std::to_string(used) + ", limited: " + q.key + "=" +
-             std::to_string(q.hard_mib) + " (MiB of GPU memory)";
+    // All stated: Kubernetes' own quota admission counted it at creation.
+    const int64_t add = q.cores ? add_cores : add_mib;
+    if (add <= 0) continue;
+    const int64_t used = q.used + (q.cores ? unstated_cores : unstated_mib);
+    if (used + add > q.hard) {
+      return "exceeded quota: " + q.name + ", requested: " + q.key + "=" + std::to_string(add) +
+             (q.cores ? "" : detail) + ", used: " + q.key + "=" + std::to_string(used) + ", limited: " + q.key + "=" +
+             std::to_string(q.hard) + (q.cores ? " (percent of a GPU's cores)" : " (MiB of GPU memory)");
     }
   }
   return std::nullopt;
@@ -504,10 +517,12 @@ Holding HoldingOf(const ParsedPod& pod, const placement::Node& n, const Grants& 
   for (bool init : {true, false}) {
     for (size_t k = 0; k < grants.size() && k < pod.refs.size(); ++k) {
       if (pod.refs[k].init != init || grants[k].empty()) continue;
-      parts.push_back({init, pod.refs[k].sidecar, pod.request.containers[k].memory_mib != 0, grants[k][0].memory_mib});
+      parts.push_back({init, pod.refs[k].sidecar, pod.request.containers[k].memory_mib != 0, grants[k][0].memory_mib,
+                       pod.refs[k].cores_stated, grants[k][0].cores});
     }
   }
   h.unstated_mib = Unstated(parts);
+  h.unstated_cores = Unstated(parts, true);
   return h;
 }
 
@@ -691,9 +706,9 @@ void ClusterView::Evaluate(const ParsedPod& pod, const std::vector<std::string>&
         continue;
       }
       const placement::Node& n = snap_->node(idx[k]);
-      int64_t mib = HoldingOf(pod, n, grants, candidates[c]).unstated_mib;
+      const Holding h = HoldingOf(pod, n, grants, candidates[c]);
       if (has_quota) {
-        if (auto q = QuotaErrorLocked(pod.ns, mib, QuotaDetail(pod, n, grants))) {
+        if (auto q = QuotaErrorLocked(pod.ns, h.unstated_mib, h.unstated_cores, QuotaDetail(pod, n, grants))) {
           verdict(c, q->c_str(), 0);
           continue;
         }
@@ -736,7 +751,7 @@ kube::Result<Reservation> ClusterView::Reserve(const ParsedPod& pod, const std::
   r.devices = after.devices;
   r.init_devices = after.init_devices;
   r.spatial = after.mode == placement::ComputeMode::kSpatial;
-  if (auto q = QuotaErrorLocked(pod.ns, after.unstated_mib, QuotaDetail(pod, n, grants)))
+  if (auto q = QuotaErrorLocked(pod.ns, after.unstated_mib, after.unstated_cores, QuotaDetail(pod, n, grants)))
     return kube::Error{403, "Forbidden", *q};
   PodRecord& rec = pods_[pod.uid];
   if (rec.uid.empty()) {
@@ -830,8 +845,13 @@ std::vector<ClusterView::QuotaUse> ClusterView::QuotaUsage() const {
   std::shared_lock l(mu_);
   std::vector<QuotaUse> out;
   for (const auto& [ns, list] : quotas_) {
-    auto u = ns_unstated_mib_.find(ns);
-    for (const auto& q : list) out.push_back({q, q.used_mib + (u == ns_unstated_mib_.end() ? 0 : u->second)});
+    auto mib = ns_unstated_mib_.find(ns);
+    auto cores = ns_unstated_cores_.find(ns);
+    for (const auto& q : list) {
+      int64_t unstated = q.cores ? (cores == ns_unstated_cores_.end() ? 0 : cores->second)
+                                 : (mib == ns_unstated_mib_.end() ? 0 : mib->second);
+      out.push_back({q, q.used + unstated});
+    }
   }
   return out;
 }

@@ -5,8 +5,8 @@
 // The API server stays the source of truth: every piece of state here can be recomputed from a relist
 // (pods carry their assignment in annotations), which is what makes a leader takeover lossless.
 // Reserve() is the one place where a GPU slice is taken: under the view's writer lock it re-checks fit
-// on the live snapshot, asks the placement engine for GPUs, checks the namespace's GPU-memory quota and
-// commits, so concurrent binds to one node each get a distinct, fitting slice without any node lock.
+// on the live snapshot, asks the placement engine for GPUs, checks the namespace's GPU memory and cores
+// quotas and commits, so concurrent binds to one node each get a distinct, fitting slice without any node lock.
 // Thread-safe: reflector callbacks, extender and webhook threads and the metrics scraper call in
 // concurrently.
 #pragma once
@@ -63,6 +63,9 @@ struct Holding {
   // the chosen card. Per container the MiB per GPU (as a stated nvidia.com/gpumem is), combined over the
   // pod as Kubernetes does: max(largest init container, sum of app containers). See PodQuotaMib().
   int64_t unstated_mib = 0;
+  // The same for a ResourceQuota on nvidia.com/gpucores: the cores per GPU its slices reserve where the
+  // container states no gpucores (a whole card alone reserves 100; a share without cores reserves none).
+  int64_t unstated_cores = 0;
   // How its slices compute (resolved at bind into tessera.dev/compute-mode) and, for spatial ones,
   // whether other namespaces may share their GPUs (placement/spatial.h).
   placement::ComputeMode mode = placement::ComputeMode::kTimeSliced;
@@ -89,23 +92,28 @@ struct PodRecord {
   const Holding& effective() const { return assumed ? *assumed : from_api; }
 };
 
+// One hard limit of a ResourceQuota on GPU memory (MiB) or GPU cores (percent of a card).
 struct QuotaRecord {
   std::string ns, name;
-  std::string key;       // the hard key that limits GPU memory, e.g. "requests.nvidia.com/gpumem"
-  std::string resource;  // the resource it limits, "nvidia.com/gpumem"
-  int64_t hard_mib = 0;  // status.hard (Kubernetes' quota controller), else spec.hard
-  int64_t used_mib = 0;  // status.used: the MiB pods state, as Kubernetes counts them
+  std::string key;       // the hard key, e.g. "requests.nvidia.com/gpumem" or "requests.nvidia.com/gpucores"
+  std::string resource;  // the resource it limits, "nvidia.com/gpumem" or "nvidia.com/gpucores"
+  bool cores = false;    // limits cores (percent) rather than memory (MiB)
+  int64_t hard = 0;      // status.hard (Kubernetes' quota controller), else spec.hard
+  int64_t used = 0;      // status.used: what pods state, as Kubernetes counts it
 };
 
-// One container's part in a pod's quota charge (see Holding::unstated_mib).
+// One container's part in a pod's quota charge (see Holding::unstated_mib and unstated_cores).
 struct QuotaPart {
   bool init = false, sidecar = false;
-  bool stated = false;  // the container states nvidia.com/gpumem (Kubernetes counts it)
-  int64_t mib = 0;      // its GPU memory per GPU
+  bool stated = false;        // the container states nvidia.com/gpumem (Kubernetes counts it)
+  int64_t mib = 0;            // its GPU memory per GPU
+  bool cores_stated = false;  // the container states nvidia.com/gpucores
+  int64_t cores = 0;          // the cores per GPU its slices reserve
 };
 // Kubernetes' pod request over `parts` (init containers first, in order): max(each run-once init container
-// plus the sidecars before it, sum of app containers and sidecars); only stated parts when `stated_only`.
-int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only);
+// plus the sidecars before it, sum of app containers and sidecars); only stated parts when `stated_only`;
+// of the cores rather than the memory when `cores`.
+int64_t PodQuotaMib(const std::vector<QuotaPart>& parts, bool stated_only, bool cores = false);
 
 struct Reservation {
   std::string node;
@@ -164,7 +172,7 @@ class ClusterView {
   std::vector<SliceAllocation> SliceAllocations() const;
   struct QuotaUse {
     QuotaRecord quota;
-    int64_t used_mib = 0;
+    int64_t used = 0;  // MiB or percent, as the quota counts
   };
   std::vector<QuotaUse> QuotaUsage() const;
 
@@ -176,7 +184,8 @@ class ClusterView {
   void ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after);
   void EnsureSnapshotLocked();
   bool CommitLocked(const Holding& h);
-  std::optional<std::string> QuotaErrorLocked(const std::string& ns, int64_t add_mib, const std::string& detail) const;
+  std::optional<std::string> QuotaErrorLocked(const std::string& ns, int64_t add_mib, int64_t add_cores,
+                                              const std::string& detail) const;
 
   ParseOptions parse_;
   mutable std::shared_mutex mu_;
@@ -185,6 +194,7 @@ class ClusterView {
   std::unordered_map<std::string, std::string> pod_keys_;  // ns/name -> uid
   std::map<std::string, std::vector<QuotaRecord>> quotas_;  // by namespace
   std::unordered_map<std::string, int64_t> ns_unstated_mib_;  // per namespace: sum of Holding::unstated_mib
+  std::unordered_map<std::string, int64_t> ns_unstated_cores_;  // per namespace: sum of Holding::unstated_cores
   std::unique_ptr<placement::Snapshot> snap_;
   bool dirty_ = true;
   uint64_t rebuilds_ = 0;

@@ -212,7 +212,7 @@ TEST(ViewTest, QuotaCountsPercentagesInMibOfTheChosenCard) {
   EXPECT_TRUE(v.Reserve(Parse(Pod("c", 20, 10)), "n1", engine).ok());  // 2000 fits exactly
   auto q = v.QuotaUsage();
   ASSERT_EQ(q.size(), 1u);
-  EXPECT_EQ(q[0].used_mib, 5000);
+  EXPECT_EQ(q[0].used, 5000);
 }
 
 // Kubernetes counts the MiB a pod states (status.used, from creation on, bound or not); the scheduler adds
@@ -230,13 +230,13 @@ TEST(ViewTest, QuotaAddsToKubernetesUsedOnlyWhatPodsDoNotState) {
   two["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2";
   auto t = v.Reserve(Parse(two), "n1", engine);
   ASSERT_TRUE(t.ok()) << t.error().message;
-  EXPECT_EQ(v.QuotaUsage()[0].used_mib, 4000);
+  EXPECT_EQ(v.QuotaUsage()[0].used, 4000);
   // 30% of a 10000-MiB card on two GPUs counts 3000 (MiB per GPU, as a stated 3000 would).
   json pct = Pod("pct", 30, 10);
   pct["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "2";
   ASSERT_TRUE(v.Reserve(Parse(pct), "n1", engine).ok());
-  EXPECT_EQ(v.QuotaUsage()[0].used_mib, 7000);
-  EXPECT_EQ(v.QuotaUsage()[0].quota.hard_mib, 8000);  // status.hard wins over spec.hard
+  EXPECT_EQ(v.QuotaUsage()[0].used, 7000);
+  EXPECT_EQ(v.QuotaUsage()[0].quota.hard, 8000);  // status.hard wins over spec.hard
   auto over = v.Reserve(Parse(Pod("over", 20, 10)), "n1", engine);
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().message,
@@ -253,7 +253,46 @@ TEST(ViewTest, QuotaAddsToKubernetesUsedOnlyWhatPodsDoNotState) {
   fresh.ReplaceQuotas({{{"metadata", {{"name", "gpu-mem"}, {"namespace", "default"}}},
                         {"spec", {{"hard", {{"requests.nvidia.com/gpumem", "8000"}}}}}}});
   fresh.ReplacePods({bound});
-  EXPECT_EQ(fresh.QuotaUsage()[0].used_mib, 3000);
+  EXPECT_EQ(fresh.QuotaUsage()[0].used, 3000);
+}
+
+// A quota on nvidia.com/gpucores: Kubernetes counts the cores a container states; the scheduler adds what
+// slices reserve without stating it (a whole card reserves 100 per GPU; a share without cores none), and
+// refuses the pod that would go past the limit, naming it. Memory quotas are not affected.
+TEST(ViewTest, CoresQuotaChargesWholeCardsAndRefusesThePodPastTheLimit) {
+  placement::Engine engine;
+  ClusterView v{ParseOptions{}};
+  v.ReplaceNodes({Node("n1", 4, 10000)});
+  v.ReplaceQuotas({{{"metadata", {{"name", "gpu-cores"}, {"namespace", "default"}}},
+                    {"spec", {{"hard", {{"requests.nvidia.com/gpucores", "150"}}}}},
+                    {"status", {{"hard", {{"requests.nvidia.com/gpucores", "150"}}},
+                                {"used", {{"requests.nvidia.com/gpucores", "40"}}}}}}});
+  auto whole = [](const std::string& name) {
+    json p = PodWith(name, {{"main", 1}});
+    p["spec"]["containers"][0]["resources"]["limits"].erase("nvidia.com/gpumem");
+    return p;
+  };
+  ASSERT_TRUE(v.Reserve(Parse(whole("w1")), "n1", engine).ok());
+  ASSERT_EQ(v.QuotaUsage().size(), 1u);
+  EXPECT_TRUE(v.QuotaUsage()[0].quota.cores);
+  EXPECT_EQ(v.QuotaUsage()[0].used, 140);  // 40 stated + 100 for the whole card
+  // Stated cores: Kubernetes counted them at creation; a share without cores reserves none.
+  ASSERT_TRUE(v.Reserve(Parse(Pod("stated", 30, 30)), "n1", engine).ok());
+  ASSERT_TRUE(v.Reserve(Parse(PodWith("mem-only", {{"main", 1000}})), "n1", engine).ok());
+  EXPECT_EQ(v.QuotaUsage()[0].used, 140);
+  auto over = v.Reserve(Parse(whole("w2")), "n1", engine);
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().message,
+            "exceeded quota: gpu-cores, requested: requests.nvidia.com/gpucores=100, used: "
+            "requests.nvidia.com/gpucores=140, limited: requests.nvidia.com/gpucores=150 (percent of a GPU's cores)");
+  // The filter says the same for the node.
+  std::string why;
+  v.Evaluate(Parse(whole("w3")), {"n1"}, engine, [&](size_t, const char* r, int) { why = r ? r : ""; });
+  EXPECT_NE(why.find("exceeded quota: gpu-cores"), std::string::npos) << why;
+  // Released: the charge goes with it.
+  v.Forget("uid-w1");
+  EXPECT_EQ(v.QuotaUsage()[0].used, 40);
+  EXPECT_TRUE(v.Reserve(Parse(whole("w2")), "n1", engine).ok());
 }
 
 }  // namespace

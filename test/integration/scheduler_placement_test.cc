@@ -214,6 +214,63 @@ TEST(SchedulerPlacement, QuotaOnGpuMemoryCountsPercentagesInMib) {
   EXPECT_TRUE(quota_used(5500)) << env.Metrics();
 }
 
+// A ResourceQuota on nvidia.com/gpucores (HAMi limits cores per namespace too): Kubernetes counts the cores
+// containers state; a whole card asked for with nvidia.com/gpu alone reserves 100 per GPU without stating
+// it, so the scheduler adds that and refuses the pod that would go past the limit.
+TEST(SchedulerPlacement, QuotaOnGpuCoresCountsWholeCards) {
+  SchedulerEnv env;
+  NEED_KUBE(env);
+  ASSERT_NO_FATAL_FAILURE(env.Start());
+  env.AddNode("c", {{"T4", 10000, 0}, {"T4", 10000, 0}, {"T4", 10000, 0}});
+  Json quota = {{"apiVersion", "v1"},
+                {"kind", "ResourceQuota"},
+                {"metadata", {{"name", "gpu-cores"}}},
+                {"spec", {{"hard", {{"requests.nvidia.com/gpucores", "150"}}}}}};
+  ASSERT_TRUE(env.client().Create(kube::kResourceQuotas, env.ns(), quota).ok());
+  auto k8s_used = [&]() -> std::string {
+    auto q = env.client().Get(kube::kResourceQuotas, env.ns(), "gpu-cores");
+    if (!q.ok() || !q->contains("status") || !(*q)["status"].contains("used")) return "";
+    return (*q)["status"]["used"].value("requests.nvidia.com/gpucores", "");
+  };
+  ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return k8s_used() == "0"; }, 30))
+      << "Kubernetes' quota controller never published status";
+  auto quota_used = [&](int cores) {
+    return env.WaitPods([&](const std::vector<Json>&) {
+      return env.Metrics().find("QuotaUsed{limit=\"150\",quotaName=\"nvidia.com/gpucores\",quotanamespace=\"" +
+                                env.ns() + "\",resourcequota=\"gpu-cores\",zone=\"vGPU\"} " +
+                                std::to_string(cores) + "\n") != std::string::npos;
+    }, 20);
+  };
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod(
+                  "cores30", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "1000"}, {"nvidia.com/gpucores", "30"}}))
+                  .ok());
+  ASSERT_TRUE(env.WaitBound({"cores30"}, 20)) << env.SchedulingMessage("cores30");
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return k8s_used() == "30"; }, 20)) << k8s_used();
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("whole1", {{"nvidia.com/gpu", "1"}})).ok());
+  ASSERT_TRUE(env.WaitBound({"whole1"}, 20)) << env.SchedulingMessage("whole1");
+  ASSERT_TRUE(quota_used(130)) << env.Metrics();
+  // A second whole card would make 230 > 150: refused, the cores named.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("whole2", {{"nvidia.com/gpu", "1"}})).ok());
+  std::string msg;
+  EXPECT_TRUE(env.WaitPods([&](const std::vector<Json>&) {
+    return (msg = env.SchedulingMessage("whole2")).find("exceeded quota") != std::string::npos;
+  }, 20)) << msg;
+  EXPECT_NE(msg.find("exceeded quota: gpu-cores, requested: requests.nvidia.com/gpucores=100, used: "
+                     "requests.nvidia.com/gpucores=130, limited: requests.nvidia.com/gpucores=150 (percent of a "
+                     "GPU's cores)"),
+            std::string::npos)
+      << msg;
+  EXPECT_TRUE(env.GetPod("whole2")["spec"].value("nodeName", "").empty());
+  // Stated cores over the limit never get in: Kubernetes' own admission refuses them at creation.
+  auto big = env.CreatePod(SchedulerEnv::GpuPod(
+      "cores-130", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "1000"}, {"nvidia.com/gpucores", "100"}}));
+  EXPECT_TRUE(big.ok());  // 30 + 100 stated = 130 <= 150: Kubernetes admits it ...
+  auto bigger = env.CreatePod(SchedulerEnv::GpuPod(
+      "cores-over", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpumem", "1000"}, {"nvidia.com/gpucores", "30"}}));
+  ASSERT_FALSE(bigger.ok());  // ... and not 30 more (160 > 150)
+  EXPECT_NE(bigger.error().message.find("exceeded quota: gpu-cores"), std::string::npos) << bigger.error().message;
+}
+
 // The slice a container got at admission (its /run/tessera/slice.conf as the agent wrote it).
 bool AdmittedSlice(const Json& answer, const std::string& ctr, slice::SliceConfig* cfg, std::string* err) {
   for (const auto& c : answer.value("containers", Json::array())) {
