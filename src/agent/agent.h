@@ -188,7 +188,7 @@ class Agent {
   std::map<std::string, std::pair<uint64_t, int64_t>> busy_prev_;  // share: last busy_ns per slice GPU
   std::deque<std::pair<std::string, std::string>> mark_queue_;     // pods to mark allocated (ns, name)
   std::set<std::string> mark_queued_;             // "ns/name" in mark_queue_ or being patched: queued once
-  std::map<std::string, int64_t> mark_done_;      // "ns/name" -> when it was marked (the cache may lag)
+  std::map<std::string, int64_t> mark_done_;      // "ns/name" -> when it was marked, for a minute
   std::condition_variable mark_cv_;
   std::shared_ptr<grpc::Channel> podres_channel_;
 

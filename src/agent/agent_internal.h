@@ -21,6 +21,10 @@ void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 // Steady clock in nanoseconds.
 int64_t NowNs();
 
+// How long a pod the marker patched is not queued again by MarkHeldPods (the watch cache may still read
+// it pending), and how long Agent::mark_done_ remembers it.
+inline constexpr int64_t kRecentlyMarkedNs = 60'000'000'000;
+
 // With TESSERA_AGENT_TRACE set, logs how long the enclosing kubelet call took.
 class TraceTimer {
  public:

@@ -215,8 +215,12 @@ void Agent::MarkLoop() {
     if (st.ok() || st.error().NotFound()) {
       if (st.ok()) Log("marked %s/%s allocated", ns.c_str(), name.c_str());
       else Log("not marking %s/%s allocated: the pod is gone", ns.c_str(), name.c_str());
+      // Remembered for a minute (MarkHeldPods skips it meanwhile); older entries are forgotten here, so
+      // the map stays bounded whether or not verification passes run.
+      const int64_t now = NowNs();
+      std::erase_if(mark_done_, [now](const auto& e) { return now - e.second > kRecentlyMarkedNs; });
       mark_queued_.erase(ns + "/" + name);
-      mark_done_[ns + "/" + name] = NowNs();
+      mark_done_[ns + "/" + name] = now;
     } else {
       Log("cannot mark %s/%s allocated: %s (retrying)", ns.c_str(), name.c_str(),
           st.error().ToString().c_str());

@@ -140,20 +140,18 @@ void Agent::MarkHeldPods(const PodResourcesView& view) {
   Status st;
   auto candidates = Candidates(false, &st, nullptr);
   if (!st.ok()) return;
-  std::set<std::string> done;
+  std::set<std::string> done;  // pod uids looked at
+  // "ns/name" queued, being patched, or marked in the last minute (the watch cache may still read pending).
+  std::set<std::string> skip;
   {
-    // A pod marked a moment ago may still read pending from the watch cache: not marked again for a
-    // minute. Older entries are forgotten.
     std::lock_guard<std::mutex> lock(mu_);
     const int64_t now = NowNs();
-    for (auto it = mark_done_.begin(); it != mark_done_.end();) {
-      if (now - it->second > 60'000'000'000) it = mark_done_.erase(it);
-      else done.insert((it++)->first);
-    }
-    done.insert(mark_queued_.begin(), mark_queued_.end());
+    for (const auto& [key, when] : mark_done_)
+      if (now - when <= kRecentlyMarkedNs) skip.insert(key);
+    skip.insert(mark_queued_.begin(), mark_queued_.end());
   }
   for (const auto& c : candidates) {
-    if (c.state == kStateAllocated || done.count(c.pod_uid) || done.count(c.namespace_ + "/" + c.pod_name))
+    if (c.state == kStateAllocated || done.count(c.pod_uid) || skip.count(c.namespace_ + "/" + c.pod_name))
       continue;
     done.insert(c.pod_uid);
     auto held = [&view](const ContainerAssignment& d) {
