@@ -393,20 +393,21 @@ void ClusterView::OnQuota(kube::EventType t, const json& q) {
     for (auto& r : ParseQuota(q, parse_.names)) list.push_back(std::move(r));
 }
 
+int64_t ClusterView::UnstatedLocked(const std::string& ns, bool cores) const {
+  const auto& m = cores ? ns_unstated_cores_ : ns_unstated_mib_;
+  auto u = m.find(ns);
+  return u == m.end() ? 0 : u->second;
+}
+
 std::optional<std::string> ClusterView::QuotaErrorLocked(const std::string& ns, int64_t add_mib, int64_t add_cores,
                                                          const std::string& detail) const {
   auto it = quotas_.find(ns);
   if (it == quotas_.end()) return std::nullopt;
-  auto unstated_of = [&](const std::unordered_map<std::string, int64_t>& m) {
-    auto u = m.find(ns);
-    return u == m.end() ? int64_t{0} : u->second;
-  };
-  const int64_t unstated_mib = unstated_of(ns_unstated_mib_), unstated_cores = unstated_of(ns_unstated_cores_);
   for (const auto& q : it->second) {
     // All stated: Kubernetes' own quota admission counted it at creation.
     const int64_t add = q.cores ? add_cores : add_mib;
     if (add <= 0) continue;
-    const int64_t used = q.used + (q.cores ? unstated_cores : unstated_mib);
+    const int64_t used = q.used + UnstatedLocked(ns, q.cores);
     if (used + add > q.hard) {
       return "exceeded quota: " + q.name + ", requested: " + q.key + "=" + std::to_string(add) +
              (q.cores ? "" : detail) + ", used: " + q.key + "=" + std::to_string(used) + ", limited: " + q.key + "=" +
@@ -845,13 +846,7 @@ std::vector<ClusterView::QuotaUse> ClusterView::QuotaUsage() const {
   std::shared_lock l(mu_);
   std::vector<QuotaUse> out;
   for (const auto& [ns, list] : quotas_) {
-    auto mib = ns_unstated_mib_.find(ns);
-    auto cores = ns_unstated_cores_.find(ns);
-    for (const auto& q : list) {
-      int64_t unstated = q.cores ? (cores == ns_unstated_cores_.end() ? 0 : cores->second)
-                                 : (mib == ns_unstated_mib_.end() ? 0 : mib->second);
-      out.push_back({q, q.used + unstated});
-    }
+    for (const auto& q : list) out.push_back({q, q.used + UnstatedLocked(ns, q.cores)});
   }
   return out;
 }

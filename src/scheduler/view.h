@@ -184,6 +184,8 @@ class ClusterView {
   void ChangeHoldingLocked(const std::string& ns, const Holding& before, const Holding& after);
   void EnsureSnapshotLocked();
   bool CommitLocked(const Holding& h);
+  // What the namespace's pods hold without stating it: MiB of GPU memory, or cores when `cores`.
+  int64_t UnstatedLocked(const std::string& ns, bool cores) const;
   std::optional<std::string> QuotaErrorLocked(const std::string& ns, int64_t add_mib, int64_t add_cores,
                                               const std::string& detail) const;
 
