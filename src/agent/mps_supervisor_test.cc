@@ -27,6 +27,19 @@ std::string Read(const fs::path& p) {
   return ss.str();
 }
 
+// A container asking for a spatial slice of GPU-a: 1024 MiB, 30 cores.
+ContainerAssignment SpatialOnGpuA() {
+  ContainerAssignment a;
+  a.pod_uid = "u1";
+  a.namespace_ = "ns";
+  a.pod_name = "p";
+  a.container = "c";
+  a.device_count = 1;
+  a.grants = {{"GPU-a", 1024, 30}};
+  a.spatial = true;
+  return a;
+}
+
 int Lines(const fs::path& p) {
   std::ifstream in(p);
   int n = 0;
@@ -144,14 +157,7 @@ TEST_F(MpsSupervisorTest, SpatialSliceConfigCarriesPipeAndSmsAndMountsTheClientD
   SliceWriter w(wo);
   ASSERT_TRUE(w.Prepare().ok());
   w.SetSmCounts({{"GPU-a", 132}});
-  ContainerAssignment a;
-  a.pod_uid = "u1";
-  a.namespace_ = "ns";
-  a.pod_name = "p";
-  a.container = "c";
-  a.device_count = 1;
-  a.grants = {{"GPU-a", 1024, 30}};
-  a.spatial = true;
+  const ContainerAssignment a = SpatialOnGpuA();
   ContainerSlice out;
   ASSERT_TRUE(w.Write(a, {"GPU-a::0"}, {{"GPU-a", 16ull << 30}}, &out).ok());
   const std::string pipe = (root_ / "mps" / "GPU-a" / "pipe").string();
@@ -201,14 +207,8 @@ TEST_F(MpsSupervisorTest, WithoutSpatialModeASpatialSliceIsRefused) {
   wo.state_dir = root_ / "state";
   SliceWriter w(wo);
   ASSERT_TRUE(w.Prepare().ok());
-  ContainerAssignment a;
-  a.pod_uid = "u1";
-  a.container = "c";
-  a.device_count = 1;
-  a.grants = {{"GPU-a", 1024, 30}};
-  a.spatial = true;
   ContainerSlice out;
-  auto st = w.Write(a, {"GPU-a::0"}, {}, &out);
+  auto st = w.Write(SpatialOnGpuA(), {"GPU-a::0"}, {}, &out);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("--mps-dir"), std::string::npos) << st.message();
 }
