@@ -304,7 +304,23 @@ std::vector<WatchdogFinding> Watchdog::PollOnce() {
     std::lock_guard<std::mutex> lock(mu_);
     gpus = gpus_;
   }
-  const std::vector<WatchedSlice> slices = hooks_.slices ? hooks_.slices() : std::vector<WatchedSlice>{};
+  // The driver's process lists first: when no GPU has a process holding memory there is nothing to
+  // judge, and the slices (a directory listing and two files read per slice) are not read at all. The
+  // watchdog polls ten times a second on every node, mostly on idle GPUs.
+  uint64_t failures = 0;
+  std::vector<std::pair<std::string, std::vector<gpu::ProcessUsage>>> lists;
+  bool any_process = false;
+  for (const std::string& uuid : gpus) {
+    std::vector<gpu::ProcessUsage> list;
+    if (!backend_->Processes(uuid, &list).ok()) {
+      ++failures;
+      continue;
+    }
+    for (const auto& u : list) any_process |= u.used_known && u.used_bytes > 0;
+    lists.emplace_back(uuid, std::move(list));
+  }
+  const std::vector<WatchedSlice> slices =
+      any_process && hooks_.slices ? hooks_.slices() : std::vector<WatchedSlice>{};
   std::map<std::string, std::vector<size_t>> by_pod;        // pod UID → slices
   std::map<std::pair<int, uint64_t>, size_t> by_root;       // standalone root → slice
   std::set<std::string> hosting;                            // GPUs some slice lives on
@@ -390,18 +406,12 @@ std::vector<WatchdogFinding> Watchdog::PollOnce() {
     Proc proc;
     uint64_t bytes;
   };
-  uint64_t failures = 0;
   std::map<std::string, std::pair<int, uint64_t>> unknown_now;
   std::vector<MeasuredSliceGpu> measured;
   std::set<std::string> over_now;
   std::set<std::pair<int, uint64_t>> unknown_seen;
   uint64_t kills = 0, reports = 0, kill_failures = 0, unknown_kills = 0, unknown_reports = 0;
-  for (const std::string& uuid : gpus) {
-    std::vector<gpu::ProcessUsage> list;
-    if (!backend_->Processes(uuid, &list).ok()) {
-      ++failures;
-      continue;
-    }
+  for (const auto& [uuid, list] : lists) {
     std::map<size_t, std::vector<Member>> members;
     std::vector<Member> strangers;
     for (const auto& u : list) {

@@ -310,10 +310,12 @@ bool MapPart(Region* r, const char* name, size_t offset, size_t len, bool rw, ch
   return ok;
 }
 
-// A free row reads as zeros whatever the region file holds (or lacks, when truncated).
-void MapZeroRow(Region* r, int i) {
-  mmap(reinterpret_cast<char*>(r->hdr) + kRegionRowsOffset + static_cast<size_t>(i) * kRegionPage, kRegionPage,
-       PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+// Free rows read as zeros whatever the region file holds (or lacks, when truncated): `count` rows from
+// row `first`, in one mapping (an agent opens every slice's region on each watchdog pass, so a call per
+// row cost it 256 system calls a region).
+void MapZeroRows(Region* r, int first, int count) {
+  mmap(reinterpret_cast<char*>(r->hdr) + kRegionRowsOffset + static_cast<size_t>(first) * kRegionPage,
+       static_cast<size_t>(count) * kRegionPage, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
 }
 }  // namespace
 
@@ -333,7 +335,7 @@ bool MapAgentParts(Region* r, int live_fd, char* err, size_t errlen) {
   bool ok = live_fd >= 0 ? MapFdAt(r, live_fd, kRegionLiveOffset, kRegionLiveSize, true, err, errlen)
                          : MapPart(r, "live", kRegionLiveOffset, kRegionLiveSize, rw, err, errlen);
   if (!ok) return false;
-  for (int i = 0; i < kRegionMaxProcs; ++i) MapZeroRow(r, i);
+  MapZeroRows(r, 0, kRegionMaxProcs);
   memset(r->mapped_owner, 0, sizeof(r->mapped_owner));
   r->mapped_gen = ~0ull;
   RefreshRows(r);
@@ -355,7 +357,7 @@ bool RefreshRows(Region* r) {
     char ignored[160];
     if (owner == 0 || !MapPart(r, name, kRegionRowsOffset + static_cast<size_t>(i) * kRegionPage, kRegionPage,
                                r->writable, ignored, sizeof(ignored))) {
-      MapZeroRow(r, i);
+      MapZeroRows(r, i, 1);
       r->mapped_owner[i] = 0;
       continue;
     }

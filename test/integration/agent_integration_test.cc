@@ -44,6 +44,7 @@ bool Eventually(const std::function<bool()>& cond,
 using tessera::itest::AgentRandomId;
 using tessera::itest::AgentSimGpu;
 using tessera::itest::AgentSimNode;
+using tessera::itest::Progress;
 
 json NodeObj(Client& kube, const std::string& name) {
   auto r = kube.Get(tessera::kube::kNodes, "", name);
@@ -366,6 +367,8 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
   for (auto& n : nodes) ASSERT_EQ(n->error(), "") << n->name();
   for (auto& n : nodes) ASSERT_TRUE(n->WaitRegistered(120)) << n->name() << n->AgentLogTail();
   double t_nodes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Progress lines, flushed: if the test runs past ctest's limit, its output still says where it was.
+  Progress("%d nodes up and registered in %.1f s", kNodes, t_nodes);
 
   auto shape = [&](int n, int i) {
     const std::string prefix = "d" + std::to_string(100 + n) + id.substr(0, 4);
@@ -391,6 +394,7 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
         pods_.push_back("k" + id + "-" + std::to_string(n) + "-" + std::to_string(i));
     }
   }
+  Progress("%d pods created", kNodes * kPodsPerNode);
   auto t1 = std::chrono::steady_clock::now();
   std::vector<std::future<std::string>> admits;
   for (int n = 0; n < kNodes; ++n) {
@@ -419,12 +423,14 @@ TEST_F(AgentIntegration, ThousandPodsFiftyNodesAgentKilledOnce) {
     EXPECT_EQ(e, "");
   }
   double t_admit = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  Progress("all admitted in %.1f s; checking slices and allocation marks", t_admit);
   size_t containers = 0;
   for (auto& n : nodes) {
     for (const auto& [k, a] : n->admitted()) containers += a.value("containers", json::array()).size();
     auto bad = n->Mismatches();
     for (const auto& m : bad) ADD_FAILURE() << m;
   }
+  Progress("checked in %.1f s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count() - t_admit);
   std::printf(
       "50 nodes up and registered in %.1f s; %d pods (%zu containers) admitted by 50 kubelets in %.1f s "
       "with one agent SIGKILLed\n",

@@ -9,8 +9,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -259,18 +262,45 @@ int AgentSimNode::AdmitBound(double timeout_s, std::string* error) {
 
 std::vector<std::string> AgentSimNode::Mismatches() {
   std::vector<std::string> out;
+  // The agent marks pods allocated right after Allocate, off the kubelet's path: give it a moment. One
+  // list of the node's pods per poll (not a GET per pod), so a thousand pods on fifty nodes cost fifty
+  // requests a round, and the wait is bounded once for the node, not once per pod.
+  kube::ListOptions lo;
+  lo.field_selector = "spec.nodeName=" + node_;
+  std::map<std::string, Json> listed;
+  std::string list_error;
+  auto unmarked = [&] {
+    size_t n = 0;
+    for (const auto& [key, answer] : admitted_) {
+      auto it = listed.find(key);
+      n += it == listed.end() ||
+           kube::Annotation(it->second, kube::kAnnoAllocationState) != kube::kAllocationAllocated;
+    }
+    return n;
+  };
+  Poll(30, [&] {
+    auto pods = kube_->List(kube::kPods, "", lo);
+    if (!pods.ok()) {
+      list_error = pods.error().ToString();
+      return false;
+    }
+    list_error.clear();
+    listed.clear();
+    for (auto& p : pods->items) {
+      const std::string key = kube::Namespace(p) + "/" + kube::Name(p);  // before p is moved from
+      listed[key] = std::move(p);
+    }
+    return unmarked() == 0;
+  });
+  if (!list_error.empty()) return {"list pods on " + node_ + ": " + list_error};
   for (const auto& [key, answer] : admitted_) {
     auto slash = key.find('/');
-    kube::Result<Json> pod = kube::Error{};
-    // The agent marks pods allocated right after Allocate, off the kubelet's path: give it a moment.
-    Poll(10, [&] {
-      pod = kube_->Get(kube::kPods, key.substr(0, slash), key.substr(slash + 1));
-      return pod.ok() && kube::Annotation(*pod, kube::kAnnoAllocationState) == kube::kAllocationAllocated;
-    });
-    if (!pod.ok()) {
-      out.push_back(key + ": " + pod.error().ToString());
+    auto found = listed.find(key);
+    if (found == listed.end()) {
+      out.push_back(key + ": not among the pods bound to " + node_);
       continue;
     }
+    const Json* pod = &found->second;
     if (kube::Annotation(*pod, kube::kAnnoAllocationState) != kube::kAllocationAllocated) {
       // What the agent said about this pod: the reason it was never marked.
       std::string said;
@@ -349,6 +379,15 @@ int AgentSimNode::MetricsStatus(const std::string& path, const std::string& toke
 std::string AgentSimNode::AgentLogTail(size_t bytes) const {
   std::string log = ReadFile(root_ / "agent.log");
   return log.size() > bytes ? log.substr(log.size() - bytes) : log;
+}
+
+void Progress(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::vprintf(fmt, ap);
+  va_end(ap);
+  std::printf("\n");
+  std::fflush(stdout);
 }
 
 }  // namespace tessera::itest

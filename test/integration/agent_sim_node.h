@@ -24,6 +24,10 @@
 
 namespace tessera::itest {
 
+// One line of a long test's progress on stdout, flushed at once: when ctest stops a test at its TIMEOUT,
+// the output it shows then says which phase the test had reached.
+void Progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
 struct AgentSimGpu {
   std::string uuid;  // "GPU-" + letters/digits/dashes
   std::string model = "NVIDIA A100-SXM4-80GB";

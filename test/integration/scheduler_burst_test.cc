@@ -140,6 +140,7 @@ TEST(SchedulerBurst, ThousandPodsSchedulerKilledTwiceAgentKilledOnce) {
         << n->name() << ": agent not serving metrics; alive: " << n->AgentAlive() << "\n" << n->AgentLogTail(1000);
   }
   double t_nodes = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  Progress("%d agent nodes up in %.1f s", kNodes, t_nodes);
 
   // Mixed requests, sized so that everything fits (about 70% of the cluster's cores).
   std::mt19937 rng(42);
@@ -230,27 +231,34 @@ TEST(SchedulerBurst, ThousandPodsSchedulerKilledTwiceAgentKilledOnce) {
   };
   // Kill 1: SIGKILL the leader after ~250 binds; a second replica (new identity) must wait out the lease.
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 250; }, 120));
+  Progress("250 pods bound: SIGKILL the leader");
   env.KillTessera(SIGKILL);
   env.StartTessera("replica-b");
   ASSERT_TRUE(env.WaitLeader(60)) << "replica-b never took over";
+  Progress("replica-b leads");
   // The agent: SIGKILLed and restarted once ~400 pods are bound, while binds and admissions go on.
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 400; }, 120));
   kill_agent = true;
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return agent_killed.load(); }, 60))
       << "the victim's agent was never killed";
+  Progress("400 pods bound: agent of node %d SIGKILLed and restarted", victim.load());
   // Kill 2: after ~600 binds, SIGKILL again and bring replica-a back.
   ASSERT_TRUE(env.WaitPods([&](const std::vector<Json>&) { return bound_count() >= 600; }, 120));
+  Progress("600 pods bound: SIGKILL the leader again");
   env.KillTessera(SIGKILL);
   env.StartTessera("replica-a");
   ASSERT_TRUE(env.WaitLeader(60)) << "replica-a never took over again";
+  Progress("replica-a leads");
   for (auto& t : ts) t.join();
   ASSERT_EQ(created.load(), kPods);
   std::vector<Json> pods;
   bool all_bound = env.WaitBound(names, 120, &pods);
   double t_bound = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  Progress("%s pods bound in %.1f s; last admission pass", all_bound ? "all" : "NOT all", t_bound);
   burst_over = true;
   for (auto& t : admitters) t.join();
   double t_admitted = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  Progress("admitted in %.1f s; checking slices and allocation marks", t_admitted);
   ASSERT_TRUE(all_bound) << "not every pod was bound";
   ExpectNoOvercommit(pods, cap);
 

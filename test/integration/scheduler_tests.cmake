@@ -19,13 +19,23 @@ add_dependencies(scheduler_integration_test tessera)
 foreach(suite SchedulerPlacement SchedulerWebhook SchedulerBurst SchedulerLease SchedulerBoundary)
   string(TOLOWER ${suite} lower)
   string(REPLACE "scheduler" "scheduler_" test_name ${lower})
+  set(_filter ${suite}.*)
   set(_serial)
+  set(_timeout 400)
   if(suite STREQUAL "SchedulerBurst")
-    set(_serial SERIAL)  # a thousand pods on fifty simulated nodes: alone, see tessera_integration_test
+    # The 1,000-pod burst is its own test with its own limit: on the slower CI machine it has taken
+    # 400 s (2.3x this machine), and it shared the 40-pod test's limit.
+    set(_filter "SchedulerBurst.*:-SchedulerBurst.ThousandPods*")
   endif()
   tessera_integration_test(${test_name}
-    COMMAND $<TARGET_FILE:scheduler_integration_test> --gtest_filter=${suite}.*
-    TIMEOUT 400 ${_serial})
+    COMMAND $<TARGET_FILE:scheduler_integration_test> --gtest_filter=${_filter}
+    TIMEOUT ${_timeout} ${_serial})
   # A filter that matches nothing would pass silently.
   set_tests_properties(${test_name} PROPERTIES FAIL_REGULAR_EXPRESSION "0 tests from 0 test suites|SKIPPED")
 endforeach()
+# A thousand pods on fifty simulated nodes: alone (SERIAL, see tessera_integration_test).
+tessera_integration_test(scheduler_thousand_pods_scheduler_killed_twice
+  COMMAND $<TARGET_FILE:scheduler_integration_test> --gtest_filter=SchedulerBurst.ThousandPodsSchedulerKilledTwiceAgentKilledOnce
+  TIMEOUT 1200 SERIAL)
+set_tests_properties(scheduler_thousand_pods_scheduler_killed_twice PROPERTIES
+  FAIL_REGULAR_EXPRESSION "0 tests from 0 test suites|SKIPPED")
