@@ -44,6 +44,18 @@ int SchedulerCmd(int argc, char** argv) {
   std::string webhook_service;
   std::string sans;
   app.add_option("--kubeconfig", o.kubeconfig, "kubeconfig file (default: $KUBECONFIG, in-cluster, ~/.kube/config)");
+  std::string mode = "extender";
+  app.add_option("--mode", mode,
+                 "extender (the extender verbs + webhooks) or dra (webhooks only: GPU requests become ResourceClaims of "
+                 "driver gpu.tessera.io that kube-scheduler allocates)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"extender", "dra"}));
+  app.add_option("--dra-device-class", o.dra_options.device_class,
+                 "with --mode=dra: the DeviceClass the generated claims name")
+      ->capture_default_str();
+  app.add_option("--dra-scheduler-name", o.dra_options.scheduler_name,
+                 "with --mode=dra: the schedulerName the webhook sets on GPU pods (a kube-scheduler profile)")
+      ->capture_default_str();
   app.add_option("--listen", listen, "host:port of the HTTPS webhook endpoint (/mutate, /validate)")->capture_default_str();
   std::string extender_listen = o.extender_host + ":" + std::to_string(o.extender_port);
   app.add_option("--extender-listen", extender_listen,
@@ -128,6 +140,7 @@ int SchedulerCmd(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : 2;
   }
   if (o.leader.follow) o.leader_elect = false;
+  o.dra = mode == "dra";
   if (std::string e = scheduler::TrustedUsersError(o.webhook.trusted_users); !e.empty()) {
     std::fprintf(stderr, "tessera scheduler: %s\n", e.c_str());
     return 2;

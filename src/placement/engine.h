@@ -111,6 +111,10 @@ struct Node {
 
 // ---------------------------------------------------------------- request
 
+// GPU model filter semantics (request type filters and typical-request models): case-insensitive
+// substring, so "V100" matches "V100M32" and "A100" matches "NVIDIA-A100-SXM4-80GB".
+bool ModelMatches(std::string_view model, std::string_view pattern);
+
 struct ContainerRequest {
   int gpus = 0;             // number of GPUs this container needs (0: none)
   int64_t memory_mib = 0;   // GPU memory per GPU; when 0, memory_percent applies

@@ -17,9 +17,6 @@
 
 namespace tessera::placement {
 
-// GPU model filter semantics (request type filters and typical-request models): case-insensitive
-// substring, so "V100" matches "V100M32" and "A100" matches "NVIDIA-A100-SXM4-80GB".
-bool ModelMatches(std::string_view model, std::string_view pattern);
 
 struct GpuState {
   int64_t mem_total = 0;

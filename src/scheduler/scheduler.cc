@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <thread>
 
+#include "kube/resource_slice.h"
 #include "scheduler/tls.h"
 
 namespace tessera::scheduler {
@@ -34,6 +36,28 @@ void JsonHandler(Metrics* m, Metrics::Verb verb, const httplib::Request& req, ht
   m->ObserveLatency(verb, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
 }
 
+// DRA mode: the GPU kinds the webhook resolves memory percentages against.
+std::string DraKindsMetric(const std::vector<DraGpuKind>& kinds) {
+  auto esc = [](const std::string& v) {
+    std::string o;
+    for (char c : v) {
+      if (c == '\\' || c == '"') o += '\\';
+      if (c == '\n') {
+        o += "\\n";
+        continue;
+      }
+      o += c;
+    }
+    return o;
+  };
+  std::string out =
+      "# HELP tessera_dra_gpu_kind GPU kinds (model, memory) in ResourceSlices of gpu.tessera.io; the DRA webhook "
+      "turns gpumem-percentage into memory per kind\n# TYPE tessera_dra_gpu_kind gauge\n";
+  for (const auto& k : kinds)
+    out += "tessera_dra_gpu_kind{model=\"" + esc(k.model) + "\",memory_mib=\"" + std::to_string(k.memory_mib) + "\"} 1\n";
+  return out;
+}
+
 }  // namespace
 
 namespace {
@@ -43,6 +67,41 @@ bool IsLoopback(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), &a) == 1 && (ntohl(a.s_addr) >> 24) == 127;
 }
 }  // namespace
+
+// The GPU kinds of the gpu.tessera.io ResourceSlices (DRA mode), recomputed when a slice changes.
+struct Scheduler::DraSlices {
+  std::mutex mu;
+  std::map<std::string, json> slices;  // by name
+  std::vector<DraGpuKind> kinds;
+  void Recompute() {
+    std::vector<json> v;
+    for (const auto& [_, s] : slices) v.push_back(s);
+    kinds = DraGpuKinds(v);
+  }
+  void Replace(const std::vector<json>& items) {
+    std::lock_guard<std::mutex> l(mu);
+    slices.clear();
+    for (const auto& s : items) slices[s["metadata"].value("name", "")] = s;
+    Recompute();
+  }
+  void On(kube::EventType t, const json& s) {
+    std::lock_guard<std::mutex> l(mu);
+    const std::string name = s.contains("metadata") ? s["metadata"].value("name", "") : "";
+    if (t == kube::EventType::kDeleted) slices.erase(name);
+    else slices[name] = s;
+    Recompute();
+  }
+  std::vector<DraGpuKind> Kinds() {
+    std::lock_guard<std::mutex> l(mu);
+    return kinds;
+  }
+  int64_t MaxMemoryMib() {
+    std::lock_guard<std::mutex> l(mu);
+    int64_t m = 0;
+    for (const auto& k : kinds) m = std::max(m, k.memory_mib);
+    return m;
+  }
+};
 
 std::string Scheduler::OptionsError(const SchedulerOptions& o) {
   if (!IsLoopback(o.extender_host) && o.extender_client_ca.empty())
@@ -109,11 +168,25 @@ int Scheduler::Run() {
     reflectors_.push_back(std::make_unique<kube::Reflector>(client_, r, ro, std::move(h)));
     reflectors_.back()->Start();
   };
-  add_reflector(kube::kNodes, opts_.node_label_selector, &ClusterView::ReplaceNodes, &ClusterView::OnNode);
-  add_reflector(kube::kPods, "", &ClusterView::ReplacePods, &ClusterView::OnPod);
-  add_reflector(kube::kResourceQuotas, "", &ClusterView::ReplaceQuotas, &ClusterView::OnQuota);
+  if (!opts_.dra) {
+    add_reflector(kube::kNodes, opts_.node_label_selector, &ClusterView::ReplaceNodes, &ClusterView::OnNode);
+    add_reflector(kube::kPods, "", &ClusterView::ReplacePods, &ClusterView::OnPod);
+    add_reflector(kube::kResourceQuotas, "", &ClusterView::ReplaceQuotas, &ClusterView::OnQuota);
+  } else {
+    dra_slices_ = std::make_shared<DraSlices>();
+    kube::ReflectorHandler h;
+    auto ds = dra_slices_;
+    h.on_replace = [ds](const std::vector<json>& items) { ds->Replace(items); };
+    h.on_event = [ds](kube::EventType t, const json& o) { ds->On(t, o); };
+    kube::ReflectorOptions ro;
+    ro.field_selector = std::string("spec.driver=") + kube::kDraDriver;
+    reflectors_.push_back(std::make_unique<kube::Reflector>(client_, kube::kResourceSlices, ro, std::move(h)));
+    reflectors_.back()->Start();
+  }
 
-  if (opts_.leader_elect || opts_.leader.follow) {
+  if (opts_.dra) {
+    metrics_.SetLeader(true);  // stateless: every replica serves
+  } else if (opts_.leader_elect || opts_.leader.follow) {
     leader_ = std::make_unique<LeaderElector>(client_, opts_.leader, [this](bool v) { metrics_.SetLeader(v); });
   } else {
     metrics_.SetLeader(true);
@@ -137,8 +210,23 @@ int Scheduler::Run() {
   wo.scheduler_name = opts_.scheduler_name;
   wo.trusted_users = opts_.webhook.trusted_users;
   wo.exempt_namespace = opts_.webhook.exempt_namespace;
+  wo.dra = opts_.dra;
+  wo.dra_options = opts_.dra_options;
   ClusterView* v = view_.get();
-  webhook_ = std::make_unique<Webhook>(wo, [v] { return v->MaxGpuMemoryMib(); }, &metrics_);
+  if (opts_.dra) {
+    auto ds = dra_slices_;
+    std::shared_ptr<kube::Client> c = client_;
+    DraHooks hooks;
+    hooks.gpu_kinds = [ds] { return ds->Kinds(); };
+    hooks.ensure_template = [c](const std::string& ns, const json& t) -> kube::Status {
+      auto r = c->Create(kube::kResourceClaimTemplates, ns, t);
+      if (!r && !r.error().AlreadyExists()) return r.error();
+      return kube::Ok{};
+    };
+    webhook_ = std::make_unique<Webhook>(wo, [ds] { return ds->MaxMemoryMib(); }, &metrics_, std::move(hooks));
+  } else {
+    webhook_ = std::make_unique<Webhook>(wo, [v] { return v->MaxGpuMemoryMib(); }, &metrics_);
+  }
 
   guard_ = std::make_unique<kube::ServingGuard>(opts_.limits);
   kube::ServingLimits ext_limits = opts_.limits;
@@ -166,14 +254,21 @@ int Scheduler::Run() {
     return srv;
   };
   https_ = make_tls("", "webhook (--listen)");
-  extender_server_ = make_tls(opts_.extender_client_ca, "extender (--extender-listen)");
-  if (!https_ || !extender_server_) return 1;
+  if (!opts_.dra) extender_server_ = make_tls(opts_.extender_client_ca, "extender (--extender-listen)");
+  if (!https_ || (!opts_.dra && !extender_server_)) return 1;
   guard_->Apply(static_cast<httplib::SSLServer&>(*https_));
-  extender_guard_->Apply(static_cast<httplib::SSLServer&>(*extender_server_));
+  // The webhook answers every request with "Connection: close". A server that closes an idle keep-alive
+  // connection races the API server reusing it: the API server's write then fails ("broken pipe"), it does not
+  // retry a POST, and, failing closed, it refuses the pod (a 1,000-pod burst under CPU load: 60 failed
+  // webhook calls, 48 of them broken pipe). One TLS handshake per admission is the price.
+  https_->set_keep_alive_max_count(1);
   // Short: httplib only notices stop() between requests, so this bounds how long a shutdown waits on
   // idle kube-scheduler connections; a reconnect costs one TLS handshake.
   https_->set_keep_alive_timeout(2);
-  extender_server_->set_keep_alive_timeout(2);
+  if (extender_server_) {
+    extender_guard_->Apply(static_cast<httplib::SSLServer&>(*extender_server_));
+    extender_server_->set_keep_alive_timeout(2);
+  }
   Metrics* m = &metrics_;
   Extender* ext = extender_.get();
   Webhook* wh = webhook_.get();
@@ -185,6 +280,7 @@ int Scheduler::Run() {
   kube::ServingGuard* g = guard_.get();
   // The extender's verbs only on the extender's port: the webhook's port (behind a Service every pod can
   // reach) answers them 404.
+  if (extender_server_) {
   extender_server_->Post("/filter", eg->Wrap([m, ext, touch](const httplib::Request& q, httplib::Response& r) {
     auto t0 = std::chrono::steady_clock::now();
     touch(t0);
@@ -201,6 +297,7 @@ int Scheduler::Run() {
     touch(std::chrono::steady_clock::now());
     JsonHandler(m, Metrics::kBind, q, r, [ext](const json& in) { return ext->Bind(in); });
   }));
+  }
   https_->Post("/mutate", g->Wrap([m, wh](const httplib::Request& q, httplib::Response& r) {
     JsonHandler(m, Metrics::kMutate, q, r, [wh](const json& in) { return wh->Mutate(in); });
   }));
@@ -212,7 +309,7 @@ int Scheduler::Run() {
     r.set_content(ready_ ? "ok\n" : "syncing\n", "text/plain");
   };
   https_->Get("/healthz", g->Wrap(health));
-  extender_server_->Get("/healthz", eg->Wrap(health));
+  if (extender_server_) extender_server_->Get("/healthz", eg->Wrap(health));
 
   if (!opts_.metrics_token_file.empty()) guard_->RequireBearerToken(opts_.metrics_token_file);
   if (opts_.metrics_client_ca.empty()) {
@@ -225,8 +322,11 @@ int Scheduler::Run() {
     guard_->Apply(static_cast<httplib::SSLServer&>(*metrics_server_));
   }
   bool hami = opts_.hami_metric_names;
-  metrics_server_->Get("/metrics", g->Wrap([m, v, hami](const httplib::Request&, httplib::Response& r) {
-    r.set_content(m->Render(*v, hami), "text/plain; version=0.0.4; charset=utf-8");
+  auto ds = dra_slices_;
+  metrics_server_->Get("/metrics", g->Wrap([m, v, hami, ds](const httplib::Request&, httplib::Response& r) {
+    std::string body = m->Render(*v, hami);
+    if (ds) body += DraKindsMetric(ds->Kinds());
+    r.set_content(body, "text/plain; version=0.0.4; charset=utf-8");
   }));
   metrics_server_->Get("/healthz", g->Wrap(health));
 
@@ -235,7 +335,7 @@ int Scheduler::Run() {
                  opts_.listen_port);
     return 1;
   }
-  if (!extender_server_->bind_to_port(opts_.extender_host.c_str(), opts_.extender_port)) {
+  if (extender_server_ && !extender_server_->bind_to_port(opts_.extender_host.c_str(), opts_.extender_port)) {
     std::fprintf(stderr, "tessera scheduler: cannot listen on %s:%d (--extender-listen)\n", opts_.extender_host.c_str(),
                  opts_.extender_port);
     return 1;
@@ -246,7 +346,9 @@ int Scheduler::Run() {
     return 1;
   }
   std::thread https_thread([this] { https_->listen_after_bind(); });
-  std::thread extender_thread([this] { extender_server_->listen_after_bind(); });
+  std::thread extender_thread([this] {
+    if (extender_server_) extender_server_->listen_after_bind();
+  });
   std::thread metrics_thread([this] { metrics_server_->listen_after_bind(); });
 
   for (auto& r : reflectors_) {
@@ -256,17 +358,25 @@ int Scheduler::Run() {
   if (opts_.register_webhooks && !stop_) {
     WebhookRegistration reg = opts_.webhook;
     reg.ca_bundle_pem = cert->cert_pem;
+    reg.dra = opts_.dra;
     auto st = RegisterWebhooks(*client_, reg, opts_.parse.names);
     if (!st) std::fprintf(stderr, "tessera scheduler: registering webhooks: %s\n", st.error().ToString().c_str());
   }
   if (leader_) leader_->Start();
   ready_ = true;
-  std::fprintf(stderr,
-               "tessera scheduler: serving the webhook on https://%s:%d, the extender on https://%s:%d%s, metrics on "
-               ":%d (%zu nodes, %zu pods)\n",
-               opts_.listen_host.c_str(), opts_.listen_port, opts_.extender_host.c_str(), opts_.extender_port,
-               opts_.extender_client_ca.empty() ? "" : " (client certificates required)", opts_.metrics_port,
-               view_->node_count(), view_->pod_count());
+  if (opts_.dra)
+    std::fprintf(stderr,
+                 "tessera scheduler: DRA mode: serving the webhook on https://%s:%d (GPU requests become ResourceClaims "
+                 "of class %s for %s), metrics on :%d (%zu GPU kinds published)\n",
+                 opts_.listen_host.c_str(), opts_.listen_port, opts_.dra_options.device_class.c_str(),
+                 opts_.dra_options.scheduler_name.c_str(), opts_.metrics_port, dra_slices_->Kinds().size());
+  else
+    std::fprintf(stderr,
+                 "tessera scheduler: serving the webhook on https://%s:%d, the extender on https://%s:%d%s, metrics on "
+                 ":%d (%zu nodes, %zu pods)\n",
+                 opts_.listen_host.c_str(), opts_.listen_port, opts_.extender_host.c_str(), opts_.extender_port,
+                 opts_.extender_client_ca.empty() ? "" : " (client certificates required)", opts_.metrics_port,
+                 view_->node_count(), view_->pod_count());
   {
     // Bursts of JSON on many HTTPS threads leave freed memory in per-thread malloc arenas; hand it back to
     // the OS now and then so the resident size tracks the live state (nodes, pods) rather than the peak.
@@ -288,7 +398,7 @@ int Scheduler::Run() {
   ready_ = false;
   if (leader_) leader_->Stop();
   https_->stop();
-  extender_server_->stop();
+  if (extender_server_) extender_server_->stop();
   metrics_server_->stop();
   https_thread.join();
   extender_thread.join();

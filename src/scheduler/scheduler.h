@@ -59,6 +59,12 @@ struct SchedulerOptions {
   // partition one cluster, and keeps tests on a shared control plane apart.
   std::string node_label_selector;
   bool hami_metric_names = true;  // also export HAMi's camelCase gauges (dashboards keep working)
+  // DRA mode (`--mode=dra`, Helm mode dra): only the webhooks (and metrics) are served; the mutating
+  // webhook turns GPU requests into ResourceClaims (dra_claims.h) that kube-scheduler allocates. No
+  // extender, no leader election, no Node/Pod/ResourceQuota watches: a ResourceSlice watch gives the GPU
+  // kinds that percentages of memory are resolved against.
+  bool dra = false;
+  DraTranslateOptions dra_options;
 };
 
 class Scheduler {
@@ -80,6 +86,8 @@ class Scheduler {
   Metrics metrics_;
   std::unique_ptr<LeaderElector> leader_;
   std::vector<std::unique_ptr<kube::Reflector>> reflectors_;
+  struct DraSlices;  // DRA mode: the published GPU kinds
+  std::shared_ptr<DraSlices> dra_slices_;
   std::unique_ptr<Extender> extender_;
   std::unique_ptr<Webhook> webhook_;
   std::unique_ptr<kube::ServingGuard> guard_;           // outlives the servers below

@@ -257,8 +257,8 @@ std::string TrustedUsersError(const std::vector<std::string>& users) {
   return "";
 }
 
-Webhook::Webhook(WebhookOptions opts, std::function<int64_t()> max_gpu_memory, Metrics* metrics)
-    : opts_(std::move(opts)), max_gpu_memory_(std::move(max_gpu_memory)), metrics_(metrics) {}
+Webhook::Webhook(WebhookOptions opts, std::function<int64_t()> max_gpu_memory, Metrics* metrics, DraHooks dra)
+    : opts_(std::move(opts)), max_gpu_memory_(std::move(max_gpu_memory)), metrics_(metrics), dra_(std::move(dra)) {}
 
 namespace {
 const json& RequestOf(const json& review) {
@@ -269,10 +269,45 @@ const json& RequestOf(const json& review) {
 }  // namespace
 
 json Webhook::Mutate(const json& review) const {
-  metrics_->CountAdmission(true);
   // Only a new pod is mutated (schedulerName and resources are immutable afterwards).
-  bool create = RequestOf(review).value("operation", "CREATE") == "CREATE";
+  const json& req = RequestOf(review);
+  bool create = req.value("operation", "CREATE") == "CREATE";
+  if (opts_.dra && create && WantsGpu(PodOf(review), opts_.parse.names)) {
+    std::string err;
+    json patch = DraMutation(PodOf(review), req.value("namespace", ""), req.value("dryRun", false), &err);
+    metrics_->CountAdmission(err.empty());
+    return Review(review, err.empty(), err, patch);
+  }
+  metrics_->CountAdmission(true);
   return Review(review, true, "", create ? MutationPatch(PodOf(review), opts_) : json::array());
+}
+
+json Webhook::DraMutation(const json& pod, const std::string& ns, bool dry_run, std::string* err) const {
+  json p = pod;
+  if (!ns.empty()) p["metadata"]["namespace"] = ns;
+  auto parsed = ParsePod(p, opts_.parse, max_gpu_memory_());
+  if (!parsed) {
+    *err = parsed.error().message;
+    return json();
+  }
+  std::vector<DraGpuKind> kinds = dra_.gpu_kinds ? dra_.gpu_kinds() : std::vector<DraGpuKind>{};
+  auto tr = TranslateToClaims(p, *parsed, kinds, opts_.dra_options, opts_.parse.names);
+  if (!tr) {
+    *err = tr.error().message;
+    return json();
+  }
+  if (!dry_run) {
+    for (const auto& t : tr->templates) {
+      kube::Status st = dra_.ensure_template ? dra_.ensure_template(ns, t.object)
+                                             : kube::Status(kube::Error{0, "Invalid", "no API client to create claim templates"});
+      if (!st) {
+        *err = "creating ResourceClaimTemplate " + ns + "/" + t.name + " for this pod's GPU request: " +
+               st.error().ToString();
+        return json();
+      }
+    }
+  }
+  return tr->patch;
 }
 
 json Webhook::Validate(const json& review) const {
@@ -352,6 +387,8 @@ json Hook(const WebhookRegistration& reg, const ResourceNames& names, const std:
 json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names) {
   json h = Hook(reg, names, "mutate.tessera.dev", "/mutate");
   h["reinvocationPolicy"] = "Never";
+  // In DRA mode a (non-dry-run) admission creates the pod's ResourceClaimTemplates.
+  if (reg.dra) h["sideEffects"] = "NoneOnDryRun";
   return {{"apiVersion", "admissionregistration.k8s.io/v1"},
           {"kind", "MutatingWebhookConfiguration"},
           {"metadata", {{"name", reg.name}}},

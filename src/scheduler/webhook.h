@@ -26,6 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kube/client.h"
+#include "scheduler/dra_claims.h"
 #include "scheduler/metrics.h"
 #include "scheduler/request.h"
 #include "scheduler/view.h"
@@ -54,19 +55,34 @@ struct WebhookOptions {
   // Usernames (as the API server authenticates them, e.g. system:serviceaccount:<ns>:<name>) that may
   // change Tessera's annotations on UPDATE.
   std::vector<std::string> trusted_users = kDefaultTrustedUsers;
+  // DRA mode (Helm mode dra): Mutate turns a GPU pod's requests into ResourceClaims of driver
+  // gpu.tessera.io (dra_claims.h) instead of handing it to our extender; it refuses, with the reason, a
+  // request that ParsePod or the translation rejects (the validating webhook no longer sees GPU resources).
+  bool dra = false;
+  DraTranslateOptions dra_options;
+};
+
+// What DRA mode needs from the cluster: the GPU kinds published in ResourceSlices, and a way to create a
+// ResourceClaimTemplate in a namespace (an existing one of the same name is fine: names hash the spec).
+struct DraHooks {
+  std::function<std::vector<DraGpuKind>()> gpu_kinds;
+  std::function<kube::Status(const std::string& ns, const nlohmann::json& tmpl)> ensure_template;
 };
 
 class Webhook {
  public:
   // max_gpu_memory() returns the largest GPU memory (MiB) in the cluster, 0 if unknown.
-  Webhook(WebhookOptions opts, std::function<int64_t()> max_gpu_memory, Metrics* metrics);
+  Webhook(WebhookOptions opts, std::function<int64_t()> max_gpu_memory, Metrics* metrics, DraHooks dra = {});
   nlohmann::json Mutate(const nlohmann::json& review) const;
   nlohmann::json Validate(const nlohmann::json& review) const;
 
  private:
+  // DRA mode's mutation of a GPU pod: the JSON patch, or *err (the refusal's reason).
+  nlohmann::json DraMutation(const nlohmann::json& pod, const std::string& ns, bool dry_run, std::string* err) const;
   WebhookOptions opts_;
   std::function<int64_t()> max_gpu_memory_;
   Metrics* metrics_;
+  DraHooks dra_;
 };
 
 // JSON patch (RFC 6902) for the mutations above; empty array when nothing changes.
@@ -104,6 +120,7 @@ struct WebhookRegistration {
   std::string namespace_selector;  // "key=value": only namespaces with this label (empty: all)
   std::vector<std::string> trusted_users = kDefaultTrustedUsers;  // see WebhookOptions
   std::string exempt_namespace;                                    // see WebhookOptions
+  bool dra = false;  // the mutating webhook creates ResourceClaimTemplates: sideEffects NoneOnDryRun
 };
 nlohmann::json MutatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);
 nlohmann::json ValidatingConfiguration(const WebhookRegistration& reg, const ResourceNames& names);

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chart's allocation mode (issue 19, item 4): mode=dra renders the DeviceClass, the agent as DRA driver
 # (--mode=dra, the kubelet's plugins/ and plugins_registry/ and the CDI directory mounted, RBAC for its
-# ResourceSlice and claims) and no extender scheduler or webhooks; mode=extender is the old install; mode=auto
+# ResourceSlice and claims), and `tessera scheduler --mode=dra` serving only the webhooks (GPU requests become
+# ResourceClaims) with no kube-scheduler or extender of ours; mode=extender is the old install; mode=auto
 # picks dra only where the API server serves resource.k8s.io/v1 ResourceSlices at v1.36+. Each rendering is
 # applied with `kubectl apply --dry-run=server` to the fixture's real kube-apiserver; a bad mode is refused.
 set -euo pipefail
@@ -36,8 +37,13 @@ has dra 'mountPath: /var/lib/kubelet/plugins_registry' "the kubelet's plugin reg
 has dra 'mountPath: /var/lib/kubelet/plugins\}' "the kubelet's plugin directory is mounted"
 has dra 'resources: \[resourceslices\]' "RBAC for ResourceSlices"
 has dra 'resources: \[resourceclaims\]' "RBAC for ResourceClaims"
-hasnt dra '^kind: Deployment' "no extender scheduler in DRA mode"
-hasnt dra 'WebhookConfiguration' "no extender webhooks in DRA mode"
+has dra '^kind: Deployment' "the webhook's Deployment"
+has dra '- --dra-scheduler-name=default-scheduler' "tessera scheduler --mode=dra hands GPU pods to kube-scheduler"
+hasnt dra '- name: kube-scheduler$' "no kube-scheduler of ours in DRA mode"
+hasnt dra '--extender-listen' "no extender in DRA mode"
+has dra '^kind: MutatingWebhookConfiguration' "the webhook that turns GPU requests into claims"
+has dra 'sideEffects: NoneOnDryRun' "it creates claim templates, except on a dry run"
+has dra 'resources: \[resourceclaimtemplates\]' "RBAC to create them"
 dry_run dra
 
 echo "== mode=extender (default)"
