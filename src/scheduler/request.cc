@@ -63,7 +63,11 @@ int64_t MilliOf(const json& c, const char* res, bool memory) {
   if (!r.is_object() || !r.contains(res) || !r[res].is_string()) return 0;
   auto q = Quantity::Parse(r[res].get<std::string>());
   if (!q) return 0;
-  return memory ? (q->Value() + (1 << 20) - 1) >> 20 : q->MilliValue();
+  // The API server accepts quantities up to the int64 limit; one container counts for at most 2^40 (a
+  // billion cores, an EiB), so rounding up and the sums over containers cannot overflow.
+  constexpr int64_t kMax = int64_t{1} << 40;
+  const int64_t v = memory ? q->Value() / (1 << 20) + (q->Value() % (1 << 20) > 0 ? 1 : 0) : q->MilliValue();
+  return std::clamp<int64_t>(v, 0, kMax);
 }
 
 kube::Result<PolicyChoice> PolicyAnnotation(const json& pod, const char* key, PolicyLevel level, PolicyChoice def) {

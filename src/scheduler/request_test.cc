@@ -198,5 +198,22 @@ TEST(RequestTest, InitContainersAndCustomNames) {
   EXPECT_FALSE(WantsGpu(pod, ResourceNames{}));
 }
 
+// The API server accepts requests up to the int64 limit; found by the request fuzzer (a signed overflow
+// under UBSan). Each container counts for at most 2^40, and the pod's sums stay positive.
+TEST(RequestTest, HugeCpuAndMemoryRequestsDoNotOverflow) {
+  json big = {{"requests", {{"cpu", "9223372036854775807"}, {"memory", "9223372036854775807"}}}};
+  json pod = {{"spec", {{"containers", json::array({{{"name", "a"}, {"resources", big}}, {{"name", "b"}, {"resources", big}}})},
+                        {"initContainers", json::array({{{"name", "i"}, {"resources", big}}})}}}};
+  int64_t cpu = 0, mem = 0;
+  PodCpuMemory(pod, &cpu, &mem);
+  EXPECT_EQ(cpu, int64_t{2} << 40);
+  EXPECT_EQ(mem, int64_t{2} << 40);
+  json small = {{"spec", {{"containers", json::array({{{"name", "a"}, {"resources", {{"requests", {{"cpu", "1500m"}, {"memory", "1Mi"}}}}}},
+                                                      {{"name", "b"}, {"resources", {{"requests", {{"memory", "1025Ki"}}}}}}})}}}};
+  PodCpuMemory(small, &cpu, &mem);
+  EXPECT_EQ(cpu, 1500);
+  EXPECT_EQ(mem, 3);  // 1 MiB, and 1025 KiB rounded up to 2
+}
+
 }  // namespace
 }  // namespace tessera::scheduler
