@@ -35,7 +35,8 @@ set_tests_properties(node_down PROPERTIES FIXTURES_CLEANUP node LABELS "integrat
 
 # The chain, in order: each step needs the one before it.
 set(_prev "")
-foreach(step kubelet images quickstart helm workers in_container pod_delete agent_restart)
+foreach(step kubelet images quickstart helm workers in_container pod_delete agent_restart dra_mode dra_workers
+    dra_in_container)
   add_test(NAME node_${step} COMMAND ${_node_test} ${step})
   set_tests_properties(node_${step} PROPERTIES FIXTURES_REQUIRED node LABELS "integration;node" TIMEOUT 600
     ENVIRONMENT "${_node_env}" SKIP_RETURN_CODE 77 RESOURCE_LOCK tessera_node)

@@ -171,6 +171,79 @@ void SchedulerEnv::KillTessera(int sig) {
   tessera_pid_ = -1;
 }
 
+namespace {
+// The NUL-separated fields of /proc/<pid>/<file>.
+std::vector<std::string> ProcFields(pid_t pid, const char* file) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/" + file, std::ios::binary);
+  std::vector<std::string> out;
+  std::string field;
+  while (std::getline(f, field, '\0')) out.push_back(field);
+  return out;
+}
+}  // namespace
+
+bool SchedulerEnv::RestartKubeApiServer(double ready_timeout_s, std::string* error) {
+  const std::string pid_file = state_dir_ + "/run/kube-apiserver.pid";
+  pid_t old_pid = 0;
+  {
+    std::ifstream f(pid_file);
+    f >> old_pid;
+  }
+  if (old_pid <= 0 || kill(old_pid, 0) != 0) {
+    *error = "no running kube-apiserver recorded in " + pid_file;
+    return false;
+  }
+  std::vector<std::string> argv = ProcFields(old_pid, "cmdline"), envp = ProcFields(old_pid, "environ");
+  std::error_code ec;
+  std::string cwd = std::filesystem::read_symlink("/proc/" + std::to_string(old_pid) + "/cwd", ec).string();
+  if (argv.empty() || ec) {
+    *error = "cannot read kube-apiserver's command line or working directory";
+    return false;
+  }
+  kill(old_pid, SIGKILL);
+  for (int i = 0; i < 200 && kill(old_pid, 0) == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  if (kill(old_pid, 0) == 0) {
+    *error = "kube-apiserver (pid " + std::to_string(old_pid) + ") survived SIGKILL for 10 s";
+    return false;
+  }
+  const std::string log = state_dir_ + "/logs/kube-apiserver.log";
+  pid_t pid = fork();
+  if (pid == 0) {
+    setsid();
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    int null = open("/dev/null", O_RDONLY);
+    dup2(null, 0);
+    if (chdir(cwd.c_str()) != 0) _exit(126);
+    std::vector<char*> a, e;
+    for (auto& s : argv) a.push_back(s.data());
+    a.push_back(nullptr);
+    for (auto& s : envp) e.push_back(s.data());
+    e.push_back(nullptr);
+    execve(a[0], a.data(), e.data());
+    _exit(127);
+  }
+  {
+    std::ofstream f(pid_file, std::ios::trunc);
+    f << pid << "\n";
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(ready_timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    // Serving again: a read that goes to etcd (/readyz answers text, which the client does not decode).
+    auto r = client_->Get(kube::kNamespaces, "", ns_);
+    if (r.ok()) return true;
+    int st = 0;
+    if (waitpid(pid, &st, WNOHANG) == pid) {
+      *error = "the restarted kube-apiserver exited; see " + log;
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  *error = "the restarted kube-apiserver was not ready within " + std::to_string(ready_timeout_s) + " s; see " + log;
+  return false;
+}
+
 std::string SchedulerEnv::metrics_url() const { return "http://127.0.0.1:" + std::to_string(metrics_port_) + "/metrics"; }
 
 std::string SchedulerEnv::Metrics() const {

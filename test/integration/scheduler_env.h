@@ -49,6 +49,11 @@ class SchedulerEnv {
   // Starts (again) only the tessera scheduler, with `identity` as its leader id.
   void StartTessera(const std::string& identity);
   void KillTessera(int sig);  // and waits for the process to go
+  // SIGKILLs the fixture's kube-apiserver and starts it again with the same command line, environment and
+  // working directory (its pid file updated, so kube-down stops the new one); returns once /readyz answers
+  // ok. The shared control plane goes down meanwhile: only for SERIAL tests. Returns false, with *error,
+  // when it could not.
+  bool RestartKubeApiServer(double ready_timeout_s, std::string* error);
   bool WaitLeader(double timeout_s);
   // Polls /metrics every 50 ms until it holds `line` as a whole line, or the timeout.
   bool WaitMetricLine(const std::string& line, double timeout_s);

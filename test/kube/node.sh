@@ -22,7 +22,7 @@ NODE_POD_CIDR=10.244.0.0/24
 NODE_OWNER=/run/tessera-node.owner
 NODE_KUBELET_DIR=/var/lib/kubelet
 # Host directories the node creates (and node_down removes).
-NODE_HOST_DIRS=(/var/lib/kubelet /var/lib/tessera /run/tessera /run/containerd /var/lib/cni /var/log/containers)
+NODE_HOST_DIRS=(/var/lib/kubelet /var/lib/tessera /run/tessera /run/containerd /run/cdi /var/lib/cni /var/log/containers)
 
 node_ip() { echo "${TESSERA_NODE_IP:-10.250.0.1}"; }
 node_name() { echo "${TESSERA_NODE_NAME:-tessera-node}"; }
@@ -178,7 +178,10 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.nri.v1.nri",
   # not lower its score (a container, a restricted VM), runc's nsexec fails writing it and every sandbox
   # dies with "can't get final child's PID from pipe: EOF". Clamp to containerd's own score instead.
   restrict_oom_score_adj = true
-  enable_cdi = false
+  # CDI on, reading only /run/cdi (= /var/run/cdi, the chart's agent.cdiDir): in mode dra the agent hands a
+  # prepared claim's slice to containers as a CDI device. The device plugin path uses no CDI.
+  enable_cdi = true
+  cdi_spec_dirs = ["/run/cdi"]
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$node/cni/net.d"

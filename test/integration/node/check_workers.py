@@ -5,7 +5,9 @@ annotation) has the manifest's cores and memory percentage of its GPU; inside th
 (kubectl exec) tessera-gpu-check sees that GPU, that memory as cudaMemGetInfo's total, that compute
 share in its slice config, allocates up to the wall and gets CUDA_ERROR_OUT_OF_MEMORY past it;
 nvidia-smi shows the one GPU with the slice's memory as its total; the agent's metrics on NodePort 31992
-name the container with the slice's limit. Prints one line per fact checked; exits 1 on the first
+name the container with the slice's limit. With --dra (the chart in mode dra): the slice is the pod's
+ResourceClaim's allocation (device and consumed capacity, no tessera.dev/devices annotation) and the
+agent's metrics count the prepared claims. Prints one line per fact checked; exits 1 on the first
 mismatch."""
 import argparse
 import json
@@ -39,6 +41,43 @@ def running_pod(instance):
     return pods[0]
 
 
+def mib_of(quantity):
+    """A memory quantity as the API server writes it ("3276Mi", "4Gi", "3435134976") in MiB."""
+    m = re.fullmatch(r"(\d+)(Ki|Mi|Gi|Ti)?", str(quantity))
+    if not m:
+        fail(f"unexpected memory quantity {quantity!r}")
+    scale = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40}[m.group(2)]
+    return int(m.group(1)) * scale / (1 << 20)
+
+
+def claim_slice(pod):
+    """(uuid, MiB, cores) of the pod's one GPU claim, from its allocation and the node's ResourceSlice."""
+    name = pod["metadata"]["name"]
+    if "tessera.dev/devices" in pod["metadata"].get("annotations", {}):
+        fail(f"{name}: has tessera.dev/devices: placed by the extender, not through a claim")
+    statuses = pod.get("status", {}).get("resourceClaimStatuses", [])
+    if len(statuses) != 1 or not statuses[0].get("resourceClaimName"):
+        fail(f"{name}: want one generated ResourceClaim, pod status has {statuses}")
+    claim = json.loads(kubectl("get", "resourceclaim", statuses[0]["resourceClaimName"], "-o", "json"))
+    results = claim.get("status", {}).get("allocation", {}).get("devices", {}).get("results", [])
+    if len(results) != 1 or results[0].get("driver") != "gpu.tessera.io":
+        fail(f"{name}: claim {claim['metadata']['name']} allocation is {results}, want one device of gpu.tessera.io")
+    r = results[0]
+    used = r.get("consumedCapacity", {})
+    slices = json.loads(kubectl("get", "resourceslices", "-o", "json"))["items"]
+    uuid = None
+    for s in slices:
+        for d in s["spec"].get("devices", []):
+            if s["spec"].get("driver") == "gpu.tessera.io" and s["spec"]["pool"]["name"] == r["pool"] and d["name"] == r["device"]:
+                uuid = d["attributes"]["uuid"]["string"]
+    if uuid is None:
+        fail(f"{name}: device {r['pool']}/{r['device']} is in no ResourceSlice")
+    mib = mib_of(used.get("memory", "0"))
+    if mib != int(mib):
+        fail(f"{name}: consumed memory {used.get('memory')} is not whole MiB")
+    return uuid, int(mib), int(str(used.get("cores", "-1")))
+
+
 def facts(text):
     out = {}
     for line in text.splitlines():
@@ -51,6 +90,7 @@ def facts(text):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--node-ip", required=True)
+    ap.add_argument("--dra", action="store_true", help="the chart runs in mode dra: slices come from claims")
     args = ap.parse_args()
     # A new agent pod is Ready before its endpoint reaches kube-proxy's NodePort rules: poll the port
     # until it answers (60 s), then check its content once.
@@ -67,15 +107,19 @@ def main():
     for worker, (cores, pct) in SEED.items():
         pod = running_pod(worker)
         name = pod["metadata"]["name"]
-        devices = json.loads(pod["metadata"].get("annotations", {}).get("tessera.dev/devices", "null") or "null")
-        if not devices or len(devices[0]) != 1:
-            fail(f"{name}: tessera.dev/devices should give its one container one GPU, is {devices}")
-        chosen = devices[0][0]
+        if args.dra:
+            uuid, mib, got_cores = claim_slice(pod)
+            chosen = {"uuid": uuid, "memory_mib": mib, "cores": got_cores}
+        else:
+            devices = json.loads(pod["metadata"].get("annotations", {}).get("tessera.dev/devices", "null") or "null")
+            if not devices or len(devices[0]) != 1:
+                fail(f"{name}: tessera.dev/devices should give its one container one GPU, is {devices}")
+            chosen = devices[0][0]
         want_mib = GPU_TOTAL_MIB * pct // 100
         if chosen["cores"] != cores or abs(chosen["memory_mib"] - want_mib) > 1:
             fail(f"{name}: scheduler chose {chosen}, the manifest asks {cores} cores and {pct}% of {GPU_TOTAL_MIB} MiB")
         uuid, mib = chosen["uuid"], chosen["memory_mib"]
-        print(f"{worker}: {name} scheduler chose {uuid} {mib} MiB ({pct}%) {cores} cores")
+        print(f"{worker}: {name} {'its claim got' if args.dra else 'scheduler chose'} {uuid} {mib} MiB ({pct}%) {cores} cores")
 
         out = kubectl("exec", name, "-c", "gpu-worker", "--", "tessera-gpu-check")
         f = facts(out)
@@ -104,6 +148,8 @@ def main():
             fail(f"{name}: nvidia-smi shows {smi}, want one GPU {uuid} with {mib} MiB total")
         print(f"{worker}: nvidia-smi: {smi[0]}")
 
+        if args.dra:
+            continue
         limit = None
         for line in metrics.splitlines():
             if line.startswith("vGPU_device_memory_limit_in_bytes{") and f'podname="{name}"' in line \
@@ -113,6 +159,11 @@ def main():
             fail(f"{name}: :31992 metrics have vGPU_device_memory_limit_in_bytes for ctrname gpu-worker = {limit}, "
                  f"want {mib << 20}")
         print(f"{worker}: :31992 vGPU_device_memory_limit_in_bytes{{podname={name},ctrname=gpu-worker}} {int(limit)}")
+    if args.dra:
+        prepared = [l for l in metrics.splitlines() if l.startswith("tessera_dra_prepared_claims ")]
+        if not prepared or float(prepared[0].split()[1]) < len(SEED):
+            fail(f"the agent's :31992 metrics show {prepared}, want tessera_dra_prepared_claims >= {len(SEED)}")
+        print(f"agent :31992 {prepared[0]}")
     print("check_workers: all facts hold")
 
 

@@ -12,6 +12,11 @@
 #                 out-of-memory past the wall match what the scheduler chose; :31992 names the containers
 #   pod_delete    a deleted worker pod's slice is removed on the node
 #   agent_restart the agent pod restarted: the running workers keep their slices
+#   dra_mode      the workers deleted, `helm upgrade --set mode=dra`: the agent is the kubelet's DRA plugin
+#                 and publishes the node's ResourceSlice; tessera scheduler serves only the webhooks
+#   dra_workers   the seed's workers applied again, unchanged: the webhook turned their requests into
+#                 ResourceClaims, the cluster's kube-scheduler allocated them, the kubelet prepared them
+#   dra_in_container  inside each worker, as in_container, the slice its claim was allocated
 #   down          scripts/kube-down, then nothing left: processes, mounts, interfaces, iptables
 #                 chains, cgroups, host directories, device stand-ins
 # Environment (from CMake): TESSERA_NODE_STATE, TESSERA_SOURCE_DIR, TESSERA_BINARY_DIR. Needs root: exits
@@ -34,7 +39,7 @@ if [ "$step" = down ]; then
   [ ! -e "$state" ] || left+=("state directory $state")
   grep -qF "$state" /proc/self/mountinfo && left+=("mounts under $state")
   awk '{print $5}' /proc/self/mountinfo | grep -qE '^(/var/lib/kubelet|/run/containerd|/run/tessera|/var/lib/tessera)(/|$)' && left+=("mounts under the node's host directories")
-  for d in /var/lib/kubelet /var/lib/tessera /run/tessera /run/containerd /var/lib/cni /var/log/containers /run/tessera-node.owner; do
+  for d in /var/lib/kubelet /var/lib/tessera /run/tessera /run/containerd /run/cdi /var/lib/cni /var/log/containers /run/tessera-node.owner; do
     [ ! -e "$d" ] || left+=("$d")
   done
   for l in tessera-node0 tsr-cni0; do ip link show "$l" >/dev/null 2>&1 && left+=("interface $l"); done
@@ -178,6 +183,40 @@ agent_restart)
   [ "$before" = "$after" ] || fail "slices changed across the agent restart: before [$before] after [$after]"
   python3 "$src/test/integration/node/check_workers.py" --node-ip "$TESSERA_NODE_IP"
   say "agent $old replaced by $(agent_pod); workers kept their slices"
+  ;;
+
+dra_mode)
+  kubectl delete deployment gpu-worker-a gpu-worker-b --wait=true --timeout=90s >/dev/null
+  no_workers() { [ -z "$(kubectl get pods -l app=gpu-worker -o name)" ]; }
+  wait_for 90 "end of the extender-path workers" no_workers
+  helm upgrade tessera "$src/deploy/helm/tessera" -n $ns --reuse-values --set mode=dra --wait --timeout 5m >/dev/null \
+    || fail "helm upgrade --set mode=dra failed"
+  kubectl get deviceclass gpu.tessera.io >/dev/null || fail "no DeviceClass gpu.tessera.io"
+  slice_devices() { kubectl get resourceslice "$TESSERA_NODE_NAME-gpu.tessera.io" -o jsonpath='{range .spec.devices[*]}{.name}{"\n"}{end}'; }
+  has_slice() { [ "$(slice_devices | grep -c .)" = 2 ]; }
+  wait_for 120 "ResourceSlice of $TESSERA_NODE_NAME with the node's two GPUs" has_slice
+  [ -S /var/lib/kubelet/plugins_registry/gpu.tessera.io-reg.sock ] || fail "no DRA registration socket in the kubelet's plugins_registry"
+  args=$(kubectl -n $ns get deploy -l app.kubernetes.io/component=scheduler -o jsonpath='{.items[0].spec.template.spec.containers[*].args}')
+  grep -q -- '--mode=dra' <<<"$args" || fail "tessera scheduler does not run --mode=dra: $args"
+  say "mode dra: ResourceSlice $(slice_devices | tr '\n' ' ')published; the agent registered with the kubelet as DRA plugin"
+  ;;
+
+dra_workers)
+  kubectl apply -f "$src/deploy/examples/worker-a.yaml" -f "$src/deploy/examples/worker-b.yaml" >/dev/null
+  for w in worker-a worker-b; do
+    wait_for 180 "Running pod of $w on the DRA path" worker_pod "$w"
+    pod=$(worker_pod "$w")
+    sched=$(kubectl get pod "$pod" -o jsonpath='{.spec.schedulerName}')
+    claim=$(kubectl get pod "$pod" -o jsonpath='{.status.resourceClaimStatuses[0].resourceClaimName}')
+    [ -n "$claim" ] || fail "$pod has no ResourceClaim: the DRA webhook did not translate it"
+    [ "$sched" = default-scheduler ] || fail "$pod schedulerName is $sched, want default-scheduler"
+    alloc=$(kubectl get resourceclaim "$claim" -o jsonpath='{.status.allocation.devices.results[0].device} {.status.allocation.devices.results[0].consumedCapacity}')
+    say "$w: $pod Running, schedulerName $sched, claim $claim allocated $alloc"
+  done
+  ;;
+
+dra_in_container)
+  python3 "$src/test/integration/node/check_workers.py" --node-ip "$TESSERA_NODE_IP" --dra
   ;;
 
 *) fail "unknown step '$step'" ;;
