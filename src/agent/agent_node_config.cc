@@ -11,6 +11,7 @@ namespace tessera::agent {
 
 namespace {
 void NodeLog(const std::string& msg) { std::fprintf(stderr, "tessera-agent: %s\n", msg.c_str()); }
+constexpr size_t kMaxNodeConfigBytes = size_t{1} << 20;
 }  // namespace
 
 void SpatialEvent(Cluster& cluster, const ContainerAssignment& a) {
@@ -42,18 +43,21 @@ bool Agent::ReloadNodeConfigNow() {
     base.cordon = ParseCordon(kube::Annotation(*node, kube::kAnnoCordon));
   NodeSettings next = base;
   std::string text;
+  bool too_large = false;
   if (!opts_.node_config.empty()) {
-    std::ifstream in(opts_.node_config);
-    if (in) {
-      std::stringstream ss;
-      ss << in.rdbuf();
-      text = ss.str();
+    // A ConfigMap holds at most 1 MiB: read no more than that (a device named by mistake cannot fill memory).
+    std::ifstream in(opts_.node_config, std::ios::binary);
+    char buf[1 << 16];
+    while (!too_large && (in.read(buf, sizeof(buf)) || in.gcount() > 0)) {
+      text.append(buf, static_cast<size_t>(in.gcount()));
+      too_large = text.size() > kMaxNodeConfigBytes;
     }
   }
   bool refused = false;
   if (!text.empty()) {
     bool matched = false;
-    gpu::Status st = ApplyNodeConfig(text, opts_.node, base, &next, &matched);
+    gpu::Status st = too_large ? gpu::Status::Error("larger than 1 MiB, the most a ConfigMap holds")
+                               : ApplyNodeConfig(text, opts_.node, base, &next, &matched);
     if (!st.ok()) {
       refused = true;
       std::lock_guard<std::mutex> lock(mu_);

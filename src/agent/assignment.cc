@@ -1,6 +1,7 @@
 #include "agent/assignment.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <ctime>
 #include <sstream>
@@ -51,7 +52,8 @@ bool ParseRfc3339(const std::string& s, int64_t* ns) {
   } else {
     return false;
   }
-  if (pos != s.size() || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60) {
+  if (pos != s.size() || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 ||
+      sec < 0 || sec > 60) {
     return false;
   }
   std::tm tm{};
@@ -62,6 +64,8 @@ bool ParseRfc3339(const std::string& s, int64_t* ns) {
   tm.tm_min = mi;
   tm.tm_sec = sec;
   int64_t secs = static_cast<int64_t>(timegm(&tm)) - offset_s;
+  // Nanoseconds since 1970 in 64 bits reach the years 1677..2262: anything else is no time of ours.
+  if (secs <= INT64_MIN / 1000000000ll || secs >= INT64_MAX / 1000000000ll) return false;
   *ns = secs * 1000000000ll + frac_ns;
   return true;
 }
@@ -85,13 +89,10 @@ int64_t DeviceCount(const nlohmann::json& container, const std::string& resource
   return -1;
 }
 
-}  // namespace
-
-std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, const std::string& node,
-                                                  const std::string& resource, std::string* error) {
-  error->clear();
+std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::string& node,
+                                       const std::string& resource, std::string* error) {
   std::vector<ContainerAssignment> out;
-  if (!pod.is_object() || !pod.contains("metadata")) return out;
+  if (!pod.is_object() || !pod.contains("metadata") || !pod["metadata"].is_object()) return out;
   const auto& meta = pod["metadata"];
   const auto ann = meta.value("annotations", nlohmann::json::object());
   if (!ann.is_object()) return out;
@@ -124,6 +125,7 @@ std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, con
   }
   ParseRfc3339(meta.value("creationTimestamp", ""), &created_ns);
 
+  if (!pod.contains("spec") || !pod["spec"].is_object()) return out;
   const auto& spec = pod["spec"];
   for (int pass = 0; pass < 2; ++pass) {
     const bool init = pass == 0;
@@ -177,6 +179,20 @@ std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, con
     }
   }
   return out;
+}
+
+}  // namespace
+
+std::vector<ContainerAssignment> ParseAssignments(const nlohmann::json& pod, const std::string& node,
+                                                  const std::string& resource, std::string* error) {
+  error->clear();
+  try {
+    return Parse(pod, node, resource, error);
+  } catch (const nlohmann::json::exception& e) {
+    // A field of another type than the API's (a name that is a number, ...): skip the pod, say why.
+    *error = std::string("pod of an unexpected shape: ") + e.what();
+    return {};
+  }
 }
 
 }  // namespace tessera::agent

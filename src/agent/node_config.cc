@@ -21,7 +21,7 @@ Status ReadFilter(const json& v, const std::string& where, DeviceFilter* out) {
         if (!e.is_string()) return Status::Error(where + ".uuid: entries must be GPU uuid strings");
         out->uuids.insert(e.get<std::string>());
       } else {
-        if (!e.is_number_integer() || e.get<int>() < 0 || e.get<int>() > 1023)
+        if (!e.is_number_integer() || e.get<int64_t>() < 0 || e.get<int64_t>() > 1023)
           return Status::Error(where + ".index: entries must be GPU indexes 0..1023");
         out->indexes.insert(e.get<int>());
       }
@@ -68,7 +68,7 @@ Status ApplyNodeConfig(const std::string& text, const std::string& node, const N
       Status st = Status::Ok();
       if (k == "name") continue;
       if (k == "devicesplitcount") {
-        if (!it->is_number_integer() || it->get<int>() < 1 || it->get<int>() > 64)
+        if (!it->is_number_integer() || it->get<int64_t>() < 1 || it->get<int64_t>() > 64)
           return Status::Error(at + ": " + it->dump() + " is out of range (1..64)");
         tmp.split = it->get<int>();
       } else if (k == "devicememoryscaling") {

@@ -74,7 +74,9 @@ Status ReadString(const YAML::Node& node, const std::string& where, size_t max_l
 Status CheckKeys(const YAML::Node& map, const std::string& where,
                  std::initializer_list<const char*> allowed) {
   for (const auto& kv : map) {
-    std::string key = kv.first.as<std::string>();
+    // A key may be a list or a mapping in YAML ("? [a]: 1"): no key we know.
+    if (!kv.first.IsScalar()) return Status::Error(where + ": a key must be a plain name");
+    std::string key = kv.first.Scalar();
     bool ok = std::any_of(allowed.begin(), allowed.end(), [&](const char* a) { return key == a; });
     if (!ok) {
       std::string list;
@@ -279,12 +281,21 @@ Status ParseSimSpec(const std::string& text, const std::string& source, SimSpec*
 }
 
 namespace {
+// A simulator file for thousands of GPUs is well below this.
+constexpr size_t kMaxFileBytes = size_t{4} << 20;
+
+// Reads the whole file, at most kMaxFileBytes: a device named by mistake (/dev/zero) fails at the limit.
 Status ReadFile(const std::filesystem::path& path, std::string* text) {
-  std::ifstream in(path);
+  std::ifstream in(path, std::ios::binary);
   if (!in) return Status::Error(path.string() + ": cannot open simulator file");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  *text = ss.str();
+  text->clear();
+  char buf[1 << 16];
+  while (in.read(buf, sizeof(buf)) || in.gcount() > 0) {
+    text->append(buf, static_cast<size_t>(in.gcount()));
+    if (text->size() > kMaxFileBytes)
+      return Status::Error(path.string() + ": larger than " + std::to_string(kMaxFileBytes >> 20) +
+                           " MiB, the limit for a simulator file");
+  }
   return Status::Ok();
 }
 }  // namespace

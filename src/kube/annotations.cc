@@ -1,5 +1,8 @@
 #include "kube/annotations.h"
 
+#include <climits>
+#include <cstdint>
+
 #include <nlohmann/json.hpp>
 
 namespace tessera::kube {
@@ -41,12 +44,15 @@ Result<std::vector<GpuInfo>> DecodeGpus(const std::string& text) {
       return bad(at + ".memory_mib: required integer > 0");
     g.memory_mib = e["memory_mib"];
     if (e.contains("cores")) {
-      if (!e["cores"].is_number_integer() || e["cores"].get<int>() <= 0 || e["cores"].get<int>() > 10000)
+      if (!e["cores"].is_number_integer() || e["cores"].get<int64_t>() <= 0 ||
+          e["cores"].get<int64_t>() > 10000)
         return bad(at + ".cores: integer in 1..10000");
       g.cores = e["cores"];
     }
     if (e.contains("numa")) {
-      if (!e["numa"].is_number_integer()) return bad(at + ".numa: integer");
+      if (!e["numa"].is_number_integer() || e["numa"].get<int64_t>() < INT_MIN ||
+          e["numa"].get<int64_t>() > INT_MAX)
+        return bad(at + ".numa: integer");
       g.numa = e["numa"];
     }
     if (e.contains("healthy")) {
@@ -98,7 +104,8 @@ Result<ContainerDevices> DecodeDevices(const std::string& text) {
       if (!e.is_object() || !e.contains("uuid") || !e["uuid"].is_string()) return bad(at + ".uuid: required string");
       if (!e.contains("memory_mib") || !e["memory_mib"].is_number_integer() || e["memory_mib"].get<int64_t>() < 0)
         return bad(at + ".memory_mib: required integer >= 0");
-      if (!e.contains("cores") || !e["cores"].is_number_integer() || e["cores"].get<int>() < 0)
+      if (!e.contains("cores") || !e["cores"].is_number_integer() || e["cores"].get<int64_t>() < 0 ||
+          e["cores"].get<int64_t>() > INT_MAX)
         return bad(at + ".cores: required integer >= 0");
       c.push_back({e["uuid"], e["memory_mib"], e["cores"]});
     }

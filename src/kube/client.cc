@@ -70,10 +70,11 @@ X509_STORE* MakeStore(const std::string& pem) {
 }
 
 std::string ReadTokenFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  std::string t = ss.str();
+  // Tokens are a few KiB: at most 64 KiB is read, so a device named by mistake cannot fill memory.
+  std::ifstream f(path, std::ios::binary);
+  std::string t(size_t{64} << 10, '\0');
+  f.read(t.data(), static_cast<std::streamsize>(t.size()));
+  t.resize(static_cast<size_t>(f.gcount()));
   while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
   return t;
 }

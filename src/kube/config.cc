@@ -12,12 +12,22 @@ namespace {
 
 Error ConfigError(const std::string& msg) { return Error{0, "Config", msg}; }
 
+// Kubeconfigs, CA bundles, certificates, keys and tokens are all far below this.
+constexpr size_t kMaxFileBytes = size_t{4} << 20;
+
+// Reads the whole file, at most kMaxFileBytes: a device named by mistake (/dev/zero) fails at the limit.
 Result<std::string> ReadFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return ConfigError("cannot read " + path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+  std::string out;
+  char buf[1 << 16];
+  while (f.read(buf, sizeof(buf)) || f.gcount() > 0) {
+    out.append(buf, static_cast<size_t>(f.gcount()));
+    if (out.size() > kMaxFileBytes)
+      return ConfigError(path + ": larger than " + std::to_string(kMaxFileBytes >> 20) +
+                         " MiB, the limit for a kubeconfig, certificate or token file");
+  }
+  return out;
 }
 
 Result<std::string> Base64Decode(const std::string& in, const std::string& field) {

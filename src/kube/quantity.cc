@@ -1,6 +1,7 @@
 #include "kube/quantity.h"
 
 #include <algorithm>
+#include <limits>
 
 namespace tessera::kube {
 namespace {
@@ -35,6 +36,13 @@ i128 CeilDiv(i128 a, i128 b) {
   i128 q = a / b;
   if (a % b != 0 && a > 0) ++q;
   return q;
+}
+
+// Past int64 a value saturates: a cast would wrap "18446744073709551617" to 1.
+int64_t Saturate(i128 v) {
+  if (v > std::numeric_limits<int64_t>::max()) return std::numeric_limits<int64_t>::max();
+  if (v < std::numeric_limits<int64_t>::min()) return std::numeric_limits<int64_t>::min();
+  return static_cast<int64_t>(v);
 }
 
 Error Bad(std::string_view s, const std::string& why) {
@@ -189,8 +197,8 @@ std::string Quantity::ToString() const {
   return sign + I128ToString(m) + suffix;
 }
 
-int64_t Quantity::Value() const { return static_cast<int64_t>(CeilDiv(nano_, kNanoPerUnit)); }
-int64_t Quantity::MilliValue() const { return static_cast<int64_t>(CeilDiv(nano_, 1000000)); }
+int64_t Quantity::Value() const { return Saturate(CeilDiv(nano_, kNanoPerUnit)); }
+int64_t Quantity::MilliValue() const { return Saturate(CeilDiv(nano_, 1000000)); }
 bool Quantity::IsInteger() const { return nano_ % kNanoPerUnit == 0; }
 
 Quantity Quantity::operator+(const Quantity& o) const {

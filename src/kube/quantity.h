@@ -30,7 +30,8 @@ class Quantity {
   // Canonical string, as the API server would print it.
   std::string ToString() const;
 
-  // Integer value rounded up (Kubernetes' Value()); MilliValue() likewise in thousandths.
+  // Integer value rounded up (Kubernetes' Value()); MilliValue() likewise in thousandths. Both saturate at
+  // the int64 limits rather than wrap.
   int64_t Value() const;
   int64_t MilliValue() const;
   bool IsInteger() const;  // no fractional part

@@ -171,7 +171,9 @@ Status ParseDraSliceConfig(const Json& params, const std::string& where, DraSlic
   return Ok{};
 }
 
-Result<DraClaimAllocation> ParseClaimAllocation(const Json& claim) {
+namespace {
+
+Result<DraClaimAllocation> ReadClaimAllocation(const Json& claim) {
   const std::string who = "ResourceClaim " + Namespace(claim) + "/" + Name(claim);
   const Json* alloc = nullptr;
   if (claim.contains("status") && claim["status"].is_object() && claim["status"].contains("allocation")) {
@@ -241,6 +243,17 @@ Result<DraClaimAllocation> ParseClaimAllocation(const Json& claim) {
     out.config.push_back(std::move(entry));
   }
   return out;
+}
+
+}  // namespace
+
+Result<DraClaimAllocation> ParseClaimAllocation(const Json& claim) {
+  try {
+    return ReadClaimAllocation(claim);
+  } catch (const Json::exception& e) {
+    // A field of another type than the API's (a driver that is a number, ...).
+    return Invalid(std::string("ResourceClaim of an unexpected shape: ") + e.what());
+  }
 }
 
 }  // namespace tessera::kube

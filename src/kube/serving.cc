@@ -184,10 +184,11 @@ bool ServingGuard::Authorized(const httplib::Request& req) {
                         ? static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec
                         : -2;
     if (mtime != token_mtime_ns_) {
-      std::ifstream f(token_file_);
-      std::stringstream ss;
-      ss << f.rdbuf();
-      token_ = ss.str();
+      // Tokens are a few KiB: at most 64 KiB is read, so a device named by mistake cannot fill memory.
+      std::ifstream f(token_file_, std::ios::binary);
+      token_.assign(size_t{64} << 10, '\0');
+      f.read(token_.data(), static_cast<std::streamsize>(token_.size()));
+      token_.resize(static_cast<size_t>(f.gcount()));
       while (!token_.empty() && (token_.back() == '\n' || token_.back() == '\r' || token_.back() == ' '))
         token_.pop_back();
       token_mtime_ns_ = mtime;

@@ -34,7 +34,8 @@ Span Trim(Span s) {
 }
 
 bool CopySpan(Span s, char* out, size_t cap) {
-  if (s.size() + 1 > cap) return false;
+  // A NUL inside would cut the value short of what the file says.
+  if (s.size() + 1 > cap || memchr(s.b, '\0', s.size()) != nullptr) return false;
   memcpy(out, s.b, s.size());
   out[s.size()] = '\0';
   return true;
@@ -45,6 +46,7 @@ bool ParseInt(Span s, long long lo, long long hi, long long* out) {
   long long v = 0;
   for (const char* p = s.b; p < s.e; ++p) {
     if (*p < '0' || *p > '9') return false;
+    if (v > (hi - (*p - '0')) / 10) return false;  // past hi already (and 19 digits would pass long long)
     v = v * 10 + (*p - '0');
   }
   if (v < lo || v > hi) return false;
@@ -427,8 +429,11 @@ bool ParseBytes(const char* s, uint64_t* out) {
   }
   if (mult > 1 && whole > ~0ull / mult) return false;
   unsigned long long v = whole * mult;
-  if (frac) v += frac * mult / frac_div;
   if (frac && mult == 1) return false;  // fractional bytes make no sense
+  // frac * mult / frac_div without the product (it passes 64 bits for "1.999999999TiB"): frac < frac_div.
+  const unsigned long long part = frac * (mult / frac_div) + frac * (mult % frac_div) / frac_div;
+  if (part > ~0ull - v) return false;
+  v += part;
   *out = v;
   return true;
 }

@@ -24,6 +24,17 @@ static_assert(std::atomic<int64_t>::is_always_lock_free, "shared atomics must be
 static_assert(std::atomic<uint64_t>::is_always_lock_free, "shared atomics must be lock-free");
 static_assert(std::atomic<int32_t>::is_always_lock_free, "shared atomics must be lock-free");
 
+// Time arithmetic on values read from the files, which other participants (tenants) may write: saturating,
+// so a damaged row reads as very old or very far ahead, never as an overflow.
+int64_t Since(int64_t now, int64_t then) {
+  int64_t d;
+  return __builtin_sub_overflow(now, then, &d) ? (then < 0 ? INT64_MAX : INT64_MIN) : d;
+}
+int64_t Plus(int64_t t, int64_t d) {
+  int64_t r;
+  return __builtin_add_overflow(t, d, &r) ? (d > 0 ? INT64_MAX : INT64_MIN) : r;
+}
+
 uint64_t NewNonce() {
   std::random_device rd;
   uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^ static_cast<uint64_t>(MonotonicNs());
@@ -41,7 +52,7 @@ bool AnyLiveHighPriority(const NodeRow* rows, int high_water, const NodeRow* sel
   for (int i = 0; i < high_water; ++i) {
     const NodeRow& r = rows[i];
     if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (Since(now_ns, r.heartbeat_ns.load(std::memory_order_relaxed)) > stale_ns) continue;
     if (fn(r)) return true;
   }
   return false;
@@ -225,7 +236,7 @@ NodeRow* NodeRegion::Join(int priority, std::string_view slice, int64_t now_ns) 
   for (int i = 0; i < kRows; ++i) {
     NodeRow& r = h->row[i];
     uint64_t owner = r.owner.load(std::memory_order_acquire);
-    const bool stale = now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > kReclaimNs;
+    const bool stale = Since(now_ns, r.heartbeat_ns.load(std::memory_order_relaxed)) > kReclaimNs;
     if (owner != 0 && !stale) continue;
     // Claimed by compare-and-swap, no lock: a racer for the same row moves on to the next.
     if (!r.owner.compare_exchange_strong(owner, NewNonce(), std::memory_order_acq_rel)) continue;
@@ -281,10 +292,10 @@ void NodeRegion::NoteSubmit(NodeRow* row, int64_t now_ns) {
     if (before == 0) {
       // A new burst: learn the interval between bursts (EWMA over ~4; gaps over 1 s are pauses).
       const int64_t last = row->burst_start_ns.load(std::memory_order_relaxed);
-      const int64_t gap = now_ns - last;
+      const int64_t gap = Since(now_ns, last);
       if (last != 0 && gap > 0 && gap < 1'000'000'000) {
         const int64_t p = row->period_ns.load(std::memory_order_relaxed);
-        row->period_ns.store(p == 0 ? gap : p + (gap - p) / 4, std::memory_order_relaxed);
+        row->period_ns.store(p == 0 ? gap : p + Since(gap, p) / 4, std::memory_order_relaxed);
       }
       row->burst_start_ns.store(now_ns, std::memory_order_relaxed);
     }
@@ -299,18 +310,19 @@ bool NodeRegion::HighPriorityMaybePresent() const {
 
 bool NodeRegion::HighPriorityPresent(int64_t now_ns, int64_t stale_ns) const {
   const int64_t beat = hi_->hp_beat_ns.load(std::memory_order_relaxed);
-  return beat != 0 && now_ns - beat <= stale_ns;
+  return beat != 0 && Since(now_ns, beat) <= stale_ns;
 }
 
 bool NodeRegion::HighPriorityActive(const NodeRow* self, int64_t now_ns, int64_t linger_ns,
                                     int64_t stale_ns) const {
   const Header* h = hi_;
   // Fast exits: nobody high-priority alive, or one submitted just now (the common busy case).
-  if (now_ns - h->hp_beat_ns.load(std::memory_order_relaxed) > stale_ns) return false;
+  if (Since(now_ns, h->hp_beat_ns.load(std::memory_order_relaxed)) > stale_ns) return false;
   return AnyLiveHighPriority(h->row, h->high_water.load(std::memory_order_acquire), self, now_ns, stale_ns,
                              [&](const NodeRow& r) {
                                return r.inflight.load(std::memory_order_relaxed) > 0 ||
-                                      now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < linger_ns;
+                                      Since(now_ns, r.last_submit_ns.load(std::memory_order_relaxed)) <
+                                          linger_ns;
                              });
 }
 
@@ -331,9 +343,9 @@ int64_t NodeRegion::HighPriorityDueIn(const NodeRow* self, int64_t now_ns, int64
                         const int64_t period = r.period_ns.load(std::memory_order_relaxed);
                         const int64_t start = r.burst_start_ns.load(std::memory_order_relaxed);
                         if (period <= 0 || start == 0) return false;
-                        const int64_t next = start + period;
-                        if (now_ns > next + period / 4) return false;  // late: not periodic right now
-                        const int64_t in = std::max<int64_t>(0, next - now_ns);
+                        const int64_t next = Plus(start, period);
+                        if (now_ns > Plus(next, period / 4)) return false;  // late: not periodic right now
+                        const int64_t in = std::max<int64_t>(0, Since(next, now_ns));
                         if (due < 0 || in < due) {
                           due = in;
                           if (period_ns) *period_ns = period;
@@ -401,7 +413,7 @@ bool NodeRegion::OthersPublishedThrough(const NodeRow* self, int64_t t_ns, int64
     if (i % kRows >= HighWater(i / kRows)) continue;
     const NodeRow& r = *RowAt(i);
     if (&r == self || r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (Since(now_ns, r.heartbeat_ns.load(std::memory_order_relaxed)) > stale_ns) continue;
     const int64_t through = r.published_through_ns.load(std::memory_order_acquire);
     if (through != 0 && through < t_ns) return false;
   }
@@ -423,8 +435,8 @@ bool NodeRegion::OthersIdle(const NodeRow* self, int64_t now_ns, int64_t idle_ns
       }
       if (watch->changed_ns[i] != 0 && now_ns - watch->changed_ns[i] < idle_ns) idle = false;
     }
-    if (now_ns - r.last_submit_ns.load(std::memory_order_relaxed) < idle_ns) idle = false;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (Since(now_ns, r.last_submit_ns.load(std::memory_order_relaxed)) < idle_ns) idle = false;
+    if (Since(now_ns, r.heartbeat_ns.load(std::memory_order_relaxed)) > stale_ns) continue;
     if (r.inflight.load(std::memory_order_relaxed) > 0) idle = false;
   }
   return idle;
@@ -436,7 +448,7 @@ int NodeRegion::LiveRows(int64_t now_ns, int64_t stale_ns) const {
     if (i % kRows >= HighWater(i / kRows)) continue;
     const NodeRow& r = *RowAt(i);
     if (r.owner.load(std::memory_order_acquire) == 0) continue;
-    if (now_ns - r.heartbeat_ns.load(std::memory_order_relaxed) > stale_ns) continue;
+    if (Since(now_ns, r.heartbeat_ns.load(std::memory_order_relaxed)) > stale_ns) continue;
     ++n;
   }
   return n;
