@@ -118,14 +118,14 @@ std::vector<DraGpuKind> DraGpuKinds(const std::vector<json>& resource_slices) {
       if (!d.is_object() || !d.contains("attributes") || !d["attributes"].is_object()) continue;
       const json& a = d["attributes"];
       auto str = [&](const char* k) -> std::string {
-        for (const std::string key : {std::string(kube::kDraDriver) + "/" + k, std::string(k)}) {
+        for (const std::string& key : {std::string(kube::kDraDriver) + "/" + k, std::string(k)}) {
           if (a.contains(key) && a[key].is_object() && a[key].contains("string") && a[key]["string"].is_string())
             return a[key]["string"].get<std::string>();
         }
         return "";
       };
       auto num = [&](const char* k) -> int64_t {
-        for (const std::string key : {std::string(kube::kDraDriver) + "/" + k, std::string(k)}) {
+        for (const std::string& key : {std::string(kube::kDraDriver) + "/" + k, std::string(k)}) {
           if (a.contains(key) && a[key].is_object() && a[key].contains("int") && a[key]["int"].is_number_integer())
             return a[key]["int"].get<int64_t>();
         }
