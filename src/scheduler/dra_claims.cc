@@ -5,7 +5,6 @@
 #include <set>
 
 #include "kube/annotations.h"
-#include "kube/quantity.h"
 #include "kube/resource_slice.h"
 
 namespace tessera::scheduler {
@@ -17,16 +16,6 @@ namespace {
 constexpr int kMaxSubrequests = 8;
 
 kube::Error Invalid(const std::string& msg) { return kube::Error{0, "Invalid", msg}; }  // resource.k8s.io/v1: firstAvailable holds at most 8
-
-std::string Ptr(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '~') o += "~0";
-    else if (c == '/') o += "~1";
-    else o += c;
-  }
-  return o;
-}
 
 std::string Lower(std::string s) {
   for (auto& c : s) c = static_cast<char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
@@ -81,31 +70,6 @@ uint64_t Fnv1a(const std::string& s) {
   return h;
 }
 
-// The integer value of `name` in a container's limits (then requests), -1 when absent or malformed
-// (ParsePod has already refused malformed values).
-int64_t ResourceInt(const json& c, const std::string& name) {
-  if (!c.is_object() || !c.contains("resources") || !c["resources"].is_object()) return -1;
-  for (const char* kind : {"limits", "requests"}) {
-    const json& r = c["resources"].value(kind, json::object());
-    if (!r.is_object() || !r.contains(name)) continue;
-    const json& v = r[name];
-    if (v.is_number_integer()) return v.get<int64_t>();
-    if (v.is_string()) {
-      auto q = kube::Quantity::Parse(v.get<std::string>());
-      if (q.ok()) return q->Value();
-    }
-    return -1;
-  }
-  return -1;
-}
-
-std::string AnnotationOf(const json& pod, const char* key) {
-  const json& m = pod.value("metadata", json::object());
-  const json& a = m.is_object() ? m.value("annotations", json::object()) : json::object();
-  if (!a.is_object() || !a.contains(key) || !a[key].is_string()) return "";
-  return a[key].get<std::string>();
-}
-
 }  // namespace
 
 std::vector<DraGpuKind> DraGpuKinds(const std::vector<json>& resource_slices) {
@@ -144,7 +108,7 @@ kube::Result<DraTranslation> TranslateToClaims(const json& pod, const ParsedPod&
   DraTranslation out;
   const json& spec = pod.value("spec", json::object());
   const std::string attr = std::string("device.attributes[\"") + kube::kDraDriver + "\"]";
-  const bool burst = AnnotationOf(pod, "tessera.dev/cap-mode") == "burst";
+  const bool burst = PodAnnotation(pod, "tessera.dev/cap-mode") == "burst";
 
   std::set<std::string> claim_names;
   if (spec.contains("resourceClaims") && spec["resourceClaims"].is_array())
@@ -239,7 +203,7 @@ kube::Result<DraTranslation> TranslateToClaims(const json& pod, const ParsedPod&
       if (cr.numa_bind)
         devices["constraints"].push_back({{"requests", {"gpu"}}, {"matchAttribute", std::string(kube::kDraDriver) + "/numaNode"}});
     }
-    const int64_t prio = ResourceInt(c, names.priority);
+    const int prio = ref.priority;
     if (prio >= 0 || burst) {
       json params = {{"apiVersion", "gpu.tessera.io/v1"}, {"kind", "SliceConfig"}};
       if (prio >= 0) params["priority"] = prio;
@@ -284,7 +248,7 @@ kube::Result<DraTranslation> TranslateToClaims(const json& pod, const ParsedPod&
           if (!r.contains(*n)) continue;
           out.patch.push_back({{"op", "remove"},
                                {"path", std::string("/spec/") + list + "/" + std::to_string(i) + "/resources/" + kind +
-                                            "/" + Ptr(*n)}});
+                                            "/" + JsonPointerEscape(*n)}});
         }
       }
     }

@@ -30,14 +30,6 @@ std::vector<std::string> SplitList(const std::string& s) {
   return out;
 }
 
-std::string AnnotationOf(const json& pod, const char* key) {
-  const json* a = nullptr;
-  if (pod.contains("metadata") && pod["metadata"].contains("annotations") && pod["metadata"]["annotations"].is_object())
-    a = &pod["metadata"]["annotations"];
-  if (!a) return "";
-  auto it = a->find(key);
-  return it != a->end() && it->is_string() ? it->get<std::string>() : "";
-}
 
 // The resource value from limits, else requests; nullopt if absent. Validates: a non-negative integer.
 kube::Result<std::optional<int64_t>> ReadInt(const json& c, const std::string& name, const std::string& where) {
@@ -71,10 +63,29 @@ int64_t MilliOf(const json& c, const char* res, bool memory) {
 }
 
 kube::Result<PolicyChoice> PolicyAnnotation(const json& pod, const char* key, PolicyLevel level, PolicyChoice def) {
-  return ParsePolicyChoice(std::string("annotation ") + key, AnnotationOf(pod, key), level, def);
+  return ParsePolicyChoice(std::string("annotation ") + key, PodAnnotation(pod, key), level, def);
 }
 
 }  // namespace
+
+std::string PodAnnotation(const json& pod, const char* key) {
+  const json* a = nullptr;
+  if (pod.contains("metadata") && pod["metadata"].contains("annotations") && pod["metadata"]["annotations"].is_object())
+    a = &pod["metadata"]["annotations"];
+  if (!a) return "";
+  auto it = a->find(key);
+  return it != a->end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+std::string JsonPointerEscape(const std::string& segment) {
+  std::string o;
+  for (char c : segment) {
+    if (c == '~') o += "~0";
+    else if (c == '/') o += "~1";
+    else o += c;
+  }
+  return o;
+}
 
 int32_t NamespaceId(const std::string& ns) {
   static std::mutex mu;
@@ -143,7 +154,7 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
   out.request.node_topology_aware = node_policy->topology_aware;
   out.request.node_numa = node_policy->numa;
   placement::ComputeMode mode = placement::ComputeMode::kNodeDefault;
-  if (std::string m = AnnotationOf(pod, kube::kAnnoComputeMode); !m.empty()) {
+  if (std::string m = PodAnnotation(pod, kube::kAnnoComputeMode); !m.empty()) {
     if (m == kube::kModeSpatial) mode = placement::ComputeMode::kSpatial;
     else if (m == kube::kModeTimeSliced) mode = placement::ComputeMode::kTimeSliced;
     else
@@ -151,19 +162,19 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
                      " is not allowed (time-sliced or spatial; absent: the node's default)");
   }
   bool share = opts.spatial_share_namespaces;
-  if (std::string v = AnnotationOf(pod, kube::kAnnoSpatialShare); !v.empty()) {
+  if (std::string v = PodAnnotation(pod, kube::kAnnoSpatialShare); !v.empty()) {
     if (v != "true" && v != "false")
       return Invalid(std::string("annotation ") + kube::kAnnoSpatialShare + "=" + v + " is not allowed (true or false)");
     share = v == "true";
   }
   const int32_t tenant = NamespaceId(out.ns);
-  std::string numa = AnnotationOf(pod, "nvidia.com/numa-bind");
+  std::string numa = PodAnnotation(pod, "nvidia.com/numa-bind");
   if (!numa.empty() && numa != "true" && numa != "false")
     return Invalid("annotation nvidia.com/numa-bind=" + numa + " is not allowed (true or false)");
-  auto types_in = SplitList(AnnotationOf(pod, "nvidia.com/use-gputype"));
-  auto types_out = SplitList(AnnotationOf(pod, "nvidia.com/nouse-gputype"));
-  auto uuids_in = SplitList(AnnotationOf(pod, "nvidia.com/use-gpuuuid"));
-  auto uuids_out = SplitList(AnnotationOf(pod, "nvidia.com/nouse-gpuuuid"));
+  auto types_in = SplitList(PodAnnotation(pod, "nvidia.com/use-gputype"));
+  auto types_out = SplitList(PodAnnotation(pod, "nvidia.com/nouse-gputype"));
+  auto uuids_in = SplitList(PodAnnotation(pod, "nvidia.com/use-gpuuuid"));
+  auto uuids_out = SplitList(PodAnnotation(pod, "nvidia.com/nouse-gpuuuid"));
 
   int64_t app_cpu = 0, app_mem = 0, init_cpu = 0, init_mem = 0;
   for (bool init : {true, false}) {
@@ -249,7 +260,7 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       cr.tenant = tenant;
       cr.share_tenants = share;
       out.request.containers.push_back(std::move(cr));
-      out.refs.push_back({init, sidecar, idx, cores->has_value()});
+      out.refs.push_back({init, sidecar, idx, cores->has_value(), prio->has_value() ? static_cast<int>(**prio) : -1});
       ++idx;
     }
     (init ? out.num_init_containers : out.num_containers) = idx;

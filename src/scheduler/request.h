@@ -61,6 +61,7 @@ struct ContainerRef {
   bool sidecar = false;  // an init container with restartPolicy Always: runs beside the app containers
   int index = 0;         // into spec.containers or spec.initContainers
   bool cores_stated = false;  // states nvidia.com/gpucores (Kubernetes' quota counts it)
+  int priority = -1;          // nvidia.com/priority as stated (0 or 1, validated); -1: not stated
   bool concurrent() const { return !init || sidecar; }  // holds its slice while the app containers run
 };
 
@@ -89,6 +90,11 @@ kube::Result<ParsedPod> ParsePod(const nlohmann::json& pod, const ParseOptions& 
 // The pod's CPU (millicores) and host memory (MiB) requests, Kubernetes-style: max(largest init container,
 // sum of containers).
 void PodCpuMemory(const nlohmann::json& pod, int64_t* cpu_milli, int64_t* memory_mib);
+
+// The pod's annotation `key` when it is a string, else "".
+std::string PodAnnotation(const nlohmann::json& pod, const char* key);
+// One path segment of a JSON Patch path (RFC 6901): "nvidia.com/gpu" -> "nvidia.com~1gpu".
+std::string JsonPointerEscape(const std::string& segment);
 
 // True if any container (init or not) names one of our resources in limits or requests.
 bool WantsGpu(const nlohmann::json& pod, const ResourceNames& names);

@@ -19,17 +19,6 @@ std::string Base64(const std::string& in) {
   return out;
 }
 
-// JSON pointer escaping of one path segment (RFC 6901): "nvidia.com/gpu" -> "nvidia.com~1gpu".
-std::string Ptr(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '~') o += "~0";
-    else if (c == '/') o += "~1";
-    else o += c;
-  }
-  return o;
-}
-
 json Review(const json& review, bool allowed, const std::string& message, const json& patch) {
   json resp = {{"uid", review.contains("request") ? review["request"].value("uid", "") : ""}, {"allowed", allowed}};
   if (!allowed) resp["status"] = {{"code", 400}, {"reason", "BadRequest"}, {"message", message}};
@@ -187,9 +176,9 @@ json MutationPatch(const json& pod, const WebhookOptions& opts) {
         shares |= has("limits", *k) || has("requests", *k);
       if (!shares || has("limits", n.gpu) || has("requests", n.gpu)) continue;
       std::string base = std::string("/spec/") + list + "/" + std::to_string(i) + "/resources";
-      if (in_limits) patch.push_back({{"op", "add"}, {"path", base + "/limits/" + Ptr(n.gpu)}, {"value", "1"}});
+      if (in_limits) patch.push_back({{"op", "add"}, {"path", base + "/limits/" + JsonPointerEscape(n.gpu)}, {"value", "1"}});
       else patch.push_back({{"op", "add"}, {"path", base + "/limits"}, {"value", {{n.gpu, "1"}}}});
-      if (in_requests) patch.push_back({{"op", "add"}, {"path", base + "/requests/" + Ptr(n.gpu)}, {"value", "1"}});
+      if (in_requests) patch.push_back({{"op", "add"}, {"path", base + "/requests/" + JsonPointerEscape(n.gpu)}, {"value", "1"}});
     }
   }
   return patch;

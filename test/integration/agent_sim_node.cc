@@ -64,6 +64,8 @@ std::string ReadFile(const fs::path& p) {
   return ss.str();
 }
 
+}  // namespace
+
 bool Poll(double timeout_s, const std::function<bool()>& cond) {
   auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   while (std::chrono::steady_clock::now() < deadline) {
@@ -72,8 +74,6 @@ bool Poll(double timeout_s, const std::function<bool()>& cond) {
   }
   return cond();
 }
-
-}  // namespace
 
 std::string AgentRandomId() {
   std::random_device rd;

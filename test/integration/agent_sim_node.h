@@ -17,6 +17,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <functional>
 #include <vector>
 
 #include "kube/client.h"
@@ -27,6 +28,9 @@ namespace tessera::itest {
 // One line of a long test's progress on stdout, flushed at once: when ctest stops a test at its TIMEOUT,
 // the output it shows then says which phase the test had reached.
 void Progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
+
+// Calls `cond` every 50 ms until it holds or `timeout_s` passes; true when it held (checked once more at the end).
+bool Poll(double timeout_s, const std::function<bool()>& cond);
 
 struct AgentSimGpu {
   std::string uuid;  // "GPU-" + letters/digits/dashes

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <memory>
 
+#include "agent_sim_node.h"
 #include "dra_sim_node.h"
 #include "kube/quantity.h"
 #include "kube/resource_slice.h"
@@ -18,6 +19,7 @@
 namespace {
 
 using tessera::itest::DraSimNode;
+using tessera::itest::Poll;
 using tessera::itest::SchedulerEnv;
 using Json = tessera::kube::Json;
 namespace kube = tessera::kube;
@@ -33,15 +35,6 @@ Json Manifest(const std::string& file) {
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), p.get())) > 0) out.append(buf.data(), n);
   return Json::parse(out, nullptr, false);
-}
-
-bool Poll(double timeout_s, const std::function<bool()>& cond) {
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
-  while (std::chrono::steady_clock::now() < deadline) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  return cond();
 }
 
 TEST(DraWebhook, SeedWorkersRunUnchangedThroughClaimsWithExactSlices) {
