@@ -182,7 +182,7 @@ void Agent::MarkAllocatedIfComplete(const std::vector<ContainerAssignment>& cand
     any = &c;
     if (!claimed_.count(c.Key())) return;  // more containers of this pod still to come
   }
-  if (!any || any->state == kStateAllocated) return;
+  if (!any || any->state == kube::kAllocationAllocated) return;
   // Patched by the marker thread: the kubelet does not wait on it, so Allocate does not either.
   QueueMarkLocked(any->namespace_, any->pod_name);
 }
@@ -210,7 +210,7 @@ void Agent::MarkLoop() {
     mark_queue_.pop_front();
     lock.unlock();
     auto st = cluster_->AnnotatePod(ns, name,
-                                    {{kAnnAllocationState, kStateAllocated}, {kAnnHamiBindPhase, "success"}});
+                                    {{kube::kAnnoAllocationState, kube::kAllocationAllocated}, {kube::kAnnoHamiBindPhase, "success"}});
     lock.lock();
     if (st.ok() || st.error().NotFound()) {
       if (st.ok()) Log("marked %s/%s allocated", ns.c_str(), name.c_str());

@@ -101,9 +101,9 @@ std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::str
   };
   std::string spec_node;
   if (pod.contains("spec") && pod["spec"].is_object()) spec_node = pod["spec"].value("nodeName", "");
-  std::string assigned = get(kAnnAssignedNode);
+  std::string assigned = get(kube::kAnnoAssignedNode);
   if (assigned.empty()) assigned = spec_node;
-  if (assigned != node || (get(kAnnDevices).empty() && get(kube::kAnnoInitDevices).empty())) return out;
+  if (assigned != node || (get(kube::kAnnoDevices).empty() && get(kube::kAnnoInitDevices).empty())) return out;
 
   const std::string ns = meta.value("namespace", ""), name = meta.value("name", "");
   const std::string where = "pod " + ns + "/" + name + ": ";
@@ -119,8 +119,8 @@ std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::str
     *target = std::move(*decoded);
   }
   int64_t bind_ns = 0, created_ns = 0;
-  if (!get(kAnnBindTime).empty() && !ParseRfc3339(get(kAnnBindTime), &bind_ns)) {
-    *error = where + kAnnBindTime + ": '" + get(kAnnBindTime) + "' is not an RFC 3339 time";
+  if (!get(kube::kAnnoBindTime).empty() && !ParseRfc3339(get(kube::kAnnoBindTime), &bind_ns)) {
+    *error = where + kube::kAnnoBindTime + ": '" + get(kube::kAnnoBindTime) + "' is not an RFC 3339 time";
     return out;
   }
   ParseRfc3339(meta.value("creationTimestamp", ""), &created_ns);
@@ -152,7 +152,7 @@ std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::str
       a.device_count = static_cast<int>(count);
       a.bind_time_ns = bind_ns;
       a.creation_time_ns = created_ns;
-      a.state = get(kAnnAllocationState);
+      a.state = get(kube::kAnnoAllocationState);
       a.burst = get("tessera.dev/cap-mode") == "burst";
       a.spatial = get("tessera.dev/compute-mode") == "spatial";
       int64_t prio = DeviceCount(ctrs[i], "nvidia.com/priority");

@@ -15,15 +15,9 @@
 #include <string>
 #include <vector>
 
-namespace tessera::agent {
+#include "kube/annotations.h"  // the handoff's names and states, shared with the scheduler
 
-inline constexpr const char* kAnnAssignedNode = "tessera.dev/assigned-node";
-inline constexpr const char* kAnnDevices = "tessera.dev/devices";
-inline constexpr const char* kAnnBindTime = "tessera.dev/bind-time";
-inline constexpr const char* kAnnAllocationState = "tessera.dev/allocation-state";
-inline constexpr const char* kAnnHamiBindPhase = "hami.io/bind-phase";
-inline constexpr const char* kStatePending = "pending";
-inline constexpr const char* kStateAllocated = "allocated";
+namespace tessera::agent {
 
 struct Grant {
   std::string uuid;

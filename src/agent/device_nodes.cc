@@ -1,11 +1,14 @@
 #include "agent/device_nodes.h"
 
+#include "kube/file_read.h"
+
 #include <sys/stat.h>
 
 #include <algorithm>
 #include <cctype>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 namespace tessera::agent {
 
@@ -23,8 +26,11 @@ std::string Lower(std::string s) {
 int DeviceMinor(const gpu::GpuInfo& g, const std::string& proc_root) {
   if (!g.pci_bus_id.empty()) {
     // The driver names the directory by the bus id in lower case ("0000:3b:00.0").
-    std::ifstream f(proc_root + "/driver/nvidia/gpus/" + Lower(g.pci_bus_id) + "/information");
-    std::string line;
+    // The driver's information file is a dozen short lines.
+    std::string text, err, line;
+    kube::ReadFileCapped(proc_root + "/driver/nvidia/gpus/" + Lower(g.pci_bus_id) + "/information", 64 << 10,
+                         "the driver's GPU information", &text, &err);
+    std::istringstream f(text);
     while (std::getline(f, line)) {
       if (line.rfind("Device Minor:", 0) != 0) continue;
       try {

@@ -19,6 +19,7 @@
 
 #include "agent/proto/dra_v1.grpc.pb.h"
 #include "agent/proto/pluginregistration_v1.grpc.pb.h"
+#include "kube/file_read.h"
 
 namespace tessera::agent {
 
@@ -387,13 +388,17 @@ void DraDriver::Loop() {
   }
 }
 
+constexpr size_t kMaxCheckpointBytes = size_t{16} << 20;
+
 Status DraDriver::LoadCheckpoint() {
   const fs::path file = opts_.slices.state_dir / "dra" / "checkpoint.json";
-  std::ifstream in(file);
-  if (!in) return Status::Ok();  // first start
-  std::stringstream ss;
-  ss << in.rdbuf();
-  Json j = Json::parse(ss.str(), nullptr, false);
+  std::error_code ec;
+  if (!fs::exists(file, ec)) return Status::Ok();  // first start
+  // One entry per prepared claim: a node's worth is a few hundred KiB at most.
+  std::string text, err;
+  if (!kube::ReadFileCapped(file.string(), kMaxCheckpointBytes, "the DRA checkpoint", &text, &err))
+    return Status::Error(err + "; move it away to start empty");
+  Json j = Json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object() || j.value("version", 0) != 1 || !j.contains("claims")) {
     return Status::Error(file.string() + ": not a version 1 checkpoint; move it away to start empty");
   }

@@ -103,8 +103,13 @@ gpus:
     o.resync_period_s = 0.2;
     driver_.reset();
     driver_ = std::make_unique<DraDriver>(o, std::move(backend), std::move(api));
-    ASSERT_TRUE(driver_->Start().ok());
+    start_status_ = driver_->Start();
+    if (expect_start_ok_) {
+      ASSERT_TRUE(start_status_.ok()) << start_status_.message();
+    }
   }
+  bool expect_start_ok_ = true;
+  gpu::Status start_status_ = gpu::Status::Ok();
   void AddClaim(const std::string& name, const std::string& uid, Json results, Json config = Json::array()) {
     std::lock_guard<std::mutex> l(api_->mu);
     api_->claims["default/" + name] = {
@@ -311,6 +316,17 @@ TEST_F(DraDriverTest, ARestartedDriverKeepsPreparedClaimsAndDropsLeftovers) {
   EXPECT_EQ(again.claims().at(uid).SerializeAsString(), first.claims().at(uid).SerializeAsString());
   EXPECT_EQ(Unprepare(uid), "");
   EXPECT_FALSE(fs::exists(root_ / "state" / "slices" / ("claim-" + uid)));
+}
+
+TEST_F(DraDriverTest, AnEndlessCheckpointIsRefusedAtItsSizeLimit) {
+  fs::create_directories(root_ / "state" / "dra");
+  fs::create_symlink("/dev/zero", root_ / "state" / "dra" / "checkpoint.json");
+  expect_start_ok_ = false;
+  StartDriver();
+  ASSERT_FALSE(start_status_.ok());
+  EXPECT_NE(start_status_.message().find("checkpoint.json: larger than 16 MiB, the limit for the DRA checkpoint"),
+            std::string::npos)
+      << start_status_.message();
 }
 
 }  // namespace

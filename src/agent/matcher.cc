@@ -37,7 +37,7 @@ std::vector<const ContainerAssignment*> Open(const std::vector<ContainerAssignme
                                              const std::set<std::string>& claimed, size_t count) {
   std::vector<const ContainerAssignment*> out;
   for (const auto& c : candidates) {
-    if (c.state == kStateAllocated || claimed.count(c.Key())) continue;
+    if (c.state == kube::kAllocationAllocated || claimed.count(c.Key())) continue;
     if (static_cast<size_t>(c.device_count) != count) continue;
     out.push_back(&c);
   }

@@ -151,7 +151,7 @@ void Agent::MarkHeldPods(const PodResourcesView& view) {
     skip.insert(mark_queued_.begin(), mark_queued_.end());
   }
   for (const auto& c : candidates) {
-    if (c.state == kStateAllocated || done.count(c.pod_uid) || skip.count(c.namespace_ + "/" + c.pod_name))
+    if (c.state == kube::kAllocationAllocated || done.count(c.pod_uid) || skip.count(c.namespace_ + "/" + c.pod_name))
       continue;
     done.insert(c.pod_uid);
     auto held = [&view](const ContainerAssignment& d) {

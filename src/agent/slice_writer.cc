@@ -11,8 +11,10 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "kube/file_read.h"
 #include "slice/agent_rows.h"
 #include "slice/config.h"
+#include "slice/fs.h"
 #include "slice/node_region.h"
 
 namespace tessera::agent {
@@ -46,25 +48,41 @@ SliceWriter::SliceWriter(Options opts) : opts_(std::move(opts)) {}
 
 namespace {
 
+// The agent writes its per-slice files (config, owner) at a few hundred bytes; a file past this was not
+// written by it.
+constexpr size_t kMaxSmallFileBytes = size_t{64} << 10;
+
+// Through slice::CurrentFs (the writers' seam), so a test can make the disk full or a rename fail. The
+// old file stays whole until the rename; a failed write leaves no temporary behind.
 Status WriteFileAtomic(const fs::path& path, const std::string& text, mode_t mode) {
+  const slice::Fs& io = slice::CurrentFs();
   fs::path tmp = path;
   tmp += ".tmp." + std::to_string(getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  int fd = io.open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
   if (fd < 0) return Status::Error("cannot create " + tmp.string() + ": " + std::strerror(errno));
+  auto fail = [&](const char* what) {
+    const int e = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return Status::Error(std::string(what) + " " + tmp.string() + ": " + std::strerror(e));
+  };
   size_t done = 0;
   while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      return Status::Error("cannot write " + tmp.string() + ": " + std::strerror(errno));
+    ssize_t n = io.write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      if (n == 0) errno = ENOSPC;
+      return fail("cannot write");
     }
     done += static_cast<size_t>(n);
   }
   ::fchmod(fd, mode);
+  if (io.fsync(fd) != 0) return fail("cannot sync");
   ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::Error("cannot rename " + tmp.string() + ": " + std::strerror(errno));
+  if (io.rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    return Status::Error("cannot rename " + tmp.string() + ": " + std::strerror(e));
   }
   return Status::Ok();
 }
@@ -117,6 +135,23 @@ Status SliceWriter::Prepare() {
 
 Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
                           const std::map<std::string, uint64_t>& gpu_memory_bytes, ContainerSlice* out) {
+  const fs::path dir = slices_dir() / SliceNameForDevices(device_ids);
+  std::error_code ec;
+  const bool existed = fs::exists(dir, ec);
+  bool mps_acquired = false;
+  Status st = WriteFiles(a, device_ids, gpu_memory_bytes, out, &mps_acquired);
+  if (!st.ok() && !existed) {
+    // A slice that could not be written whole is not left for a container or a restarted agent to find.
+    broker_->Remove((dir / "region").string());
+    fs::remove_all(dir, ec);
+    if (mps_acquired) opts_.mps->Release(dir.filename().string());
+  }
+  return st;
+}
+
+Status SliceWriter::WriteFiles(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
+                               const std::map<std::string, uint64_t>& gpu_memory_bytes, ContainerSlice* out,
+                               bool* mps_acquired) {
   if (a.grants.empty()) return Status::Error("container " + a.Key() + " has no GPU grants");
   if (a.grants.size() > static_cast<size_t>(slice::kMaxGpus)) {
     return Status::Error("container " + a.Key() + ": at most " + std::to_string(slice::kMaxGpus) +
@@ -170,6 +205,7 @@ Status SliceWriter::Write(const ContainerAssignment& a, const std::vector<std::s
                            ": tessera.dev/compute-mode=spatial but this agent runs without spatial mode (--mps-dir)");
     st = opts_.mps->Acquire(a.grants[0].uuid, name, &pipe_dir);
     if (!st.ok()) return st;
+    *mps_acquired = true;
     char text[slice::kConfigMaxBytes];
     if (slice::FormatSliceConfig(cfg, text, sizeof(text), err, sizeof(err)) < 0)
       return Status::Error("writing " + conf.string() + ": " + err);
@@ -230,8 +266,10 @@ void SliceWriter::SetSmCounts(std::map<std::string, int> sms) {
 namespace {
 // The GPU of a spatial slice's config (its mps_pipe line and its gpu line), empty when not spatial.
 std::string SpatialGpuOf(const fs::path& dir) {
-  std::ifstream in(dir / "slice.conf");
-  std::string line, gpu;
+  std::string text, err, line, gpu;
+  if (!kube::ReadFileCapped((dir / "slice.conf").string(), kMaxSmallFileBytes, "a slice config", &text, &err))
+    return "";
+  std::istringstream in(text);
   bool spatial = false;
   while (std::getline(in, line)) {
     if (line.rfind("mps_pipe=", 0) == 0) spatial = true;
@@ -261,11 +299,10 @@ Status SliceWriter::WriteOwner(const fs::path& dir, const SliceOwner& o) {
 }
 
 Status SliceWriter::ReadOwner(const fs::path& dir, SliceOwner* o) {
-  std::ifstream in(dir / "owner.json");
-  if (!in) return Status::Error((dir / "owner.json").string() + ": missing");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto j = nlohmann::json::parse(ss.str(), nullptr, false);
+  std::string text, err;
+  if (!kube::ReadFileCapped((dir / "owner.json").string(), kMaxSmallFileBytes, "a slice's owner file", &text, &err))
+    return Status::Error(err);
+  auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) {
     return Status::Error((dir / "owner.json").string() + ": not JSON");
   }

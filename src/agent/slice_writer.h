@@ -89,8 +89,9 @@ class SliceWriter {
   gpu::Status Prepare();
 
   // Writes (or rewrites) the slice for `a` on `device_ids`. gpu_memory_bytes gives each GPU's total so a
-  // grant of 0 MiB (whole card) becomes the card's memory. Nothing is mounted from a half-written slice:
-  // slice.conf is replaced atomically, last.
+  // grant of 0 MiB (whole card) becomes the card's memory. Nothing is half-applied: each file is replaced
+  // atomically (through slice::CurrentFs, so tests inject disk-full faults), and a new slice that cannot be
+  // written whole is removed again (its region no longer served, its MPS daemon released).
   gpu::Status Write(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
                     const std::map<std::string, uint64_t>& gpu_memory_bytes, ContainerSlice* out);
 
@@ -109,6 +110,10 @@ class SliceWriter {
   std::filesystem::path slices_dir() const { return opts_.state_dir / "slices"; }
 
  private:
+  gpu::Status WriteFiles(const ContainerAssignment& a, const std::vector<std::string>& device_ids,
+                         const std::map<std::string, uint64_t>& gpu_memory_bytes, ContainerSlice* out,
+                         bool* mps_acquired);
+
   Options opts_;
   std::unique_ptr<RowBroker> broker_ = std::make_unique<RowBroker>();
   std::mutex sms_mu_;

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "slice/config.h"
+#include "slice/fs.h"
 
 namespace tessera::agent {
 namespace {
@@ -125,6 +126,66 @@ TEST_F(SliceWriterTest, WritesConfigMountsAndEnvs) {
   EXPECT_EQ(w.ListSlices(), std::vector<fs::path>{dir});
   ASSERT_TRUE(w.Remove(dir).ok());
   EXPECT_TRUE(w.ListSlices().empty());
+}
+
+// Disk-full faults through the writers' seam (slice/fs.h): the owner file's write, or every write.
+ssize_t FullWrite(int, const void*, size_t) {
+  errno = ENOSPC;
+  return -1;
+}
+int OwnerFull(const char* path, int flags, mode_t mode) {
+  if (std::string(path).find("owner.json") != std::string::npos) {
+    errno = ENOSPC;
+    return -1;
+  }
+  return slice::PosixFs().open(path, flags, mode);
+}
+
+TEST_F(SliceWriterTest, ADiskFullMidWriteLeavesNoHalfSliceAndKeepsAnOldOneWhole) {
+  SliceWriter w({root_ / "state", "/x/libtessera.so", root_ / "node"});
+  ASSERT_TRUE(w.Prepare().ok());
+  slice::Fs owner_full = slice::PosixFs();
+  owner_full.open = &OwnerFull;
+  slice::SetFsForTesting(&owner_full);
+  ContainerSlice out;
+  auto st = w.Write(Two(), {"GPU-aaaa::4", "GPU-bbbb::0"}, {{"GPU-bbbb", 80ull << 30}}, &out);
+  slice::SetFsForTesting(nullptr);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("owner.json"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("No space left on device"), std::string::npos) << st.message();
+  // The config and region it had written already are gone with the slice; nothing lists it.
+  EXPECT_FALSE(fs::exists(root_ / "state" / "slices" / "gpu-aaaa-4"));
+  EXPECT_TRUE(w.ListSlices().empty());
+
+  // A slice that exists keeps its old config whole when a rewrite meets a full disk.
+  ASSERT_TRUE(w.Write(Two(), {"GPU-aaaa::4", "GPU-bbbb::0"}, {{"GPU-bbbb", 80ull << 30}}, &out).ok());
+  const fs::path conf = root_ / "state" / "slices" / "gpu-aaaa-4" / "slice.conf";
+  std::stringstream before;
+  before << std::ifstream(conf).rdbuf();
+  ContainerAssignment bigger = Two();
+  bigger.grants[0].memory_mib = 6000;
+  slice::Fs full = slice::PosixFs();
+  full.write = &FullWrite;
+  slice::SetFsForTesting(&full);
+  st = w.Write(bigger, {"GPU-aaaa::4", "GPU-bbbb::0"}, {{"GPU-bbbb", 80ull << 30}}, &out);
+  slice::SetFsForTesting(nullptr);
+  ASSERT_FALSE(st.ok());
+  std::stringstream after;
+  after << std::ifstream(conf).rdbuf();
+  EXPECT_EQ(after.str(), before.str());
+  EXPECT_EQ(w.ListSlices().size(), 1u);
+  for (const auto& e : fs::directory_iterator(conf.parent_path()))
+    EXPECT_EQ(e.path().filename().string().find(".tmp"), std::string::npos) << e.path();
+}
+
+TEST_F(SliceWriterTest, AnOwnerFileReplacedByADeviceIsRefusedAtItsLimit) {
+  const fs::path dir = root_ / "slice";
+  fs::create_directories(dir);
+  fs::create_symlink("/dev/zero", dir / "owner.json");
+  SliceOwner owner;
+  auto st = SliceWriter::ReadOwner(dir, &owner);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.message(), (dir / "owner.json").string() + ": larger than 64 KiB, the limit for a slice's owner file");
 }
 
 TEST_F(SliceWriterTest, UnknownWholeCardIsAnError) {

@@ -20,6 +20,7 @@
 
 #include "cli/commands.h"
 #include "cli/sim_plot.h"
+#include "kube/file_read.h"
 #include "placement/engine.h"
 #include "placement/replay.h"
 #include "placement/trace.h"
@@ -57,26 +58,9 @@ const char kUsage[] =
 // The largest trace list read: the dataset's are under 1 MiB each, its seeded variants a few MiB.
 constexpr size_t kMaxTraceBytes = size_t{64} << 20;
 
-// Reads the whole file, at most kMaxTraceBytes of it: a device or pipe named by mistake (/dev/zero)
-// fails at the limit instead of filling memory.
+// A device or pipe named by mistake (/dev/zero) fails at the limit instead of filling memory.
 bool ReadFile(const std::string& path, std::string* out, std::string* err) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) {
-    *err = "cannot open " + path;
-    return false;
-  }
-  out->clear();
-  char buf[1 << 16];
-  while (f.read(buf, sizeof(buf)) || f.gcount() > 0) {
-    out->append(buf, static_cast<size_t>(f.gcount()));
-    if (out->size() > kMaxTraceBytes) {
-      *err = path + ": larger than " + std::to_string(kMaxTraceBytes >> 20) +
-             " MiB, the limit for a trace list";
-      out->clear();
-      return false;
-    }
-  }
-  return true;
+  return kube::ReadFileCapped(path, kMaxTraceBytes, "a trace list", out, err);
 }
 
 bool ParseSeeds(const std::string& s, std::vector<uint64_t>* out) {

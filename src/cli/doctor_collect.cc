@@ -1,5 +1,7 @@
 #include "cli/doctor_collect.h"
 
+#include "kube/file_read.h"
+
 #include <dirent.h>
 #include <time.h>
 #include <unistd.h>
@@ -8,15 +10,33 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <string_view>
 
 namespace tessera::cli {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
+// A /proc entry read whole, at most max_bytes (empty when unreadable or larger: the check is skipped).
+std::string ReadFile(const std::string& path, size_t max_bytes) {
+  std::string out, err;
+  kube::ReadFileCapped(path, max_bytes, "a /proc entry", &out, &err);
+  return out;
+}
+
+// Whether the file holds needle, read in chunks (a large process's maps need not be held whole), at most
+// max_bytes of it.
+bool FileContains(const std::string& path, std::string_view needle, size_t max_bytes) {
+  std::ifstream f(path, std::ios::binary);
+  std::string window;
+  char buf[1 << 16];
+  size_t seen = 0;
+  while (seen < max_bytes && (f.read(buf, sizeof(buf)) || f.gcount() > 0)) {
+    seen += static_cast<size_t>(f.gcount());
+    window.append(buf, static_cast<size_t>(f.gcount()));
+    if (window.find(needle) != std::string::npos) return true;
+    // Keep the tail a match could start in.
+    if (window.size() > needle.size()) window.erase(0, window.size() - needle.size());
+  }
+  return false;
 }
 
 bool AllDigits(const char* s) {
@@ -103,10 +123,10 @@ std::vector<GpuProcess> ScanGpuProcesses(const std::string& proc_root, const std
     if (!gpu) continue;
     GpuProcess p;
     p.pid = std::atoi(e->d_name);
-    p.comm = ReadFile(dir + "/comm");
+    p.comm = ReadFile(dir + "/comm", 4096);
     while (!p.comm.empty() && p.comm.back() == '\n') p.comm.pop_back();
-    p.shim_loaded = ReadFile(dir + "/maps").find("libtessera.so") != std::string::npos;
-    ParseCgroup(ReadFile(dir + "/cgroup"), &p.pod_uid, &p.container_id);
+    p.shim_loaded = FileContains(dir + "/maps", "libtessera.so", size_t{256} << 20);
+    ParseCgroup(ReadFile(dir + "/cgroup", size_t{64} << 10), &p.pod_uid, &p.container_id);
     out.push_back(std::move(p));
   }
   ::closedir(d);

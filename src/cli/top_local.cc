@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kube/file_read.h"
 #include "slice/config.h"
 #include "slice/region.h"
 
@@ -97,11 +98,10 @@ void ReadSliceRows(const std::string& slice_dir, TopSnapshot* snap, std::vector<
 // On a node the agent leaves owner.json beside each slice: the pod and container it serves. Rows then carry
 // the same "<namespace>/<pod>/<container>" name as when read from the agent's metrics.
 void ApplyOwner(const std::string& slice_dir, size_t first_row, TopSnapshot* snap) {
-  std::ifstream in(slice_dir + "/owner.json");
-  if (!in) return;
-  std::stringstream ss;
-  ss << in.rdbuf();
-  nlohmann::json j = nlohmann::json::parse(ss.str(), nullptr, false);
+  // The agent writes a few hundred bytes; a larger file is not its.
+  std::string text, err;
+  if (!kube::ReadFileCapped(slice_dir + "/owner.json", size_t{64} << 10, "a slice's owner file", &text, &err)) return;
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
   if (!j.is_object() || !j.value("pod", nlohmann::json()).is_string()) return;
   std::string ns = j.value("namespace", ""), pod = j.value("pod", ""), ctr = j.value("container", "");
   if (pod.empty()) return;

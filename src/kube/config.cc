@@ -1,5 +1,7 @@
 #include "kube/config.h"
 
+#include "kube/file_read.h"
+
 #include <openssl/evp.h>
 #include <yaml-cpp/yaml.h>
 
@@ -15,18 +17,10 @@ Error ConfigError(const std::string& msg) { return Error{0, "Config", msg}; }
 // Kubeconfigs, CA bundles, certificates, keys and tokens are all far below this.
 constexpr size_t kMaxFileBytes = size_t{4} << 20;
 
-// Reads the whole file, at most kMaxFileBytes: a device named by mistake (/dev/zero) fails at the limit.
 Result<std::string> ReadFile(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return ConfigError("cannot read " + path);
-  std::string out;
-  char buf[1 << 16];
-  while (f.read(buf, sizeof(buf)) || f.gcount() > 0) {
-    out.append(buf, static_cast<size_t>(f.gcount()));
-    if (out.size() > kMaxFileBytes)
-      return ConfigError(path + ": larger than " + std::to_string(kMaxFileBytes >> 20) +
-                         " MiB, the limit for a kubeconfig, certificate or token file");
-  }
+  std::string out, err;
+  if (!ReadFileCapped(path, kMaxFileBytes, "a kubeconfig, certificate or token file", &out, &err))
+    return ConfigError(err);
   return out;
 }
 

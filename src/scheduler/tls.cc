@@ -1,5 +1,7 @@
 #include "scheduler/tls.h"
 
+#include "kube/file_read.h"
+
 #include <arpa/inet.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -106,12 +108,11 @@ kube::Result<CertPair> LoadOrCreateCert(const std::string& cert_path, const std:
         return TlsError(*f + ": cannot read (" + std::strerror(errno) + "; uid " + std::to_string(getuid()) +
                         "): mount the Secret readable by this user, e.g. fsGroup");
     }
-    std::ifstream c(cert_path), k(key_path);
-    std::stringstream cs, ks;
-    cs << c.rdbuf();
-    ks << k.rdbuf();
-    p.cert_pem = cs.str();
-    p.key_pem = ks.str();
+    // A certificate chain or key is a few KiB; a Secret holds at most 1 MiB.
+    std::string err;
+    if (!kube::ReadFileCapped(cert_path, size_t{1} << 20, "a TLS certificate", &p.cert_pem, &err) ||
+        !kube::ReadFileCapped(key_path, size_t{1} << 20, "a TLS key", &p.key_pem, &err))
+      return TlsError(err);
     if (p.cert_pem.find("BEGIN CERTIFICATE") == std::string::npos) return TlsError(cert_path + ": no PEM certificate");
     return p;
   }

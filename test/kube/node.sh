@@ -331,6 +331,56 @@ node_mounts() {
     /proc/self/mountinfo | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-
 }
 
+# node_pod_pids: the processes in the kubelet's pod cgroups (any hierarchy), one per line.
+node_pod_pids() {
+  local f pid
+  for f in /proc/[0-9]*/cgroup; do
+    pid=${f#/proc/}; pid=${pid%/cgroup}
+    grep -qE '^[0-9]+:[^:]*:/kubepods(/|$)' "$f" 2>/dev/null || continue
+    # A zombie is dead already (its reaper may not be ours).
+    [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f1)" = Z ] || echo "$pid"
+  done
+  return 0
+}
+
+# node_kill_pods: SIGKILLs every process in the pods' cgroups and waits (10 s at most) until none is left.
+node_kill_pods() {
+  local pid i left
+  for i in $(seq 100); do
+    left=$(node_pod_pids)
+    [ -z "$left" ] && return 0
+    if [ "$i" = 1 ]; then
+      for pid in $left; do
+        echo "$KUBE_PROG: killing $pid left in the pods' cgroups: $(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+      done
+    fi
+    for pid in $left; do kill -KILL "$pid" 2>/dev/null || true; done
+    sleep 0.1
+  done
+  echo "$KUBE_PROG: processes still in the pods' cgroups after SIGKILL: $(echo $left)" >&2
+}
+
+# node_rm_dir DIR: removes a host directory the node created. Retried a few times, since a process that
+# was just killed may have been writing there; says what is left (and who holds it) if it cannot.
+node_rm_dir() {
+  local dir=$1 i
+  for i in $(seq 20); do
+    rm -rf --one-file-system "$dir" 2>/dev/null
+    [ -e "$dir" ] || { [ "$i" = 1 ] || echo "$KUBE_PROG: removed $dir at try $i" >&2; return 0; }
+    sleep 0.1
+  done
+  rm -rf --one-file-system "$dir" || true
+  [ -e "$dir" ] || return 0
+  echo "$KUBE_PROG: cannot remove $dir; it holds:" >&2
+  find "$dir" -maxdepth 3 -printf '  %M %u %s %TT %p\n' 2>/dev/null | head -n 40 >&2
+  local p
+  for p in /proc/[0-9]*; do
+    if ls -l "$p/fd" "$p/cwd" 2>/dev/null | grep -qF " -> $dir"; then
+      echo "  held by ${p#/proc/}: $(tr '\0' ' ' <"$p/cmdline" 2>/dev/null)" >&2
+    fi
+  done
+}
+
 # node_down STATE: stops the node and removes everything node_prepare/node_start made outside STATE, and
 # every mount under STATE. Fails (so kube-down keeps STATE) if a mount cannot be removed.
 node_down() {
@@ -360,6 +410,9 @@ node_down() {
     kill -KILL "$pid" 2>/dev/null || true
   done
   for pid in $(pgrep -f "^$node/" 2>/dev/null || true); do kill -KILL "$pid" 2>/dev/null || true; done
+  # A container's processes outlive a killed shim, and a hostPID container's children (the agent's) its
+  # init: whatever still runs in the pods' cgroups is killed, and reaped before its files are removed.
+  node_kill_pods
   for m in $(node_mounts "$state"); do umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true; done
   local left
   left=$(node_mounts "$state")
@@ -368,7 +421,7 @@ node_down() {
     while read -r what arg rest; do
       case "$what" in
         link) ip link del "$arg" 2>/dev/null || true ;;
-        dir) rm -rf --one-file-system "$arg" ;;
+        dir) node_rm_dir "$arg" ;;
         dev) [ -c "$arg" ] && [ "$(stat -c %t:%T "$arg")" = 1:3 ] && rm -f "$arg" ;;
         sysctl) echo "$rest" >"/proc/sys/${arg//.//}" 2>/dev/null || true ;;
         iptables) node_iptables_clean ;;
