@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <optional>
 #include <ctime>
 #include <sstream>
 
@@ -118,6 +119,18 @@ std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::str
     }
     *target = std::move(*decoded);
   }
+  // The scheduler's resolved settings. A pod bound before they were written (an older scheduler) has
+  // none: then the pod's own cap-mode annotation and nvidia.com/priority limit are read, as that
+  // scheduler's agent did.
+  std::optional<kube::PodSettings> settings;
+  if (!get(kube::kAnnoSettings).empty()) {
+    auto decoded = kube::DecodeSettings(get(kube::kAnnoSettings));
+    if (!decoded.ok()) {
+      *error = where + decoded.error().message;
+      return out;
+    }
+    settings = std::move(*decoded);
+  }
   int64_t bind_ns = 0, created_ns = 0;
   if (!get(kube::kAnnoBindTime).empty() && !ParseRfc3339(get(kube::kAnnoBindTime), &bind_ns)) {
     *error = where + kube::kAnnoBindTime + ": '" + get(kube::kAnnoBindTime) + "' is not an RFC 3339 time";
@@ -153,17 +166,27 @@ std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::str
       a.bind_time_ns = bind_ns;
       a.creation_time_ns = created_ns;
       a.state = get(kube::kAnnoAllocationState);
-      a.burst = get("tessera.dev/cap-mode") == "burst";
-      a.spatial = get("tessera.dev/compute-mode") == "spatial";
-      int64_t prio = DeviceCount(ctrs[i], "nvidia.com/priority");
-      if (prio < 0 || prio > 1) {
-        *error = where + field + "[" + std::to_string(i) + "]: nvidia.com/priority must be 0 or 1";
-        return {};
+      a.spatial = get(kube::kAnnoComputeMode) == kube::kModeSpatial;
+      if (settings) {
+        const auto& list = init ? settings->init_containers : settings->containers;
+        if (i >= list.size()) {
+          *error = where + kube::kAnnoSettings + "." + field + "[" + std::to_string(i) + "]: missing";
+          return {};
+        }
+        a.priority = list[i].priority;
+        a.burst = list[i].burst;
+      } else {
+        a.burst = get(kube::kAnnoCapMode) == kube::kCapBurst;
+        int64_t prio = DeviceCount(ctrs[i], "nvidia.com/priority");
+        if (prio < 0 || prio > 1) {
+          *error = where + field + "[" + std::to_string(i) + "]: nvidia.com/priority must be 0 or 1";
+          return {};
+        }
+        a.priority = ctrs[i].contains("resources") && ctrs[i]["resources"].contains("limits") &&
+                             ctrs[i]["resources"]["limits"].contains("nvidia.com/priority")
+                         ? static_cast<int>(prio)
+                         : 1;
       }
-      a.priority = ctrs[i].contains("resources") && ctrs[i]["resources"].contains("limits") &&
-                           ctrs[i]["resources"]["limits"].contains("nvidia.com/priority")
-                       ? static_cast<int>(prio)
-                       : 1;
       if (i >= table.size()) {
         *error = where + at + ": missing: container '" + a.container + "' asks for " + std::to_string(count) +
                  " " + resource;

@@ -4,9 +4,10 @@
 // The contract (field names, JSON shapes) lives in src/kube/annotations.h, shared with the scheduler:
 // tessera.dev/devices and tessera.dev/init-devices (per container index: [{uuid, memory_mib, cores}]),
 // tessera.dev/assigned-node, tessera.dev/bind-time, tessera.dev/allocation-state (pending → allocated).
-// Optional, set by the user: tessera.dev/cap-mode hard|burst; tessera.dev/compute-mode time-sliced|spatial
-// (written back resolved by the scheduler at bind); the container limit nvidia.com/priority
-// (0 high, 1 best effort) is read from the pod spec.
+// tessera.dev/container-settings (each container's priority and cap mode, resolved by the scheduler at
+// bind) and tessera.dev/compute-mode time-sliced|spatial (also resolved at bind). Pods bound without
+// container-settings (by an older scheduler) fall back to the pod's tessera.dev/cap-mode annotation and
+// nvidia.com/priority limit.
 // Pure functions over the pod's JSON; no I/O. Thread-safe.
 #pragma once
 
@@ -39,8 +40,8 @@ struct ContainerAssignment {
   int64_t bind_time_ns = 0;      // from tessera.dev/bind-time; 0 when absent
   int64_t creation_time_ns = 0;  // metadata.creationTimestamp
   std::string state;             // allocation-state
-  int priority = 1;              // nvidia.com/priority limit: 0 high, 1 best effort (default)
-  bool burst = false;            // annotation tessera.dev/cap-mode: burst (default hard)
+  int priority = 1;              // 0 high, 1 best effort (default)
+  bool burst = false;            // cap mode burst (default hard)
   bool spatial = false;          // annotation tessera.dev/compute-mode: spatial (the scheduler resolves it)
 
   std::string Key() const { return pod_uid + "/" + container; }

@@ -56,6 +56,32 @@ TEST(ParseAssignments, ReadsEveryGpuContainer) {
   EXPECT_EQ(got[1].Key(), "u1/b");
 }
 
+TEST(ParseAssignments, TheSchedulersSettingsWinOverThePodSpec) {
+  const std::string devices =
+      R"([[{"uuid":"GPU-a","memory_mib":1024,"cores":25}],[],[{"uuid":"GPU-a","memory_mib":0,"cores":0},{"uuid":"GPU-b","memory_mib":2048,"cores":50}]])";
+  auto pod = Pod(devices);
+  // The scheduler resolved container a to high priority (say its priority resource has another name) and
+  // b to best effort with a burst cap; the spec's nvidia.com/priority and a forged cap-mode are not read.
+  pod["metadata"]["annotations"]["tessera.dev/cap-mode"] = "hard";
+  pod["metadata"]["annotations"]["tessera.dev/container-settings"] =
+      R"({"containers":[{"priority":0,"cap_mode":"hard"},{},{"priority":1,"cap_mode":"burst"}]})";
+  std::string err;
+  auto got = ParseAssignments(pod, "n1", "nvidia.com/gpu", &err);
+  ASSERT_EQ(err, "");
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].priority, 0);
+  EXPECT_FALSE(got[0].burst);
+  EXPECT_EQ(got[1].priority, 1);
+  EXPECT_TRUE(got[1].burst);
+  // Settings that do not cover a GPU container, or do not parse, are an error naming the field.
+  pod["metadata"]["annotations"]["tessera.dev/container-settings"] = R"({"containers":[{"priority":0}]})";
+  EXPECT_TRUE(ParseAssignments(pod, "n1", "nvidia.com/gpu", &err).empty());
+  EXPECT_EQ(err, "pod ns/p: tessera.dev/container-settings.containers[2]: missing");
+  pod["metadata"]["annotations"]["tessera.dev/container-settings"] = R"({"containers":[{"priority":5}]})";
+  EXPECT_TRUE(ParseAssignments(pod, "n1", "nvidia.com/gpu", &err).empty());
+  EXPECT_EQ(err, "pod ns/p: tessera.dev/container-settings.containers[0].priority: must be 0 or 1");
+}
+
 TEST(ParseAssignments, OtherNodeOrNoAnnotationIsNotOurs) {
   std::string err;
   EXPECT_TRUE(ParseAssignments(Pod("[[]]", "n2"), "n1", "nvidia.com/gpu", &err).empty());

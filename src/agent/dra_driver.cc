@@ -42,29 +42,6 @@ void Log(const char* fmt, ...) {
   std::fprintf(stderr, "tessera agent (dra): %s\n", buf);
 }
 
-Status WriteFileAtomic(const fs::path& path, const std::string& text) {
-  fs::path tmp = path;
-  tmp += ".tmp." + std::to_string(getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return Status::Error("cannot create " + tmp.string() + ": " + std::strerror(errno));
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      ::close(fd);
-      return Status::Error("cannot write " + tmp.string() + ": " + std::strerror(errno));
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::fsync(fd);
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::Error("cannot rename " + tmp.string() + ": " + std::strerror(errno));
-  }
-  return Status::Ok();
-}
-
 std::string KubeError(const kube::Error& e) { return e.ToString(); }
 
 // A claim UID as a file-name part: the API server's UIDs are [0-9a-f-]; anything else is refused.
@@ -443,7 +420,7 @@ Status DraDriver::SaveCheckpointLocked() {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Status::Error("cannot create " + dir.string() + ": " + ec.message());
-  return WriteFileAtomic(dir / "checkpoint.json", Json{{"version", 1}, {"claims", claims}}.dump() + "\n");
+  return WriteFileAtomic(dir / "checkpoint.json", Json{{"version", 1}, {"claims", claims}}.dump() + "\n", 0644);
 }
 
 void DraDriver::RemoveLeftovers() {
@@ -576,7 +553,7 @@ DraPreparedClaim DraDriver::PrepareClaim(const std::string& ns, const std::strin
     return {};
   }
   pc.slice = slice.slice;
-  st = WriteFileAtomic(CdiFile(uid), BuildCdiSpec(uid, slice).dump(2) + "\n");
+  st = WriteFileAtomic(CdiFile(uid), BuildCdiSpec(uid, slice).dump(2) + "\n", 0644);
   if (!st.ok()) {
     (void)writer_.Remove(slice.dir);
     *error = who + ": " + st.message();

@@ -52,8 +52,27 @@ namespace {
 // written by it.
 constexpr size_t kMaxSmallFileBytes = size_t{64} << 10;
 
-// Through slice::CurrentFs (the writers' seam), so a test can make the disk full or a rename fail. The
-// old file stays whole until the rename; a failed write leaves no temporary behind.
+Status MakeDir(const fs::path& dir, mode_t mode) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::Error("cannot create " + dir.string() + ": " + ec.message());
+  ::chmod(dir.c_str(), mode);
+  return Status::Ok();
+}
+
+// The node-wide priority files of one GPU, created (and, when damaged, rebuilt) by the agent, 0666 so
+// that a container of any uid can write the file it gets mounted read-write.
+Status PrepareNodeFiles(const fs::path& node_dir, const std::string& uuid) {
+  for (const std::string& path : {slice::NodeRegion::PathFor(uuid, node_dir.string()),
+                                  slice::NodeRegion::HighPathFor(uuid, node_dir.string())}) {
+    std::string err;
+    if (!slice::NodeRegion::Prepare(path, &err)) return Status::Error(err);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
 Status WriteFileAtomic(const fs::path& path, const std::string& text, mode_t mode) {
   const slice::Fs& io = slice::CurrentFs();
   fs::path tmp = path;
@@ -86,27 +105,6 @@ Status WriteFileAtomic(const fs::path& path, const std::string& text, mode_t mod
   }
   return Status::Ok();
 }
-
-Status MakeDir(const fs::path& dir, mode_t mode) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) return Status::Error("cannot create " + dir.string() + ": " + ec.message());
-  ::chmod(dir.c_str(), mode);
-  return Status::Ok();
-}
-
-// The node-wide priority files of one GPU, created (and, when damaged, rebuilt) by the agent, 0666 so
-// that a container of any uid can write the file it gets mounted read-write.
-Status PrepareNodeFiles(const fs::path& node_dir, const std::string& uuid) {
-  for (const std::string& path : {slice::NodeRegion::PathFor(uuid, node_dir.string()),
-                                  slice::NodeRegion::HighPathFor(uuid, node_dir.string())}) {
-    std::string err;
-    if (!slice::NodeRegion::Prepare(path, &err)) return Status::Error(err);
-  }
-  return Status::Ok();
-}
-
-}  // namespace
 
 Status SliceWriter::Prepare() {
   Status st = MakeDir(opts_.state_dir, 0755);
@@ -206,19 +204,16 @@ Status SliceWriter::WriteFiles(const ContainerAssignment& a, const std::vector<s
     st = opts_.mps->Acquire(a.grants[0].uuid, name, &pipe_dir);
     if (!st.ok()) return st;
     *mps_acquired = true;
-    char text[slice::kConfigMaxBytes];
-    if (slice::FormatSliceConfig(cfg, text, sizeof(text), err, sizeof(err)) < 0)
-      return Status::Error("writing " + conf.string() + ": " + err);
-    std::string body = text;
-    body += "mps_pipe=" + pipe_dir + "\n";
-    {
-      std::lock_guard<std::mutex> l(sms_mu_);
-      auto it = sms_.find(a.grants[0].uuid);
-      if (it != sms_.end() && it->second > 0) body += "mps_sms=" + std::to_string(it->second) + "\n";
-    }
-    st = WriteFileAtomic(conf, body, 0644);
-    if (!st.ok()) return st;
-  } else if (!slice::WriteSliceConfig(conf.c_str(), cfg, err, sizeof(err))) {
+    if (pipe_dir.empty() || pipe_dir[0] != '/' || pipe_dir.size() >= sizeof(cfg.mps_pipe))
+      return Status::Error("container " + a.Key() + ": MPS pipe directory '" + pipe_dir +
+                           "' is not an absolute path shorter than " + std::to_string(sizeof(cfg.mps_pipe)));
+    std::snprintf(cfg.mps_pipe, sizeof(cfg.mps_pipe), "%s", pipe_dir.c_str());
+    std::lock_guard<std::mutex> l(sms_mu_);
+    auto it = sms_.find(a.grants[0].uuid);
+    if (it != sms_.end() && it->second > 0 && it->second <= 4096) cfg.mps_sms = it->second;
+  }
+  // One schema, one writer (slice/config.h): the spatial keys are fields of the config like the rest.
+  if (!slice::WriteSliceConfig(conf.c_str(), cfg, err, sizeof(err))) {
     return Status::Error("writing " + conf.string() + ": " + err);
   }
   std::vector<std::string> node_files;
@@ -264,18 +259,12 @@ void SliceWriter::SetSmCounts(std::map<std::string, int> sms) {
 }
 
 namespace {
-// The GPU of a spatial slice's config (its mps_pipe line and its gpu line), empty when not spatial.
+// The GPU of a spatial slice (its config names an MPS pipe), empty when not spatial or unreadable.
 std::string SpatialGpuOf(const fs::path& dir) {
-  std::string text, err, line, gpu;
-  if (!kube::ReadFileCapped((dir / "slice.conf").string(), kMaxSmallFileBytes, "a slice config", &text, &err))
-    return "";
-  std::istringstream in(text);
-  bool spatial = false;
-  while (std::getline(in, line)) {
-    if (line.rfind("mps_pipe=", 0) == 0) spatial = true;
-    if (line.rfind("gpu=", 0) == 0) gpu = line.substr(4, line.find(' ') - 4);
-  }
-  return spatial ? gpu : "";
+  slice::SliceConfig cfg;
+  char err[256];
+  if (!slice::LoadSliceConfig((dir / "slice.conf").c_str(), false, &cfg, err, sizeof(err))) return "";
+  return cfg.mps_pipe[0] != '\0' && cfg.gpu_count > 0 ? std::string(cfg.gpus[0].uuid) : "";
 }
 }  // namespace
 

@@ -25,6 +25,8 @@
 // Thread-safe: distinct slices may be written concurrently; one slice is written by one caller.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <filesystem>
 #include <map>
@@ -70,6 +72,11 @@ struct SliceOwner {
 };
 
 std::string SliceNameForDevices(const std::vector<std::string>& device_ids);
+
+// Replaces PATH with TEXT (mode MODE) atomically: a temporary in the same directory, fsync'ed, renamed over
+// it. Through slice::CurrentFs (the writers' seam), so a test can make the disk full or a rename fail. The
+// old file stays whole until the rename; a failed write leaves no temporary behind.
+gpu::Status WriteFileAtomic(const std::filesystem::path& path, const std::string& text, mode_t mode);
 
 class SliceWriter {
  public:

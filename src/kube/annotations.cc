@@ -114,6 +114,47 @@ Result<ContainerDevices> DecodeDevices(const std::string& text) {
   return out;
 }
 
+std::string EncodeSettings(const PodSettings& s) {
+  json out = json::object();
+  for (auto [key, list] : {std::pair{"containers", &s.containers}, std::pair{"initContainers", &s.init_containers}}) {
+    json a = json::array();
+    for (const auto& c : *list) a.push_back({{"priority", c.priority}, {"cap_mode", c.burst ? kCapBurst : kCapHard}});
+    out[key] = std::move(a);
+  }
+  return out.dump();
+}
+
+Result<PodSettings> DecodeSettings(const std::string& text) {
+  auto bad = [](const std::string& m) { return Error{0, "Invalid", std::string(kAnnoSettings) + m}; };
+  json o = json::parse(text, nullptr, false);
+  if (o.is_discarded()) return bad(": not JSON");
+  if (!o.is_object()) return bad(": must be a JSON object");
+  PodSettings out;
+  for (auto [key, list] : {std::pair{"containers", &out.containers}, std::pair{"initContainers", &out.init_containers}}) {
+    if (!o.contains(key)) continue;
+    const json& a = o[key];
+    if (!a.is_array()) return bad(std::string(".") + key + ": must be an array");
+    for (size_t i = 0; i < a.size(); ++i) {
+      const std::string at = std::string(".") + key + "[" + std::to_string(i) + "]";
+      if (!a[i].is_object()) return bad(at + ": must be an object");
+      ContainerSettings c;
+      if (a[i].contains("priority")) {
+        const json& p = a[i]["priority"];
+        if (!p.is_number_integer() || (p.get<int64_t>() != 0 && p.get<int64_t>() != 1))
+          return bad(at + ".priority: must be 0 or 1");
+        c.priority = static_cast<int>(p.get<int64_t>());
+      }
+      if (a[i].contains("cap_mode")) {
+        const json& m = a[i]["cap_mode"];
+        if (!m.is_string() || (m != kCapHard && m != kCapBurst)) return bad(at + ".cap_mode: must be hard or burst");
+        c.burst = m == kCapBurst;
+      }
+      list->push_back(c);
+    }
+  }
+  return out;
+}
+
 std::string EncodeHamiDevices(const ContainerDevices& d) {
   std::string s;
   for (const auto& c : d) {

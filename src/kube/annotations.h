@@ -47,6 +47,10 @@ inline constexpr const char* kAnnoHamiDevices = "hami.io/vgpu-devices-allocated"
 inline constexpr const char* kAnnoHamiBindPhase = "hami.io/bind-phase";
 inline constexpr const char* kAnnoHamiNode = "hami.io/vgpu-node";
 inline constexpr const char* kAnnoComputeMode = "tessera.dev/compute-mode";
+inline constexpr const char* kAnnoSettings = "tessera.dev/container-settings";
+inline constexpr const char* kAnnoCapMode = "tessera.dev/cap-mode";
+inline constexpr const char* kCapHard = "hard";
+inline constexpr const char* kCapBurst = "burst";
 inline constexpr const char* kAnnoSpatialShare = "tessera.dev/spatial-share-namespaces";
 inline constexpr const char* kAnnoCordon = "tessera.dev/cordon";
 inline constexpr const char* kModeTimeSliced = "time-sliced";
@@ -80,6 +84,24 @@ struct DeviceSlice {
 using ContainerDevices = std::vector<std::vector<DeviceSlice>>;  // per container index
 std::string EncodeDevices(const ContainerDevices& d);
 Result<ContainerDevices> DecodeDevices(const std::string& json);
+// What the node applies to one container's slice beside its devices, resolved by the scheduler at bind:
+// the priority from the container's priority resource (whatever name the scheduler was given for it), the
+// cap mode from tessera.dev/cap-mode. The agent reads these and never the pod spec's resources.
+struct ContainerSettings {
+  int priority = 1;    // 0 high (latency-sensitive), 1 best effort
+  bool burst = false;  // cap mode burst: may use SMs idle on the GPU past the cap; otherwise hard
+  bool operator==(const ContainerSettings&) const = default;
+};
+// tessera.dev/container-settings: {"containers":[{"priority":0,"cap_mode":"hard"},...],"initContainers":[...]},
+// one entry per spec index (containers without GPUs get the defaults).
+struct PodSettings {
+  std::vector<ContainerSettings> containers, init_containers;
+  bool operator==(const PodSettings&) const = default;
+};
+std::string EncodeSettings(const PodSettings& s);
+// Errors name the entry and field ("tessera.dev/container-settings.containers[1].priority: must be 0 or 1").
+Result<PodSettings> DecodeSettings(const std::string& json);
+
 // HAMi's "uuid,NVIDIA,mem,cores:;" per container, containers separated by ";".
 std::string EncodeHamiDevices(const ContainerDevices& d);
 

@@ -46,5 +46,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       }
     kube::EncodeHamiDevices(*devices);
   }
+  if (auto settings = kube::DecodeSettings(text); settings.ok()) {
+    auto again = kube::DecodeSettings(kube::EncodeSettings(*settings));
+    FUZZ_CHECK(again.ok());
+    FUZZ_CHECK(*again == *settings);
+    FUZZ_CHECK(doc.is_object());
+    for (const auto* list : {&settings->containers, &settings->init_containers})
+      for (const auto& c : *list) FUZZ_CHECK(c.priority == 0 || c.priority == 1);
+  }
   return 0;
 }

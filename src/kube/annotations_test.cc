@@ -53,5 +53,32 @@ TEST(AnnotationsTest, DevicesRoundTripAndHamiForm) {
   EXPECT_FALSE(DecodeDevices(R"({"0":[]})").ok());
 }
 
+TEST(AnnotationsTest, SettingsRoundTripAndDefaults) {
+  PodSettings s;
+  s.containers = {{0, true}, {1, false}};
+  s.init_containers = {{1, true}};
+  auto back = DecodeSettings(EncodeSettings(s));
+  ASSERT_TRUE(back.ok()) << back.error().message;
+  EXPECT_EQ(*back, s);
+  // Absent fields take the defaults: best effort, hard cap.
+  auto d = DecodeSettings(R"({"containers":[{}]})");
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  ASSERT_EQ(d->containers.size(), 1u);
+  EXPECT_EQ(d->containers[0], (ContainerSettings{1, false}));
+  EXPECT_TRUE(d->init_containers.empty());
+}
+
+TEST(AnnotationsTest, SettingsErrorsNameTheField) {
+  auto e = DecodeSettings(R"({"containers":[{"priority":0},{"priority":2}]})");
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().message, "tessera.dev/container-settings.containers[1].priority: must be 0 or 1");
+  e = DecodeSettings(R"({"initContainers":[{"cap_mode":"bursty"}]})");
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().message, "tessera.dev/container-settings.initContainers[0].cap_mode: must be hard or burst");
+  EXPECT_FALSE(DecodeSettings("[]").ok());
+  EXPECT_FALSE(DecodeSettings(R"({"containers":{}})").ok());
+  EXPECT_FALSE(DecodeSettings("{").ok());
+}
+
 }  // namespace
 }  // namespace tessera::kube

@@ -108,7 +108,7 @@ kube::Result<DraTranslation> TranslateToClaims(const json& pod, const ParsedPod&
   DraTranslation out;
   const json& spec = pod.value("spec", json::object());
   const std::string attr = std::string("device.attributes[\"") + kube::kDraDriver + "\"]";
-  const bool burst = PodAnnotation(pod, "tessera.dev/cap-mode") == "burst";
+  const bool burst = parsed.burst;  // tessera.dev/cap-mode, validated by ParsePod
 
   std::set<std::string> claim_names;
   if (spec.contains("resourceClaims") && spec["resourceClaims"].is_array())

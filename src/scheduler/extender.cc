@@ -362,7 +362,7 @@ std::string Extender::PrioritizeBody(const std::string& body) {
 }
 
 kube::Status Extender::BindWithAssignment(const std::string& ns, const std::string& name, const std::string& uid,
-                                          std::string rv, const Reservation& r) {
+                                          std::string rv, const Reservation& r, const kube::PodSettings& settings) {
   json anno = {{kube::kAnnoAssignedNode, r.node},
                {kube::kAnnoDevices, kube::EncodeDevices(r.devices)},
                {kube::kAnnoBindTime, NowRfc3339()},
@@ -371,6 +371,7 @@ kube::Status Extender::BindWithAssignment(const std::string& ns, const std::stri
                {kube::kAnnoHamiDevices, kube::EncodeHamiDevices(r.devices)},
                {kube::kAnnoHamiBindPhase, "allocating"}};
   if (!r.init_devices.empty()) anno[kube::kAnnoInitDevices] = kube::EncodeDevices(r.init_devices);
+  anno[kube::kAnnoSettings] = kube::EncodeSettings(settings);
   // The resolved mode (the pod's own or the node's default), so the agent and a relist agree on it.
   anno[kube::kAnnoComputeMode] = r.spatial ? kube::kModeSpatial : kube::kModeTimeSliced;
   for (int attempt = 0; attempt < 4; ++attempt) {
@@ -419,7 +420,7 @@ json Extender::Bind(const json& args) {
   if (parsed->wants_gpu && !parsed->request.containers.empty()) {
     auto r = view_->Reserve(*parsed, node, engine_);
     if (!r) return fail(r.error().reason.empty() ? "Unschedulable" : r.error().reason, r.error().message);
-    auto st = BindWithAssignment(ns, name, parsed->uid, kube::ResourceVersionOf(*pod), *r);
+    auto st = BindWithAssignment(ns, name, parsed->uid, kube::ResourceVersionOf(*pod), *r, parsed->Settings());
     if (!st) {
       view_->Forget(parsed->uid);
       return fail(st.error().reason.empty() ? "BindingFailed" : st.error().reason, "binding: " + st.error().ToString());

@@ -60,7 +60,8 @@ class Extender {
  private:
   std::vector<std::string> Candidates(const nlohmann::json& args) const;
   kube::Status BindWithAssignment(const std::string& ns, const std::string& name, const std::string& uid,
-                                  std::string resource_version, const Reservation& r);
+                                  std::string resource_version, const Reservation& r,
+                                  const kube::PodSettings& settings);
 
   ExtenderOptions opts_;
   ClusterView* view_;

@@ -161,6 +161,12 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
       return Invalid(std::string("annotation ") + kube::kAnnoComputeMode + "=" + m +
                      " is not allowed (time-sliced or spatial; absent: the node's default)");
   }
+  if (std::string m = PodAnnotation(pod, kube::kAnnoCapMode); !m.empty()) {
+    if (m != kube::kCapHard && m != kube::kCapBurst)
+      return Invalid(std::string("annotation ") + kube::kAnnoCapMode + "=" + m +
+                     " is not allowed (hard or burst; absent: hard)");
+    out.burst = m == kube::kCapBurst;
+  }
   bool share = opts.spatial_share_namespaces;
   if (std::string v = PodAnnotation(pod, kube::kAnnoSpatialShare); !v.empty()) {
     if (v != "true" && v != "false")
@@ -268,6 +274,17 @@ kube::Result<ParsedPod> ParsePod(const json& pod, const ParseOptions& opts, int6
   out.request.cpu_milli = std::max(app_cpu, init_cpu);
   out.request.memory_mib = std::max(app_mem, init_mem);
   return out;
+}
+
+kube::PodSettings ParsedPod::Settings() const {
+  kube::PodSettings s;
+  s.containers.resize(static_cast<size_t>(num_containers), kube::ContainerSettings{1, burst});
+  s.init_containers.resize(static_cast<size_t>(num_init_containers), kube::ContainerSettings{1, burst});
+  for (const auto& r : refs) {
+    auto& list = r.init ? s.init_containers : s.containers;
+    if (r.index >= 0 && static_cast<size_t>(r.index) < list.size() && r.priority >= 0) list[r.index].priority = r.priority;
+  }
+  return s;
 }
 
 }  // namespace tessera::scheduler

@@ -25,6 +25,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "kube/annotations.h"
 #include "kube/result.h"
 #include "placement/engine.h"
 #include "scheduler/policy.h"
@@ -74,6 +75,10 @@ struct ParsedPod {
   int num_init_containers = 0;
   std::vector<bool> init_sidecar;   // per spec.initContainers index: restartPolicy Always
   bool gpu_defaulted = false;       // some container got nvidia.com/gpu=1 implicitly
+  bool burst = false;               // tessera.dev/cap-mode=burst (validated: hard or burst; absent: hard)
+  // What the bind hands the node beside the devices (tessera.dev/container-settings): each GPU container's
+  // priority (stated, else best effort) and the pod's cap mode, per spec index.
+  kube::PodSettings Settings() const;
   // True if a run-once init container asks for a GPU (placement then reuses the pod's app slices for it).
   bool HasSequentialInitGpu() const {
     for (const auto& r : refs)

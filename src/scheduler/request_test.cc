@@ -27,6 +27,40 @@ TEST(RequestTest, SeedWorkerA) {
   EXPECT_FALSE(p->refs[0].init);
 }
 
+TEST(RequestTest, SettingsCarryEachContainersPriorityAndThePodsCapMode) {
+  ParseOptions o;
+  o.names.priority = "example.com/latency";  // a renamed priority resource
+  json pod = {{"metadata", {{"name", "p"}, {"namespace", "ns"}, {"uid", "u1"},
+                            {"annotations", {{"tessera.dev/cap-mode", "burst"}}}}},
+              {"spec", {{"initContainers", json::array({{{"name", "i"}, {"resources", {{"limits", {{"nvidia.com/gpu", "1"}}}}}}})},
+                        {"containers", json::array({{{"name", "cpu"}},
+                                                    {{"name", "live"},
+                                                     {"resources", {{"limits", {{"nvidia.com/gpu", "1"},
+                                                                                {"example.com/latency", "0"}}}}}}})}}}};
+  auto p = ParsePod(pod, o);
+  ASSERT_TRUE(p.ok()) << p.error().message;
+  EXPECT_TRUE(p->burst);
+  kube::PodSettings s = p->Settings();
+  ASSERT_EQ(s.containers.size(), 2u);
+  EXPECT_EQ(s.containers[1], (kube::ContainerSettings{0, true}));
+  EXPECT_EQ(s.containers[0], (kube::ContainerSettings{1, true}));
+  ASSERT_EQ(s.init_containers.size(), 1u);
+  EXPECT_EQ(s.init_containers[0], (kube::ContainerSettings{1, true}));
+  // What the bind writes is what the agent decodes.
+  auto back = kube::DecodeSettings(kube::EncodeSettings(s));
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, s);
+}
+
+TEST(RequestTest, AnUnknownCapModeIsRefusedNamingTheValues) {
+  auto p = ParsePod(PodWith({{"nvidia.com/gpu", "1"}}, {{"tessera.dev/cap-mode", "bursty"}}), ParseOptions{});
+  ASSERT_FALSE(p.ok());
+  EXPECT_EQ(p.error().message, "annotation tessera.dev/cap-mode=bursty is not allowed (hard or burst; absent: hard)");
+  p = ParsePod(PodWith({{"nvidia.com/gpu", "1"}}), ParseOptions{});
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->burst);
+}
+
 TEST(RequestTest, OnlyGpuMeansWholeExclusiveCard) {
   auto p = ParsePod(PodWith({{"nvidia.com/gpu", "2"}}), ParseOptions{});
   ASSERT_TRUE(p.ok());

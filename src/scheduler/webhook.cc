@@ -149,7 +149,8 @@ const std::vector<std::string>& OwnAnnotations() {
   static const std::vector<std::string> k = {kube::kAnnoAssignedNode,  kube::kAnnoDevices,
                                              kube::kAnnoInitDevices,   kube::kAnnoBindTime,
                                              kube::kAnnoAllocationState, kube::kAnnoHamiDevices,
-                                             kube::kAnnoHamiBindPhase, kube::kAnnoHamiNode};
+                                             kube::kAnnoHamiBindPhase, kube::kAnnoHamiNode,
+                                             kube::kAnnoSettings};
   return k;
 }
 

@@ -86,6 +86,12 @@ TEST(WebhookTest, CreateRejectsOwnAnnotationsOnAnyPod) {
                   {"spec", {{"containers", json::array({{{"name", "c"}}})}}}};
   EXPECT_EQ(ValidationError(cpu_pod, o, 16384),
             "annotation tessera.dev/devices is set by the Tessera scheduler at bind time and may not be set by a pod");
+  // A tenant may not hand itself high priority (or a burst cap) through the handoff's settings either.
+  json self_high = GpuPod({{"nvidia.com/gpu", "1"}},
+                          {{"tessera.dev/container-settings", R"({"containers":[{"priority":0,"cap_mode":"burst"}]})"}});
+  EXPECT_EQ(ValidationError(self_high, o, 16384),
+            "annotation tessera.dev/container-settings is set by the Tessera scheduler at bind time and may not be set "
+            "by a pod");
 }
 
 TEST(WebhookTest, UpdateOfAllocationAnnotationsOnlyByTesseraIdentities) {

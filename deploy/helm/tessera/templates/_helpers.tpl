@@ -106,7 +106,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* Tessera's own pod annotations (src/kube/annotations.h), as a CEL list literal. */}}
 {{- define "tessera.ownAnnotationsCEL" -}}
-['tessera.dev/assigned-node','tessera.dev/devices','tessera.dev/init-devices','tessera.dev/bind-time','tessera.dev/allocation-state','hami.io/vgpu-devices-allocated','hami.io/bind-phase','hami.io/vgpu-node']
+['tessera.dev/assigned-node','tessera.dev/devices','tessera.dev/init-devices','tessera.dev/bind-time','tessera.dev/allocation-state','hami.io/vgpu-devices-allocated','hami.io/bind-phase','hami.io/vgpu-node','tessera.dev/container-settings']
 {{- end }}
 
 {{/* The usernames that may change those annotations on a pod (comma-separated): the scheduler's and the
