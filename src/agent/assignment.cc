@@ -192,7 +192,7 @@ std::vector<ContainerAssignment> Parse(const nlohmann::json& pod, const std::str
                  " " + resource;
         return {};
       }
-      for (const auto& d : table[i]) a.grants.push_back(Grant{d.uuid, d.memory_mib, d.cores});
+      a.grants = table[i];
       if (static_cast<int64_t>(a.grants.size()) != count) {
         *error = where + at + ": " + std::to_string(a.grants.size()) +
                  " GPUs assigned but the container asks for " + std::to_string(count);

@@ -20,12 +20,8 @@
 
 namespace tessera::agent {
 
-struct Grant {
-  std::string uuid;
-  int64_t memory_mib = 0;
-  int cores = 0;
-  bool operator==(const Grant&) const = default;
-};
+// One GPU of a container's slice: the handoff's own type (kube/annotations.h), not a copy of it.
+using Grant = kube::DeviceSlice;
 
 // One container of a pod that holds GPUs through this node's device plugin.
 struct ContainerAssignment {

@@ -19,7 +19,14 @@ TEST(SchedulerPlacement, SeedWorkersLandWithTheirSlices) {
   NEED_KUBE(env);
   ASSERT_NO_FATAL_FAILURE(env.Start());
   std::string node = env.AddNode("gpu", {{"T4", 15360, 0}});
-  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("worker-a", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "25"}, {"nvidia.com/gpumem-percentage", "20"}})).ok());
+  // worker-a is also latency-sensitive with a burst cap: the bind hands both to the node.
+  ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("worker-a",
+                                                 {{"nvidia.com/gpu", "1"},
+                                                  {"nvidia.com/gpucores", "25"},
+                                                  {"nvidia.com/gpumem-percentage", "20"},
+                                                  {"nvidia.com/priority", "0"}},
+                                                 {{"tessera.dev/cap-mode", "burst"}}))
+                  .ok());
   ASSERT_TRUE(env.CreatePod(SchedulerEnv::GpuPod("worker-b", {{"nvidia.com/gpu", "1"}, {"nvidia.com/gpucores", "40"}, {"nvidia.com/gpumem-percentage", "30"}})).ok());
   std::vector<Json> pods;
   ASSERT_TRUE(env.WaitBound({"worker-a", "worker-b"}, 20, &pods)) << env.SchedulingMessage("worker-a");
@@ -32,6 +39,11 @@ TEST(SchedulerPlacement, SeedWorkersLandWithTheirSlices) {
     auto s = Slices(p);
     ASSERT_EQ(s.size(), 1u);
     EXPECT_EQ(s[0].uuid, "GPU-" + node + "-0");
+    auto settings = kube::DecodeSettings(kube::Annotation(p, kube::kAnnoSettings));
+    ASSERT_TRUE(settings.ok()) << settings.error().message;
+    ASSERT_EQ(settings->containers.size(), 1u);
+    EXPECT_EQ(settings->containers[0], kube::Name(p) == "worker-a" ? (kube::ContainerSettings{0, true})
+                                                                   : (kube::ContainerSettings{1, false}));
     if (kube::Name(p) == "worker-a") {
       EXPECT_EQ(s[0].memory_mib, 15360 * 20 / 100);
       EXPECT_EQ(s[0].cores, 25);
