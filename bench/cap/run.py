@@ -103,6 +103,25 @@ class Bench:
                   "LD_PRELOAD", "TESSERA_SLICE_CONFIG"]:
             env.pop(k, None)
         exe = os.path.join(self.build, "capbench")
+        if isinstance(conf, dict):
+            # A slice the agent wrote (agentslices): the process runs as in the pod's container, in a mount
+            # namespace holding the agent's mounts at their container paths, with the agent's envs.
+            env.update(conf["envs"])
+            env["LD_PRELOAD"] = self.lib
+            script = ["set -e", "mkdir -p /run/tessera", "mount -t tmpfs tessera /run/tessera"]
+            for m in conf["mounts"]:
+                c, h = m["container_path"], m["host_path"]
+                if c in ("/usr/local/lib/tessera/libtessera.so", "/etc/ld.so.preload"):
+                    continue  # LD_PRELOAD names the same library
+                if os.path.isdir(h):
+                    script.append(f"mkdir -p '{c}'")
+                else:
+                    script.append(f"mkdir -p '{os.path.dirname(c)}' && touch '{c}'")
+                script.append(f"mount --bind '{h}' '{c}'")
+                if m["read_only"]:
+                    script.append(f"mount -o remount,bind,ro '{c}'")
+            script.append('exec "$@"')
+            return ["unshare", "-m", "--propagation", "private", "sh", "-c", "\n".join(script), "sh", exe] + argv, env
         if conf:
             env["TESSERA_SLICE_CONFIG"] = conf
             if self.lib:
@@ -341,6 +360,61 @@ class Bench:
         log(f"  fault: {json.dumps(res)}")
         return res
 
+    def agent_latency(self, hp_cores=10, be_cores=90):
+        """The latency experiment on slices the node agent wrote (test/gpu/agentslices.cc: SliceWriter with
+        the MpsSupervisor, as for two pods' containers), each process in a mount namespace with the agent's
+        mounts. No hand-written config: the MPS daemon, mps_pipe and mps_sms are the agent's."""
+        tool = os.environ.get("CAP_AGENTSLICES", "")
+        if not tool or not os.path.exists(tool) or not self.lib:
+            raise RuntimeError(f"spatial-agent needs CAP_AGENTSLICES (got '{tool}') and --lib")
+        base = os.path.join(self.build, "agent")
+        shutil.rmtree(base, ignore_errors=True)
+        os.makedirs(base)
+        agent = subprocess.Popen([tool, "--state", f"{base}/state", "--mps-base", f"{base}/mps", "--node-dir",
+                                  f"{base}/node", "--shim", self.lib, "--slice", f"hp:{hp_cores}:0",
+                                  "--slice", f"be:{be_cores}:1"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = agent.stdout.readline()
+            if not line.startswith("{"):
+                raise RuntimeError("agentslices: " + (agent.stderr.read() if agent.poll() is not None else line)[-400:])
+            written = json.loads(line)
+            hp, be = written["slices"]
+            log(f"  agent slices: hp {hp['name']}, be {be['name']}, sms {written['sms']}")
+            S = self.args.seconds + 1
+            hp_blocks = max(1, self.sms // 10)
+            hp_iters = self.calibrate(50, hp_blocks)
+            lat = ["latency", "--iters", str(hp_iters), "--period-us", "1000", "--seconds", str(S),
+                   "--blocks", str(hp_blocks)]
+            alone = self.group([(hp, lat)])[0]
+            res = {"hp_cores": hp_cores, "be_cores": be_cores, "configs": [hp["config"], be["config"]],
+                   "mounts": [hp["mounts"], be["mounts"]], "alone": alone, "with_be": []}
+            log(f"  agent latency alone: p50 {alone.get('p50_us')} us p99 {alone.get('p99_us')} us")
+            for be_ms in self.args.be_lens:
+                iters = self.calibrate(int(be_ms * 1000))
+                if be_ms not in self.be_solo:
+                    self.be_solo[be_ms] = self.group([(None, self.work(iters, S))])[0]["rate"]
+                h, b = self.group([(hp, lat), (be, self.work(iters, S))], stagger=1.2)
+                a99 = alone.get("p99_us") or 0
+                t99 = h.get("p99_us") or 1e9
+                row = {"be_kernel_ms": be_ms, "raw": [h, b], "be_mps_pct": b.get("mps_pct"),
+                       "tessera": {"p50_us": h.get("p50_us"), "p99_us": h.get("p99_us"),
+                                   "be_share": round(b.get("rate", 0) / self.be_solo[be_ms], 3)},
+                       "ok_latency": t99 <= 1.5 * a99}
+                row["ok_throughput"] = row["tessera"]["be_share"] >= 0.8 * (1 - 0.05)  # as in latency()
+                if h.get("rc") or b.get("rc"):
+                    row["errors"] = [h.get("stderr"), b.get("stderr")]
+                res["with_be"].append(row)
+                log(f"  agent latency beside {be_ms} ms: p50/p99 {h.get('p50_us')}/{h.get('p99_us')} us, "
+                    f"best effort at {row['tessera']['be_share']:.2f} of solo")
+            return res
+        finally:
+            agent.stdin.close()
+            try:
+                agent.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+
     # ---- MPS -----------------------------------------------------------------------------------------
     def mps_start(self):
         out = sh(f"{self.build}/tessera-mps start --gpu {self.uuid} --base {MPS_BASE}")
@@ -391,6 +465,14 @@ def main():
         spatial = mode == "spatial"
         r = {}
         log(f"== {mode}")
+        if mode == "spatial-agent":
+            try:
+                r["latency"] = b.agent_latency()
+            except Exception as e:
+                r["error"] = repr(e)
+                log(f"  error: {e!r}")
+            result[mode] = r
+            continue
         try:
             if spatial:
                 b.mps_start()

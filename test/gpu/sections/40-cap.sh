@@ -5,9 +5,12 @@
 
 section_cap() {
   local dir=$WORK/cap
-  if ! python3 "$ROOT/bench/cap/run.py" "$dir" --lib "$SHIM" --build "$WORK/capbuild" \
-      --seconds "${CAP_SECONDS:-2}" --only "${CAP_ONLY:-cap,launch,tenants,latency,fault,variants}" \
-      --modes "${CAP_MODES:-timesliced,spatial}"; then
+  # spatial-agent: the latency experiment on two pods' slices written by the agent's own code
+  # (gpu_agentslices: SliceWriter + MpsSupervisor), each process in a mount namespace with the agent's mounts.
+  if ! CAP_AGENTSLICES="$BUILD/test/gpu/gpu_agentslices" python3 "$ROOT/bench/cap/run.py" "$dir" --lib "$SHIM" \
+      --build "$WORK/capbuild" --seconds "${CAP_SECONDS:-2}" \
+      --only "${CAP_ONLY:-cap,launch,tenants,latency,fault,variants}" \
+      --modes "${CAP_MODES:-timesliced,spatial,spatial-agent}"; then
     check run fail "bench/cap/run.py failed (see gpu-log.txt)"
     return
   fi
@@ -15,8 +18,8 @@ section_cap() {
   python3 - "$dir/cap.json" <<'PY' | while IFS='|' read -r name status detail; do check "$name" "$status" "$detail"; done
 import json, sys
 r = json.load(open(sys.argv[1]))
-for mode in ("timesliced", "spatial"):
-    m = r.get(mode, {})
+for mode in ("timesliced", "spatial", "spatial_agent"):
+    m = r.get(mode.replace("_", "-"), {})
     if "error" in m:
         print(f"{mode}|fail|{m['error']}")
     acc = m.get("accuracy", [])
@@ -33,7 +36,7 @@ for mode in ("timesliced", "spatial"):
             t99 = row["tessera"]["p99_us"]
             print(f"{mode}_hp_p99_beside_{row['be_kernel_ms']}ms|{'pass' if row['ok_latency'] else 'fail'}|"
                   f"p99 {t99} us vs alone {a} us")
-            if mode == "spatial":
+            if mode.startswith("spatial"):
                 print(f"{mode}_be_throughput_beside_{row['be_kernel_ms']}ms|"
                       f"{'pass' if row['ok_throughput'] else 'fail'}|{row['tessera']['be_share']} of solo")
 PY
