@@ -445,8 +445,19 @@ def main():
     only = set(args.only.split(","))
     modes = args.modes.split(",")
     os.makedirs(args.out, exist_ok=True)
+    # The host directories the shim reads by default: removed again at exit if this run made them (a
+    # leftover /run/tessera would make the machine look like a node with an agent on it).
+    made = [d for d in ("/run/tessera", SLICES, NODE_DIR, MPS_BASE) if not os.path.exists(d)]
     os.makedirs(SLICES, exist_ok=True)
     os.makedirs(NODE_DIR, exist_ok=True)
+    try:
+        run_modes(args, only, modes)
+    finally:
+        for d in made:
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def run_modes(args, only, modes):
     b = Bench(args)
     t0 = time.time()
     b.compile()

@@ -62,7 +62,18 @@ node_prepare() {
   local sock="$state/node/containerd/containerd.sock.ttrpc" d
   [ ${#sock} -lt 100 ] || kube_die "state directory $state is too long for containerd's unix sockets (${#sock} > 99 bytes); use a shorter one"
   for d in "${NODE_HOST_DIRS[@]}"; do
-    [ ! -e "$d" ] || kube_die "$d exists: another kubelet or container runtime on this machine? The test node needs it absent (and removes it when done)"
+    [ -e "$d" ] || continue
+    # A directory tree with nothing but directories in it, no mount under it and no kubelet or
+    # containerd alive holds no one's state (a tool that made it and exited, a run killed mid-teardown):
+    # removed. Anything else may be another node's: refused, naming what is there.
+    if [ -d "$d" ] && [ -z "$(find "$d" ! -type d -print -quit 2>/dev/null)" ] &&
+       ! grep -qE " ($d|$d/[^ ]*) " /proc/self/mountinfo &&
+       ! pgrep -x kubelet >/dev/null 2>&1 && ! pgrep -x containerd >/dev/null 2>&1; then
+      echo "$KUBE_PROG: removing $d (only empty directories, no kubelet or containerd runs)" >&2
+      rm -rf --one-file-system "$d"
+      continue
+    fi
+    kube_die "$d exists: another kubelet or container runtime on this machine? The test node needs it absent (and removes it when done); it holds: $(find "$d" -maxdepth 2 ! -type d 2>/dev/null | head -n 5 | tr '\n' ' ')"
   done
   mkdir -p "$state/node"/{containerd,cni/net.d,cni/ipam,pod-logs,images}
   : >"$state/node/created"
