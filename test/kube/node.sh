@@ -59,16 +59,16 @@ node_prepare() {
   fi
   ip link show "$NODE_IFACE" >/dev/null 2>&1 && kube_die "interface $NODE_IFACE exists already (a node left behind? scripts/kube-down its state dir, or: ip link del $NODE_IFACE)"
   ip link show "$NODE_BRIDGE" >/dev/null 2>&1 && kube_die "interface $NODE_BRIDGE exists already (a node left behind? ip link del $NODE_BRIDGE)"
-  local sock="$state/node/containerd/containerd.sock.ttrpc" d
+  local sock="$state/node/containerd/containerd.sock.ttrpc" d node_alive=
   [ ${#sock} -lt 100 ] || kube_die "state directory $state is too long for containerd's unix sockets (${#sock} > 99 bytes); use a shorter one"
+  { pgrep -x kubelet || pgrep -x containerd; } >/dev/null 2>&1 && node_alive=1
   for d in "${NODE_HOST_DIRS[@]}"; do
     [ -e "$d" ] || continue
     # A directory tree with nothing but directories in it, no mount under it and no kubelet or
     # containerd alive holds no one's state (a tool that made it and exited, a run killed mid-teardown):
     # removed. Anything else may be another node's: refused, naming what is there.
-    if [ -d "$d" ] && [ -z "$(find "$d" ! -type d -print -quit 2>/dev/null)" ] &&
-       ! grep -qE " ($d|$d/[^ ]*) " /proc/self/mountinfo &&
-       ! pgrep -x kubelet >/dev/null 2>&1 && ! pgrep -x containerd >/dev/null 2>&1; then
+    if [ -z "$node_alive" ] && [ -d "$d" ] && [ -z "$(find "$d" ! -type d -print -quit 2>/dev/null)" ] &&
+       [ -z "$(node_mounts_under "$d")" ]; then
       echo "$KUBE_PROG: removing $d (only empty directories, no kubelet or containerd runs)" >&2
       rm -rf --one-file-system "$d"
       continue
@@ -335,8 +335,11 @@ node_iptables_clean() {
 
 # node_mounts STATE: mount points at or under STATE and the node's host directories, deepest first (the
 # kubelet bind-mounts its root onto itself).
-node_mounts() {
-  local roots="$1 ${NODE_HOST_DIRS[*]}"
+node_mounts() { node_mounts_under "$1" "${NODE_HOST_DIRS[@]}"; }
+
+# node_mounts_under DIR...: mount points at or under any DIR, deepest first.
+node_mounts_under() {
+  local roots="$*"
   awk -v roots="$roots" 'BEGIN { n = split(roots, r, " ") }
     { for (i = 1; i <= n; i++) if ($5 == r[i] || index($5, r[i] "/") == 1) { print $5; break } }' \
     /proc/self/mountinfo | awk '{print length, $0}' | sort -rn | cut -d' ' -f2-
